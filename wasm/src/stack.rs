@@ -1,0 +1,464 @@
+//! The TCP/IP side: a smoltcp interface that answers for every address, one TCP socket per
+//! connection made on demand, and the bookkeeping that turns socket state into host events.
+//!
+//! Invariants:
+//! - in the server role a listening socket is made for exactly the destination of each new SYN,
+//!   right before smoltcp sees that SYN, and removed again if the SYN did not take;
+//! - each connection gets an id that is never reused, and every id the host was told about with
+//!   `TCP_OPEN` gets exactly one `TCP_CLOSED`;
+//! - a socket is freed once it is closed (or in TIME-WAIT) and the host has released it.
+
+use crate::out::{kind, CloseReason, Level, Out};
+use crate::packet::{self, Inner};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp::{self, CongestionControl, State};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Settings of the stack.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// Accept connections to any address (server role) or only make them (client role).
+    pub server: bool,
+    /// The interface's own addresses (also the gateway of its default routes).
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+    /// Largest inner packet.
+    pub mtu: usize,
+    /// Per-connection receive and send buffer sizes.
+    pub rx_buffer: usize,
+    pub tx_buffer: usize,
+    /// Most connections at once; SYNs beyond it are answered with a reset.
+    pub max_connections: usize,
+    /// TCP keepalive interval and idle timeout, in seconds (0 = off).
+    pub keepalive_secs: u32,
+    pub timeout_secs: u32,
+}
+
+/// Counters reported in the stats.
+#[derive(Default, Debug)]
+pub struct StackStats {
+    pub connections_opened: u64,
+    pub connections_refused: u64,
+    pub malformed: u64,
+    pub udp_in: u64,
+    pub udp_out: u64,
+    pub echo_replies: u64,
+    pub tcp_rx_bytes: u64,
+    pub tcp_tx_bytes: u64,
+}
+
+/// A packet queue that smoltcp reads from and writes to.
+struct Queue {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+impl Queue {
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Queue);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = self.0.buffer();
+        b.resize(len, 0);
+        let r = f(&mut b);
+        self.0.tx.push_back(b);
+        r
+    }
+}
+
+impl Device for Queue {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(self)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(self))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}
+
+/// One TCP connection as the host sees it.
+struct Conn {
+    handle: SocketHandle,
+    peer: u32,
+    tuple: (SocketAddr, SocketAddr),
+    opened: bool,
+    readable_sent: bool,
+    want_write: bool,
+    fin_sent: bool,
+    closed_sent: bool,
+    released: bool,
+    shut_write: bool,
+}
+
+/// The TCP/IP stack.
+pub struct Stack {
+    cfg: StackConfig,
+    iface: Interface,
+    dev: Queue,
+    sockets: SocketSet<'static>,
+    conns: HashMap<u32, Conn>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u32>,
+    next_conn: u32,
+    next_port: u16,
+    /// Counters.
+    pub stats: StackStats,
+}
+
+fn to_ep(ep: IpEndpoint) -> SocketAddr {
+    SocketAddr::new(ep.addr.into(), ep.port)
+}
+
+impl Stack {
+    /// A stack with no connections.
+    pub fn new(cfg: StackConfig, now: Instant) -> Stack {
+        let mut dev = Queue { rx: VecDeque::new(), tx: VecDeque::new(), spare: Vec::new(), mtu: cfg.mtu };
+        let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, now);
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(cfg.v4), 32)).ok();
+            a.push(IpCidr::new(IpAddress::Ipv6(cfg.v6), 128)).ok();
+        });
+        iface.routes_mut().add_default_ipv4_route(cfg.v4).ok();
+        iface.routes_mut().add_default_ipv6_route(cfg.v6).ok();
+        iface.set_any_ip(cfg.server);
+        Stack {
+            cfg,
+            iface,
+            dev,
+            sockets: SocketSet::new(vec![]),
+            conns: HashMap::new(),
+            by_tuple: HashMap::new(),
+            next_conn: 1,
+            next_port: 40_000,
+            stats: StackStats::default(),
+        }
+    }
+
+    /// Connections the stack holds (including those not yet announced or not yet freed).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.cfg.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.cfg.tx_buffer]),
+        );
+        s.set_nagle_enabled(false);
+        s.set_ack_delay(None);
+        s.set_congestion_control(CongestionControl::Cubic);
+        if self.cfg.keepalive_secs > 0 {
+            s.set_keep_alive(Some(Duration::from_secs(self.cfg.keepalive_secs as u64)));
+        }
+        if self.cfg.timeout_secs > 0 {
+            s.set_timeout(Some(Duration::from_secs(self.cfg.timeout_secs as u64)));
+        }
+        s
+    }
+
+    fn add_conn(&mut self, handle: SocketHandle, peer: u32, tuple: (SocketAddr, SocketAddr)) -> u32 {
+        let id = self.next_conn;
+        self.next_conn = self.next_conn.wrapping_add(1).max(1);
+        self.by_tuple.insert(tuple, id);
+        self.conns.insert(
+            id,
+            Conn {
+                handle,
+                peer,
+                tuple,
+                opened: false,
+                readable_sent: false,
+                want_write: false,
+                fin_sent: false,
+                closed_sent: false,
+                released: false,
+                shut_write: false,
+            },
+        );
+        id
+    }
+
+    fn forget(&mut self, id: u32) {
+        if let Some(c) = self.conns.remove(&id) {
+            self.sockets.remove(c.handle);
+            if self.by_tuple.get(&c.tuple) == Some(&id) {
+                self.by_tuple.remove(&c.tuple);
+            }
+        }
+    }
+
+    /// Takes one inner packet from `peer`. Replies the core makes itself (echo replies) are
+    /// queued for [`Stack::take_tx`].
+    pub fn input(&mut self, peer: u32, pkt: &[u8], now: Instant, out: &mut Out) {
+        let inner = match packet::classify(pkt) {
+            Ok(i) => i,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        let mut fresh = None;
+        match inner {
+            Inner::Udp { src, dst, payload } => {
+                self.stats.udp_in += 1;
+                return out.udp(peer, src, dst, payload);
+            }
+            Inner::EchoRequest if self.cfg.server => {
+                let mut reply = self.dev.buffer();
+                if packet::echo_reply(pkt, &mut reply) {
+                    self.stats.echo_replies += 1;
+                    self.dev.tx.push_back(reply);
+                }
+                return;
+            }
+            Inner::Other if !self.cfg.server => return out.ip_packet(peer, pkt),
+            Inner::TcpSyn { src, dst } if self.cfg.server && !self.by_tuple.contains_key(&(dst, src)) => {
+                if self.conns.len() >= self.cfg.max_connections {
+                    self.stats.connections_refused += 1;
+                    if self.stats.connections_refused.is_power_of_two() {
+                        let msg = format!(
+                            "connection limit reached ({} open): refusing {} -> {} ({} refused so far)",
+                            self.conns.len(), src, dst, self.stats.connections_refused
+                        );
+                        out.log(Level::Warn, &msg);
+                    }
+                } else {
+                    let mut s = self.new_socket();
+                    let listen = IpListenEndpoint { addr: Some(dst.ip().into()), port: dst.port() };
+                    if s.listen(listen).is_ok() {
+                        let handle = self.sockets.add(s);
+                        fresh = Some(self.add_conn(handle, peer, (dst, src)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut b = self.dev.buffer();
+        b.extend_from_slice(pkt);
+        self.dev.rx.push_back(b);
+        self.iface.poll_ingress_single(now, &mut self.dev, &mut self.sockets);
+        if let Some(id) = fresh {
+            let handle = self.conns[&id].handle;
+            if self.sockets.get::<tcp::Socket>(handle).state() == State::Listen {
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Opens a connection to `dst` (client role). Returns the connection id.
+    pub fn connect(&mut self, peer: u32, dst: SocketAddr) -> Option<u32> {
+        let src_ip: IpAddr = if dst.is_ipv4() { self.cfg.v4.into() } else { self.cfg.v6.into() };
+        self.next_port = if self.next_port >= 65_000 { 40_000 } else { self.next_port + 1 };
+        let local = SocketAddr::new(src_ip, self.next_port);
+        let mut s = self.new_socket();
+        let remote = IpEndpoint::new(dst.ip().into(), dst.port());
+        s.connect(self.iface.context(), remote, IpListenEndpoint { addr: Some(src_ip.into()), port: local.port() })
+            .ok()?;
+        let handle = self.sockets.add(s);
+        Some(self.add_conn(handle, peer, (local, dst)))
+    }
+
+    /// Sends what the sockets have to send and runs the stack's timers.
+    pub fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+
+    /// Milliseconds until the stack needs [`Stack::poll`] again, if it does.
+    pub fn poll_delay(&mut self, now: Instant) -> Option<u64> {
+        self.iface.poll_delay(now, &self.sockets).map(|d| d.total_millis())
+    }
+
+    /// Moves the packets the stack produced to `f`, one by one.
+    pub fn take_tx(&mut self, mut f: impl FnMut(&[u8])) {
+        while let Some(p) = self.dev.tx.pop_front() {
+            f(&p);
+            self.dev.spare.push(p);
+        }
+    }
+
+    /// Turns socket state changes into events, and frees what is finished.
+    pub fn events(&mut self, out: &mut Out) {
+        let mut gone = Vec::new();
+        for (&id, c) in self.conns.iter_mut() {
+            let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            let state = s.state();
+            if !c.opened {
+                match state {
+                    State::Listen | State::SynReceived | State::SynSent => continue,
+                    State::Closed | State::TimeWait if self.cfg.server => {
+                        gone.push(id);
+                        continue;
+                    }
+                    State::Closed | State::TimeWait => {}
+                    _ => {
+                        c.opened = true;
+                        self.stats.connections_opened += 1;
+                        let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else { continue };
+                        c.tuple = (to_ep(local), to_ep(remote));
+                        out.tcp_open(id, c.peer, to_ep(remote), to_ep(local));
+                    }
+                }
+            }
+            if s.can_recv() && !c.readable_sent {
+                c.readable_sent = true;
+                out.tcp(kind::TCP_READABLE, id);
+            }
+            if c.want_write && s.can_send() && s.send_queue() < s.send_capacity() {
+                c.want_write = false;
+                out.tcp(kind::TCP_WRITABLE, id);
+            }
+            let peer_done = matches!(state, State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
+                || (state == State::Closed && c.fin_sent);
+            if peer_done && !c.fin_sent && s.recv_queue() == 0 {
+                c.fin_sent = true;
+                out.tcp(kind::TCP_FIN, id);
+            }
+            let over = state == State::Closed || (state == State::TimeWait && c.fin_sent);
+            if over && !c.closed_sent {
+                c.closed_sent = true;
+                let graceful = c.fin_sent && c.shut_write;
+                out.tcp_closed(id, if graceful { CloseReason::Graceful } else { CloseReason::Reset });
+            }
+            if c.closed_sent && c.released {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            self.forget(id);
+        }
+    }
+
+    fn socket(&mut self, id: u32) -> Option<(&mut Conn, &mut tcp::Socket<'static>)> {
+        let c = self.conns.get_mut(&id)?;
+        let handle = c.handle;
+        Some((c, self.sockets.get_mut::<tcp::Socket>(handle)))
+    }
+
+    /// The next contiguous run of received bytes (empty when there is none).
+    pub fn peek(&mut self, id: u32) -> &[u8] {
+        let Some((c, s)) = self.socket(id) else { return &[] };
+        c.readable_sent = false;
+        s.peek(usize::MAX).unwrap_or(&[])
+    }
+
+    /// Marks `n` received bytes as consumed by the host, opening the receive window.
+    pub fn consume(&mut self, id: u32, n: usize) {
+        let Some((_, s)) = self.socket(id) else { return };
+        let taken = s.recv(|b| { let k = n.min(b.len()); (k, k) }).unwrap_or(0);
+        self.stats.tcp_rx_bytes += taken as u64;
+    }
+
+    /// The next contiguous free run of the send buffer; empty when full (a `TCP_WRITABLE` event
+    /// follows when there is room again) or when the connection can no longer send.
+    pub fn write_window(&mut self, id: u32) -> &mut [u8] {
+        let Some((c, s)) = self.socket(id) else { return &mut [] };
+        if !s.may_send() {
+            return &mut [];
+        }
+        let w = s.send(|b| (0, (b.as_mut_ptr(), b.len()))).unwrap_or((std::ptr::null_mut(), 0));
+        if w.1 == 0 {
+            c.want_write = true;
+            return &mut [];
+        }
+        // SAFETY: the slice is the socket's free send space; nothing touches the socket
+        // between this call and `commit`, which enqueues what the host wrote there.
+        unsafe { std::slice::from_raw_parts_mut(w.0, w.1) }
+    }
+
+    /// Enqueues `n` bytes the host wrote into the last [`Stack::write_window`].
+    pub fn commit(&mut self, id: u32, n: usize) -> usize {
+        let Some((_, s)) = self.socket(id) else { return 0 };
+        let done = s.send(|b| { let k = n.min(b.len()); (k, k) }).unwrap_or(0);
+        self.stats.tcp_tx_bytes += done as u64;
+        done
+    }
+
+    /// Sends FIN after what is queued (half-close of our side).
+    pub fn shutdown(&mut self, id: u32) {
+        if let Some((c, s)) = self.socket(id) {
+            c.shut_write = true;
+            s.close();
+        }
+    }
+
+    /// Resets the connection.
+    pub fn abort(&mut self, id: u32) {
+        if let Some((_, s)) = self.socket(id) {
+            s.abort();
+        }
+    }
+
+    /// The host is done with the connection: it is freed as soon as it is over (now, if it
+    /// never opened).
+    pub fn release(&mut self, id: u32) {
+        let Some((c, s)) = self.socket(id) else { return };
+        c.released = true;
+        if !c.closed_sent && matches!(s.state(), State::Established | State::CloseWait) && !c.shut_write {
+            c.shut_write = true;
+            s.close();
+        }
+        if !c.opened && !c.closed_sent {
+            self.forget(id);
+        }
+    }
+
+    /// Resets every connection of `peer` and reports each as closed.
+    pub fn drop_peer(&mut self, peer: u32, out: &mut Out) {
+        let ids: Vec<u32> = self.conns.iter().filter(|(_, c)| c.peer == peer).map(|(id, _)| *id).collect();
+        for id in ids {
+            let c = &self.conns[&id];
+            if c.opened && !c.closed_sent {
+                out.tcp_closed(id, CloseReason::PeerRemoved);
+            }
+            self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+            self.forget(id);
+        }
+    }
+
+    /// The stack's MTU.
+    pub fn mtu(&self) -> usize {
+        self.cfg.mtu
+    }
+
+    /// Queues a packet the host built (UDP replies) for [`Stack::take_tx`].
+    pub fn queue_tx(&mut self, build: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let mut b = self.dev.buffer();
+        let ok = build(&mut b);
+        if ok {
+            self.dev.tx.push_back(b);
+        } else {
+            self.dev.spare.push(b);
+        }
+        ok
+    }
+}
