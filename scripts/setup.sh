@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything wirescope's build and tests need, idempotently: Debian packages (the Rust
+# toolchain that builds std for wasm, clang for ring's C code, WireGuard tools and servers for the
+# end-to-end rig) and Deno from npm (pinned in package.json). Safe to run again; it only installs
+# what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  # wasm build: Debian's rustc/cargo that can build std from source, its sources and linker
+  rustc-web cargo-web rust-web-src rust-web-llvm llvm-22 lld-22 clang-19 wasi-libc
+  # end-to-end rig: a real WireGuard client, namespaces, and clients/servers to talk to
+  wireguard-go wireguard-tools iproute2 iputils-ping curl iperf3 nginx-light openssl
+)
+# Node runs npm, which brings Deno; a Node from elsewhere (as on this project's machines) is kept.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Deno (and type packages) from npm, exactly as locked.
+if [ ! -x node_modules/.bin/deno ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/deno --version | head -n1
