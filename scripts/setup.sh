@@ -31,9 +31,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Deno (and type packages) from npm, exactly as locked.
-if [ ! -x node_modules/.bin/deno ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+# Deno (and type packages) from npm, as locked. Scripts are skipped on purpose: Deno's
+# postinstall would point node_modules/.bin/deno at the raw binary, which `deno task` then
+# mistakes for a JavaScript file; the package's bin.cjs launcher works for npx and deno task.
+# (`npm ci` is not used: npm 11 rejects this lockfile for lacking other platforms' binaries.)
+if [ ! -e node_modules/.bin/deno ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm install"
+  npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
 node_modules/.bin/deno --version | head -n1
