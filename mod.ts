@@ -12,6 +12,15 @@
  */
 export { decodeKey, encodeKey, generatePrivateKey, publicKeyOf } from "./src/core/keys.ts";
 export { CloseReason, PeerEventKind, WasmCore } from "./src/core/wasm_core.ts";
+export { listenWireGuard, WireGuardListener } from "./src/net/wireguard_listener.ts";
+export type {
+  ListenWireGuardOptions,
+  TunnelDatagram,
+  WireGuardPeerOptions,
+  WireGuardStats,
+} from "./src/net/wireguard_listener.ts";
+export { ConnectionResetError, TunnelConn } from "./src/net/tunnel_conn.ts";
+export type { TunnelPeer } from "./src/net/tunnel_conn.ts";
 export type {
   CoreSink,
   CoreStats,

@@ -1,0 +1,436 @@
+/**
+ * `listenWireGuard()`: a user-space WireGuard server whose tunneled TCP connections arrive as
+ * `Deno.Conn`-shaped {@link TunnelConn}s and whose UDP datagrams arrive as a stream.
+ *
+ * The listener is the one driver of its wasm core: it owns the UDP socket, the single timer (set
+ * to the core's next deadline, never a busy poll) and the connections. Everything the core says
+ * is drained right after the call that produced it.
+ * @module
+ */
+import {
+  CloseReason,
+  type CoreSink,
+  type CoreStats,
+  derivePublicKey,
+  type Endpoint,
+  WasmCore,
+} from "../core/wasm_core.ts";
+import { decodeKey, encodeKey } from "../core/keys.ts";
+import { type ConnDriver, ConnectionResetError, TunnelConn, type TunnelPeer } from "./tunnel_conn.ts";
+
+/** A peer allowed to connect. */
+export interface WireGuardPeerOptions {
+  /** The peer's public key (base64). */
+  publicKey: string;
+  /** Optional preshared key (base64). */
+  presharedKey?: string;
+  /** Persistent keepalive toward the peer, in seconds. */
+  keepalive?: number;
+}
+
+/** Options of {@link listenWireGuard}. */
+export interface ListenWireGuardOptions {
+  /** Address to bind the UDP socket to (default `0.0.0.0`). */
+  hostname?: string;
+  /** UDP port; 0 picks a free one (see `listener.addr`). */
+  port: number;
+  /** Our private key (base64). */
+  privateKey: string;
+  /** Peers allowed to connect. */
+  peers?: WireGuardPeerOptions[];
+  /** Per-connection TCP buffers in bytes (default 512 KiB each way). */
+  tcpBuffer?: number;
+  /** Most TCP connections at once (default 4096). */
+  maxConnections?: number;
+  /** Datagrams queued in `datagrams` before new ones are dropped (default 1024). */
+  datagramQueue?: number;
+  /** Log sink for warnings from the core (default: console.error). */
+  onLog?: (level: "debug" | "info" | "warn", message: string) => void;
+}
+
+/** A UDP datagram inside the tunnel. */
+export interface TunnelDatagram {
+  data: Uint8Array;
+  /** Sender (the client's tunnel address). */
+  src: Deno.NetAddr;
+  /** Destination the client addressed. */
+  dst: Deno.NetAddr;
+  /** The peer it came through. */
+  peer: TunnelPeer;
+}
+
+/** Listener counters: the core's plus the driver's. */
+export interface WireGuardStats extends CoreStats {
+  /** Datagrams the OS refused to send. */
+  sendFailures: number;
+  /** Tunnel UDP datagrams dropped because `datagrams` was not read. */
+  datagramsDropped: number;
+  /** Connections handed to the application and not yet closed. */
+  connectionsActive: number;
+}
+
+const LEVELS = ["debug", "info", "warn"] as const;
+const RECEIVE_LOOPS = 3;
+
+function netAddr(ep: Endpoint, transport: "tcp" | "udp"): Deno.NetAddr {
+  return { transport, hostname: ep.hostname, port: ep.port };
+}
+
+/** A running WireGuard server. Iterate it (or `accept()`) for connections. */
+export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, ConnDriver {
+  /** The UDP address the server listens on. */
+  readonly addr: Deno.NetAddr;
+  /** Our public key (base64). */
+  readonly publicKey: string;
+  /** UDP datagrams that clients sent inside the tunnel (to any address). */
+  readonly datagrams: ReadableStream<TunnelDatagram>;
+  /** Resolves when the listener has shut down. */
+  readonly closed: Promise<void>;
+
+  #core: WasmCore;
+  #socket: Deno.DatagramConn;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #settleQueued = false;
+  #closing = false;
+  #resolveClosed!: () => void;
+  #conns = new Map<number, TunnelConn>();
+  #peers = new Map<number, TunnelPeer>();
+  #peerIds = new Map<string, number>();
+  #acceptQueue: TunnelConn[] = [];
+  #acceptWaiters: { resolve: (c: TunnelConn) => void; reject: (e: Error) => void }[] = [];
+  #datagramController!: ReadableStreamDefaultController<TunnelDatagram>;
+  #from: Deno.NetAddr | null = null;
+  #sendFailures = 0;
+  #datagramsDropped = 0;
+  #onLog: NonNullable<ListenWireGuardOptions["onLog"]>;
+
+  /** Use {@link listenWireGuard}. */
+  constructor(options: ListenWireGuardOptions) {
+    const privateKey = decodeKey(options.privateKey, "private key");
+    this.#onLog = options.onLog ?? ((level, msg) => console.error(`wirescope wireguard ${level}: ${msg}`));
+    this.#core = new WasmCore({
+      privateKey,
+      role: "server",
+      now: performance.now(),
+      rxBuffer: options.tcpBuffer ?? 512 * 1024,
+      txBuffer: options.tcpBuffer ?? 512 * 1024,
+      maxConnections: options.maxConnections ?? 4096,
+      onOutput: (line) => this.#onLog("warn", `core: ${line}`),
+    });
+    this.publicKey = encodeKey(derivePublicKey(privateKey));
+    for (const peer of options.peers ?? []) this.addPeer(peer);
+    this.#socket = Deno.listenDatagram({
+      transport: "udp",
+      hostname: options.hostname ?? "0.0.0.0",
+      port: options.port,
+    });
+    this.addr = this.#socket.addr as Deno.NetAddr;
+    this.datagrams = new ReadableStream<TunnelDatagram>({
+      start: (c) => {
+        this.#datagramController = c;
+      },
+    }, { highWaterMark: options.datagramQueue ?? 1024 });
+    this.closed = new Promise((r) => (this.#resolveClosed = r));
+    for (let i = 0; i < RECEIVE_LOOPS; i++) this.#receiveLoop();
+    this.#settle();
+  }
+
+  // ---- peers ----
+
+  /**
+   * Adds a peer while running.
+   *
+   * @throws {SyntaxError} For a malformed key; {Error} when the key is already a peer.
+   */
+  addPeer(peer: WireGuardPeerOptions): void {
+    const publicKey = decodeKey(peer.publicKey, "peer public key");
+    const canonical = encodeKey(publicKey);
+    const id = this.#core.addPeer({
+      publicKey,
+      ...(peer.presharedKey ? { presharedKey: decodeKey(peer.presharedKey, "preshared key") } : {}),
+      ...(peer.keepalive ? { keepalive: peer.keepalive } : {}),
+    }, performance.now());
+    this.#peers.set(id, { publicKey: canonical, endpoint: null });
+    this.#peerIds.set(canonical, id);
+  }
+
+  /** Removes a peer; its connections are reset. Returns false for an unknown key. */
+  removePeer(publicKey: string): boolean {
+    const canonical = encodeKey(decodeKey(publicKey, "peer public key"));
+    const id = this.#peerIds.get(canonical);
+    if (id === undefined) return false;
+    this.#core.removePeer(id, performance.now());
+    this.#peerIds.delete(canonical);
+    this.#peers.delete(id);
+    this.#drain();
+    return true;
+  }
+
+  // ---- connections ----
+
+  /** Waits for the next tunneled TCP connection. */
+  accept(): Promise<TunnelConn> {
+    const next = this.#acceptQueue.shift();
+    if (next) return Promise.resolve(next);
+    if (this.#closing) return Promise.reject(new Deno.errors.BadResource("listener is closed"));
+    return new Promise((resolve, reject) => this.#acceptWaiters.push({ resolve, reject }));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<TunnelConn> {
+    while (true) {
+      try {
+        yield await this.accept();
+      } catch (e) {
+        if (e instanceof Deno.errors.BadResource) return;
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Sends a UDP datagram into the tunnel, e.g. a reply: `src` may be any address (usually the
+   * `dst` of the datagram being answered), `dst` a client's tunnel address.
+   */
+  sendDatagram(
+    d: { data: Uint8Array; src: Deno.NetAddr | Endpoint; dst: Deno.NetAddr | Endpoint },
+  ): Promise<void> {
+    try {
+      this.#core.udpSend(d.src, d.dst, d.data, performance.now());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.#drain();
+    return Promise.resolve();
+  }
+
+  /** Counters: peers, handshakes, drops by reason, connections, bytes. */
+  stats(): WireGuardStats {
+    const s = this.#core.stats();
+    return {
+      ...s,
+      sendFailures: this.#sendFailures,
+      datagramsDropped: this.#datagramsDropped,
+      connectionsActive: this.#conns.size,
+    };
+  }
+
+  /** Stops: resets open connections, stops the timer, closes the socket. */
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    const now = performance.now();
+    for (const [id, conn] of this.#conns) {
+      this.#core.tcpAbort(id);
+      conn.onClosed(new ConnectionResetError("listener closed"));
+    }
+    this.#core.flush(now);
+    this.#drain();
+    this.#conns.clear();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const w of this.#acceptWaiters.splice(0)) {
+      w.reject(new Deno.errors.BadResource("listener is closed"));
+    }
+    try {
+      this.#datagramController.close();
+    } catch { /* already closed */ }
+    try {
+      this.#socket.close();
+    } catch { /* already closed */ }
+    this.#resolveClosed();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // ---- driver: socket, timer, core ----
+
+  async #receiveLoop(): Promise<void> {
+    const buf = new Uint8Array(65_536);
+    while (!this.#closing) {
+      let data: Uint8Array, from: Deno.Addr;
+      try {
+        [data, from] = await this.#socket.receive(buf);
+      } catch (e) {
+        if (this.#closing) return;
+        this.#onLog("warn", `receive failed: ${(e as Error).message}`);
+        continue;
+      }
+      this.#from = from as Deno.NetAddr;
+      this.#core.datagram(data, this.#from, performance.now());
+      this.#drain();
+      this.#from = null;
+      this.#queueSettle();
+    }
+  }
+
+  /** Drains the core's output; called after every input. */
+  #drain(): void {
+    this.#core.drain(this);
+  }
+
+  #queueSettle(): void {
+    if (this.#settleQueued) return;
+    this.#settleQueued = true;
+    queueMicrotask(() => {
+      this.#settleQueued = false;
+      this.#settle();
+    });
+  }
+
+  /** Flushes, runs due timers, and re-arms the single timer at the core's next deadline. */
+  #settle(): void {
+    if (this.#closing) return;
+    const now = performance.now();
+    const delay = Math.max(1, this.#core.tick(now));
+    this.#drain();
+    const at = now + delay;
+    if (this.#timer !== undefined && this.#timerAt <= at) return;
+    clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      this.#settle();
+    }, delay);
+  }
+
+  // CoreSink: what the core says.
+
+  /** @internal */
+  datagram(to: Endpoint, data: Uint8Array): void {
+    this.#socket.send(data.slice(), netAddr(to, "udp")).catch((e) => {
+      this.#sendFailures++;
+      if (this.#sendFailures === 1 || this.#sendFailures % 1000 === 0) {
+        this.#onLog(
+          "warn",
+          `send to ${to.hostname}:${to.port} failed (${this.#sendFailures} so far): ${e.message}`,
+        );
+      }
+    });
+  }
+
+  #peer(id: number): TunnelPeer {
+    const peer = this.#peers.get(id) ?? { publicKey: "", endpoint: null };
+    if (this.#from) peer.endpoint = this.#from;
+    return peer;
+  }
+
+  /** @internal */
+  tcpOpen(conn: number, peer: number, remote: Endpoint, local: Endpoint): void {
+    const c = new TunnelConn(conn, this, netAddr(local, "tcp"), netAddr(remote, "tcp"), {
+      ...this.#peer(peer),
+    });
+    this.#conns.set(conn, c);
+    const waiter = this.#acceptWaiters.shift();
+    if (waiter) waiter.resolve(c);
+    else this.#acceptQueue.push(c);
+  }
+
+  /** @internal */
+  tcpReadable(conn: number): void {
+    this.#conns.get(conn)?.onReadable();
+  }
+
+  /** @internal */
+  tcpWritable(conn: number): void {
+    this.#conns.get(conn)?.onWritable();
+  }
+
+  /** @internal */
+  tcpFin(conn: number): void {
+    this.#conns.get(conn)?.onFin();
+  }
+
+  /** @internal */
+  tcpClosed(conn: number, reason: number): void {
+    const c = this.#conns.get(conn);
+    if (!c) return;
+    this.#conns.delete(conn);
+    const why = reason === CloseReason.PeerRemoved ? "peer removed" : "connection reset by peer";
+    c.onClosed(reason === CloseReason.Graceful ? null : new ConnectionResetError(why));
+    // The application may still hold the conn; the core frees the socket once it is released.
+    this.#core.tcpRelease(conn);
+  }
+
+  /** @internal */
+  udp(peer: number, src: Endpoint, dst: Endpoint, data: Uint8Array): void {
+    const c = this.#datagramController;
+    if ((c.desiredSize ?? 0) <= 0) {
+      this.#datagramsDropped++;
+      return;
+    }
+    c.enqueue({
+      data: data.slice(),
+      src: netAddr(src, "udp"),
+      dst: netAddr(dst, "udp"),
+      peer: { ...this.#peer(peer) },
+    });
+  }
+
+  /** @internal */
+  ipPacket(): void {}
+
+  /** @internal */
+  peerEvent(peer: number): void {
+    this.#peer(peer);
+  }
+
+  /** @internal */
+  log(level: number, text: string): void {
+    this.#onLog(LEVELS[level] ?? "info", text);
+  }
+
+  // ConnDriver: what connections ask of the core.
+
+  /** @internal */
+  read(conn: number): Uint8Array | null {
+    const data = this.#core.tcpRead(conn);
+    if (data) this.#queueSettle();
+    return data;
+  }
+
+  /** @internal */
+  write(conn: number, data: Uint8Array): number {
+    const n = this.#core.tcpWrite(conn, data);
+    if (n > 0) this.#queueSettle();
+    return n;
+  }
+
+  /** @internal */
+  shutdown(conn: number): void {
+    this.#core.tcpShutdown(conn);
+    this.#queueSettle();
+  }
+
+  /** @internal */
+  abort(conn: number): void {
+    this.#core.tcpAbort(conn);
+    this.#queueSettle();
+  }
+
+  /** @internal */
+  release(conn: number): void {
+    this.#core.tcpRelease(conn);
+    this.#conns.delete(conn);
+    this.#queueSettle();
+  }
+}
+
+/**
+ * Starts a WireGuard server (synchronous, like `Deno.listen`).
+ *
+ * @example
+ * ```ts ignore
+ * const listener = listenWireGuard({ port: 51820, privateKey, peers: [{ publicKey }] });
+ * for await (const conn of listener) {
+ *   console.log(conn.remoteAddr, "->", conn.localAddr);
+ *   conn.readable.pipeTo(conn.writable); // echo
+ * }
+ * ```
+ */
+export function listenWireGuard(options: ListenWireGuardOptions): WireGuardListener {
+  return new WireGuardListener(options);
+}

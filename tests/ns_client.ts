@@ -1,0 +1,122 @@
+/**
+ * A small client the end-to-end tests run inside a rig namespace (with the test's own deno).
+ * Prints one JSON line with what it measured.
+ *
+ *   echo HOST PORT BYTES          send BYTES, expect them back, report sha256 both ways
+ *   upload HOST PORT BYTES        send BYTES of the pattern then FIN; print the server's reply
+ *   download HOST PORT BYTES      ask for BYTES of the pattern; report their sha256
+ *   concurrent HOST PORT N BYTES  N echo connections at once
+ *   udp HOST PORT TEXT            one datagram; print the reply
+ *   connect HOST PORT MS          try to connect within MS; report whether it worked
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { pattern } from "./pattern.ts";
+
+const [mode, host, portText, ...rest] = Deno.args;
+const port = Number(portText);
+
+async function echo(bytes: number): Promise<{ sent: string; got: string; ms: number }> {
+  const t0 = performance.now();
+  const conn = await Deno.connect({ hostname: host!, port });
+  const data = pattern(0, bytes);
+  const sent = createHash("sha256").update(data).digest("hex");
+  const writing = (async () => {
+    const w = conn.writable.getWriter();
+    await w.write(data);
+    // (Closing Deno's conn.writable would close the whole connection; only FIN is meant.)
+    w.releaseLock();
+    await conn.closeWrite();
+  })();
+  const h = createHash("sha256");
+  let n = 0;
+  for await (const chunk of conn.readable) {
+    h.update(chunk);
+    n += chunk.length;
+  }
+  await writing;
+  if (n !== bytes) throw new Error(`echo returned ${n} of ${bytes} bytes`);
+  return { sent, got: h.digest("hex"), ms: performance.now() - t0 };
+}
+
+let result: unknown;
+switch (mode) {
+  case "echo":
+    result = await echo(Number(rest[0]));
+    break;
+  case "upload": {
+    const bytes = Number(rest[0]);
+    const conn = await Deno.connect({ hostname: host!, port });
+    const w = conn.writable.getWriter();
+    const h = createHash("sha256");
+    for (let off = 0; off < bytes; off += 1 << 20) {
+      const chunk = pattern(off, Math.min(1 << 20, bytes - off));
+      h.update(chunk);
+      await w.write(chunk);
+    }
+    w.releaseLock();
+    await conn.closeWrite();
+    const reply = await new Response(conn.readable).text();
+    result = { sent: h.digest("hex"), reply };
+    break;
+  }
+  case "download": {
+    const bytes = Number(rest[0]);
+    const conn = await Deno.connect({ hostname: host!, port });
+    const w = conn.writable.getWriter();
+    await w.write(new TextEncoder().encode(`${bytes}\n`));
+    const h = createHash("sha256");
+    let n = 0;
+    for await (const chunk of conn.readable) {
+      h.update(chunk);
+      n += chunk.length;
+    }
+    result = {
+      bytes: n,
+      got: h.digest("hex"),
+      want: createHash("sha256").update(pattern(0, bytes)).digest("hex"),
+    };
+    break;
+  }
+  case "concurrent": {
+    const count = Number(rest[0]), bytes = Number(rest[1]);
+    const all = await Promise.allSettled(Array.from({ length: count }, () => echo(bytes)));
+    const ok = all.filter((r) => r.status === "fulfilled" && r.value.sent === r.value.got).length;
+    const errors = all.flatMap((r) => (r.status === "rejected" ? [String(r.reason)] : [])).slice(0, 3);
+    result = { ok, errors };
+    break;
+  }
+  case "udp": {
+    const sock = Deno.listenDatagram({
+      transport: "udp",
+      hostname: host!.includes(":") ? "::" : "0.0.0.0",
+      port: 0,
+    });
+    await sock.send(new TextEncoder().encode(rest[0]), { transport: "udp", hostname: host!, port });
+    const timer = setTimeout(() => sock.close(), 3000);
+    try {
+      const [data, from] = await sock.receive();
+      result = { reply: new TextDecoder().decode(data), from };
+    } catch {
+      result = { reply: null };
+    }
+    clearTimeout(timer);
+    break;
+  }
+  case "connect": {
+    const ms = Number(rest[0]);
+    try {
+      const conn = await Deno.connect(
+        { hostname: host!, port, signal: AbortSignal.timeout(ms) } as Deno.ConnectOptions,
+      );
+      conn.close();
+      result = { connected: true };
+    } catch (e) {
+      result = { connected: false, error: String(e) };
+    }
+    break;
+  }
+  default:
+    throw new Error(`unknown mode ${mode}`);
+}
+console.log(JSON.stringify(result));

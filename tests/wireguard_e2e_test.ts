@@ -1,0 +1,162 @@
+/**
+ * End to end with a real client: wireguard-go in network namespaces (tests/rig.ts) talks to
+ * `listenWireGuard()` in this process, which serves echo, upload-digest and download workloads.
+ * Needs root (CI runs as root; scripts/setup.sh installs wireguard-go and wireguard-tools).
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { generatePrivateKey, listenWireGuard, type TunnelConn } from "../mod.ts";
+import { Rig, type RigClient } from "./rig.ts";
+import { pattern } from "./pattern.ts";
+
+const CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
+const MB = 1 << 20;
+
+async function run(client: RigClient, args: string[], seconds = 120): Promise<Record<string, unknown>> {
+  const out = await client.exec([
+    "timeout",
+    String(seconds),
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    CLIENT,
+    ...args,
+  ]);
+  return JSON.parse(out.trim().split("\n").pop()!);
+}
+
+/** The test's servers, chosen by the destination port the client dialed. */
+async function handle(conn: TunnelConn): Promise<void> {
+  try {
+    switch (conn.localAddr.port) {
+      case 7: // echo
+        await conn.readable.pipeTo(conn.writable);
+        break;
+      case 9: { // upload: reply with the sha256 of everything received
+        const h = createHash("sha256");
+        for await (const chunk of conn.readable) h.update(chunk);
+        const w = conn.writable.getWriter();
+        await w.write(new TextEncoder().encode(h.digest("hex")));
+        await w.close();
+        break;
+      }
+      case 19: { // download: "N\n" asks for N bytes of the pattern
+        const reader = conn.readable.getReader();
+        let text = "";
+        while (!text.includes("\n")) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += new TextDecoder().decode(value);
+        }
+        const bytes = Number(text.trim());
+        const w = conn.writable.getWriter();
+        for (let off = 0; off < bytes; off += MB) await w.write(pattern(off, Math.min(MB, bytes - off)));
+        await w.close();
+        reader.releaseLock();
+        break;
+      }
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name: "listenWireGuard() carries a real wireguard-go client's TCP, UDP and ICMP",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const listener = listenWireGuard({ hostname: "0.0.0.0", port: 0, privateKey: generatePrivateKey() });
+    const rig = await Rig.create(2, listener.publicKey, listener.addr.port, (publicKey) => {
+      listener.addPeer({ publicKey });
+    });
+    const [a, b] = rig.clients as [RigClient, RigClient];
+    const seen: TunnelConn[] = [];
+    const serving = (async () => {
+      for await (const conn of listener) {
+        seen.push(conn);
+        handle(conn).catch(() => {});
+      }
+    })();
+    const udpServing = (async () => {
+      for await (const d of listener.datagrams) {
+        await listener.sendDatagram({ data: d.data, src: d.dst, dst: d.src }).catch(() => {});
+      }
+    })();
+    try {
+      await t.step("TCP echo over IPv4 keeps every byte and sees the original destination", async () => {
+        const r = await run(a, ["echo", "10.99.0.1", "7", String(256 * 1024)]);
+        assert.equal(r.got, r.sent);
+        const conn = seen.at(-1)!;
+        assert.deepEqual([conn.localAddr.hostname, conn.localAddr.port], ["10.99.0.1", 7]);
+        assert.equal(conn.remoteAddr.hostname, a.address4);
+        assert.equal(conn.peer.publicKey, a.publicKey);
+        assert.ok(conn.peer.endpoint, "the peer's outer endpoint is known");
+      });
+
+      await t.step("TCP echo over IPv6", async () => {
+        const r = await run(a, ["echo", "fd99::1", "7", String(64 * 1024)]);
+        assert.equal(r.got, r.sent);
+        assert.equal(seen.at(-1)!.remoteAddr.hostname, a.address6);
+      });
+
+      await t.step("100 MB upload arrives intact", async () => {
+        const r = await run(a, ["upload", "10.99.0.2", "9", String(100 * MB)], 300);
+        assert.equal(r.reply, r.sent);
+      });
+
+      await t.step("100 MB download arrives intact", async () => {
+        const r = await run(a, ["download", "10.99.0.2", "19", String(100 * MB)], 300);
+        assert.equal(r.bytes, 100 * MB);
+        assert.equal(r.got, r.want);
+      });
+
+      await t.step("200 concurrent connections all echo", async () => {
+        const r = await run(a, ["concurrent", "10.99.0.3", "7", "200", "20000"], 180);
+        assert.deepEqual(r, { ok: 200, errors: [] });
+      });
+
+      await t.step("UDP echo through listener.datagrams and sendDatagram()", async () => {
+        const r = await run(a, ["udp", "10.99.0.4", "5353", "hello over udp"]);
+        assert.equal(r.reply, "hello over udp");
+        assert.deepEqual(r.from, { transport: "udp", hostname: "10.99.0.4", port: 5353 });
+      });
+
+      await t.step("ping to any address is answered", async () => {
+        const out = await a.exec(["ping", "-c", "2", "-W", "2", "10.99.0.5"]);
+        assert.match(out, / 0% packet loss/);
+      });
+
+      await t.step("two peers at once each get their own traffic", async () => {
+        const before = seen.length;
+        const [ra, rb] = await Promise.all([
+          run(a, ["echo", "10.99.0.6", "7", String(MB)]),
+          run(b, ["echo", "10.99.0.6", "7", String(2 * MB)]),
+        ]);
+        assert.equal(ra.got, ra.sent);
+        assert.equal(rb.got, rb.sent);
+        const keys = new Set(seen.slice(before).map((c) => `${c.peer.publicKey} ${c.remoteAddr.hostname}`));
+        assert.deepEqual(keys, new Set([`${a.publicKey} ${a.address4}`, `${b.publicKey} ${b.address4}`]));
+      });
+
+      await t.step("a peer removed at run time can no longer talk", async () => {
+        assert.equal(listener.removePeer(b.publicKey), true);
+        const r = await run(b, ["connect", "10.99.0.7", "7", "3000"]);
+        assert.equal(r.connected, false);
+        const stats = listener.stats();
+        assert.equal(stats.peers.length, 1);
+        assert.ok(stats.drops.unknownIndex! + stats.drops.unknownPeer! > 0, JSON.stringify(stats.drops));
+        // The remaining peer is unaffected.
+        const ra = await run(a, ["echo", "10.99.0.7", "7", "1000"]);
+        assert.equal(ra.got, ra.sent);
+      });
+    } finally {
+      listener.close();
+      await listener.closed;
+      await serving;
+      await udpServing;
+      await rig.close();
+    }
+  },
+});
