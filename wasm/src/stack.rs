@@ -18,6 +18,9 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndp
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// How long a released connection may linger waiting for the client to finish.
+const RELEASED_TIMEOUT_SECS: u64 = 60;
+
 /// Settings of the stack.
 #[derive(Clone, Debug)]
 pub struct StackConfig {
@@ -176,7 +179,9 @@ impl Stack {
         );
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
-        s.set_congestion_control(CongestionControl::Cubic);
+        // Reno, not CUBIC: smoltcp 0.14's CUBIC left a sender stuck with a few bytes after a
+        // zero window (see tests/pair.rs, a_full_window_drains_completely_once_the_receiver_reads).
+        s.set_congestion_control(CongestionControl::Reno);
         if self.cfg.keepalive_secs > 0 {
             s.set_keep_alive(Some(Duration::from_secs(self.cfg.keepalive_secs as u64)));
         }
@@ -427,6 +432,9 @@ impl Stack {
             c.shut_write = true;
             s.close();
         }
+        // Nobody waits for this connection any more: a client that never finishes its side
+        // must not hold the socket for the whole idle timeout.
+        s.set_timeout(Some(Duration::from_secs(RELEASED_TIMEOUT_SECS)));
         if !c.opened && !c.closed_sent {
             self.forget(id);
         }
@@ -443,6 +451,12 @@ impl Stack {
             self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
             self.forget(id);
         }
+    }
+
+    /// Send and receive queue lengths of a connection (for tests and diagnostics).
+    pub fn queues(&mut self, id: u32) -> Option<(usize, usize, String)> {
+        let (_, s) = self.socket(id)?;
+        Some((s.send_queue(), s.recv_queue(), format!("{:?} win={}", s.state(), s.recv_capacity())))
     }
 
     /// The stack's MTU.

@@ -86,8 +86,8 @@ fn cfg(server: bool, v4: &str) -> StackConfig {
         v4: v4.parse().unwrap(),
         v6: "fd77::1".parse().unwrap(),
         mtu: 1420,
-        rx_buffer: 256 * 1024,
-        tx_buffer: 256 * 1024,
+        rx_buffer: 512 * 1024,
+        tx_buffer: 512 * 1024,
         max_connections: 64,
         keepalive_secs: 0,
         timeout_secs: 0,
@@ -266,4 +266,41 @@ fn tcp_connection_carries_data_both_ways_and_closes_gracefully() {
     p.server.stack().release(sid);
     p.server.flush(p.now);
     assert_eq!(p.server.stack().connection_count(), 0, "the server freed the socket");
+}
+
+#[test]
+fn a_full_window_drains_completely_once_the_receiver_reads() {
+    let mut p = Pair::new();
+    let cid = p.client.stack().connect(1, "203.0.113.1:80".parse().unwrap()).unwrap();
+    p.client.flush(p.now);
+    p.pump();
+    for _ in 0..30 {
+        if p.s_events.iter().any(|r| matches!(r, Rec::Open(..))) {
+            break;
+        }
+        p.advance(100.0);
+    }
+    let sid = p.s_events.iter().find_map(|r| if let Rec::Open(id, ..) = r { Some(*id) } else { None }).unwrap();
+    let chunk = vec![5u8; 64 * 1024];
+    let mut written = 0;
+    for _ in 0..200 {
+        let n = write_all(&mut p.client, cid, &chunk, p.now);
+        written += n;
+        p.advance(5.0);
+        if n == 0 {
+            break;
+        }
+    }
+    let mut read = 0;
+    for i in 0..4000 {
+        read += read_all(&mut p.server, sid, p.now).len();
+        p.advance(25.0);
+        if read == written {
+            break;
+        }
+        if i % 400 == 0 {
+            eprintln!("{i}: missing {} client {:?} server {:?}", written - read, p.client.stack().queues(cid), p.server.stack().queues(sid));
+        }
+    }
+    assert_eq!(read, written);
 }

@@ -1,0 +1,142 @@
+/**
+ * Edge cases of the core with a driven clock and an in-memory network (CorePair): handshake
+ * retries, session expiry and rekey, replays, resets, half-close both ways, and a full window.
+ */
+import assert from "node:assert/strict";
+import { CloseReason, PeerEventKind } from "./wasm_core.ts";
+import { CorePair } from "./testing.ts";
+
+const HANDSHAKE_INIT = 1, DATA = 4;
+
+function connected(): { pair: CorePair; client: number; server: number } {
+  const pair = new CorePair();
+  const client = pair.client.tcpConnect({ hostname: "203.0.113.1", port: 80 }, pair.now);
+  pair.pump();
+  for (let i = 0; i < 30 && !pair.serverRec.records.some((r) => r.kind === "tcpOpen"); i++) pair.advance(100);
+  const open = pair.serverRec.records.find((r) => r.kind === "tcpOpen");
+  assert.ok(open && open.kind === "tcpOpen", "connection opened");
+  return { pair, client, server: open.conn };
+}
+
+function handshakes(pair: CorePair): number {
+  return pair.server.stats().peers[0]!.handshakes;
+}
+
+Deno.test("WasmCore retries a lost handshake initiation after the rekey timeout", () => {
+  const pair = new CorePair();
+  let dropped = 0;
+  pair.filter = (from, d) => (from === "client" && d[0] === HANDSHAKE_INIT && dropped++ === 0 ? null : d);
+  pair.client.tcpConnect({ hostname: "203.0.113.1", port: 80 }, pair.now);
+  pair.pump();
+  assert.equal(handshakes(pair), 0);
+  for (let i = 0; i < 70 && handshakes(pair) === 0; i++) pair.advance(100);
+  assert.equal(dropped, 2, "the first initiation was lost, the retry went through");
+  assert.equal(handshakes(pair), 1);
+});
+
+Deno.test("WasmCore rejects a replayed data packet and counts it", () => {
+  const { pair, client } = connected();
+  let captured: Uint8Array | null = null;
+  pair.filter = (from, d) => {
+    if (from === "client" && d[0] === DATA && d.length > 32 && !captured) captured = d.slice();
+    return d;
+  };
+  pair.client.tcpWrite(client, new Uint8Array(100).fill(7));
+  pair.client.flush(pair.now);
+  pair.pump();
+  assert.ok(captured);
+  const before = pair.server.stats().drops.rejected!;
+  pair.server.datagram(captured, { hostname: "127.0.0.1", port: 40001 }, pair.now);
+  assert.equal(pair.server.stats().drops.rejected, before + 1);
+});
+
+Deno.test("WasmCore reports a reset from the client as a reset", () => {
+  const { pair, client, server } = connected();
+  pair.client.tcpAbort(client);
+  pair.client.flush(pair.now);
+  pair.pump();
+  assert.ok(
+    pair.serverRec.records.some((r) =>
+      r.kind === "tcpClosed" && r.conn === server && r.reason === CloseReason.Reset
+    ),
+  );
+});
+
+Deno.test("WasmCore keeps the other direction open after a half-close, both ways round", () => {
+  for (const first of ["client", "server"] as const) {
+    const { pair, client, server } = connected();
+    const [closer, closerId, other, otherId] = first === "client"
+      ? [pair.client, client, pair.server, server]
+      : [pair.server, server, pair.client, client];
+    const otherRec = first === "client" ? pair.serverRec : pair.clientRec;
+    closer.tcpShutdown(closerId);
+    closer.flush(pair.now);
+    pair.pump();
+    other.flush(pair.now);
+    pair.pump();
+    assert.ok(otherRec.records.some((r) => r.kind === "tcpFin" && r.conn === otherId), `${first} FIN seen`);
+    // The side that did not close can still send, and the closer still reads.
+    assert.equal(other.tcpWrite(otherId, new TextEncoder().encode("still here")), 10);
+    other.flush(pair.now);
+    pair.pump();
+    assert.equal(new TextDecoder().decode(closer.tcpRead(closerId)!), "still here");
+    other.tcpShutdown(otherId);
+    other.flush(pair.now);
+    closer.flush(pair.now);
+    pair.advance(10);
+    assert.ok(
+      pair.serverRec.records.some((r) =>
+        r.kind === "tcpClosed" && r.conn === server && r.reason === CloseReason.Graceful
+      ),
+      `${first}-first close ends gracefully`,
+    );
+  }
+});
+
+Deno.test("WasmCore stops taking data when the receiver does not read, and resumes when it does", () => {
+  const { pair, client, server } = connected();
+  const chunk = new Uint8Array(64 * 1024);
+  let written = 0;
+  for (let i = 0; i < 200; i++) {
+    const n = pair.client.tcpWrite(client, chunk);
+    written += n;
+    pair.client.flush(pair.now);
+    pair.advance(5);
+    if (n === 0) break;
+  }
+  // Server receive buffer (512 KiB) + client send buffer (512 KiB) hold it all; no more fits.
+  assert.ok(written <= 1024 * 1024 + 64 * 1024, `wrote ${written}`);
+  assert.ok(written >= 1024 * 1024 - 64 * 1024, `wrote ${written}`);
+  assert.equal(pair.client.tcpWrite(client, chunk), 0, "the client's send buffer is full");
+  let read = 0;
+  // Up to ten simulated seconds: the tail may wait for a window probe.
+  for (let i = 0; i < 400 && read < written; i++) {
+    let d;
+    while ((d = pair.server.tcpRead(server))) read += d.length;
+    pair.server.flush(pair.now);
+    pair.advance(25);
+  }
+  assert.equal(read, written);
+  assert.ok(
+    pair.clientRec.records.some((r) => r.kind === "tcpWritable" && r.conn === client),
+    "writable again",
+  );
+});
+
+Deno.test("WasmCore expires an idle session and makes a new one on the next packet", () => {
+  const { pair, client } = connected();
+  assert.equal(handshakes(pair), 1);
+  // Nine minutes without traffic: sessions (and their keys) are dropped.
+  for (let i = 0; i < 9 * 60 * 4; i++) {
+    pair.now += 250;
+    pair.server.tick(pair.now);
+    pair.client.tick(pair.now);
+  }
+  pair.pump();
+  assert.ok(pair.serverRec.records.some((r) => r.kind === "peerEvent" && r.what === PeerEventKind.Expired));
+  pair.client.tcpWrite(client, new Uint8Array([1]));
+  pair.client.flush(pair.now);
+  pair.pump();
+  for (let i = 0; i < 30 && handshakes(pair) < 2; i++) pair.advance(100);
+  assert.equal(handshakes(pair), 2, "a fresh handshake carried the next packet");
+});
