@@ -8,12 +8,20 @@
  *   concurrent HOST PORT N BYTES  N echo connections at once
  *   udp HOST PORT TEXT            one datagram; print the reply
  *   connect HOST PORT MS          try to connect within MS; report whether it worked
+ *   rtt HOST PORT N SIZE          N sequential round trips of SIZE bytes on one connection
+ *   sink HOST PORT BYTES          send BYTES as fast as possible (port 10); report MB/s
+ *   source HOST PORT BYTES        receive BYTES as fast as possible (port 19); report MB/s
  * @module
  */
 import { createHash } from "node:crypto";
 import { pattern } from "./pattern.ts";
 
 const [mode, host, portText, ...rest] = Deno.args;
+
+/** `Deno.Conn.write` may take only part of a buffer: write all of it. */
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
+}
 const port = Number(portText);
 
 async function echo(bytes: number): Promise<{ sent: string; got: string; ms: number }> {
@@ -114,6 +122,54 @@ switch (mode) {
     } catch (e) {
       result = { connected: false, error: String(e) };
     }
+    break;
+  }
+  case "rtt": {
+    const count = Number(rest[0]), size = Number(rest[1]);
+    const conn = await Deno.connect({ hostname: host!, port });
+    conn.setNoDelay(true);
+    const msg = pattern(0, size);
+    const buf = new Uint8Array(size);
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) {
+      await writeAll(conn, msg);
+      for (let got = 0; got < size;) {
+        const n = await conn.read(buf.subarray(got));
+        if (n === null) throw new Error(`connection ended after ${i} round trips`);
+        got += n;
+      }
+    }
+    const s = (performance.now() - t0) / 1000;
+    conn.close();
+    result = { count, seconds: s, perSecond: count / s };
+    break;
+  }
+  case "sink": {
+    const bytes = Number(rest[0]);
+    const conn = await Deno.connect({ hostname: host!, port });
+    const block = pattern(0, 1 << 20);
+    const t0 = performance.now();
+    for (let off = 0; off < bytes; off += block.length) {
+      await writeAll(conn, block.subarray(0, Math.min(block.length, bytes - off)));
+    }
+    await conn.closeWrite();
+    const reply = await new Response(conn.readable).text();
+    const s = (performance.now() - t0) / 1000;
+    if (Number(reply) !== bytes) throw new Error(`server counted ${reply} of ${bytes}`);
+    result = { bytes, seconds: s, mbps: (bytes * 8) / s / 1e6 };
+    break;
+  }
+  case "source": {
+    const bytes = Number(rest[0]);
+    const conn = await Deno.connect({ hostname: host!, port });
+    const t0 = performance.now();
+    await writeAll(conn, new TextEncoder().encode(`${bytes}\n`));
+    const buf = new Uint8Array(1 << 20);
+    let n = 0, r;
+    while ((r = await conn.read(buf)) !== null) n += r;
+    const s = (performance.now() - t0) / 1000;
+    if (n !== bytes) throw new Error(`received ${n} of ${bytes}`);
+    result = { bytes, seconds: s, mbps: (bytes * 8) / s / 1e6 };
     break;
   }
   default:

@@ -4,10 +4,9 @@
  * Needs root (CI runs as root; scripts/setup.sh installs wireguard-go and wireguard-tools).
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { generatePrivateKey, listenWireGuard, type TunnelConn } from "../mod.ts";
 import { Rig, type RigClient } from "./rig.ts";
-import { pattern } from "./pattern.ts";
+import { serveOrigin } from "./origin.ts";
 
 const CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
 const MB = 1 << 20;
@@ -26,42 +25,6 @@ async function run(client: RigClient, args: string[], seconds = 120): Promise<Re
   return JSON.parse(out.trim().split("\n").pop()!);
 }
 
-/** The test's servers, chosen by the destination port the client dialed. */
-async function handle(conn: TunnelConn): Promise<void> {
-  try {
-    switch (conn.localAddr.port) {
-      case 7: // echo
-        await conn.readable.pipeTo(conn.writable);
-        break;
-      case 9: { // upload: reply with the sha256 of everything received
-        const h = createHash("sha256");
-        for await (const chunk of conn.readable) h.update(chunk);
-        const w = conn.writable.getWriter();
-        await w.write(new TextEncoder().encode(h.digest("hex")));
-        await w.close();
-        break;
-      }
-      case 19: { // download: "N\n" asks for N bytes of the pattern
-        const reader = conn.readable.getReader();
-        let text = "";
-        while (!text.includes("\n")) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          text += new TextDecoder().decode(value);
-        }
-        const bytes = Number(text.trim());
-        const w = conn.writable.getWriter();
-        for (let off = 0; off < bytes; off += MB) await w.write(pattern(off, Math.min(MB, bytes - off)));
-        await w.close();
-        reader.releaseLock();
-        break;
-      }
-    }
-  } finally {
-    conn.close();
-  }
-}
-
 Deno.test({
   name: "listenWireGuard() carries a real wireguard-go client's TCP, UDP and ICMP",
   sanitizeOps: false,
@@ -76,7 +39,7 @@ Deno.test({
     const serving = (async () => {
       for await (const conn of listener) {
         seen.push(conn);
-        handle(conn).catch(() => {});
+        serveOrigin(conn, conn.localAddr.port);
       }
     })();
     const udpServing = (async () => {
@@ -139,6 +102,43 @@ Deno.test({
         const keys = new Set(seen.slice(before).map((c) => `${c.peer.publicKey} ${c.remoteAddr.hostname}`));
         assert.deepEqual(keys, new Set([`${a.publicKey} ${a.address4}`, `${b.publicKey} ${b.address4}`]));
       });
+
+      await t.step(
+        "100,000 random and mutated datagrams are dropped and counted; clients carry on",
+        async () => {
+          const before = listener.stats();
+          const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+          const target = { transport: "udp" as const, hostname: "127.0.0.1", port: listener.addr.port };
+          // Valid message types with the right lengths (so they get past the first checks), and
+          // plain garbage of random lengths.
+          const shapes = [[1, 148], [2, 92], [3, 64], [4, 32], [4, 80], [4, 1452], [0, 0]] as const;
+          const buf = new Uint8Array(1500);
+          for (let i = 0; i < 100_000; i++) {
+            const [type, fixed] = shapes[i % shapes.length]!;
+            const len = fixed || (i * 7919) % 1500;
+            const d = buf.subarray(0, len);
+            crypto.getRandomValues(d);
+            if (type) d.set([type, 0, 0, 0]);
+            await sock.send(d, target);
+          }
+          sock.close();
+          // Let the receive loops catch up with what the kernel queued.
+          let after = listener.stats();
+          for (let i = 0; i < 50 && after.datagramsIn - before.datagramsIn < 90_000; i++) {
+            await new Promise((r) => setTimeout(r, 100));
+            after = listener.stats();
+          }
+          const sum = (s: typeof before) => Object.values(s.drops).reduce((x, y) => x + y, 0);
+          const received = after.datagramsIn - before.datagramsIn;
+          assert.ok(
+            received >= 90_000,
+            `received ${received} of 100,000 (the rest lost in the kernel's queue)`,
+          );
+          assert.equal(sum(after) - sum(before), received, "every one dropped and counted");
+          const r = await run(a, ["echo", "10.99.0.8", "7", String(MB)]);
+          assert.equal(r.got, r.sent);
+        },
+      );
 
       await t.step("a peer removed at run time can no longer talk", async () => {
         assert.equal(listener.removePeer(b.publicKey), true);
