@@ -8,17 +8,22 @@
  * endpoint port changes between runs. Origins are tests/origin.ts: in-process for wirescope, a
  * separate Deno process in `wsbS` for wireguard-go.
  *
- *   deno task bench [--quick]     (--quick: fewer repetitions and smaller sizes)
+ *   deno task bench [--quick] [--profile DIR]
+ *     --quick    fewer repetitions and smaller sizes
+ *     --profile  write a CPU profile of the wirescope server into DIR
  * @module
  */
 import { generatePrivateKey, publicKeyOf } from "../mod.ts";
 import { sh } from "../tests/rig.ts";
-import { processUsage } from "./usage.ts";
 
 const quick = Deno.args.includes("--quick");
+// --profile DIR: the wirescope server writes a V8 CPU profile there (deno run --cpu-prof).
+const profileDir = Deno.args.includes("--profile")
+  ? Deno.args[Deno.args.indexOf("--profile") + 1]
+  : undefined;
 const REPEAT = quick ? 1 : 3;
 const BULK = (quick ? 100 : 400) * (1 << 20);
-const RTT_COUNTS = quick ? [1_000] : [1_000, 10_000, 100_000];
+const RTT_COUNTS = quick ? [200] : [1_000, 10_000, 100_000];
 const SERVER_NS = "wsbS", CLIENT_NS = "wsbC";
 const SERVER_ADDR = "172.31.250.1", CLIENT_ADDR = "172.31.250.2";
 const WS_PORT = 51820, WG_PORT = 51821;
@@ -153,10 +158,12 @@ async function main(): Promise<void> {
     await inNs(CLIENT_NS, ["ip", "route", "add", "default", "dev", "wsbcw0"]);
 
     // 1. wirescope.
+    const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
     const ws = spawnInNs(SERVER_NS, [
       deno,
       "run",
       "-A",
+      ...profile,
       "bench/wirescope_server.ts",
       String(WS_PORT),
       serverKey,
@@ -188,7 +195,8 @@ async function main(): Promise<void> {
         `${((idleEnd.cpuSeconds - idleStart.cpuSeconds) / 10 * 100).toFixed(2)}% of a core over 10 s`,
     );
     await wsWriter.close();
-    await ws.status;
+    const wsStatus = await ws.status;
+    if (!wsStatus.success) throw new Error(`the wirescope server exited with code ${wsStatus.code}`);
 
     // 2. wireguard-go as the server, kernel routing to the same origins in another process.
     await wgInterface(SERVER_NS, "wsbsw0", serverKey, [

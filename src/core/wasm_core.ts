@@ -140,6 +140,7 @@ interface Exports {
   ws_udp_send(now: number, len: number): number;
   ws_ip_send(now: number, len: number): number;
   ws_stats(): number;
+  ws_tcp_info(id: number): number;
 }
 
 const K = {
@@ -471,6 +472,11 @@ export class WasmCore {
     this.#memory().set(packet, this.#io);
     const err = this.#x.ws_ip_send(now, packet.length);
     if (err > 0) throw new Error(`cannot send IP packet: ${this.#resultText(err)}`);
+  }
+
+  /** A connection's state inside the stack (for diagnostics), or null for an unknown id. */
+  tcpInfo(conn: number): Record<string, unknown> | null {
+    return JSON.parse(this.#resultText(this.#x.ws_tcp_info(conn)));
   }
 
   /** Counters and per-peer state. */

@@ -88,6 +88,17 @@ export class TunnelConn {
     }, { highWaterMark: 1 });
   }
 
+  /** This side's view of the connection (for diagnostics). */
+  debugState(): Record<string, boolean> {
+    return {
+      waitingToRead: this.#wakeRead !== null,
+      waitingToWrite: this.#wakeWrite !== null,
+      fin: this.#fin,
+      reset: this.#reset !== null,
+      released: this.#released,
+    };
+  }
+
   /** The core's id of this connection. */
   get id(): number {
     return this.#id;

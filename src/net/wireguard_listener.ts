@@ -204,6 +204,11 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     return Promise.resolve();
   }
 
+  /** A connection's state in the stack and in the stream layer (for diagnostics). */
+  connectionState(conn: TunnelConn): Record<string, unknown> {
+    return { stack: this.#core.tcpInfo(conn.id), streams: conn.debugState() };
+  }
+
   /** Counters: peers, handshakes, drops by reason, connections, bytes. */
   stats(): WireGuardStats {
     const s = this.#core.stats();

@@ -269,6 +269,15 @@ fn error_text(e: &str) -> i32 {
     set_result(s.text.as_bytes())
 }
 
+/// Writes a connection's state as JSON (diagnostics); returns the length, the pointer is
+/// `ws_result_ptr()`.
+#[no_mangle]
+pub extern "C" fn ws_tcp_info(id: u32) -> i32 {
+    let s = state();
+    s.text = core().stack().info_json(id);
+    set_result(s.text.as_bytes())
+}
+
 /// Writes the stats as JSON; returns the length, the pointer is `ws_result_ptr()`.
 #[no_mangle]
 pub extern "C" fn ws_stats() -> i32 {

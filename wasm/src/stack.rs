@@ -178,7 +178,8 @@ impl Stack {
             tcp::SocketBuffer::new(vec![0; self.cfg.tx_buffer]),
         );
         s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
+        // smoltcp's default delayed ACK (10 ms, or at once for every second full segment)
+        // halves the ACK datagrams of uploads: each costs a send system call here.
         // Reno, not CUBIC: smoltcp 0.14's CUBIC left a sender stuck with a few bytes after a
         // zero window (see tests/pair.rs, a_full_window_drains_completely_once_the_receiver_reads).
         s.set_congestion_control(CongestionControl::Reno);
@@ -457,6 +458,16 @@ impl Stack {
     pub fn queues(&mut self, id: u32) -> Option<(usize, usize, String)> {
         let (_, s) = self.socket(id)?;
         Some((s.send_queue(), s.recv_queue(), format!("{:?} win={}", s.state(), s.recv_capacity())))
+    }
+
+    /// A connection's state as JSON, for diagnostics.
+    pub fn info_json(&mut self, id: u32) -> String {
+        let Some((c, s)) = self.socket(id) else { return "null".into() };
+        format!(
+            "{{\"state\":\"{}\",\"sendQueue\":{},\"recvQueue\":{},\"canSend\":{},\"canRecv\":{},\"readableSent\":{},\"wantWrite\":{},\"finSent\":{},\"closedSent\":{},\"released\":{}}}",
+            s.state(), s.send_queue(), s.recv_queue(), s.can_send(), s.can_recv(),
+            c.readable_sent, c.want_write, c.fin_sent, c.closed_sent, c.released
+        )
     }
 
     /// The stack's MTU.
