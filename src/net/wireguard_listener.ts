@@ -65,6 +65,8 @@ export interface WireGuardStats extends CoreStats {
   sendFailures: number;
   /** Tunnel UDP datagrams dropped because `datagrams` was not read. */
   datagramsDropped: number;
+  /** Datagrams whose processing failed inside the core (each is logged). */
+  internalErrors: number;
   /** Connections handed to the application and not yet closed. */
   connectionsActive: number;
 }
@@ -103,6 +105,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   #from: Deno.NetAddr | null = null;
   #sendFailures = 0;
   #datagramsDropped = 0;
+  #internalErrors = 0;
   #onLog: NonNullable<ListenWireGuardOptions["onLog"]>;
 
   /** Use {@link listenWireGuard}. */
@@ -216,6 +219,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       ...s,
       sendFailures: this.#sendFailures,
       datagramsDropped: this.#datagramsDropped,
+      internalErrors: this.#internalErrors,
       connectionsActive: this.#conns.size,
     };
   }
@@ -264,8 +268,21 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
         continue;
       }
       this.#from = from as Deno.NetAddr;
-      this.#core.datagram(data, this.#from, performance.now());
-      this.#drain();
+      try {
+        this.#core.datagram(data, this.#from, performance.now());
+        this.#drain();
+      } catch (e) {
+        // A fault inside the core must not stop the listener: count it, say it once in a while.
+        this.#internalErrors++;
+        if (this.#internalErrors === 1 || this.#internalErrors % 1000 === 0) {
+          this.#onLog(
+            "warn",
+            `datagram from ${this.#from.hostname}:${this.#from.port} failed (${this.#internalErrors} so far): ${
+              (e as Error).stack
+            }`,
+          );
+        }
+      }
       this.#from = null;
       this.#queueSettle();
     }
