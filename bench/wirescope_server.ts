@@ -19,6 +19,7 @@ const listener = listenWireGuard({
 (async () => {
   for await (const conn of listener) serveOrigin(conn, conn.localAddr.port);
 })();
+await listener.ready;
 console.log("ready");
 const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
 for await (const chunk of lines) {

@@ -17,6 +17,9 @@ import {
 } from "../core/wasm_core.ts";
 import { decodeKey, encodeKey } from "../core/keys.ts";
 import { type ConnDriver, ConnectionResetError, TunnelConn, type TunnelPeer } from "./tunnel_conn.ts";
+import { DatagramRing } from "./datagram_ring.ts";
+import { formatIp } from "./ip.ts";
+import type { UdpWorkerInit } from "./udp_worker.ts";
 
 /** A peer allowed to connect. */
 export interface WireGuardPeerOptions {
@@ -61,8 +64,10 @@ export interface TunnelDatagram {
 
 /** Listener counters: the core's plus the driver's. */
 export interface WireGuardStats extends CoreStats {
-  /** Datagrams the OS refused to send. */
+  /** Datagrams that could not be sent (send ring full, or the OS refused). */
   sendFailures: number;
+  /** Datagrams received but dropped because the main thread fell behind (receive ring full). */
+  receiveDrops: number;
   /** Tunnel UDP datagrams dropped because `datagrams` was not read. */
   datagramsDropped: number;
   /** Datagrams whose processing failed inside the core (each is logged). */
@@ -72,7 +77,8 @@ export interface WireGuardStats extends CoreStats {
 }
 
 const LEVELS = ["debug", "info", "warn"] as const;
-const RECEIVE_LOOPS = 3;
+/** Bytes of each datagram ring between the main thread and the socket worker. */
+const RING_BYTES = 8 << 20;
 
 function netAddr(ep: Endpoint, transport: "tcp" | "udp"): Deno.NetAddr {
   return { transport, hostname: ep.hostname, port: ep.port };
@@ -88,9 +94,18 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   readonly datagrams: ReadableStream<TunnelDatagram>;
   /** Resolves when the listener has shut down. */
   readonly closed: Promise<void>;
+  /**
+   * Resolves once the socket thread has bound the port (a few milliseconds after the listener
+   * is made); datagrams that arrive before are lost, which WireGuard clients recover from with
+   * their next handshake attempt.
+   */
+  readonly ready: Promise<void>;
 
   #core: WasmCore;
-  #socket: Deno.DatagramConn;
+  #worker: Worker;
+  #rx = new DatagramRing(RING_BYTES);
+  #tx = new DatagramRing(RING_BYTES);
+  #txPending = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #settleQueued = false;
@@ -102,8 +117,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   #acceptQueue: TunnelConn[] = [];
   #acceptWaiters: { resolve: (c: TunnelConn) => void; reject: (e: Error) => void }[] = [];
   #datagramController!: ReadableStreamDefaultController<TunnelDatagram>;
-  #from: Deno.NetAddr | null = null;
-  #sendFailures = 0;
+  /** The endpoint bytes of the datagram being processed (valid only during it). */
+  #from: Uint8Array | null = null;
   #datagramsDropped = 0;
   #internalErrors = 0;
   #onLog: NonNullable<ListenWireGuardOptions["onLog"]>;
@@ -123,19 +138,40 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     });
     this.publicKey = encodeKey(derivePublicKey(privateKey));
     for (const peer of options.peers ?? []) this.addPeer(peer);
-    this.#socket = Deno.listenDatagram({
+    // Bind here first, synchronously, so a bad address or a port in use fails at the call and
+    // port 0 resolves now; the socket worker then binds the same address for good.
+    const probe = Deno.listenDatagram({
       transport: "udp",
       hostname: options.hostname ?? "0.0.0.0",
       port: options.port,
     });
-    this.addr = this.#socket.addr as Deno.NetAddr;
+    this.addr = probe.addr as Deno.NetAddr;
+    probe.close();
+    this.#worker = new Worker(new URL("./udp_worker.ts", import.meta.url).href, { type: "module" });
+    let resolveReady!: () => void;
+    this.ready = new Promise((r) => (resolveReady = r));
+    this.#worker.onmessage = (e: MessageEvent<{ type: string; message?: string }>) => {
+      if (e.data.type === "ready") resolveReady();
+      if (e.data.type === "error" || e.data.type === "warning") {
+        this.#onLog("warn", `UDP socket: ${e.data.message}`);
+      }
+    };
+    this.#worker.postMessage(
+      {
+        type: "init",
+        hostname: this.addr.hostname,
+        port: this.addr.port,
+        rx: this.#rx.buffer,
+        tx: this.#tx.buffer,
+      } satisfies UdpWorkerInit,
+    );
     this.datagrams = new ReadableStream<TunnelDatagram>({
       start: (c) => {
         this.#datagramController = c;
       },
     }, { highWaterMark: options.datagramQueue ?? 1024 });
     this.closed = new Promise((r) => (this.#resolveClosed = r));
-    for (let i = 0; i < RECEIVE_LOOPS; i++) this.#receiveLoop();
+    this.#receiveLoop();
     this.#settle();
   }
 
@@ -217,7 +253,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     const s = this.#core.stats();
     return {
       ...s,
-      sendFailures: this.#sendFailures,
+      sendFailures: this.#tx.dropped + this.#tx.failed,
+      receiveDrops: this.#rx.dropped,
       datagramsDropped: this.#datagramsDropped,
       internalErrors: this.#internalErrors,
       connectionsActive: this.#conns.size,
@@ -244,9 +281,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     try {
       this.#datagramController.close();
     } catch { /* already closed */ }
-    try {
-      this.#socket.close();
-    } catch { /* already closed */ }
+    this.#worker.terminate();
     this.#resolveClosed();
   }
 
@@ -256,41 +291,40 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
 
   // ---- driver: socket, timer, core ----
 
+  /** Takes the datagrams the socket worker received, whenever it says there are some. */
   async #receiveLoop(): Promise<void> {
-    const buf = new Uint8Array(65_536);
+    let seen = this.#rx.writePosition;
     while (!this.#closing) {
-      let data: Uint8Array, from: Deno.Addr;
-      try {
-        [data, from] = await this.#socket.receive(buf);
-      } catch (e) {
-        if (this.#closing) return;
-        this.#onLog("warn", `receive failed: ${(e as Error).message}`);
-        continue;
-      }
-      this.#from = from as Deno.NetAddr;
-      try {
-        this.#core.datagram(data, this.#from, performance.now());
-        this.#drain();
-      } catch (e) {
-        // A fault inside the core must not stop the listener: count it, say it once in a while.
-        this.#internalErrors++;
-        if (this.#internalErrors === 1 || this.#internalErrors % 1000 === 0) {
-          this.#onLog(
-            "warn",
-            `datagram from ${this.#from.hostname}:${this.#from.port} failed (${this.#internalErrors} so far): ${
-              (e as Error).stack
-            }`,
-          );
+      const wait = Atomics.waitAsync(this.#rx.header, 0, seen);
+      if (wait.async) await wait.value;
+      if (this.#closing) return;
+      seen = this.#rx.writePosition;
+      const now = performance.now();
+      this.#rx.drain((from, data) => {
+        this.#from = from;
+        try {
+          this.#core.datagramRaw(data, from, now);
+          this.#drain();
+        } catch (e) {
+          // A fault inside the core must not stop the listener: count it, say it now and then.
+          this.#internalErrors++;
+          if (this.#internalErrors === 1 || this.#internalErrors % 1000 === 0) {
+            this.#onLog("warn", `datagram failed (${this.#internalErrors} so far): ${(e as Error).stack}`);
+          }
         }
-      }
-      this.#from = null;
+        this.#from = null;
+      });
       this.#queueSettle();
     }
   }
 
-  /** Drains the core's output; called after every input. */
+  /** Drains the core's output; called after every input. Wakes the socket worker to send. */
   #drain(): void {
     this.#core.drain(this);
+    if (this.#txPending) {
+      this.#txPending = false;
+      Atomics.notify(this.#tx.header, 0);
+    }
   }
 
   #queueSettle(): void {
@@ -322,21 +356,24 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   // CoreSink: what the core says.
 
   /** @internal */
-  datagram(to: Endpoint, data: Uint8Array): void {
-    this.#socket.send(data.slice(), netAddr(to, "udp")).catch((e) => {
-      this.#sendFailures++;
-      if (this.#sendFailures === 1 || this.#sendFailures % 1000 === 0) {
-        this.#onLog(
-          "warn",
-          `send to ${to.hostname}:${to.port} failed (${this.#sendFailures} so far): ${e.message}`,
-        );
-      }
-    });
+  datagram(): void {
+    // Never called: datagramRaw takes every datagram.
+  }
+
+  /** @internal */
+  datagramRaw(to: Uint8Array, data: Uint8Array): void {
+    if (this.#tx.push(to, data)) this.#txPending = true;
   }
 
   #peer(id: number): TunnelPeer {
     const peer = this.#peers.get(id) ?? { publicKey: "", endpoint: null };
-    if (this.#from) peer.endpoint = this.#from;
+    if (this.#from) {
+      peer.endpoint = {
+        transport: "udp",
+        hostname: formatIp(this.#from),
+        port: this.#from[16]! | (this.#from[17]! << 8),
+      };
+    }
     return peer;
   }
 
