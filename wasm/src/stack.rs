@@ -182,6 +182,10 @@ impl Stack {
         // halves the ACK datagrams of uploads: each costs a send system call here.
         // Reno, not CUBIC: smoltcp 0.14's CUBIC left a sender stuck with a few bytes after a
         // zero window (see tests/pair.rs, a_full_window_drains_completely_once_the_receiver_reads).
+        // (Both grow the window by at most one segment per ACK, so a client that acknowledges
+        // many segments at once keeps it small; none at all was measured far worse: bursts up
+        // to the client's window overflow its socket, and each loss costs a 1 s retransmission
+        // timeout.)
         s.set_congestion_control(CongestionControl::Reno);
         if self.cfg.keepalive_secs > 0 {
             s.set_keep_alive(Some(Duration::from_secs(self.cfg.keepalive_secs as u64)));
