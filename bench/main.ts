@@ -180,17 +180,20 @@ async function main(): Promise<void> {
     const before = await usage();
     await workloads("wirescope", results.wirescope!);
     const after = await usage();
-    // 1 GB through the tunnel, then RSS again: it must not grow with traffic.
+    // 1 GiB through the tunnel each way, RSS after each: after warm-up it must not grow.
     await client(["sink", TARGET, "10", String(1 << 30)], 600);
-    const afterGb = await usage();
+    const afterUp = await usage();
+    await client(["source", TARGET, "19", String(1 << 30)], 600);
+    const afterDown = await usage();
     const idleStart = await usage();
     await new Promise((r) => setTimeout(r, 10_000));
     const idleEnd = await usage();
+    const mib = (u: { rss: number }) => (u.rss / 2 ** 20).toFixed(0);
     extra.push(
-      `wirescope RSS: ${(before.rss / 2 ** 20).toFixed(0)} MiB before the workloads, ` +
-        `${(after.rss / 2 ** 20).toFixed(0)} MiB after, ${
-          (afterGb.rss / 2 ** 20).toFixed(0)
-        } MiB after 1 GiB more`,
+      `wirescope RSS (MiB): ${mib(before)} before the workloads, ${mib(after)} after them, ` +
+        `${mib(afterUp)} after 1 GiB more up, ${mib(afterDown)} after 1 GiB more down`,
+      `wirescope CPU seconds per GB carried (the 2 GiB above): ` +
+        `${((afterDown.cpuSeconds - after.cpuSeconds) / 2.147).toFixed(2)}`,
       `wirescope idle CPU with a connected peer (persistent keepalive 25 s): ` +
         `${((idleEnd.cpuSeconds - idleStart.cpuSeconds) / 10 * 100).toFixed(2)}% of a core over 10 s`,
     );

@@ -78,7 +78,7 @@ export interface WireGuardStats extends CoreStats {
 
 const LEVELS = ["debug", "info", "warn"] as const;
 /** Bytes of each datagram ring between the main thread and the socket worker. */
-const RING_BYTES = 8 << 20;
+const RING_BYTES = 2 << 20;
 
 function netAddr(ep: Endpoint, transport: "tcp" | "udp"): Deno.NetAddr {
   return { transport, hostname: ep.hostname, port: ep.port };
