@@ -97,7 +97,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   /**
    * Resolves once the socket thread has bound the port (a few milliseconds after the listener
    * is made); datagrams that arrive before are lost, which WireGuard clients recover from with
-   * their next handshake attempt.
+   * their next handshake attempt. Rejects if that bind failed (another socket took the port in
+   * between).
    */
   readonly ready: Promise<void>;
 
@@ -148,10 +149,16 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     this.addr = probe.addr as Deno.NetAddr;
     probe.close();
     this.#worker = new Worker(new URL("./udp_worker.ts", import.meta.url).href, { type: "module" });
-    let resolveReady!: () => void;
-    this.ready = new Promise((r) => (resolveReady = r));
+    let resolveReady!: () => void, rejectReady!: (e: Error) => void;
+    this.ready = new Promise((resolve, reject) => {
+      resolveReady = resolve;
+      rejectReady = reject;
+    });
+    // Nobody has to await `ready`; a failure is also logged.
+    this.ready.catch(() => {});
     this.#worker.onmessage = (e: MessageEvent<{ type: string; message?: string }>) => {
       if (e.data.type === "ready") resolveReady();
+      if (e.data.type === "error") rejectReady(new Error(`cannot open UDP socket: ${e.data.message}`));
       if (e.data.type === "error" || e.data.type === "warning") {
         this.#onLog("warn", `UDP socket: ${e.data.message}`);
       }
