@@ -5,7 +5,6 @@
  * start), `close`. Replies: `ready`, `error`, `warning`.
  * @module
  */
-/// <reference lib="deno.worker" />
 import { DatagramRing } from "./datagram_ring.ts";
 import { formatIp, writeIp } from "./ip.ts";
 import { enlargeUdpBuffers } from "./socket_buffers.ts";
@@ -73,28 +72,35 @@ async function sendLoop(sock: Deno.DatagramConn, tx: DatagramRing): Promise<void
   }
 }
 
-self.onmessage = (e: MessageEvent<UdpWorkerInit | { type: "close" }>) => {
+/** The worker's global scope, typed here rather than with a lib directive (which JSR refuses). */
+const scope = globalThis as unknown as {
+  onmessage: ((e: MessageEvent<UdpWorkerInit | { type: "close" }>) => void) | null;
+  postMessage(message: unknown): void;
+  close(): void;
+};
+
+scope.onmessage = (e) => {
   const msg = e.data;
   if (msg.type === "close") {
     closing = true;
     try {
       socket?.close();
     } catch { /* already closed */ }
-    self.close();
+    scope.close();
     return;
   }
   try {
     socket = Deno.listenDatagram({ transport: "udp", hostname: msg.hostname, port: msg.port });
   } catch (err) {
-    self.postMessage({ type: "error", message: (err as Error).message });
+    scope.postMessage({ type: "error", message: (err as Error).message });
     return;
   }
   const bigger = enlargeUdpBuffers((socket.addr as Deno.NetAddr).port, SOCKET_BUFFER);
   if (bigger) {
-    self.postMessage({ type: "warning", message: `socket buffers left at the system default: ${bigger}` });
+    scope.postMessage({ type: "warning", message: `socket buffers left at the system default: ${bigger}` });
   }
   const rx = new DatagramRing(msg.rx), tx = new DatagramRing(msg.tx);
   for (let i = 0; i < RECEIVE_LOOPS; i++) receiveLoop(socket, rx);
   sendLoop(socket, tx);
-  self.postMessage({ type: "ready" });
+  scope.postMessage({ type: "ready" });
 };
