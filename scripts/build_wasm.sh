@@ -13,7 +13,7 @@ artifact=src/core/wasm_bytes.generated.ts
 # The hash of everything the wasm is built from: the crate's manifest, lockfile, sources, and
 # this script (which holds the flags).
 source_hash() {
-  { find wasm/src -type f -name '*.rs' | LC_ALL=C sort; echo wasm/Cargo.toml; echo wasm/Cargo.lock; echo scripts/build_wasm.sh; } |
+  { find wasm/src wasm/vendor -type f | LC_ALL=C sort; echo wasm/Cargo.toml; echo wasm/Cargo.lock; echo scripts/build_wasm.sh; } |
     xargs sha256sum | sha256sum | cut -d' ' -f1
 }
 
