@@ -3,7 +3,7 @@
  * driven clock. Deterministic: no sockets, no timers.
  * @module
  */
-import { type CoreSink, type Endpoint, WasmCore } from "./wasm_core.ts";
+import { type CoreSink, type Endpoint, WasmCore, type WasmCoreOptions } from "./wasm_core.ts";
 import { derivePublicKey } from "./wasm_core.ts";
 
 /** A record captured by {@link Recorder}. */
@@ -73,8 +73,12 @@ export class CorePair {
   /** A hook that may drop or alter datagrams in flight; return null to drop. */
   filter: (from: "client" | "server", data: Uint8Array) => Uint8Array | null = (_f, d) => d;
 
-  constructor(serverKey = new Uint8Array(32).fill(1), clientKey = new Uint8Array(32).fill(2)) {
-    this.server = new WasmCore({ privateKey: serverKey, role: "server", now: this.now });
+  constructor(
+    serverKey = new Uint8Array(32).fill(1),
+    clientKey = new Uint8Array(32).fill(2),
+    serverOptions: Partial<WasmCoreOptions> = {},
+  ) {
+    this.server = new WasmCore({ privateKey: serverKey, role: "server", now: this.now, ...serverOptions });
     this.client = new WasmCore({
       privateKey: clientKey,
       role: "client",

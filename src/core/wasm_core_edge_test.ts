@@ -140,3 +140,90 @@ Deno.test("WasmCore expires an idle session and makes a new one on the next pack
   for (let i = 0; i < 30 && handshakes(pair) < 2; i++) pair.advance(100);
   assert.equal(handshakes(pair), 2, "a fresh handshake carried the next packet");
 });
+
+Deno.test("WasmCore refuses connections beyond its limit with a reset and says so once", () => {
+  const pair = new CorePair(undefined, undefined, { maxConnections: 2 });
+  const conns = [80, 81, 82].map((port) =>
+    pair.client.tcpConnect({ hostname: "203.0.113.1", port }, pair.now)
+  );
+  pair.pump();
+  for (let i = 0; i < 30; i++) pair.advance(100);
+  const opened = pair.serverRec.records.filter((r) => r.kind === "tcpOpen").length;
+  assert.equal(opened, 2);
+  assert.ok(
+    pair.clientRec.records.some((r) =>
+      r.kind === "tcpClosed" && r.conn === conns[2] && r.reason === CloseReason.Reset
+    ),
+    "the third connection was reset",
+  );
+  const logs = pair.serverRec.records.filter((r) => r.kind === "log");
+  assert.equal(logs.length, 1);
+  assert.match(logs[0]!.kind === "log" ? logs[0]!.text : "", /connection limit reached \(2 open\)/);
+  assert.equal(pair.server.stats().connectionsRefused >= 1, true);
+});
+
+Deno.test("WasmCore answers a flood of handshakes with cookie replies", () => {
+  const pair = new CorePair();
+  const ping = echoPing();
+  const serverNow = pair.now;
+  let initiations = 0, cookieReplies = 0;
+  let clientNow = pair.now;
+  for (let i = 0; i < 300; i++) {
+    // The client's clock runs past its retry timer each time; the server's stands still, so all
+    // of these land within one second of its rate limiter.
+    clientNow += 6_000;
+    pair.client.tick(clientNow);
+    pair.client.ipSend(ping, clientNow);
+    pair.client.drain(pair.clientRec);
+    for (const d of pair.clientRec.takeDatagrams()) {
+      if (d.data[0] !== HANDSHAKE_INIT) continue;
+      initiations++;
+      pair.server.datagram(d.data, { hostname: "127.0.0.1", port: 40001 }, serverNow);
+    }
+    pair.server.drain(pair.serverRec);
+    cookieReplies += pair.serverRec.takeDatagrams().filter((d) => d.data[0] === 3).length;
+  }
+  assert.ok(initiations >= 250, `${initiations} initiations`);
+  const { cookieSent } = pair.server.stats().drops;
+  assert.ok(cookieSent! > 0, "under load, handshakes without a cookie are answered with one");
+  assert.equal(cookieReplies, cookieSent);
+});
+
+function echoPing(): Uint8Array {
+  const p = new Uint8Array([
+    0x45,
+    0,
+    0,
+    28,
+    0,
+    0,
+    0,
+    0,
+    64,
+    1,
+    0,
+    0,
+    10,
+    0,
+    0,
+    2,
+    10,
+    0,
+    0,
+    1,
+    8,
+    0,
+    0,
+    0,
+    0,
+    1,
+    0,
+    1,
+  ]);
+  let s = 0;
+  for (let i = 0; i < 20; i += 2) s += (p[i]! << 8) | p[i + 1]!;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  p[10] = (~s >> 8) & 0xff;
+  p[11] = ~s & 0xff;
+  return p;
+}
