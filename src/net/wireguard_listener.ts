@@ -289,6 +289,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       this.#datagramController.close();
     } catch { /* already closed */ }
     this.#worker.terminate();
+    // Wake the receive loop so it sees `#closing` and ends.
+    Atomics.notify(this.#rx.header, 0);
     this.#resolveClosed();
   }
 
