@@ -15,7 +15,7 @@
 //! | `PEER` | u32 peer, u8 what (see [`PeerEvent`]) |
 //! | `LOG` | u8 level, u16 length, UTF-8 text |
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// Record kinds, as the first byte of each record.
 pub mod kind {
@@ -167,11 +167,6 @@ pub fn read_endpoint(b: &[u8]) -> Option<SocketAddr> {
         None => IpAddr::V6(v6),
     };
     Some(SocketAddr::new(ip, port))
-}
-
-/// The IPv4 address `a.b.c.d` from four bytes.
-pub fn ipv4(b: [u8; 4]) -> Ipv4Addr {
-    Ipv4Addr::from(b)
 }
 
 #[cfg(test)]

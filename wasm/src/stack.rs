@@ -458,12 +458,6 @@ impl Stack {
         }
     }
 
-    /// Send and receive queue lengths of a connection (for tests and diagnostics).
-    pub fn queues(&mut self, id: u32) -> Option<(usize, usize, String)> {
-        let (_, s) = self.socket(id)?;
-        Some((s.send_queue(), s.recv_queue(), format!("{:?} win={}", s.state(), s.recv_capacity())))
-    }
-
     /// A connection's state as JSON, for diagnostics.
     pub fn info_json(&mut self, id: u32) -> String {
         let Some((c, s)) = self.socket(id) else { return "null".into() };

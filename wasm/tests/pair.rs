@@ -299,7 +299,7 @@ fn a_full_window_drains_completely_once_the_receiver_reads() {
             break;
         }
         if i % 400 == 0 {
-            eprintln!("{i}: missing {} client {:?} server {:?}", written - read, p.client.stack().queues(cid), p.server.stack().queues(sid));
+            eprintln!("{i}: missing {} client {:?} server {:?}", written - read, p.client.stack().info_json(cid), p.server.stack().info_json(sid));
         }
     }
     assert_eq!(read, written);
