@@ -104,16 +104,15 @@ export class TunnelConn {
     return this.#id;
   }
 
+  /** Hands the reader everything waiting, or the end; otherwise waits for the core to say more came. */
   #pull(c: ReadableStreamDefaultController<Uint8Array<ArrayBuffer>>): Promise<void> | void {
-    for (;;) {
-      if (this.#reset) return c.error(this.#reset);
-      const data = this.#driver.read(this.#id);
-      if (data) return c.enqueue(data as Uint8Array<ArrayBuffer>);
-      if (this.#fin) return c.close();
-      return new Promise<void>((resolve) => {
-        this.#wakeRead = resolve;
-      }).then(() => this.#pull(c));
-    }
+    if (this.#reset) return c.error(this.#reset);
+    const data = this.#driver.read(this.#id);
+    if (data) return c.enqueue(data as Uint8Array<ArrayBuffer>);
+    if (this.#fin) return c.close();
+    return new Promise<void>((resolve) => {
+      this.#wakeRead = resolve;
+    }).then(() => this.#pull(c));
   }
 
   async #write(chunk: Uint8Array): Promise<void> {
