@@ -526,6 +526,9 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// wirescope patch: the highest sequence number sent when fast recovery began (NewReno's
+    /// "recover"); while ACKs stay below it, each one that advances retransmits the next hole.
+    recovery_point: Option<TcpSeqNumber>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -617,6 +620,7 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            recovery_point: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -2163,6 +2167,19 @@ impl<'a> Socket<'a> {
                 }
             };
 
+            // wirescope patch (NewReno, RFC 6582): without SACK, a partial ACK during fast
+            // recovery is the only sign of the next lost segment; retransmit it at once instead
+            // of waiting for the retransmission timer.
+            if let Some(recover) = self.recovery_point {
+                if ack_number < recover {
+                    if ack_number > self.local_seq_no {
+                        self.pending_fast_retransmit = true;
+                    }
+                } else {
+                    self.recovery_point = None;
+                }
+            }
+
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
             self.local_seq_no = ack_number;
@@ -2498,6 +2515,7 @@ impl<'a> Socket<'a> {
                 // had sent them. This will cause all data in the queue
                 // to be sent again.
                 self.remote_last_seq = self.local_seq_no;
+                self.recovery_point = None;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2512,6 +2530,7 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                self.recovery_point = Some(self.remote_last_seq);
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
