@@ -20,4 +20,11 @@ echo "== cargo test (native)"
 (cd wasm && PATH=/usr/bin:$PATH cargo test --locked --quiet)
 
 echo "== deno task ok"
-$deno task ok
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+$deno task ok 2>&1 | tee "$log"
+# One plain summary line for CI: "N passed, N failed" (Deno's own line has colours and steps).
+summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -n1)
+passed=$(sed -E 's/^[^|]*\| ([0-9]+) passed.*/\1/' <<<"$summary")
+failed=$(sed -E 's/.*\| ([0-9]+) failed.*/\1/' <<<"$summary")
+echo "${passed:-0} passed, ${failed:-0} failed"
