@@ -290,8 +290,7 @@ export class WasmCore {
   datagram(data: Uint8Array, from: Endpoint, now: number): void {
     if (data.length > IO_SIZE - 18) return;
     this.#writeEndpoint(from, this.#io);
-    this.#memory().set(data, this.#io + 18);
-    this.#x.ws_datagram(now, data.length);
+    this.#pushDatagram(data, now);
   }
 
   /**
@@ -300,9 +299,13 @@ export class WasmCore {
    */
   datagramRaw(data: Uint8Array, from: Uint8Array, now: number): void {
     if (data.length > IO_SIZE - 18) return;
-    const mem = this.#memory();
-    mem.set(from.subarray(0, 18), this.#io);
-    mem.set(data, this.#io + 18);
+    this.#memory().set(from.subarray(0, 18), this.#io);
+    this.#pushDatagram(data, now);
+  }
+
+  /** Copies the datagram behind the endpoint already in the io buffer and hands both over. */
+  #pushDatagram(data: Uint8Array, now: number): void {
+    this.#memory().set(data, this.#io + 18);
     this.#x.ws_datagram(now, data.length);
   }
 

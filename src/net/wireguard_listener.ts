@@ -115,6 +115,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   #conns = new Map<number, TunnelConn>();
   #peers = new Map<number, TunnelPeer>();
   #peerIds = new Map<string, number>();
+  /** The endpoint bytes behind each peer's `endpoint`, to notice when it changes. */
+  #peerEndpointBytes = new Map<number, Uint8Array>();
   #acceptQueue: TunnelConn[] = [];
   #acceptWaiters: { resolve: (c: TunnelConn) => void; reject: (e: Error) => void }[] = [];
   #datagramController!: ReadableStreamDefaultController<TunnelDatagram>;
@@ -209,6 +211,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     this.#core.removePeer(id, performance.now());
     this.#peerIds.delete(canonical);
     this.#peers.delete(id);
+    this.#peerEndpointBytes.delete(id);
     this.#drain();
     return true;
   }
@@ -374,14 +377,20 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     if (this.#tx.push(to, data)) this.#txPending = true;
   }
 
+  /** The peer, with its endpoint updated from the datagram being processed (formatted only
+   * when it changed: this runs for every tunneled UDP datagram). */
   #peer(id: number): TunnelPeer {
     const peer = this.#peers.get(id) ?? { publicKey: "", endpoint: null };
-    if (this.#from) {
-      peer.endpoint = {
-        transport: "udp",
-        hostname: formatIp(this.#from),
-        port: this.#from[16]! | (this.#from[17]! << 8),
-      };
+    const from = this.#from;
+    if (!from) return peer;
+    let seen = this.#peerEndpointBytes.get(id);
+    let same = seen !== undefined;
+    for (let i = 0; i < 18 && same; i++) same = from[i] === seen![i];
+    if (!same) {
+      seen ??= new Uint8Array(18);
+      seen.set(from.subarray(0, 18));
+      this.#peerEndpointBytes.set(id, seen);
+      peer.endpoint = { transport: "udp", hostname: formatIp(from), port: from[16]! | (from[17]! << 8) };
     }
     return peer;
   }
