@@ -1,0 +1,202 @@
+/**
+ * One interface for the byte streams the proxy driver moves data between: tunneled connections,
+ * Deno TCP connections, and node:tls sockets (TLS toward the client and the server).
+ *
+ * Contract: `write`, `closeWrite` and `close(false)` take effect in the order they were called,
+ * even when called without awaiting the previous one (the driver issues a layer's commands in
+ * order and awaits them together); `close(true)` resets at once.
+ * @module
+ */
+import { Duplex } from "node:stream";
+import { TunnelConn } from "../net/tunnel_conn.ts";
+
+/** A bidirectional byte stream. */
+export interface ByteStream {
+  /** The next chunk, or null at the end of the stream; rejects when the connection failed. */
+  read(): Promise<Uint8Array | null>;
+  /** Sends bytes; resolves when the stream took them (backpressure). */
+  write(data: Uint8Array): Promise<void>;
+  /** Sends FIN after queued data; reading continues. */
+  closeWrite(): Promise<void>;
+  /** Closes both ways: gracefully after queued writes, or at once with a reset. */
+  close(reset: boolean): void;
+}
+
+/** The subset of `Deno.Conn` the adapter needs. */
+export interface ConnLike {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+  readonly readable: ReadableStream<Uint8Array>;
+}
+
+const READ_SIZE = 64 * 1024;
+
+/** Adapts a `Deno.Conn` or a {@link TunnelConn}. */
+export function byteStreamOfConn(conn: ConnLike): ByteStream {
+  let tail: Promise<unknown> = Promise.resolve();
+  let closed = false;
+  const chain = (op: () => Promise<unknown>): Promise<void> => {
+    const next = tail.then(op);
+    tail = next.catch(() => {});
+    return next.then(() => {});
+  };
+  // A TunnelConn hands out chunks that are already separate buffers; reading through its stream
+  // avoids a copy. Deno's own conn.readable closes the whole socket at EOF, which would break
+  // half-closed connections, so a Deno.Conn is read with read().
+  const reader = conn instanceof TunnelConn ? conn.readable.getReader() : null;
+  return {
+    async read() {
+      if (reader) {
+        const { value, done } = await reader.read();
+        return done ? null : value;
+      }
+      const buf = new Uint8Array(READ_SIZE);
+      const n = await conn.read(buf);
+      return n === null ? null : buf.subarray(0, n);
+    },
+    write(data) {
+      return chain(async () => {
+        let off = 0;
+        while (off < data.byteLength) off += await conn.write(off === 0 ? data : data.subarray(off));
+      });
+    },
+    closeWrite() {
+      return chain(() => conn.closeWrite());
+    },
+    close(reset) {
+      if (closed) return;
+      const doClose = () => {
+        if (closed) return;
+        closed = true;
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      };
+      if (reset) doClose();
+      else void chain(async () => {}).finally(doClose);
+    },
+  };
+}
+
+/** Adapts a node:stream Duplex (a node:tls socket). */
+export function byteStreamOfNodeSocket(socket: Duplex): ByteStream {
+  const chunks: Uint8Array[] = [];
+  let ended = false;
+  let failure: Error | null = null;
+  let wake: (() => void) | null = null;
+  let tail: Promise<unknown> = Promise.resolve();
+  const notify = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  socket.on("data", (chunk: Uint8Array) => {
+    chunks.push(chunk);
+    if (chunks.length >= 4) socket.pause();
+    notify();
+  });
+  socket.on("end", () => {
+    ended = true;
+    notify();
+  });
+  socket.on("error", (e: Error) => {
+    failure ??= e;
+    notify();
+  });
+  socket.on("close", () => {
+    if (!ended) failure ??= new Error("connection closed");
+    notify();
+  });
+  const chain = (op: () => Promise<unknown>): Promise<void> => {
+    const next = tail.then(op);
+    tail = next.catch(() => {});
+    return next.then(() => {});
+  };
+  return {
+    async read() {
+      for (;;) {
+        const chunk = chunks.shift();
+        if (chunk) {
+          if (chunks.length < 2 && socket.isPaused()) socket.resume();
+          return chunk;
+        }
+        if (ended) return null;
+        if (failure) throw failure;
+        if (socket.isPaused()) socket.resume();
+        await new Promise<void>((r) => (wake = r));
+      }
+    },
+    write(data) {
+      return chain(() =>
+        new Promise<void>((resolve, reject) => {
+          if (failure) return reject(failure);
+          if (socket.destroyed) return reject(new Error("connection closed"));
+          if (socket.write(data)) return resolve();
+          const done = (e?: Error) => {
+            socket.off("drain", onDrain);
+            socket.off("close", onClose);
+            if (e) reject(e);
+            else resolve();
+          };
+          const onDrain = () => done();
+          const onClose = () => done(failure ?? new Error("connection closed"));
+          socket.on("drain", onDrain);
+          socket.on("close", onClose);
+        })
+      );
+    },
+    closeWrite() {
+      return chain(() => new Promise<void>((resolve) => socket.end(resolve)));
+    },
+    close(reset) {
+      if (reset) socket.destroy();
+      else {void chain(() => new Promise<void>((resolve) => socket.end(resolve))).finally(() =>
+          socket.destroy()
+        );}
+    },
+  };
+}
+
+/**
+ * A node:stream Duplex over a {@link ByteStream}, starting with `initial` bytes already read
+ * from it: what node:tls needs to terminate TLS on a connection we classified by its first bytes.
+ */
+export function nodeDuplexOf(stream: ByteStream, initial: Uint8Array): Duplex {
+  let pumping = false;
+  const duplex: Duplex = new Duplex({
+    read() {
+      if (pumping) return;
+      pumping = true;
+      (async () => {
+        try {
+          for (;;) {
+            const chunk = await stream.read();
+            if (chunk === null) {
+              duplex.push(null);
+              return;
+            }
+            if (!duplex.push(chunk)) return;
+          }
+        } catch (e) {
+          duplex.destroy(e as Error);
+        } finally {
+          pumping = false;
+        }
+      })();
+    },
+    write(chunk: Uint8Array, _encoding, callback) {
+      stream.write(chunk).then(() => callback(), (e) => callback(e));
+    },
+    final(callback) {
+      stream.closeWrite().then(() => callback(), () => callback());
+    },
+    destroy(error, callback) {
+      stream.close(error !== null);
+      callback(error);
+    },
+  });
+  if (initial.byteLength > 0) duplex.push(initial);
+  return duplex;
+}

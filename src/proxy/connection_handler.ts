@@ -1,0 +1,504 @@
+/**
+ * The driver of one client connection: reads its first bytes, decides how to treat it (TLS to
+ * intercept or pass through, HTTP, anything else), performs the TLS handshakes with node:tls, and
+ * runs the sans-IO layers over the resulting streams. Everything here is I/O and sequencing; the
+ * protocol decisions live in the layers and in pure functions.
+ * @module
+ */
+import tls from "node:tls";
+import type { ByteStream } from "./byte_stream.ts";
+import { byteStreamOfNodeSocket, nodeDuplexOf } from "./byte_stream.ts";
+import { classifyFirstBytes, type ClientHello } from "./client_hello.ts";
+import type { CertificateSummary, ClientInfo, FlowBus, HostPort, ServerInfo, TlsInfo } from "./flow.ts";
+import { formatHostPort } from "./flow.ts";
+import { Http1Layer } from "./http1_layer.ts";
+import { concatBytes, type LayerEvent } from "./layer.ts";
+import { describeError, type OpenedServer, runLayer } from "./layer_runner.ts";
+import { TcpLayer } from "./tcp_layer.ts";
+
+/** Settings of the interception (resolved from the user's options). */
+export interface InterceptSettings {
+  /** Hosts relayed untouched (TLS included). */
+  ignoreHosts: RegExp[];
+  /** When not empty, only these hosts are intercepted. */
+  allowHosts: RegExp[];
+  /** Extra trusted roots for upstream certificates (PEM texts). */
+  upstreamCaPems: string[];
+  /** Accept any upstream certificate. */
+  insecure: boolean;
+  /** Bytes kept per body or message. */
+  bodyLimit: number;
+  /** Messages kept per WebSocket, TCP or UDP flow. */
+  maxMessages: number;
+  /** How long to wait for a client's first bytes before relaying as raw TCP (ms). */
+  firstBytesTimeout: number;
+  /** Timeout of server connections and TLS handshakes (ms). */
+  connectTimeout: number;
+}
+
+/** Something that makes leaf certificates (see `src/certs`). */
+export interface LeafMaker {
+  leafFor(
+    host: { sni?: string; ip?: string; extraNames?: string[] },
+  ): Promise<{ certPem: string; keyPem: string }>;
+}
+
+/** What the connection driver needs from the proxy. */
+export interface ProxyContext {
+  settings: InterceptSettings;
+  bus: FlowBus;
+  certs: LeafMaker;
+  /** Opens a plain TCP connection. */
+  connect(address: HostPort): Promise<OpenedServer>;
+  newId(): string;
+}
+
+/** A new client connection. */
+export interface IncomingConnection {
+  stream: ByteStream;
+  client: ClientInfo;
+  /** The destination the client dialed (or asked for with CONNECT). */
+  destination: HostPort;
+  /** Bytes already read from the stream. */
+  buffered?: Uint8Array;
+}
+
+/** Ports of protocols where the server speaks first: no use waiting for the client. */
+const SERVER_FIRST_PORTS = new Set([21, 22, 25, 110, 143, 587, 3306, 5432]);
+
+/** Handles a connection from its first byte to its end. Never rejects. */
+export async function handleConnection(ctx: ProxyContext, conn: IncomingConnection): Promise<void> {
+  try {
+    await handle(ctx, conn);
+  } catch (e) {
+    ctx.bus.log("error", `connection from ${formatHostPort(conn.client.address)}: ${describeError(e)}`);
+    conn.stream.close(true);
+  }
+}
+
+/** Handles an explicit-proxy connection (absolute-form requests and CONNECT). */
+export async function handleProxyConnection(
+  ctx: ProxyContext,
+  stream: ByteStream,
+  client: ClientInfo,
+): Promise<void> {
+  try {
+    const server: ServerInfo = { address: { hostname: "", port: 0 } };
+    const layer = new Http1Layer({
+      mode: "regular",
+      scheme: "http",
+      client,
+      server,
+      serverState: "none",
+      bodyLimit: ctx.settings.bodyLimit,
+      maxMessages: ctx.settings.maxMessages,
+      newId: ctx.newId,
+    });
+    const result = await runLayer({
+      layer,
+      client: stream,
+      server: null,
+      openServer: ctx.connect,
+      bus: ctx.bus,
+    });
+    if (result.tunnel) {
+      await handle(ctx, {
+        stream,
+        client,
+        destination: result.tunnel.address,
+        buffered: result.tunnel.buffered,
+      });
+    }
+  } catch (e) {
+    ctx.bus.log("error", `proxy connection from ${formatHostPort(client.address)}: ${describeError(e)}`);
+    stream.close(true);
+  }
+}
+
+async function handle(ctx: ProxyContext, conn: IncomingConnection): Promise<void> {
+  const first = await readFirstBytes(
+    conn.stream,
+    conn.buffered ?? new Uint8Array(0),
+    SERVER_FIRST_PORTS.has(conn.destination.port) ? 0 : ctx.settings.firstBytesTimeout,
+  );
+  const kind = first.bytes.byteLength === 0 ? { kind: "tcp" as const } : classifyFirstBytes(first.bytes);
+  const server: ServerInfo = { address: conn.destination };
+  const stream = first.stream;
+  if (kind.kind === "tls") {
+    await interceptTls(ctx, conn, stream, first.bytes, kind.hello);
+  } else if (kind.kind === "http") {
+    await runHttp(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
+  } else {
+    await runTcp(ctx, conn.client, server, stream, null, first.bytes, undefined);
+  }
+}
+
+/** Reads until the first bytes can be classified, the timeout passes, or the stream ends. */
+async function readFirstBytes(
+  stream: ByteStream,
+  initial: Uint8Array,
+  timeout: number,
+): Promise<{ bytes: Uint8Array; stream: ByteStream }> {
+  let bytes = initial;
+  const deadline = Date.now() + timeout;
+  while (
+    bytes.byteLength < 65536 && (bytes.byteLength === 0 || classifyFirstBytes(bytes).kind === "need-more")
+  ) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    const pending = stream.read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      pending.then((chunk) => ({ chunk }), (error) => ({ error })),
+      new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), left))),
+    ]);
+    clearTimeout(timer);
+    if (outcome === "timeout") return { bytes, stream: withPendingRead(stream, pending) };
+    if ("error" in outcome) throw outcome.error;
+    if (outcome.chunk === null) return { bytes, stream: withEndOfStream(stream) };
+    bytes = concatBytes(bytes, outcome.chunk);
+  }
+  return { bytes, stream };
+}
+
+/** A stream whose next read is one that is already under way. */
+function withPendingRead(stream: ByteStream, pending: Promise<Uint8Array | null>): ByteStream {
+  let next: Promise<Uint8Array | null> | null = pending;
+  return {
+    read() {
+      if (next) {
+        const p = next;
+        next = null;
+        return p;
+      }
+      return stream.read();
+    },
+    write: (d) => stream.write(d),
+    closeWrite: () => stream.closeWrite(),
+    close: (r) => stream.close(r),
+  };
+}
+
+/** A stream that already reported its end once (reads keep returning null). */
+function withEndOfStream(stream: ByteStream): ByteStream {
+  return { ...wrap(stream), read: () => Promise.resolve(null) };
+}
+
+function wrap(stream: ByteStream): ByteStream {
+  return {
+    read: () => stream.read(),
+    write: (d) => stream.write(d),
+    closeWrite: () => stream.closeWrite(),
+    close: (r) => stream.close(r),
+  };
+}
+
+function runTcp(
+  ctx: ProxyContext,
+  client: ClientInfo,
+  server: ServerInfo,
+  stream: ByteStream,
+  serverStream: ByteStream | null,
+  first: Uint8Array,
+  tlsInfo: TlsInfo | undefined,
+  openServer: (address: HostPort) => Promise<OpenedServer> = ctx.connect,
+): Promise<unknown> {
+  const layer = new TcpLayer({
+    id: ctx.newId(),
+    client,
+    server,
+    ...(tlsInfo ? { tls: tlsInfo } : {}),
+    serverConnected: serverStream !== null,
+    messageLimit: ctx.settings.bodyLimit,
+    maxMessages: ctx.settings.maxMessages,
+    now: Date.now(),
+  });
+  const events: LayerEvent[] = first.byteLength > 0
+    ? [{ type: "data", from: "client", data: first, now: Date.now() }]
+    : [];
+  return runLayer({
+    layer,
+    client: stream,
+    server: serverStream,
+    openServer,
+    bus: ctx.bus,
+    initialCommands: layer.start(),
+    initialEvents: events,
+  });
+}
+
+function runHttp(
+  ctx: ProxyContext,
+  client: ClientInfo,
+  server: ServerInfo,
+  stream: ByteStream,
+  serverStream: ByteStream | null | { failed: string },
+  first: Uint8Array,
+  scheme: "http" | "https",
+  tlsInfo: TlsInfo | undefined,
+  openServer: (address: HostPort) => Promise<OpenedServer> = ctx.connect,
+): Promise<unknown> {
+  const open = serverStream !== null && !("failed" in serverStream) ? serverStream : null;
+  const layer = new Http1Layer({
+    mode: "transparent",
+    scheme,
+    client,
+    server,
+    ...(tlsInfo ? { tls: tlsInfo } : {}),
+    serverState: serverStream === null ? "none" : "failed" in serverStream ? serverStream : "open",
+    bodyLimit: ctx.settings.bodyLimit,
+    maxMessages: ctx.settings.maxMessages,
+    newId: ctx.newId,
+  });
+  const events: LayerEvent[] = first.byteLength > 0
+    ? [{ type: "data", from: "client", data: first, now: Date.now() }]
+    : [];
+  return runLayer({ layer, client: stream, server: open, openServer, bus: ctx.bus, initialEvents: events });
+}
+
+/** True when `host` is to be relayed without interception. */
+export function isPassthrough(settings: InterceptSettings, host: string): boolean {
+  if (settings.ignoreHosts.some((re) => re.test(host))) return true;
+  return settings.allowHosts.length > 0 && !settings.allowHosts.some((re) => re.test(host));
+}
+
+const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:.]*)$/i;
+
+async function interceptTls(
+  ctx: ProxyContext,
+  conn: IncomingConnection,
+  stream: ByteStream,
+  first: Uint8Array,
+  hello: ClientHello,
+): Promise<void> {
+  const sni = hello.sni;
+  const destination = conn.destination;
+  const server: ServerInfo = { address: destination };
+  if (sni) server.hostname = sni;
+  const tlsInfo: TlsInfo = { alpnOffered: hello.alpn, passthrough: false };
+  if (sni) tlsInfo.sni = sni;
+  if (
+    isPassthrough(ctx.settings, sni ?? destination.hostname) ||
+    (sni === undefined && isPassthrough(ctx.settings, destination.hostname))
+  ) {
+    tlsInfo.passthrough = true;
+    await runTcp(ctx, conn.client, server, stream, null, first, tlsInfo);
+    return;
+  }
+
+  // Upstream first: its certificate names fill in for a missing SNI, and its ALPN choice is what
+  // we offer the client. HTTP/2 is not spoken yet, so only other protocols are passed on.
+  const alpn = hello.alpn.filter((p) => p !== "h2" && p !== "h3");
+  const upstreamOptions = { servername: sni, alpn };
+  let upstream: UpstreamTls | null = null;
+  let failure = "";
+  try {
+    upstream = await connectUpstreamTls(ctx.settings, destination, upstreamOptions);
+  } catch (e) {
+    failure = describeError(e);
+  }
+  if (upstream) {
+    server.peerAddress = upstream.remote;
+    server.timestampConnected = upstream.timestampConnected;
+    server.timestampTlsSetup = upstream.timestampTlsSetup;
+    if (upstream.version) tlsInfo.serverVersion = upstream.version;
+    if (upstream.cipher) tlsInfo.serverCipher = upstream.cipher;
+    if (upstream.certificate) tlsInfo.serverCertificate = upstream.certificate;
+    if (upstream.alpn) tlsInfo.alpn = upstream.alpn;
+  }
+
+  const leafRequest: { sni?: string; ip?: string; extraNames?: string[] } = {};
+  if (sni) leafRequest.sni = sni;
+  else {
+    leafRequest.ip = destination.hostname;
+    if (upstream?.certificate) {
+      leafRequest.extraNames = [...upstream.certificate.dnsNames, ...upstream.certificate.ipAddresses];
+    }
+  }
+  if (sni && IP_LITERAL.test(sni)) {
+    delete leafRequest.sni;
+    leafRequest.ip = sni;
+  }
+  const leaf = await ctx.certs.leafFor(leafRequest);
+
+  const duplex = nodeDuplexOf(stream, first);
+  const socket = new tls.TLSSocket(duplex, {
+    isServer: true,
+    secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
+    ...(upstream?.alpn ? { ALPNProtocols: [upstream.alpn] } : {}),
+  });
+  const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
+  if (handshake !== true) {
+    upstream?.stream.close(true);
+    socket.destroy();
+    const message = `client TLS handshake failed for ${sni ?? destination.hostname}: ${handshake}` +
+      " (does the client trust wirescope's CA?)";
+    recordFailedTls(ctx, conn.client, server, tlsInfo, message);
+    return;
+  }
+  const clientVersion = socket.getProtocol();
+  if (clientVersion) tlsInfo.clientVersion = clientVersion;
+  const clientStream = byteStreamOfNodeSocket(socket);
+  const inner = await readFirstBytes(clientStream, new Uint8Array(0), ctx.settings.firstBytesTimeout);
+  const reopen = (address: HostPort) =>
+    connectUpstreamTls(ctx.settings, address, upstreamOptions).then((u) => ({
+      stream: u.stream,
+      remote: u.remote,
+    }));
+  const serverState = upstream ? upstream.stream : { failed: failure };
+  const kind = inner.bytes.byteLength === 0 ? "tcp" : classifyFirstBytes(inner.bytes).kind;
+  if (kind === "http" || (kind === "need-more" && inner.bytes.byteLength > 0)) {
+    await runHttp(ctx, conn.client, server, inner.stream, serverState, inner.bytes, "https", tlsInfo, reopen);
+  } else {
+    if (!upstream) {
+      recordFailedTls(
+        ctx,
+        conn.client,
+        server,
+        tlsInfo,
+        `cannot connect to ${formatHostPort(destination)}: ${failure}`,
+      );
+      inner.stream.close(true);
+      return;
+    }
+    await runTcp(ctx, conn.client, server, inner.stream, upstream.stream, inner.bytes, tlsInfo, reopen);
+  }
+}
+
+function recordFailedTls(
+  ctx: ProxyContext,
+  client: ClientInfo,
+  server: ServerInfo,
+  tlsInfo: TlsInfo,
+  message: string,
+) {
+  const now = Date.now();
+  const flow = {
+    id: ctx.newId(),
+    type: "tcp" as const,
+    client,
+    server,
+    tls: tlsInfo,
+    timestampStart: now,
+    timestampEnd: now,
+    bytesFromClient: 0,
+    bytesFromServer: 0,
+    messages: [],
+    messagesDropped: 0,
+    error: { message, timestamp: now },
+  };
+  ctx.bus.emit("start", flow);
+  ctx.bus.emit("end", flow);
+}
+
+/** Waits for `event` on a node socket: true, or the error's text (or a timeout notice). */
+function waitFor(socket: tls.TLSSocket, event: string, timeout: number): Promise<true | string> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => finish(`timed out after ${timeout} ms`), timeout);
+    const onOk = () => finish(true);
+    const onError = (e: Error) => finish(describeError(e));
+    const onClose = () => finish("connection closed during the handshake");
+    function finish(result: true | string) {
+      clearTimeout(timer);
+      socket.off(event, onOk);
+      socket.off("error", onError);
+      socket.off("close", onClose);
+      resolve(result);
+    }
+    socket.once(event, onOk);
+    socket.once("error", onError);
+    socket.once("close", onClose);
+  });
+}
+
+/** An upstream TLS connection. */
+interface UpstreamTls {
+  stream: ByteStream;
+  remote: HostPort;
+  alpn?: string;
+  version?: string;
+  cipher?: string;
+  certificate?: CertificateSummary;
+  timestampConnected: number;
+  timestampTlsSetup: number;
+}
+
+/** Connects to `address` with TLS, verifying the server's certificate unless told not to. */
+export function connectUpstreamTls(
+  settings: InterceptSettings,
+  address: HostPort,
+  options: { servername: string | undefined; alpn: string[] },
+): Promise<UpstreamTls> {
+  return new Promise((resolve, reject) => {
+    const servername = options.servername && !IP_LITERAL.test(options.servername)
+      ? options.servername
+      : undefined;
+    let connectedAt = 0;
+    const socket = tls.connect({
+      host: address.hostname,
+      port: address.port,
+      ...(servername ? { servername } : {}),
+      ...(options.alpn.length > 0 ? { ALPNProtocols: options.alpn } : {}),
+      ...(settings.upstreamCaPems.length > 0
+        ? { ca: [...tls.rootCertificates, ...settings.upstreamCaPems] }
+        : {}),
+      rejectUnauthorized: !settings.insecure,
+    });
+    socket.once("connect", () => (connectedAt = Date.now()));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(
+        new Error(
+          `TLS connection to ${formatHostPort(address)} timed out after ${settings.connectTimeout} ms`,
+        ),
+      );
+    }, settings.connectTimeout);
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const code = (e as { code?: string }).code ?? "";
+      const certProblem = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code);
+      reject(
+        new Error(certProblem ? `upstream certificate rejected: ${describeError(e)}` : describeError(e)),
+      );
+    });
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      const now = Date.now();
+      const result: UpstreamTls = {
+        stream: byteStreamOfNodeSocket(socket),
+        remote: {
+          hostname: socket.remoteAddress ?? address.hostname,
+          port: socket.remotePort ?? address.port,
+        },
+        timestampConnected: connectedAt || now,
+        timestampTlsSetup: now,
+      };
+      if (typeof socket.alpnProtocol === "string") result.alpn = socket.alpnProtocol;
+      const version = socket.getProtocol();
+      if (version) result.version = version;
+      const cipher = socket.getCipher()?.name;
+      if (cipher) result.cipher = cipher;
+      const certificate = summarizeCertificate(socket.getPeerCertificate());
+      if (certificate) result.certificate = certificate;
+      resolve(result);
+    });
+  });
+}
+
+function summarizeCertificate(cert: tls.PeerCertificate | undefined): CertificateSummary | undefined {
+  if (!cert || !cert.subject) return undefined;
+  const names = (cert.subjectaltname ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const dn = (o: Record<string, unknown>) =>
+    Object.entries(o).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("+") : String(v)}`).join(", ");
+  return {
+    subject: dn(cert.subject as unknown as Record<string, unknown>),
+    issuer: dn((cert.issuer ?? {}) as unknown as Record<string, unknown>),
+    dnsNames: names.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4)),
+    ipAddresses: names.filter((n) => n.startsWith("IP Address:")).map((n) => n.slice(11)),
+    validFrom: cert.valid_from ?? "",
+    validTo: cert.valid_to ?? "",
+    fingerprintSha256: cert.fingerprint256 ?? "",
+  };
+}

@@ -1,0 +1,764 @@
+/**
+ * HTTP/1.x relay layer: parses requests and responses on their way through, forwards the bytes
+ * as they came (heads are re-serialized only when the proxy changed them), and records each
+ * exchange as an {@link HttpFlow}. After a WebSocket upgrade it relays frames unchanged and
+ * records their messages.
+ *
+ * Events: bytes, end of stream and errors from either side; the result of `open-server`.
+ * Commands: send/shutdown/close a side, open the server connection, hand a CONNECT tunnel back
+ * to the driver, flow start/update/end, log lines.
+ *
+ * Invariants:
+ * - One exchange at a time: a pipelined request is held until the response before it is done.
+ * - Bodies stream through; the flow keeps at most `bodyLimit` bytes of each and the full size.
+ * - Every request that got a flow `start` gets exactly one flow `end`, with an `error` when the
+ *   exchange failed (malformed input → 400/431, unreachable server → 502 naming the cause, a
+ *   server that breaks off mid-response → the client connection is reset).
+ * - In `regular` mode (explicit proxy) requests carry absolute URLs or CONNECT; the layer opens
+ *   the server connection for each host and rewrites the target to origin form.
+ * @module
+ */
+import {
+  BodyDecoder,
+  type BodyFraming,
+  DEFAULT_HEAD_LIMITS,
+  headerValue,
+  headerValues,
+  type HeadLimits,
+  Http1Error,
+  parseRequestHead,
+  parseResponseHead,
+  requestFraming,
+  type RequestHead,
+  responseFraming,
+  type ResponseHead,
+  serializeRequestHead,
+} from "./http1.ts";
+import { WebSocketReader } from "./websocket.ts";
+import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
+import { appendBody, emptyBody, formatHostPort } from "./flow.ts";
+import { concatBytes, type Layer, type LayerCommand, type LayerEvent, type Side } from "./layer.ts";
+
+/** Options of {@link Http1Layer}. */
+export interface Http1LayerOptions {
+  /** `transparent`: the server is the connection's original destination; `regular`: explicit proxy. */
+  mode: "transparent" | "regular";
+  /** `https` when the layer runs inside TLS. */
+  scheme: "http" | "https";
+  client: ClientInfo;
+  /** The original destination (transparent mode); a placeholder in regular mode. */
+  server: ServerInfo;
+  tls?: TlsInfo;
+  /** State of the server connection when the layer starts. */
+  serverState: "none" | "open" | { failed: string };
+  /** Bytes of each body kept in a flow. */
+  bodyLimit: number;
+  /** WebSocket messages kept per flow. */
+  maxMessages: number;
+  limits?: HeadLimits;
+  /** Makes flow ids. */
+  newId: () => string;
+}
+
+type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
+type ResponseState = "idle" | "head" | "body" | "tunnel";
+
+const encoder = new TextEncoder();
+
+/** Relays HTTP/1.x between a client and a server and records the exchanges. */
+export class Http1Layer implements Layer {
+  #o: Http1LayerOptions;
+  #limits: HeadLimits;
+  #client: Uint8Array = new Uint8Array(0);
+  #serverBuf: Uint8Array = new Uint8Array(0);
+  #req: RequestState = "head";
+  #resp: ResponseState = "idle";
+  #server: "none" | "connecting" | "open" | "failed";
+  #serverFailure = "";
+  #serverAddress: HostPort | null = null;
+  #flow: HttpFlow | null = null;
+  #requestHead: RequestHead | null = null;
+  #requestBody: BodyDecoder | null = null;
+  #responseBody: BodyDecoder | null = null;
+  #responseHeadSent = false;
+  #closeAfter = false;
+  #clientEof = false;
+  #done = false;
+  #wsClient: WebSocketReader | null = null;
+  #wsServer: WebSocketReader | null = null;
+
+  constructor(options: Http1LayerOptions) {
+    this.#o = options;
+    this.#limits = options.limits ?? DEFAULT_HEAD_LIMITS;
+    const state = options.serverState;
+    if (state === "open") {
+      this.#server = "open";
+      this.#serverAddress = options.server.address;
+    } else if (state === "none") {
+      this.#server = "none";
+    } else {
+      this.#server = "failed";
+      this.#serverFailure = state.failed;
+      this.#serverAddress = options.server.address;
+    }
+  }
+
+  handle(event: LayerEvent): LayerCommand[] {
+    const out: LayerCommand[] = [];
+    if (this.#done) return out;
+    switch (event.type) {
+      case "data":
+        if (event.from === "client") {
+          this.#client = concatBytes(this.#client, event.data);
+          this.#pumpClient(event.now, out);
+        } else {
+          this.#serverBuf = concatBytes(this.#serverBuf, event.data);
+          this.#pumpServer(event.now, out);
+        }
+        break;
+      case "eof":
+        if (event.from === "client") this.#onClientEof(event.now, out);
+        else this.#onServerEnd(null, event.now, out);
+        break;
+      case "error":
+        if (event.from === "client") this.#onClientError(event.message, event.now, out);
+        else this.#onServerEnd(event.message, event.now, out);
+        break;
+      case "server-connected":
+        this.#server = "open";
+        if (this.#flow) {
+          this.#flow.server.timestampConnected = event.now;
+          this.#flow.server.peerAddress = event.address;
+        }
+        this.#sendRequestHead(out);
+        this.#pumpClient(event.now, out);
+        break;
+      case "server-failed":
+        this.#server = "failed";
+        this.#serverFailure = event.message;
+        if (this.#flow && this.#flow.timestampEnd === undefined && !this.#responseHeadSent) {
+          this.#badGateway(event.now, out);
+        }
+        break;
+    }
+    return out;
+  }
+
+  // ---- client side -----------------------------------------------------------------------
+
+  #pumpClient(now: number, out: LayerCommand[]): void {
+    for (;;) {
+      switch (this.#req) {
+        case "head":
+          if (this.#client.byteLength === 0 || !this.#readRequestHead(now, out)) return;
+          break;
+        case "body": {
+          if (this.#server !== "open" || this.#client.byteLength === 0) return;
+          const body = this.#requestBody!;
+          const { used, data } = body.push(this.#client);
+          this.#forwardRecorded("server", this.#client.subarray(0, used), data, "request", out);
+          this.#client = this.#client.subarray(used);
+          if (body.done) this.#requestComplete(now, out);
+          else return;
+          break;
+        }
+        case "tunnel":
+          if (this.#server !== "open" || this.#client.byteLength === 0) return;
+          this.#relayWebSocket("client", this.#client, now, out);
+          this.#client = new Uint8Array(0);
+          return;
+        case "done":
+        case "closed":
+          return;
+      }
+    }
+  }
+
+  /** Parses a request head from the client buffer; false when more bytes are needed or it failed. */
+  #readRequestHead(now: number, out: LayerCommand[]): boolean {
+    let parsed;
+    try {
+      parsed = parseRequestHead(this.#client, this.#limits);
+    } catch (e) {
+      this.#clientProtocolError(e, now, out);
+      return false;
+    }
+    if (!parsed) return false;
+    const { head, size } = parsed;
+    const raw = this.#client.subarray(0, size);
+    this.#client = this.#client.subarray(size);
+
+    if (this.#o.mode === "regular" && head.method.toUpperCase() === "CONNECT") {
+      const address = parseAuthority(head.target, 443);
+      if (!address) {
+        this.#rejectRequest(head, 400, "Bad Request", `cannot parse CONNECT target ${head.target}`, now, out);
+        return false;
+      }
+      out.push({
+        type: "send",
+        to: "client",
+        data: encoder.encode(`${head.version} 200 Connection established\r\n\r\n`),
+      });
+      out.push({ type: "tunnel", address, buffered: this.#client });
+      this.#client = new Uint8Array(0);
+      this.#req = "closed";
+      this.#done = true;
+      return false;
+    }
+
+    let framing: BodyFraming;
+    let target: HostPort;
+    let wire: Uint8Array = raw;
+    let path = head.target;
+    let host: string;
+    if (this.#o.mode === "regular") {
+      const url = parseAbsoluteUrl(head.target);
+      if (!url) {
+        this.#rejectRequest(
+          head,
+          400,
+          "Bad Request",
+          `wirescope is a proxy: requests must carry an absolute http:// URL or use CONNECT (got ${head.target})`,
+          now,
+          out,
+        );
+        return false;
+      }
+      target = { hostname: url.hostname, port: url.port };
+      host = url.hostname;
+      path = url.path;
+      const headers = head.headers.filter(([name]) => !/^proxy-(connection|authorization)$/i.test(name));
+      wire = serializeRequestHead({ ...head, target: url.path, headers });
+    } else {
+      target = this.#o.server.address;
+      host = hostFromHeader(headerValue(head.headers, "host")) ?? this.#o.tls?.sni ??
+        this.#o.server.hostname ??
+        target.hostname;
+    }
+    const flow = this.#newFlow(head, host, target, path, now);
+    out.push({ type: "flow", event: "start", flow });
+    try {
+      framing = requestFraming(head);
+    } catch (e) {
+      this.#clientProtocolError(e, now, out, true);
+      return false;
+    }
+
+    this.#requestHead = head;
+    this.#requestBody = new BodyDecoder(framing);
+    this.#pendingHead = wire;
+    this.#resp = "head";
+    this.#responseHeadSent = false;
+    this.#closeAfter = wantsClose(head.version, head.headers);
+    this.#req = "body";
+
+    if (this.#server === "failed") {
+      this.#badGateway(now, out);
+      return false;
+    }
+    const sameServer = this.#serverAddress !== null && this.#serverAddress.hostname === target.hostname &&
+      this.#serverAddress.port === target.port;
+    if (this.#server === "open" && !sameServer) {
+      out.push({ type: "close", to: "server", reset: false });
+      this.#server = "none";
+    }
+    if (this.#server === "none") {
+      this.#server = "connecting";
+      this.#serverAddress = target;
+      this.#serverBuf = new Uint8Array(0);
+      out.push({ type: "open-server", address: target });
+    }
+    this.#sendRequestHead(out);
+    if (this.#requestBody.done) this.#requestComplete(now, out);
+    return true;
+  }
+
+  #pendingHead: Uint8Array | null = null;
+
+  #sendRequestHead(out: LayerCommand[]): void {
+    if (this.#server !== "open" || !this.#pendingHead) return;
+    out.push({ type: "send", to: "server", data: this.#pendingHead });
+    this.#pendingHead = null;
+  }
+
+  #requestComplete(now: number, _out: LayerCommand[]): void {
+    this.#req = "done";
+    if (this.#flow) this.#flow.request.timestampEnd = now;
+  }
+
+  #onClientEof(now: number, out: LayerCommand[]): void {
+    this.#clientEof = true;
+    if (this.#req === "tunnel") {
+      this.#finishTunnel(now, out);
+      return;
+    }
+    if (this.#req === "head" && this.#resp === "idle") {
+      if (this.#client.byteLength > 0) {
+        this.#logClient(
+          `client closed the connection inside a request head (${this.#client.byteLength} bytes)`,
+          out,
+        );
+      }
+      this.#closeAll(out);
+      return;
+    }
+    if (this.#req === "body" && this.#requestBody) {
+      try {
+        this.#requestBody.end();
+        this.#requestComplete(now, out);
+        return;
+      } catch {
+        this.#failFlow("client closed the connection before the request body was complete", now, out);
+        out.push({ type: "close", to: "server", reset: true }, { type: "close", to: "client", reset: false });
+        this.#done = true;
+        return;
+      }
+    }
+    // The request is complete; the response is still on its way and is delivered before closing.
+    this.#closeAfter = true;
+  }
+
+  #onClientError(message: string, now: number, out: LayerCommand[]): void {
+    if (this.#flow) this.#failFlow(`client connection failed: ${message}`, now, out);
+    out.push({ type: "close", to: "server", reset: true }, { type: "close", to: "client", reset: true });
+    this.#done = true;
+  }
+
+  // ---- server side -----------------------------------------------------------------------
+
+  #pumpServer(now: number, out: LayerCommand[]): void {
+    for (;;) {
+      switch (this.#resp) {
+        case "idle":
+          if (this.#serverBuf.byteLength > 0) {
+            out.push({
+              type: "log",
+              level: "warn",
+              message: `${
+                formatHostPort(this.#serverAddress ?? this.#o.server.address)
+              } sent ${this.#serverBuf.byteLength} bytes with no request pending; dropped`,
+            });
+            this.#serverBuf = new Uint8Array(0);
+          }
+          return;
+        case "head":
+          if (this.#serverBuf.byteLength === 0 || !this.#readResponseHead(now, out)) return;
+          break;
+        case "body": {
+          if (this.#serverBuf.byteLength === 0) return;
+          const body = this.#responseBody!;
+          let used, data;
+          try {
+            ({ used, data } = body.push(this.#serverBuf));
+          } catch (e) {
+            this.#serverProtocolError(e, now, out);
+            return;
+          }
+          this.#forwardRecorded("client", this.#serverBuf.subarray(0, used), data, "response", out);
+          this.#serverBuf = this.#serverBuf.subarray(used);
+          if (body.done) this.#responseComplete(now, out);
+          else return;
+          break;
+        }
+        case "tunnel":
+          if (this.#serverBuf.byteLength === 0) return;
+          this.#relayWebSocket("server", this.#serverBuf, now, out);
+          this.#serverBuf = new Uint8Array(0);
+          return;
+      }
+    }
+  }
+
+  #readResponseHead(now: number, out: LayerCommand[]): boolean {
+    let parsed;
+    try {
+      parsed = parseResponseHead(this.#serverBuf, this.#limits);
+    } catch (e) {
+      this.#serverProtocolError(e, now, out);
+      return false;
+    }
+    if (!parsed) return false;
+    const { head, size } = parsed;
+    const raw = this.#serverBuf.subarray(0, size);
+    this.#serverBuf = this.#serverBuf.subarray(size);
+    const flow = this.#flow!;
+    const request = this.#requestHead!;
+
+    if (head.status >= 100 && head.status < 200 && head.status !== 101) {
+      out.push({ type: "send", to: "client", data: raw });
+      return true;
+    }
+    const upgrade = head.status === 101 && isWebSocketUpgrade(request, head);
+    let framing: BodyFraming = { kind: "none" };
+    if (!upgrade) {
+      try {
+        framing = responseFraming(request.method, head);
+      } catch (e) {
+        this.#serverProtocolError(e, now, out);
+        return false;
+      }
+    }
+    flow.response = {
+      status: head.status,
+      reason: head.reason,
+      httpVersion: head.version,
+      headers: head.headers,
+      body: emptyBody(),
+      timestampStart: now,
+    };
+    out.push({ type: "send", to: "client", data: raw });
+    this.#responseHeadSent = true;
+    out.push({ type: "flow", event: "update", flow });
+
+    if (upgrade) {
+      this.#resp = "tunnel";
+      this.#req = "tunnel";
+      flow.websocket = { messages: [], messagesDropped: 0 };
+      this.#wsClient = new WebSocketReader({ maxRecord: this.#o.bodyLimit });
+      this.#wsServer = new WebSocketReader({ maxRecord: this.#o.bodyLimit });
+      // Bytes the client sent after its upgrade request already belong to the WebSocket.
+      if (this.#client.byteLength > 0) {
+        this.#relayWebSocket("client", this.#client, now, out);
+        this.#client = new Uint8Array(0);
+      }
+      return true;
+    }
+    if (framing.kind === "close" || wantsClose(head.version, head.headers)) this.#closeAfter = true;
+    this.#responseBody = new BodyDecoder(framing);
+    this.#resp = "body";
+    if (this.#responseBody.done) this.#responseComplete(now, out);
+    return true;
+  }
+
+  /** Forwards body bytes as they came and records the decoded payload. */
+  #forwardRecorded(
+    to: Side,
+    wire: Uint8Array,
+    data: Uint8Array[],
+    part: "request" | "response",
+    out: LayerCommand[],
+  ): void {
+    if (wire.byteLength > 0) out.push({ type: "send", to, data: wire });
+    const flow = this.#flow;
+    if (!flow) return;
+    const body = part === "request" ? flow.request.body : flow.response?.body;
+    if (!body) return;
+    for (const piece of data) appendBody(body, piece, this.#o.bodyLimit);
+  }
+
+  #responseComplete(now: number, out: LayerCommand[]): void {
+    const flow = this.#flow!;
+    if (flow.response) flow.response.timestampEnd = now;
+    this.#resp = "idle";
+    this.#responseBody = null;
+    if (this.#req !== "done") {
+      // The server answered before the request body was complete (e.g. 413): end the exchange
+      // here and close, since the rest of the request can no longer be framed.
+      this.#closeAfter = true;
+    }
+    this.#endFlow(now, out);
+    if (this.#closeAfter || this.#clientEof) {
+      this.#closeAll(out);
+      return;
+    }
+    this.#req = "head";
+    this.#requestHead = null;
+    this.#requestBody = null;
+    if (this.#client.byteLength > 0) this.#pumpClient(now, out);
+  }
+
+  #onServerEnd(error: string | null, now: number, out: LayerCommand[]): void {
+    if (this.#resp === "tunnel") {
+      if (error && this.#flow) {
+        this.#flow.error = { message: `server connection failed: ${error}`, timestamp: now };
+      }
+      this.#finishTunnel(now, out);
+      return;
+    }
+    const wasOpen = this.#server === "open";
+    this.#server = "none";
+    this.#serverAddress = null;
+    if (this.#resp === "body" && this.#responseBody && !error) {
+      try {
+        this.#responseBody.end();
+        this.#responseComplete(now, out);
+        out.push({ type: "close", to: "server", reset: false });
+        return;
+      } catch { /* truncated body: reported below */ }
+    }
+    if (this.#resp === "idle") {
+      if (wasOpen) out.push({ type: "close", to: "server", reset: false });
+      return;
+    }
+    const what = error ? `server connection failed: ${error}` : "server closed the connection";
+    if (!this.#responseHeadSent) {
+      this.#serverFailure = what;
+      this.#badGateway(now, out, `${what} before sending a response`);
+    } else {
+      this.#failFlow(`${what} in the middle of the response body`, now, out);
+      out.push({ type: "close", to: "client", reset: true }, { type: "close", to: "server", reset: false });
+      this.#done = true;
+    }
+  }
+
+  // ---- WebSocket --------------------------------------------------------------------------
+
+  #relayWebSocket(from: Side, data: Uint8Array, now: number, out: LayerCommand[]): void {
+    out.push({ type: "send", to: from === "client" ? "server" : "client", data });
+    const reader = from === "client" ? this.#wsClient : this.#wsServer;
+    const ws = this.#flow?.websocket;
+    if (!reader || !ws) return;
+    let messages;
+    try {
+      messages = reader.push(data);
+    } catch (e) {
+      // Keep relaying; stop recording this direction.
+      out.push({
+        type: "log",
+        level: "warn",
+        message: `WebSocket frames from the ${from} cannot be parsed: ${(e as Error).message}`,
+      });
+      if (from === "client") this.#wsClient = null;
+      else this.#wsServer = null;
+      return;
+    }
+    for (const m of messages) {
+      const kind = WS_KINDS[m.opcode] ?? "binary";
+      if (kind === "close" && m.data.byteLength >= 2) {
+        ws.closeCode = (m.data[0]! << 8) | m.data[1]!;
+        ws.closeReason = new TextDecoder().decode(m.data.subarray(2));
+      }
+      if (ws.messages.length >= this.#o.maxMessages) {
+        ws.messagesDropped++;
+        continue;
+      }
+      ws.messages.push({
+        fromClient: from === "client",
+        kind,
+        content: m.data,
+        size: m.size,
+        timestamp: now,
+      });
+    }
+  }
+
+  #finishTunnel(now: number, out: LayerCommand[]): void {
+    this.#endFlow(now, out);
+    this.#closeAll(out);
+  }
+
+  // ---- errors and endings -----------------------------------------------------------------
+
+  #clientProtocolError(e: unknown, now: number, out: LayerCommand[], hasFlow = false): void {
+    const status = e instanceof Http1Error ? e.status : 400;
+    const message = (e as Error).message;
+    if (!hasFlow) {
+      this.#flow = this.#newFlow(
+        { method: "", target: "", version: "HTTP/1.1", headers: [] },
+        this.#o.tls?.sni ?? this.#o.server.hostname ?? this.#o.server.address.hostname,
+        this.#o.server.address,
+        "",
+        now,
+      );
+      out.push({ type: "flow", event: "start", flow: this.#flow });
+    }
+    this.#respondError(status, REASONS[status] ?? "Bad Request", `malformed request: ${message}`, now, out);
+  }
+
+  #serverProtocolError(e: unknown, now: number, out: LayerCommand[]): void {
+    const message = `malformed response from the server: ${(e as Error).message}`;
+    if (!this.#responseHeadSent) {
+      this.#serverFailure = message;
+      this.#badGateway(now, out, message);
+    } else {
+      this.#failFlow(message, now, out);
+      out.push({ type: "close", to: "client", reset: true }, { type: "close", to: "server", reset: true });
+      this.#done = true;
+    }
+  }
+
+  #badGateway(now: number, out: LayerCommand[], message?: string): void {
+    const address = this.#serverAddress ?? this.#o.server.address;
+    const text = message ?? `cannot connect to ${formatHostPort(address)}: ${this.#serverFailure}`;
+    this.#respondError(502, "Bad Gateway", text, now, out);
+  }
+
+  #rejectRequest(
+    head: RequestHead,
+    status: number,
+    reason: string,
+    text: string,
+    now: number,
+    out: LayerCommand[],
+  ) {
+    this.#flow = this.#newFlow(
+      head,
+      this.#o.server.hostname ?? this.#o.server.address.hostname,
+      this.#o.server.address,
+      head.target,
+      now,
+    );
+    out.push({ type: "flow", event: "start", flow: this.#flow });
+    this.#respondError(status, reason, text, now, out);
+  }
+
+  /** Answers the client with an error response naming what failed, records it, and closes. */
+  #respondError(status: number, reason: string, text: string, now: number, out: LayerCommand[]): void {
+    const flow = this.#flow!;
+    const body = encoder.encode(`wirescope: ${text}\n`);
+    const head =
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
+    out.push({ type: "send", to: "client", data: concatBytes(encoder.encode(head), body) });
+    flow.response = {
+      status,
+      reason,
+      httpVersion: "HTTP/1.1",
+      headers: [["content-type", "text/plain; charset=utf-8"], ["content-length", String(body.byteLength)], [
+        "connection",
+        "close",
+      ]],
+      body: { content: body, size: body.byteLength, truncated: false },
+      timestampStart: now,
+      timestampEnd: now,
+    };
+    this.#failFlow(text, now, out);
+    this.#closeAll(out);
+  }
+
+  #failFlow(message: string, now: number, out: LayerCommand[]): void {
+    const flow = this.#flow;
+    if (!flow || flow.timestampEnd !== undefined) return;
+    flow.error = { message, timestamp: now };
+    this.#endFlow(now, out);
+  }
+
+  #endFlow(now: number, out: LayerCommand[]): void {
+    const flow = this.#flow;
+    if (!flow || flow.timestampEnd !== undefined) return;
+    flow.timestampEnd = now;
+    out.push({ type: "flow", event: "end", flow });
+  }
+
+  #closeAll(out: LayerCommand[]): void {
+    if (this.#server === "open" || this.#server === "connecting") {
+      out.push({ type: "close", to: "server", reset: false });
+    }
+    out.push({ type: "close", to: "client", reset: false });
+    this.#server = "none";
+    this.#req = "closed";
+    this.#done = true;
+  }
+
+  #logClient(message: string, out: LayerCommand[]): void {
+    out.push({
+      type: "log",
+      level: "info",
+      message: `${formatHostPort(this.#o.client.address)}: ${message}`,
+    });
+  }
+
+  #newFlow(head: RequestHead, host: string, target: HostPort, path: string, now: number): HttpFlow {
+    const scheme = this.#o.scheme;
+    const defaultPort = scheme === "https" ? 443 : 80;
+    const authority = (host.includes(":") ? `[${host}]` : host) +
+      (target.port === defaultPort ? "" : `:${target.port}`);
+    const flow: HttpFlow = {
+      id: this.#o.newId(),
+      type: "http",
+      client: this.#o.client,
+      server: { ...this.#o.server, address: target, hostname: host },
+      timestampStart: now,
+      request: {
+        method: head.method,
+        scheme,
+        host,
+        port: target.port,
+        path,
+        url: `${scheme}://${authority}${path.startsWith("/") || path === "" ? path : "/" + path}`,
+        httpVersion: head.version,
+        headers: head.headers,
+        body: emptyBody(),
+        timestampStart: now,
+      },
+    };
+    if (this.#o.tls) flow.tls = this.#o.tls;
+    this.#flow = flow;
+    return flow;
+  }
+}
+
+const WS_KINDS: Record<number, "text" | "binary" | "close" | "ping" | "pong"> = {
+  1: "text",
+  2: "binary",
+  8: "close",
+  9: "ping",
+  10: "pong",
+};
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+  505: "HTTP Version Not Supported",
+};
+
+function wantsClose(version: string, headers: [string, string][]): boolean {
+  const tokens = headerValues(headers, "connection").flatMap((v) =>
+    v.toLowerCase().split(",").map((t) => t.trim())
+  );
+  if (tokens.includes("close")) return true;
+  return version === "HTTP/1.0" && !tokens.includes("keep-alive");
+}
+
+function isWebSocketUpgrade(request: RequestHead, response: ResponseHead): boolean {
+  const upgrade = (h: [string, string][]) =>
+    (headerValue(h, "upgrade") ?? "").toLowerCase().includes("websocket");
+  return upgrade(request.headers) && upgrade(response.headers);
+}
+
+/** The host part of a Host header (no port, no IPv6 brackets). */
+function hostFromHeader(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  const v = value.trim();
+  if (v.startsWith("[")) {
+    const end = v.indexOf("]");
+    return end > 0 ? v.slice(1, end) : undefined;
+  }
+  const colon = v.indexOf(":");
+  return (colon >= 0 ? v.slice(0, colon) : v) || undefined;
+}
+
+/** Parses `host:port` (IPv6 in brackets). */
+export function parseAuthority(text: string, defaultPort: number): HostPort | null {
+  let host: string;
+  let rest: string;
+  if (text.startsWith("[")) {
+    const end = text.indexOf("]");
+    if (end < 0) return null;
+    host = text.slice(1, end);
+    rest = text.slice(end + 1);
+  } else {
+    const colon = text.lastIndexOf(":");
+    host = colon >= 0 ? text.slice(0, colon) : text;
+    rest = colon >= 0 ? text.slice(colon) : "";
+  }
+  let port = defaultPort;
+  if (rest !== "") {
+    if (!/^:\d{1,5}$/.test(rest)) return null;
+    port = Number(rest.slice(1));
+    if (port < 1 || port > 65535) return null;
+  }
+  if (host === "" || /[\s/?#@]/.test(host)) return null;
+  return { hostname: host, port };
+}
+
+/** Parses an absolute-form `http://host[:port]/path` request target. */
+function parseAbsoluteUrl(target: string): { hostname: string; port: number; path: string } | null {
+  const m = /^http:\/\/([^/?#]+)(.*)$/i.exec(target);
+  if (!m) return null;
+  const address = parseAuthority(m[1]!, 80);
+  if (!address) return null;
+  let path = m[2]!;
+  if (path === "" || path.startsWith("?")) path = "/" + path;
+  return { ...address, path };
+}

@@ -1,0 +1,57 @@
+/**
+ * The sans-IO contract every proxy layer follows: the driver feeds it events (bytes from a side,
+ * end of stream, errors, the outcome of opening the server connection, each stamped with the
+ * time) and carries out the commands it returns, in order. A layer never awaits, reads a clock
+ * or touches a socket, so a test can play a whole exchange as a list of events and compare the
+ * exact commands that come back.
+ * @module
+ */
+import type { Flow, HostPort, LogEvent } from "./flow.ts";
+
+/** One side of a proxied connection. */
+export type Side = "client" | "server";
+
+/** What happened, as seen by the driver. */
+export type LayerEvent =
+  | { type: "data"; from: Side; data: Uint8Array; now: number }
+  /** The side sent FIN: no more data will come from it. */
+  | { type: "eof"; from: Side; now: number }
+  /** The side failed (reset, read error). */
+  | { type: "error"; from: Side; message: string; now: number }
+  /** The connection asked for with `open-server` is up. */
+  | { type: "server-connected"; address: HostPort; now: number }
+  /** The connection asked for with `open-server` could not be made. */
+  | { type: "server-failed"; message: string; now: number };
+
+/** What the driver must do. */
+export type LayerCommand =
+  | { type: "send"; to: Side; data: Uint8Array }
+  /** Half-close: send FIN after the data already queued. */
+  | { type: "shutdown"; to: Side }
+  /** Close the side (abort with a reset when `reset`). Nothing is sent to it afterwards. */
+  | { type: "close"; to: Side; reset: boolean }
+  /** Open a (new) server connection; any previous one is closed first by a `close` command. */
+  | { type: "open-server"; address: HostPort }
+  /**
+   * The client asked (with CONNECT) for a tunnel to `address`: the driver handles the rest of the
+   * connection as a new one to that destination, starting with `buffered` bytes.
+   */
+  | { type: "tunnel"; address: HostPort; buffered: Uint8Array }
+  | { type: "flow"; event: "start" | "update" | "end"; flow: Flow }
+  | { type: "log"; level: LogEvent["level"]; message: string };
+
+/** A sans-IO layer. */
+export interface Layer {
+  /** Takes one event and returns what to do about it. */
+  handle(event: LayerEvent): LayerCommand[];
+}
+
+/** Joins two byte arrays (returns one of them unchanged when the other is empty). */
+export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.byteLength === 0) return b;
+  if (b.byteLength === 0) return a;
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}

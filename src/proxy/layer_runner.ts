@@ -1,0 +1,195 @@
+/**
+ * Runs one sans-IO {@link Layer} between a client stream and a server stream: two read loops turn
+ * bytes into events, and each event's commands are issued in order and awaited together, so a
+ * side that stops reading stops the other side's reads (backpressure end to end).
+ * @module
+ */
+import type { ByteStream } from "./byte_stream.ts";
+import type { FlowBus, HostPort } from "./flow.ts";
+import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
+
+/** A connection to a server, as opened by the driver. */
+export interface OpenedServer {
+  stream: ByteStream;
+  /** The address actually reached. */
+  remote: HostPort;
+}
+
+/** How a layer's run ended. */
+export interface LayerRunResult {
+  /** Set when the client asked for a CONNECT tunnel: the connection continues as a new one. */
+  tunnel?: { address: HostPort; buffered: Uint8Array };
+}
+
+/** Options of {@link runLayer}. */
+export interface RunLayerOptions {
+  layer: Layer;
+  client: ByteStream;
+  /** The server connection when the layer starts with one. */
+  server: ByteStream | null;
+  openServer: (address: HostPort) => Promise<OpenedServer>;
+  bus: FlowBus;
+  /** Commands to carry out before the first event (e.g. a layer's start commands). */
+  initialCommands?: LayerCommand[];
+  /** Events to feed before reading (e.g. the bytes read while classifying the connection). */
+  initialEvents?: LayerEvent[];
+}
+
+/** Drives `layer` until it closes the client side (or hands it off as a tunnel). */
+export function runLayer(options: RunLayerOptions): Promise<LayerRunResult> {
+  return new LayerRunner(options).run();
+}
+
+class LayerRunner {
+  #o: RunLayerOptions;
+  #server: ByteStream | null;
+  #serverGen = 0;
+  #connecting: Promise<void> | null = null;
+  #done = false;
+  #failed = new Set<Side>();
+  #result: LayerRunResult = {};
+  #finish!: () => void;
+  #finished = new Promise<void>((r) => (this.#finish = r));
+
+  constructor(options: RunLayerOptions) {
+    this.#o = options;
+    this.#server = options.server;
+  }
+
+  async run(): Promise<LayerRunResult> {
+    if (this.#o.initialCommands) await this.#execute(this.#o.initialCommands);
+    for (const event of this.#o.initialEvents ?? []) {
+      if (this.#done) break;
+      await this.#dispatch(event);
+    }
+    if (!this.#done) {
+      void this.#readLoop("client", this.#o.client, 0);
+      if (this.#server) void this.#readLoop("server", this.#server, this.#serverGen);
+    }
+    await this.#finished;
+    if (this.#server) {
+      this.#server.close(false);
+      this.#server = null;
+    }
+    return this.#result;
+  }
+
+  #dispatch(event: LayerEvent): Promise<void> {
+    if (this.#done) return Promise.resolve();
+    return this.#execute(this.#o.layer.handle(event));
+  }
+
+  #execute(commands: LayerCommand[]): Promise<void> {
+    const waits: Promise<unknown>[] = [];
+    for (const cmd of commands) {
+      switch (cmd.type) {
+        case "send": {
+          const stream = this.#stream(cmd.to);
+          if (stream) waits.push(stream.write(cmd.data).catch((e) => this.#sideFailed(cmd.to, e)));
+          break;
+        }
+        case "shutdown": {
+          const stream = this.#stream(cmd.to);
+          if (stream) waits.push(stream.closeWrite().catch(() => {}));
+          break;
+        }
+        case "close":
+          if (cmd.to === "client") {
+            this.#o.client.close(cmd.reset);
+            this.#end();
+          } else if (this.#server) {
+            this.#server.close(cmd.reset);
+            this.#server = null;
+            this.#serverGen++;
+          }
+          break;
+        case "open-server":
+          this.#open(cmd.address);
+          break;
+        case "tunnel":
+          this.#result.tunnel = { address: cmd.address, buffered: cmd.buffered };
+          this.#end();
+          break;
+        case "flow":
+          this.#o.bus.emit(cmd.event, cmd.flow);
+          break;
+        case "log":
+          this.#o.bus.log(cmd.level, cmd.message);
+          break;
+      }
+    }
+    return waits.length === 0 ? Promise.resolve() : Promise.all(waits).then(() => {});
+  }
+
+  #stream(side: Side): ByteStream | null {
+    return side === "client" ? this.#o.client : this.#server;
+  }
+
+  #end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#finish();
+  }
+
+  #sideFailed(side: Side, e: unknown): Promise<void> {
+    if (this.#failed.has(side)) return Promise.resolve();
+    this.#failed.add(side);
+    return this.#dispatch({ type: "error", from: side, message: describeError(e), now: Date.now() });
+  }
+
+  #open(address: HostPort): void {
+    const gen = ++this.#serverGen;
+    this.#failed.delete("server");
+    this.#connecting = this.#o.openServer(address).then(
+      async ({ stream, remote }) => {
+        if (this.#done || gen !== this.#serverGen) {
+          stream.close(true);
+          return;
+        }
+        this.#server = stream;
+        this.#connecting = null;
+        void this.#readLoop("server", stream, gen);
+        await this.#dispatch({ type: "server-connected", address: remote, now: Date.now() });
+      },
+      async (e) => {
+        if (gen === this.#serverGen) this.#connecting = null;
+        await this.#dispatch({ type: "server-failed", message: describeError(e), now: Date.now() });
+      },
+    );
+  }
+
+  async #readLoop(side: Side, stream: ByteStream, gen: number): Promise<void> {
+    const stale = () => this.#done || (side === "server" && gen !== this.#serverGen);
+    for (;;) {
+      // While a server connection is being opened, leave client bytes in the client's buffers.
+      if (side === "client" && this.#connecting) await this.#connecting;
+      if (stale()) return;
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await stream.read();
+      } catch (e) {
+        if (!stale() && !this.#failed.has(side)) {
+          this.#failed.add(side);
+          await this.#dispatch({ type: "error", from: side, message: describeError(e), now: Date.now() });
+        }
+        return;
+      }
+      if (stale()) return;
+      if (chunk === null) {
+        await this.#dispatch({ type: "eof", from: side, now: Date.now() });
+        return;
+      }
+      await this.#dispatch({ type: "data", from: side, data: chunk, now: Date.now() });
+    }
+  }
+}
+
+/** A short description of an I/O error. */
+export function describeError(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as { code?: string }).code;
+    const msg = e.message || e.name;
+    return code && !msg.includes(code) ? `${msg} (${code})` : msg;
+  }
+  return String(e);
+}

@@ -1,0 +1,279 @@
+/**
+ * UDP from the tunnel: DNS queries (any datagram to port 53) are forwarded to the configured
+ * resolvers and answered through the tunnel as if from the address the client asked; other
+ * datagrams are relayed to their original destination from a socket per conversation, and the
+ * replies go back through the tunnel. Conversations are recorded as {@link UdpFlow}s and end
+ * after an idle period; each DNS query is a {@link DnsFlow}.
+ *
+ * Bounded: at most `maxFlows` conversations and `maxPendingDns` queries at once; datagrams
+ * beyond that are dropped and counted in {@link UdpRelay.stats}.
+ * @module
+ */
+import { buildDnsErrorResponse, parseDnsMessage } from "./dns_message.ts";
+import type { ClientInfo, DnsFlow, FlowBus, HostPort, UdpFlow } from "./flow.ts";
+import { formatHostPort, recordMessage } from "./flow.ts";
+import { describeError } from "./layer_runner.ts";
+
+/** A datagram from the tunnel, or one to send into it. */
+export interface RelayDatagram {
+  data: Uint8Array;
+  src: HostPort;
+  dst: HostPort;
+}
+
+/** Options of {@link UdpRelay}. */
+export interface UdpRelayOptions {
+  bus: FlowBus;
+  /** Resolvers for DNS queries, tried in order. */
+  dnsServers: HostPort[];
+  /** Sends a datagram back into the tunnel. */
+  reply: (datagram: RelayDatagram) => Promise<void>;
+  newId: () => string;
+  /** Conversations end after this long without traffic (ms, default 60 s). */
+  idleTimeout?: number;
+  /** Time to wait for one resolver (ms, default 4 s). */
+  dnsTimeout?: number;
+  maxFlows?: number;
+  maxPendingDns?: number;
+  bodyLimit: number;
+  maxMessages: number;
+}
+
+/** Counters of the relay. */
+export interface UdpRelayStats {
+  flows: number;
+  dnsQueries: number;
+  dnsFailures: number;
+  dropped: number;
+}
+
+interface Conversation {
+  flow: UdpFlow;
+  socket: Deno.DatagramConn;
+  lastActive: number;
+  client: HostPort;
+  server: HostPort;
+}
+
+/** Relays tunneled UDP and answers DNS. */
+export class UdpRelay {
+  #o: UdpRelayOptions;
+  #flows = new Map<string, Conversation>();
+  #pendingDns = 0;
+  #sweep: ReturnType<typeof setInterval>;
+  #closed = false;
+  #stats: UdpRelayStats = { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0 };
+
+  constructor(options: UdpRelayOptions) {
+    this.#o = options;
+    const idle = options.idleTimeout ?? 60_000;
+    this.#sweep = setInterval(() => this.#expire(idle), Math.min(5000, idle));
+    Deno.unrefTimer(this.#sweep as unknown as number);
+  }
+
+  /** Counters. */
+  stats(): UdpRelayStats {
+    return { ...this.#stats, flows: this.#flows.size };
+  }
+
+  /** Takes one datagram a client sent. */
+  handle(datagram: RelayDatagram, client: ClientInfo): void {
+    if (this.#closed) return;
+    if (datagram.dst.port === 53 && this.#o.dnsServers.length > 0) {
+      if (this.#pendingDns >= (this.#o.maxPendingDns ?? 512)) {
+        this.#stats.dropped++;
+        return;
+      }
+      this.#pendingDns++;
+      void this.#dns(datagram, client).finally(() => this.#pendingDns--);
+      return;
+    }
+    const key = `${formatHostPort(datagram.src)}>${formatHostPort(datagram.dst)}`;
+    let conv = this.#flows.get(key);
+    if (!conv) {
+      if (this.#flows.size >= (this.#o.maxFlows ?? 4096)) {
+        this.#stats.dropped++;
+        return;
+      }
+      const opened = this.#open(key, datagram, client);
+      if (!opened) return;
+      conv = opened;
+    }
+    conv.lastActive = Date.now();
+    conv.flow.bytesFromClient += datagram.data.byteLength;
+    recordMessage(
+      conv.flow,
+      { fromClient: true, kind: "data", data: datagram.data, timestamp: conv.lastActive },
+      this.#o.bodyLimit,
+      this.#o.maxMessages,
+    );
+    conv.socket.send(datagram.data, {
+      transport: "udp",
+      hostname: datagram.dst.hostname,
+      port: datagram.dst.port,
+    })
+      .catch((e) => this.#o.bus.log("debug", `UDP to ${formatHostPort(datagram.dst)}: ${describeError(e)}`));
+  }
+
+  /** Ends every conversation (recording them) and stops. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#sweep);
+    for (const key of [...this.#flows.keys()]) this.#end(key, null);
+  }
+
+  #open(key: string, datagram: RelayDatagram, client: ClientInfo): Conversation | null {
+    let socket: Deno.DatagramConn;
+    try {
+      socket = Deno.listenDatagram({
+        transport: "udp",
+        hostname: datagram.dst.hostname.includes(":") ? "::" : "0.0.0.0",
+        port: 0,
+      });
+    } catch (e) {
+      this.#stats.dropped++;
+      this.#o.bus.log(
+        "warn",
+        `cannot open a UDP socket for ${formatHostPort(datagram.dst)}: ${describeError(e)}`,
+      );
+      return null;
+    }
+    const now = Date.now();
+    const flow: UdpFlow = {
+      id: this.#o.newId(),
+      type: "udp",
+      client,
+      server: { address: datagram.dst },
+      timestampStart: now,
+      bytesFromClient: 0,
+      bytesFromServer: 0,
+      messages: [],
+      messagesDropped: 0,
+    };
+    const conv: Conversation = { flow, socket, lastActive: now, client: datagram.src, server: datagram.dst };
+    this.#flows.set(key, conv);
+    this.#stats.flows++;
+    this.#o.bus.emit("start", flow);
+    void this.#receive(key, conv);
+    return conv;
+  }
+
+  async #receive(key: string, conv: Conversation): Promise<void> {
+    try {
+      for (;;) {
+        const [data] = await conv.socket.receive();
+        conv.lastActive = Date.now();
+        conv.flow.bytesFromServer += data.byteLength;
+        recordMessage(
+          conv.flow,
+          { fromClient: false, kind: "data", data, timestamp: conv.lastActive },
+          this.#o.bodyLimit,
+          this.#o.maxMessages,
+        );
+        await this.#o.reply({ data, src: conv.server, dst: conv.client });
+      }
+    } catch (e) {
+      if (this.#flows.get(key) === conv) this.#end(key, describeError(e));
+    }
+  }
+
+  #expire(idle: number): void {
+    const now = Date.now();
+    for (const [key, conv] of this.#flows) if (now - conv.lastActive >= idle) this.#end(key, null);
+  }
+
+  #end(key: string, error: string | null): void {
+    const conv = this.#flows.get(key);
+    if (!conv) return;
+    this.#flows.delete(key);
+    try {
+      conv.socket.close();
+    } catch { /* already closed */ }
+    const now = Date.now();
+    conv.flow.timestampEnd = now;
+    if (error) conv.flow.error = { message: error, timestamp: now };
+    this.#o.bus.emit("end", conv.flow);
+  }
+
+  async #dns(datagram: RelayDatagram, client: ClientInfo): Promise<void> {
+    this.#stats.dnsQueries++;
+    const now = Date.now();
+    const flow: DnsFlow = {
+      id: this.#o.newId(),
+      type: "dns",
+      client,
+      server: { address: datagram.dst },
+      timestampStart: now,
+    };
+    try {
+      flow.request = parseDnsMessage(datagram.data);
+    } catch (e) {
+      // Not DNS after all: still forwarded, so a client using port 53 for something else works.
+      flow.error = { message: `query cannot be parsed: ${(e as Error).message}`, timestamp: now };
+    }
+    this.#o.bus.emit("start", flow);
+    let answer: Uint8Array | null = null;
+    const problems: string[] = [];
+    for (const server of this.#o.dnsServers) {
+      try {
+        answer = await this.#ask(server, datagram.data);
+        flow.resolver = server;
+        break;
+      } catch (e) {
+        problems.push(`${formatHostPort(server)}: ${describeError(e)}`);
+      }
+    }
+    if (answer) {
+      try {
+        flow.response = parseDnsMessage(answer);
+      } catch (e) {
+        flow.error ??= { message: `answer cannot be parsed: ${(e as Error).message}`, timestamp: Date.now() };
+      }
+    } else {
+      this.#stats.dnsFailures++;
+      flow.error = { message: `no resolver answered (${problems.join("; ")})`, timestamp: Date.now() };
+      answer = buildDnsErrorResponse(datagram.data, 2);
+    }
+    if (answer && !this.#closed) {
+      await this.#o.reply({ data: answer, src: datagram.dst, dst: datagram.src }).catch((e) =>
+        this.#o.bus.log("debug", `DNS answer to ${formatHostPort(datagram.src)}: ${describeError(e)}`)
+      );
+    }
+    flow.timestampEnd = Date.now();
+    this.#o.bus.emit("end", flow);
+  }
+
+  /** Sends one query to one resolver and waits for the reply with the same id. */
+  async #ask(server: HostPort, query: Uint8Array): Promise<Uint8Array> {
+    const socket = Deno.listenDatagram({
+      transport: "udp",
+      hostname: server.hostname.includes(":") ? "::" : "0.0.0.0",
+      port: 0,
+    });
+    const timeout = this.#o.dnsTimeout ?? 4000;
+    const timer = setTimeout(() => socket.close(), timeout);
+    try {
+      await socket.send(query, { transport: "udp", hostname: server.hostname, port: server.port });
+      for (let i = 0; i < 16; i++) {
+        const [data, from] = await socket.receive();
+        const addr = from as Deno.NetAddr;
+        if (addr.port !== server.port) continue;
+        if (data.byteLength >= 2 && query.byteLength >= 2 && data[0] === query[0] && data[1] === query[1]) {
+          return data;
+        }
+      }
+      throw new Error("no matching answer");
+    } catch (e) {
+      if (e instanceof Deno.errors.BadResource || (e as Error).name === "BadResource") {
+        throw new Error(`timed out after ${timeout} ms`);
+      }
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      try {
+        socket.close();
+      } catch { /* closed by the timer */ }
+    }
+  }
+}
