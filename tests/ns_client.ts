@@ -11,10 +11,13 @@
  *   rtt HOST PORT N SIZE          N sequential round trips of SIZE bytes on one connection
  *   sink HOST PORT BYTES          send BYTES as fast as possible (port 10); report MB/s
  *   source HOST PORT BYTES        receive BYTES as fast as possible (port 19); report MB/s
+ *   ws URL - TEXT                 WebSocket: send TEXT, print the echo
+ *   dns SERVER PORT NAME          one A query; print the rcode and answers
  * @module
  */
 import { createHash } from "node:crypto";
 import { pattern } from "./pattern.ts";
+import { buildDnsQuery, parseDnsMessage } from "../src/proxy/dns_message.ts";
 
 const [mode, host, portText, ...rest] = Deno.args;
 
@@ -170,6 +173,37 @@ switch (mode) {
     const s = (performance.now() - t0) / 1000;
     if (n !== bytes) throw new Error(`received ${n} of ${bytes}`);
     result = { bytes, seconds: s, mbps: (bytes * 8) / s / 1e6 };
+    break;
+  }
+  case "ws": {
+    // host is a full ws:// URL here; port is unused.
+    const ws = new WebSocket(host!);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("WebSocket timed out")), 10_000);
+      ws.onopen = () => ws.send(rest[0] ?? "");
+      ws.onmessage = (e) => {
+        clearTimeout(timer);
+        resolve(String(e.data));
+      };
+      ws.onerror = (e) => reject(new Error(`WebSocket failed: ${(e as ErrorEvent).message}`));
+    });
+    ws.close(1000, "done");
+    await new Promise((r) => setTimeout(r, 200));
+    result = { reply };
+    break;
+  }
+  case "dns": {
+    const sock = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
+    await sock.send(buildDnsQuery(rest[0]!, 1, 0x5157), { transport: "udp", hostname: host!, port });
+    const timer = setTimeout(() => sock.close(), 5000);
+    try {
+      const [data] = await sock.receive();
+      const m = parseDnsMessage(data);
+      result = { rcode: m.rcodeName, answers: m.answers.map((a) => a.data) };
+    } catch (e) {
+      result = { error: String(e) };
+    }
+    clearTimeout(timer);
     break;
   }
   default:

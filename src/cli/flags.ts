@@ -1,0 +1,369 @@
+/**
+ * The command line of `wirescope`: {@linkcode parseFlags} turns the arguments into
+ * {@linkcode CliOptions} and checks them, and {@linkcode USAGE} is the `--help` text. Every
+ * mistake comes back as one {@linkcode UsageError} with a one-line message.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { dirname } from "node:path";
+import denoJson from "../../deno.json" with { type: "json" };
+import { formatModeSpec, type ModeSpec, parseModeSpec } from "./mode_spec.ts";
+
+/** The most WireGuard client peers `--peers` allows: their addresses are 10.0.0.2 to 10.0.0.251. */
+const MAX_PEERS = 250;
+
+/** The options the command line asked for, with defaults filled in. */
+export interface CliOptions {
+  /** The proxy modes, in the order given; one default WireGuard mode when none is given. */
+  modes: ModeSpec[];
+  /** The configuration directory (keys, certificates); `~/.wirescope` by default. */
+  confdir: string;
+  /** How many WireGuard client configurations to make, 1 to 250; 1 by default. */
+  peers: number;
+  /** The address clients should put in their `Endpoint` line, when the host's own is not right. */
+  wgEndpoint?: { host: string; port?: number };
+  /** Hosts to pass through without interception (matched case-insensitively). */
+  ignoreHosts: RegExp[];
+  /** The only hosts to intercept (matched case-insensitively). */
+  allowHosts: RegExp[];
+  /** Extra CA certificate files to trust for upstream servers; each was readable when parsed. */
+  upstreamCa: string[];
+  /** Whether to skip the check of upstream server certificates. */
+  sslInsecure: boolean;
+  /** The DNS servers to forward queries to; empty means the system's. */
+  dnsServers: { hostname: string; port: number }[];
+  /** The file to save flows to. */
+  save?: string;
+  /** The HAR file to write flows to. */
+  har?: string;
+  /** Whether to print less. */
+  quiet: boolean;
+  /** Whether to print more. */
+  verbose: boolean;
+  /** Whether `--help` was given. */
+  help: boolean;
+  /** Whether `--version` was given. */
+  version: boolean;
+  /** A command to run instead of the proxy. */
+  command?: "genkey" | "pubkey";
+}
+
+/**
+ * A mistake on the command line. The message is one line; the caller prints it as
+ * `wirescope: <message>` and exits with status 2.
+ */
+export class UsageError extends Error {
+  /**
+   * Makes the error.
+   *
+   * @param message One line saying what is wrong.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** The `--help` text. */
+export const USAGE: string = `wirescope ${denoJson.version}: an intercepting HTTPS proxy with a WireGuard mode
+
+Usage:
+  wirescope [options]          run the proxy (wirescope = deno run -A mod.ts)
+  wirescope genkey             print a new private key (like wg genkey)
+  wirescope pubkey < KEY       print the key's public key (like wg pubkey)
+
+Modes:
+  --mode SPEC                a mode to run; repeatable (default: wireguard)
+      wireguard[:KEYFILE][@[HOST:]PORT]
+                             WireGuard on UDP, port 51820 unless given
+      regular[@[HOST:]PORT]  HTTP(S) proxy on TCP, port 8080 unless given
+                             HOST may be [IPv6]; PORT 0 picks a free port
+  --confdir DIR              keys, certificates and client configs
+                             (default: ~/.wirescope)
+  --peers N                  client configs to make, 1 to ${MAX_PEERS} (default: 1)
+  --wg-endpoint HOST[:PORT]  the Endpoint clients dial, e.g. a public name or
+                             [IPv6]:PORT (default: this host's primary address
+                             and the wireguard mode's port)
+
+Interception:
+  --ignore-hosts REGEX       pass matching hosts through untouched; repeatable,
+                             case-insensitive (default: none)
+  --allow-hosts REGEX        intercept only matching hosts; repeatable,
+                             case-insensitive; not with --ignore-hosts
+  --upstream-ca FILE         also trust this CA certificate (PEM) for upstream
+                             servers; repeatable (default: system roots only)
+  --ssl-insecure             skip checking upstream certificates
+  --dns-server HOST[:PORT]   forward DNS queries there, port 53 unless given;
+                             repeatable (default: the system's resolvers)
+
+Output:
+  -w, --save FILE            save flows to FILE (default: do not save)
+  --har FILE                 also write flows to FILE as HAR (default: do not)
+  -q, --quiet                print only errors
+  -v, --verbose              print more detail, such as each connection
+  -h, --help                 show this help
+  --version                  show the version
+
+Examples:
+  wirescope                  WireGuard on UDP 51820; scan the QR code it prints
+  wirescope --peers 3 --wg-endpoint proxy.example.com:51820
+  wirescope --mode wireguard --mode regular@127.0.0.1:8080
+  wirescope --mode regular@[::1]:0 --ignore-hosts '(^|\\.)apple\\.com'
+  wirescope -w flows.out --har flows.har --upstream-ca corp-ca.pem
+`;
+
+/**
+ * Parses and checks the command-line arguments.
+ *
+ * Files given to `--upstream-ca` must be readable, and the directories of `--save` and `--har`
+ * must exist; everything else is checked without touching the file system.
+ *
+ * @param args The arguments, without the program name.
+ * @returns The options with defaults filled in.
+ * @throws {UsageError} With a one-line message for any mistake.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "./flags.ts";
+ * const options = parseFlags(["--mode", "regular@8081", "--peers", "2"]);
+ * console.log(options.modes[0]?.port, options.peers); // 8081 2
+ * ```
+ */
+export function parseFlags(args: string[]): CliOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        mode: { type: "string", multiple: true },
+        confdir: { type: "string" },
+        peers: { type: "string" },
+        "wg-endpoint": { type: "string" },
+        "ignore-hosts": { type: "string", multiple: true },
+        "allow-hosts": { type: "string", multiple: true },
+        "upstream-ca": { type: "string", multiple: true },
+        "ssl-insecure": { type: "boolean" },
+        "dns-server": { type: "string", multiple: true },
+        save: { type: "string", short: "w" },
+        har: { type: "string" },
+        quiet: { type: "boolean", short: "q" },
+        verbose: { type: "boolean", short: "v" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(rephraseParseError(e));
+  }
+  const { values, positionals } = parsed;
+
+  const options: CliOptions = {
+    modes: parseModes(values.mode ?? []),
+    confdir: values.confdir === undefined ? defaultConfdir() : expandHome(values.confdir, "--confdir"),
+    peers: values.peers === undefined ? 1 : parsePeers(values.peers),
+    ignoreHosts: (values["ignore-hosts"] ?? []).map((r) => parseRegExp(r, "--ignore-hosts")),
+    allowHosts: (values["allow-hosts"] ?? []).map((r) => parseRegExp(r, "--allow-hosts")),
+    upstreamCa: (values["upstream-ca"] ?? []).map(checkReadable),
+    sslInsecure: values["ssl-insecure"] ?? false,
+    dnsServers: (values["dns-server"] ?? []).map((text) => {
+      const { host, port } = parseHostPort(text, "--dns-server");
+      return { hostname: host, port: port ?? 53 };
+    }),
+    quiet: values.quiet ?? false,
+    verbose: values.verbose ?? false,
+    help: values.help ?? false,
+    version: values.version ?? false,
+  };
+  if (values["wg-endpoint"] !== undefined) {
+    options.wgEndpoint = parseHostPort(values["wg-endpoint"], "--wg-endpoint");
+  }
+  if (values.save !== undefined) options.save = checkParentDir(values.save, "--save");
+  if (values.har !== undefined) options.har = checkParentDir(values.har, "--har");
+
+  if (options.ignoreHosts.length > 0 && options.allowHosts.length > 0) {
+    throw new UsageError("--ignore-hosts and --allow-hosts cannot be used together");
+  }
+  if (options.quiet && options.verbose) throw new UsageError("--quiet and --verbose cannot be used together");
+
+  const [command, ...rest] = positionals;
+  if (command !== undefined) {
+    if (command !== "genkey" && command !== "pubkey") {
+      throw new UsageError(`unknown command: ${command} (expected genkey or pubkey; see --help)`);
+    }
+    if (rest.length > 0) throw new UsageError(`unexpected argument after ${command}: ${rest[0]}`);
+    options.command = command;
+  }
+  return options;
+}
+
+/** Turns the errors of `node:util` `parseArgs` into one short line. */
+function rephraseParseError(e: unknown): string {
+  const error = e as Error & { code?: string };
+  const quoted = /'([^']*)'/.exec(error.message)?.[1] ?? "";
+  // "'-w, --save <value>'" names the option both ways; the long name reads best.
+  const name = /--[\w-]+/.exec(quoted)?.[0] ?? /-\w/.exec(quoted)?.[0] ?? quoted;
+  switch (error.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option ${quoted} (see --help)`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      if (error.message.includes("does not take an argument")) return `option ${name} takes no value`;
+      if (error.message.includes("ambiguous")) {
+        return `option ${name} needs a value (for a value that starts with "-", write ${name}=VALUE)`;
+      }
+      return `option ${name} needs a value`;
+    default:
+      return (error.message ?? String(e)).split("\n")[0]!;
+  }
+}
+
+/** Parses the `--mode` values and rejects two modes that would listen on the same port. */
+function parseModes(texts: string[]): ModeSpec[] {
+  if (texts.length === 0) return [{ kind: "wireguard", host: "", port: 51820 }];
+  const modes = texts.map((text) => {
+    try {
+      return parseModeSpec(text);
+    } catch (e) {
+      throw new UsageError(`--mode: ${(e as Error).message}`);
+    }
+  });
+  const protocol = (m: ModeSpec) => (m.kind === "wireguard" ? "UDP" : "TCP");
+  for (let i = 0; i < modes.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = modes[j]!;
+      const b = modes[i]!;
+      // Port 0 gets a fresh port each time; different specific hosts can share a port.
+      if (a.port === 0 || a.port !== b.port || protocol(a) !== protocol(b)) continue;
+      if (a.host !== "" && b.host !== "" && a.host !== b.host) continue;
+      throw new UsageError(
+        `--mode ${formatModeSpec(b)} and --mode ${formatModeSpec(a)} both listen on ${
+          protocol(a)
+        } port ${a.port}`,
+      );
+    }
+  }
+  return modes;
+}
+
+/** The default configuration directory, `~/.wirescope`. */
+function defaultConfdir(): string {
+  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE");
+  if (home === undefined || home === "") {
+    throw new UsageError("cannot find the home directory (HOME is not set); pass --confdir");
+  }
+  return `${home.replace(/\/+$/, "")}/.wirescope`;
+}
+
+/** Expands a leading `~/`, which the shell leaves alone in `--confdir=~/x`. */
+function expandHome(path: string, flag: string): string {
+  if (path === "") throw new UsageError(`${flag} needs a directory, not an empty string`);
+  if (path !== "~" && !path.startsWith("~/")) return path;
+  const home = Deno.env.get("HOME");
+  if (home === undefined || home === "") {
+    throw new UsageError(`cannot expand ~ in ${flag} ${path}: HOME is not set`);
+  }
+  return home + path.slice(1);
+}
+
+/** Parses `--peers`. */
+function parsePeers(text: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= MAX_PEERS)) {
+    throw new UsageError(`--peers ${text}: expected a whole number from 1 to ${MAX_PEERS}`);
+  }
+  return n;
+}
+
+/** Compiles a host pattern; host names are matched without regard to case. */
+function parseRegExp(text: string, flag: string): RegExp {
+  try {
+    return new RegExp(text, "i");
+  } catch (e) {
+    const reason = (e as Error).message.replace(/^Invalid regular expression: \/.*\/\w*: /, "");
+    throw new UsageError(`${flag} ${text}: not a valid regular expression (${reason})`);
+  }
+}
+
+/** Checks that a `--upstream-ca` file can be opened for reading. */
+function checkReadable(path: string): string {
+  try {
+    if (Deno.statSync(path).isDirectory) {
+      throw new UsageError(`cannot read --upstream-ca ${path}: it is a directory`);
+    }
+    Deno.openSync(path, { read: true }).close();
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`cannot read --upstream-ca ${path}: ${describeFsError(e)}`);
+  }
+  return path;
+}
+
+/** Checks that the directory an output file goes in exists. */
+function checkParentDir(path: string, flag: string): string {
+  if (path === "") throw new UsageError(`${flag} needs a file name, not an empty string`);
+  const dir = dirname(path);
+  let isDirectory;
+  try {
+    isDirectory = Deno.statSync(dir).isDirectory;
+  } catch (e) {
+    throw new UsageError(`${flag} ${path}: cannot use directory ${dir}: ${describeFsError(e)}`);
+  }
+  if (!isDirectory) throw new UsageError(`${flag} ${path}: ${dir} is not a directory`);
+  let pathIsDirectory = false;
+  try {
+    pathIsDirectory = Deno.statSync(path).isDirectory;
+  } catch {
+    // Not there yet (the usual case) or not visible: writing it will tell.
+  }
+  if (pathIsDirectory) throw new UsageError(`${flag} ${path}: is a directory, not a file`);
+  return path;
+}
+
+/** A short reason for a file-system error, without the OS error number and path. */
+function describeFsError(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "no such file or directory";
+  if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (e instanceof Deno.errors.NotCapable) return "not allowed by Deno permissions (--allow-read)";
+  const message = e instanceof Error ? e.message : String(e);
+  return message.replace(/ \(os error \d+\).*$/, "").split("\n")[0]!;
+}
+
+/**
+ * Parses `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT` or a bare IPv6 address (which cannot
+ * carry a port).
+ */
+function parseHostPort(text: string, flag: string): { host: string; port?: number } {
+  const fail = (reason: string): never => {
+    throw new UsageError(`${flag} ${text}: ${reason}`);
+  };
+  let host = text;
+  let portText: string | undefined;
+  if (text.startsWith("[")) {
+    const close = text.indexOf("]");
+    if (close === -1) return fail(`missing "]" after the IPv6 address`);
+    host = text.slice(1, close);
+    if (!host.includes(":")) return fail(`"${host}" is not an IPv6 address`);
+    const after = text.slice(close + 1);
+    if (after !== "") {
+      if (!after.startsWith(":")) return fail(`expected ":PORT" after "]"`);
+      portText = after.slice(1);
+    }
+  } else if ((text.match(/:/g) ?? []).length === 1) {
+    const colon = text.indexOf(":");
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+  }
+  if (host.includes(":")) {
+    if (!/^[0-9A-Fa-f:.]+(%[\w.-]+)?$/.test(host)) return fail(`"${host}" is not an IPv6 address`);
+  } else if (host === "") {
+    return fail("expected HOST[:PORT]");
+  } else if (!/^[A-Za-z0-9.-]+$/.test(host) || /^\d+$/.test(host)) {
+    return fail(`"${host}" is not a host name or address (expected HOST[:PORT])`);
+  }
+  if (portText === undefined) return { host };
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+    return fail(`"${portText}" is not a port (1 to 65535)`);
+  }
+  return { host, port: Number(portText) };
+}

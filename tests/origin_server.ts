@@ -1,0 +1,112 @@
+/**
+ * The servers of the end-to-end origin namespace besides nginx (run inside it with deno):
+ *
+ *   HTTP :8080   POST /upload → JSON {bytes, sha256} of the body; GET /ws → WebSocket echo;
+ *                GET /cut → promises 100,000 bytes, sends 1,000 and closes (a broken server)
+ *   TCP  :7      echo
+ *   UDP  :7      echo
+ *   UDP  :53     a DNS server for tests: `A` questions get 10.11.12.13, others NXDOMAIN
+ *
+ * Usage: deno run -A tests/origin_server.ts HOST   (prints "ready" when listening)
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+const host = Deno.args[0] ?? "127.0.0.1";
+
+Deno.serve({ hostname: host, port: 8080, onListen() {} }, async (req) => {
+  const url = new URL(req.url);
+  if (url.pathname === "/upload") {
+    const h = createHash("sha256");
+    let bytes = 0;
+    for await (const chunk of req.body ?? new ReadableStream()) {
+      h.update(chunk);
+      bytes += chunk.byteLength;
+    }
+    return Response.json({ bytes, sha256: h.digest("hex") });
+  }
+  if (url.pathname === "/ws") {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(e.data);
+    return response;
+  }
+  return new Response(`origin ${url.pathname}\n`);
+});
+
+// A server that breaks off a response: raw TCP so the cut is exact.
+const cut = Deno.listen({ hostname: host, port: 8081 });
+(async () => {
+  for await (const conn of cut) {
+    (async () => {
+      const buf = new Uint8Array(4096);
+      await conn.read(buf);
+      const head = "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
+      await conn.write(new TextEncoder().encode(head + "x".repeat(1000)));
+      conn.close();
+    })().catch(() => {});
+  }
+})();
+
+const echo = Deno.listen({ hostname: host, port: 7 });
+(async () => {
+  for await (const conn of echo) {
+    (async () => {
+      const buf = new Uint8Array(65536);
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        for (let off = 0; off < n;) off += await conn.write(buf.subarray(off, n));
+      }
+      conn.close();
+    })().catch(() => {});
+  }
+})();
+
+const udp = Deno.listenDatagram({ hostname: host, port: 7, transport: "udp" });
+(async () => {
+  for (;;) {
+    const [data, from] = await udp.receive();
+    await udp.send(data, from);
+  }
+})();
+
+const dns = Deno.listenDatagram({ hostname: host, port: 53, transport: "udp" });
+(async () => {
+  for (;;) {
+    const [query, from] = await dns.receive();
+    const answer = dnsAnswer(query);
+    if (answer) await dns.send(answer, from);
+  }
+})();
+
+/** Answers the single question of `query`: an A record for A questions, NXDOMAIN otherwise. */
+function dnsAnswer(query: Uint8Array): Uint8Array | null {
+  if (query.byteLength < 12) return null;
+  let off = 12;
+  while (off < query.byteLength && query[off] !== 0) off += query[off]! + 1;
+  const questionEnd = off + 5;
+  if (questionEnd > query.byteLength) return null;
+  const type = (query[off + 1]! << 8) | query[off + 2]!;
+  const header = query.slice(0, 12);
+  header[2] = 0x81; // response, recursion desired
+  header[3] = type === 1 ? 0x80 : 0x83; // recursion available; NXDOMAIN unless A
+  header[6] = 0, header[7] = type === 1 ? 1 : 0; // answers
+  header[8] =
+    header[9] =
+    header[10] =
+    header[11] =
+      0;
+  const question = query.slice(12, questionEnd);
+  if (type !== 1) return concat(header, question);
+  const record = new Uint8Array([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 11, 12, 13]);
+  return concat(header, question, record);
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let off = 0;
+  for (const p of parts) out.set(p, (off += p.byteLength) - p.byteLength);
+  return out;
+}
+
+console.log("ready");

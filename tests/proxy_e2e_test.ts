@@ -1,0 +1,291 @@
+/**
+ * Interception end to end: a real wireguard-go client (tests/rig.ts) browses through
+ * `startProxy()` in WireGuard mode to nginx and test servers in an origin namespace
+ * (tests/origin_ns.ts); curl in the client namespace trusts only wirescope's CA. The same HTTPS
+ * checks then go through explicit-proxy mode with `curl -x`. Needs root.
+ */
+import assert from "node:assert/strict";
+import { generatePrivateKey } from "../mod.ts";
+import { startProxy } from "../src/proxy/proxy.ts";
+import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
+import { Rig, type RigClient, sh } from "./rig.ts";
+import { OriginNamespace } from "./origin_ns.ts";
+
+const CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
+const MB = 1 << 20;
+
+async function nsClient(client: RigClient, args: string[], seconds = 60): Promise<Record<string, unknown>> {
+  const out = await client.exec([
+    "timeout",
+    String(seconds),
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    CLIENT,
+    ...args,
+  ]);
+  return JSON.parse(out.trim().split("\n").pop()!);
+}
+
+/** Waits (bounded) for a completed flow that matches. */
+async function flowWhere<T extends Flow>(
+  flows: Flow[],
+  match: (f: Flow) => boolean,
+  what: string,
+): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const f = flows.find(match);
+    if (f) return f as T;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no flow for ${what}; have: ${flows.map(describe).join(" | ")}`);
+}
+
+function describe(f: Flow): string {
+  if (f.type === "http") {
+    return `http ${f.request.method} ${f.request.url} ${f.response?.status ?? "-"} ${f.error?.message ?? ""}`;
+  }
+  return `${f.type} ${f.server.address.hostname}:${f.server.address.port} ${f.error?.message ?? ""}`;
+}
+
+Deno.test({
+  name: "startProxy() intercepts a real WireGuard client's HTTPS, HTTP, WebSocket, TCP, UDP and DNS",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const origin = await OriginNamespace.create(["origin.test", "passthrough.test"]);
+    const confdir = await Deno.makeTempDir({ prefix: "wirescope-confdir-" });
+    const proxy = await startProxy({
+      modes: [
+        { kind: "wireguard", port: 0, privateKey: generatePrivateKey(), peers: [] },
+        { kind: "regular", port: 0 },
+      ],
+      confdir,
+      upstreamCa: [origin.caFile],
+      ignoreHosts: ["^passthrough\\.test$"],
+      dnsServers: [{ hostname: origin.address, port: 53 }],
+      onLog: () => {},
+    });
+    const wg = proxy.wireguard[0]!;
+    const flows: Flow[] = [];
+    (async () => {
+      for await (const f of proxy.flows) flows.push(f);
+    })();
+    let rig: Rig | null = null;
+    try {
+      rig = await Rig.create(1, wg.publicKey, wg.addr.port, (publicKey) => wg.addPeer({ publicKey }));
+      const client = rig.clients[0]!;
+      const ca = proxy.ca.paths.cert;
+      const o = origin.address;
+      // The CA file lives in the host's /tmp, which the namespace shares.
+      const curl = (args: string[]) =>
+        client.exec(["curl", "-sS", "--max-time", "60", "--cacert", ca, ...args], { allowFail: false });
+
+      await t.step("HTTPS with SNI: right body, flow with host name, TLS details and the peer", async () => {
+        const body = await curl(["--resolve", `origin.test:443:${o}`, "https://origin.test/small.txt"]);
+        assert.equal(body, "hello from nginx\n");
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.url === "https://origin.test/small.txt",
+          "https small",
+        );
+        assert.equal(f.response?.status, 200);
+        assert.equal(new TextDecoder().decode(f.response?.body.content), "hello from nginx\n");
+        assert.equal(f.tls?.sni, "origin.test");
+        assert.equal(f.tls?.passthrough, false);
+        assert.ok(f.tls?.serverCertificate?.dnsNames.includes("origin.test"));
+        assert.equal(f.client.peer?.publicKey, client.publicKey);
+        assert.equal(f.client.address.hostname, client.address4);
+        assert.equal(f.server.address.hostname, o);
+      });
+
+      await t.step(
+        "HTTPS to a bare IP (no SNI): the leaf carries the upstream certificate's names",
+        async () => {
+          const body = await curl([`https://${o}/small.txt`]);
+          assert.equal(body, "hello from nginx\n");
+        },
+      );
+
+      await t.step("plain HTTP", async () => {
+        const body = await curl(["-H", "Host: plain.test", `http://${o}/small.txt`]);
+        assert.equal(body, "hello from nginx\n");
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.url === "http://plain.test/small.txt",
+          "http",
+        );
+        assert.equal(f.response?.status, 200);
+      });
+
+      await t.step("100 MB HTTPS download arrives intact; the flow keeps a bounded prefix", async () => {
+        const out = await client.exec([
+          "sh",
+          "-c",
+          `curl -sS --max-time 120 --cacert ${ca} --resolve origin.test:443:${o} https://origin.test/big.bin | sha256sum`,
+        ]);
+        assert.equal(out.split(" ")[0], origin.bigSha256);
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.path === "/big.bin",
+          "big",
+        );
+        assert.equal(f.response?.body.size, origin.bigSize);
+        assert.equal(f.response?.body.truncated, true);
+        assert.ok(f.response!.body.content.byteLength <= 1024 * 1024);
+      });
+
+      await t.step("20 MB upload arrives intact", async () => {
+        const file = await Deno.makeTempFile();
+        try {
+          await sh(["sh", "-c", `head -c ${20 * MB} /dev/urandom > ${file}`]);
+          const sha = (await sh(["sha256sum", file])).split(" ")[0];
+          const reply = JSON.parse(await curl(["--data-binary", `@${file}`, `http://${o}:8080/upload`]));
+          assert.deepEqual(reply, { bytes: 20 * MB, sha256: sha });
+          const f = await flowWhere<HttpFlow>(
+            flows,
+            (f) => f.type === "http" && f.request.path === "/upload",
+            "upload",
+          );
+          assert.equal(f.request.body.size, 20 * MB);
+        } finally {
+          await Deno.remove(file);
+        }
+      });
+
+      await t.step("WebSocket echo, messages recorded both ways", async () => {
+        const r = await nsClient(client, ["ws", `ws://${o}:8080/ws`, "-", "hello websocket"]);
+        assert.equal(r.reply, "hello websocket");
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.path === "/ws",
+          "ws",
+        );
+        assert.equal(f.response?.status, 101);
+        const texts = f.websocket!.messages.filter((m) => m.kind === "text");
+        assert.deepEqual(texts.map((m) => [m.fromClient, new TextDecoder().decode(m.content)]), [
+          [true, "hello websocket"],
+          [false, "hello websocket"],
+        ]);
+      });
+
+      await t.step("a passthrough host shows the origin's own certificate", async () => {
+        const body = await client.exec([
+          "curl",
+          "-sS",
+          "--max-time",
+          "20",
+          "--cacert",
+          origin.caFile,
+          "--resolve",
+          `passthrough.test:443:${o}`,
+          "https://passthrough.test/small.txt",
+        ]);
+        assert.equal(body, "hello from nginx\n");
+        const f = await flowWhere<TcpFlow>(
+          flows,
+          (f) => f.type === "tcp" && f.tls?.sni === "passthrough.test",
+          "passthrough",
+        );
+        assert.equal(f.tls?.passthrough, true);
+        assert.ok(f.bytesFromServer > 0);
+      });
+
+      await t.step("raw TCP echo is relayed and recorded", async () => {
+        const r = await nsClient(client, ["echo", o, "7", String(64 * 1024)]);
+        assert.equal(r.got, r.sent);
+        const f = await flowWhere<TcpFlow>(
+          flows,
+          (f) => f.type === "tcp" && f.server.address.port === 7,
+          "tcp echo",
+        );
+        assert.equal(f.bytesFromClient, 64 * 1024);
+        assert.equal(f.bytesFromServer, 64 * 1024);
+      });
+
+      await t.step("UDP echo is relayed", async () => {
+        const r = await nsClient(client, ["udp", o, "7", "hello udp"]);
+        assert.equal(r.reply, "hello udp");
+        assert.equal((r.from as { hostname: string }).hostname, o);
+      });
+
+      await t.step("a DNS query through the tunnel is answered and recorded", async () => {
+        const r = await nsClient(client, ["dns", "10.0.0.53", "53", "anything.test"]);
+        assert.deepEqual(r, { rcode: "NOERROR", answers: ["10.11.12.13"] });
+        const f = await flowWhere<DnsFlow>(
+          flows,
+          (f) => f.type === "dns" && f.request?.questions[0]?.name === "anything.test",
+          "dns",
+        );
+        assert.equal(f.response?.answers[0]?.data, "10.11.12.13");
+        assert.equal(f.resolver?.hostname, o);
+      });
+
+      await t.step(
+        "an upstream that breaks off mid-response: client reset, flow error, proxy keeps serving",
+        async () => {
+          const out = await client.exec(["curl", "-sS", "--max-time", "20", `http://${o}:8081/cut`], {
+            allowFail: true,
+          });
+          assert.ok(!out.includes("x".repeat(100000)));
+          const f = await flowWhere<HttpFlow>(
+            flows,
+            (f) => f.type === "http" && f.request.path === "/cut",
+            "cut",
+          );
+          assert.match(f.error?.message ?? "", /middle of the response body/);
+          const body = await curl(["--resolve", `origin.test:443:${o}`, "https://origin.test/small.txt"]);
+          assert.equal(body, "hello from nginx\n");
+        },
+      );
+
+      await t.step("explicit proxy mode: the same HTTPS checks with curl -x", async () => {
+        const port = proxy.addresses.find((a) => a.kind === "regular")!.addr.port;
+        const body = await sh([
+          "curl",
+          "-sS",
+          "--max-time",
+          "20",
+          "-x",
+          `http://127.0.0.1:${port}`,
+          "--cacert",
+          ca,
+          `https://${o}/small.txt`,
+        ]);
+        assert.equal(body, "hello from nginx\n");
+        const http = await sh([
+          "curl",
+          "-sS",
+          "--max-time",
+          "20",
+          "-x",
+          `http://127.0.0.1:${port}`,
+          `http://${o}/small.txt`,
+        ]);
+        assert.equal(http, "hello from nginx\n");
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.client.mode === "regular" && f.request.scheme === "https",
+          "regular https",
+        );
+        assert.equal(f.response?.status, 200);
+      });
+
+      await t.step("UDP flows are recorded when they end", async () => {
+        await proxy.close(500);
+        const f = await flowWhere<UdpFlow>(
+          flows,
+          (f) => f.type === "udp" && f.server.address.port === 7,
+          "udp",
+        );
+        assert.equal(new TextDecoder().decode(f.messages[0]?.content), "hello udp");
+      });
+    } finally {
+      await proxy.close(500);
+      await rig?.close();
+      await origin.close();
+      await Deno.remove(confdir, { recursive: true });
+    }
+  },
+});
