@@ -89,6 +89,96 @@ export class Rig {
     return rig;
   }
 
+  /**
+   * Creates client namespaces whose WireGuard interfaces are set up from wg-quick configuration
+   * texts, as wg-quick does: the file minus `Address`/`DNS` goes to `wg setconf`, the addresses
+   * are added, and default routes go through the tunnel. `configs` receives the host's veth
+   * address of each client (where the server is reached) and returns one config per client.
+   */
+  static async fromConfigs(
+    count: number,
+    configs: (hostAddresses: string[]) => Promise<string[]>,
+  ): Promise<Rig> {
+    const slot = (Deno.pid * 7 + rigCounter++) % 200;
+    const rig = new Rig(`ws${slot}`, slot * 16);
+    await Rig.cleanupStale(rig.#prefix);
+    try {
+      const spaces = [];
+      for (let i = 0; i < count; i++) spaces.push(await rig.#addNamespace(i));
+      const texts = await configs(spaces.map((s) => s.hostAddr));
+      for (let i = 0; i < count; i++) rig.clients.push(await rig.#importConfig(i, texts[i]!));
+    } catch (e) {
+      await rig.close();
+      throw e;
+    }
+    return rig;
+  }
+
+  async #importConfig(i: number, text: string): Promise<RigClient> {
+    const ns = `${this.#prefix}c${i}`;
+    const wg = `${this.#prefix}w${i}`;
+    const exec = (cmd: string[], opts?: { input?: string; allowFail?: boolean }) =>
+      sh(["ip", "netns", "exec", ns, ...cmd], opts);
+    const field = (name: string) => new RegExp(`^\\s*${name}\\s*=\\s*(.+)$`, "mi").exec(text)?.[1]?.trim();
+    const addresses = (field("Address") ?? "").split(",").map((a) => a.trim()).filter(Boolean);
+    const privateKey = field("PrivateKey")!;
+    // wg-quick's own `strip` gives what `wg setconf` takes; it wants a file named like an interface.
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/wsimport.conf`, text);
+      const stripped = await sh(["wg-quick", "strip", `${dir}/wsimport.conf`]);
+      await Deno.writeTextFile(`${dir}/stripped.conf`, stripped);
+      await exec(["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", wg]);
+      await exec(["wg", "setconf", wg, `${dir}/stripped.conf`]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    for (const a of addresses) {
+      await exec(
+        a.includes(":")
+          ? ["ip", "-6", "addr", "add", a, "dev", wg, "nodad"]
+          : ["ip", "addr", "add", a, "dev", wg],
+      );
+    }
+    await exec(["ip", "link", "set", wg, "mtu", "1420", "up"]);
+    await exec(["ip", "route", "add", "default", "dev", wg]);
+    await exec(["ip", "-6", "route", "add", "default", "dev", wg]);
+    const address4 = addresses.find((a) => !a.includes(":"))?.split("/")[0] ?? "";
+    const address6 = addresses.find((a) => a.includes(":"))?.split("/")[0] ?? "";
+    return {
+      ns,
+      wg,
+      privateKey,
+      publicKey: publicKeyOf(privateKey),
+      address4,
+      address6,
+      exec,
+      spawn: (cmd) =>
+        new Deno.Command("ip", { args: ["netns", "exec", ns, ...cmd], stdout: "piped", stderr: "piped" })
+          .spawn(),
+    };
+  }
+
+  /** The namespace of client `i` and its veth to the host, without WireGuard. */
+  async #addNamespace(i: number): Promise<{ ns: string; hostAddr: string }> {
+    const ns = `${this.#prefix}c${i}`;
+    const hostIf = `${this.#prefix}h${i}`;
+    // 172.31.240.0/20 split into /30s: this rig's slot and client index pick one.
+    const n = this.#base + i * 4;
+    const a = (k: number) => `172.31.${240 + ((n + k) >> 8)}.${(n + k) & 255}`;
+    const hostAddr = a(1), nsAddr = a(2);
+    if (i === 0) this.hostAddress = hostAddr;
+    await sh(["ip", "netns", "add", ns]);
+    await sh(["ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    await sh(["ip", "addr", "add", `${hostAddr}/30`, "dev", hostIf]);
+    await sh(["ip", "link", "set", hostIf, "up"]);
+    const exec = (cmd: string[]) => sh(["ip", "netns", "exec", ns, ...cmd]);
+    await exec(["ip", "addr", "add", `${nsAddr}/30`, "dev", "eth0"]);
+    await exec(["ip", "link", "set", "eth0", "up"]);
+    await exec(["ip", "link", "set", "lo", "up"]);
+    return { ns, hostAddr };
+  }
+
   static async cleanupStale(prefix: string): Promise<void> {
     const list = await sh(["ip", "netns", "list"]);
     for (const line of list.split("\n")) {
@@ -107,25 +197,12 @@ export class Rig {
     serverPort: number,
     onKey: (publicKey: string) => void,
   ): Promise<RigClient> {
-    const ns = `${this.#prefix}c${i}`;
-    const hostIf = `${this.#prefix}h${i}`;
+    const { ns, hostAddr } = await this.#addNamespace(i);
     // wireguard-go's control socket is /var/run/wireguard/<name>.sock, shared by all namespaces,
     // so every client's interface needs a name of its own.
     const wg = `${this.#prefix}w${i}`;
-    // 172.31.240.0/20 split into /30s: this rig's slot and client index pick one.
-    const n = this.#base + i * 4;
-    const a = (k: number) => `172.31.${240 + ((n + k) >> 8)}.${(n + k) & 255}`;
-    const hostAddr = a(1), nsAddr = a(2);
-    if (i === 0) this.hostAddress = hostAddr;
-    await sh(["ip", "netns", "add", ns]);
-    await sh(["ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-    await sh(["ip", "addr", "add", `${hostAddr}/30`, "dev", hostIf]);
-    await sh(["ip", "link", "set", hostIf, "up"]);
     const exec = (cmd: string[], opts?: { input?: string; allowFail?: boolean }) =>
       sh(["ip", "netns", "exec", ns, ...cmd], opts);
-    await exec(["ip", "addr", "add", `${nsAddr}/30`, "dev", "eth0"]);
-    await exec(["ip", "link", "set", "eth0", "up"]);
-    await exec(["ip", "link", "set", "lo", "up"]);
 
     const privateKey = generatePrivateKey();
     // The server learns the key before the interface comes up (and sends its first packets).

@@ -11,7 +11,7 @@ import { byteStreamOfNodeSocket, nodeDuplexOf } from "./byte_stream.ts";
 import { classifyFirstBytes, type ClientHello } from "./client_hello.ts";
 import type { CertificateSummary, ClientInfo, FlowBus, HostPort, ServerInfo, TlsInfo } from "./flow.ts";
 import { formatHostPort } from "./flow.ts";
-import { Http1Layer } from "./http1_layer.ts";
+import { Http1Layer, type Http1LayerOptions } from "./http1_layer.ts";
 import { concatBytes, type LayerEvent } from "./layer.ts";
 import { describeError, type OpenedServer, runLayer } from "./layer_runner.ts";
 import { TcpLayer } from "./tcp_layer.ts";
@@ -51,6 +51,8 @@ export interface ProxyContext {
   /** Opens a plain TCP connection. */
   connect(address: HostPort): Promise<OpenedServer>;
   newId(): string;
+  /** Requests the proxy answers itself (the certificate page). */
+  localResponder?: Http1LayerOptions["localResponder"];
 }
 
 /** A new client connection. */
@@ -93,6 +95,7 @@ export async function handleProxyConnection(
       bodyLimit: ctx.settings.bodyLimit,
       maxMessages: ctx.settings.maxMessages,
       newId: ctx.newId,
+      ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
     });
     const result = await runLayer({
       layer,
@@ -249,6 +252,7 @@ function runHttp(
     bodyLimit: ctx.settings.bodyLimit,
     maxMessages: ctx.settings.maxMessages,
     newId: ctx.newId,
+    ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]

@@ -35,6 +35,7 @@ import {
   serializeRequestHead,
 } from "./http1.ts";
 import { WebSocketReader } from "./websocket.ts";
+import type { LocalResponse } from "./cert_page.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
 import { appendBody, emptyBody, formatHostPort } from "./flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent, type Side } from "./layer.ts";
@@ -58,6 +59,8 @@ export interface Http1LayerOptions {
   limits?: HeadLimits;
   /** Makes flow ids. */
   newId: () => string;
+  /** Answers requests the proxy serves itself (e.g. the certificate page); null passes them on. */
+  localResponder?: (method: string, host: string, path: string) => LocalResponse | null;
 }
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
@@ -132,6 +135,8 @@ export class Http1Layer implements Layer {
         }
         this.#sendRequestHead(out);
         this.#pumpClient(event.now, out);
+        // A client FIN that came while connecting is judged now that its body bytes went through.
+        if (this.#clientEof && this.#req === "body") this.#onClientEof(event.now, out);
         break;
       case "server-failed":
         this.#server = "failed";
@@ -155,7 +160,23 @@ export class Http1Layer implements Layer {
         case "body": {
           if (this.#server !== "open" || this.#client.byteLength === 0) return;
           const body = this.#requestBody!;
-          const { used, data } = body.push(this.#client);
+          let used, data;
+          try {
+            ({ used, data } = body.push(this.#client));
+          } catch (e) {
+            // Malformed chunked coding: the rest of the request cannot be framed.
+            if (!this.#responseHeadSent) {
+              this.#clientProtocolError(e, now, out, true);
+            } else {
+              this.#failFlow(`malformed request: ${(e as Error).message}`, now, out);
+              out.push(
+                { type: "close", to: "client", reset: true },
+                { type: "close", to: "server", reset: true },
+              );
+              this.#done = true;
+            }
+            return;
+          }
           this.#forwardRecorded("server", this.#client.subarray(0, used), data, "request", out);
           this.#client = this.#client.subarray(used);
           if (body.done) this.#requestComplete(now, out);
@@ -244,6 +265,12 @@ export class Http1Layer implements Layer {
       return false;
     }
 
+    const local = this.#o.localResponder?.(head.method, host, path) ?? null;
+    if (local) {
+      this.#serveLocal(local, head, framing, now, out);
+      return this.#req === "head";
+    }
+
     this.#requestHead = head;
     this.#requestBody = new BodyDecoder(framing);
     this.#pendingHead = wire;
@@ -275,6 +302,41 @@ export class Http1Layer implements Layer {
 
   #pendingHead: Uint8Array | null = null;
 
+  /** Sends a response the proxy made itself; the request is not passed on. */
+  #serveLocal(
+    local: LocalResponse,
+    head: RequestHead,
+    framing: BodyFraming,
+    now: number,
+    out: LayerCommand[],
+  ): void {
+    const flow = this.#flow!;
+    // A request body would have to be read and thrown away; closing afterwards is simpler.
+    const close = framing.kind !== "none" || wantsClose(head.version, head.headers);
+    const headers: [string, string][] = [...local.headers, ["connection", close ? "close" : "keep-alive"]];
+    const text = `HTTP/1.1 ${local.status} ${local.reason}\r\n${
+      headers.map(([k, v]) => `${k}: ${v}\r\n`).join("")
+    }\r\n`;
+    out.push({ type: "send", to: "client", data: concatBytes(encoder.encode(text), local.body) });
+    flow.request.timestampEnd = now;
+    flow.response = {
+      status: local.status,
+      reason: local.reason,
+      httpVersion: "HTTP/1.1",
+      headers,
+      body: {
+        content: local.body.slice(0, this.#o.bodyLimit),
+        size: local.body.byteLength,
+        truncated: local.body.byteLength > this.#o.bodyLimit,
+      },
+      timestampStart: now,
+      timestampEnd: now,
+    };
+    this.#endFlow(now, out);
+    if (close) this.#closeAll(out);
+    else this.#req = "head";
+  }
+
   #sendRequestHead(out: LayerCommand[]): void {
     if (this.#server !== "open" || !this.#pendingHead) return;
     out.push({ type: "send", to: "server", data: this.#pendingHead });
@@ -303,6 +365,8 @@ export class Http1Layer implements Layer {
       return;
     }
     if (this.#req === "body" && this.#requestBody) {
+      // Bytes held while the server connection opens have not been decoded yet.
+      if (this.#server === "connecting") return;
       try {
         this.#requestBody.end();
         this.#requestComplete(now, out);

@@ -30,6 +30,7 @@ import {
 import { describeError } from "./layer_runner.ts";
 import { parseResolvConf } from "./resolv_conf.ts";
 import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
 
 /** A WireGuard mode: clients connect with WireGuard and everything they send is proxied. */
 export interface WireGuardMode {
@@ -130,13 +131,23 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       if (e.level === "warn" || e.level === "error") console.error(`wirescope: ${e.message}`);
     }),
   );
+  const caMaterial: CaMaterial = {
+    pem: ca.certPem,
+    der: ca.certDer,
+    p12: await Deno.readFile(ca.paths.p12),
+    fingerprintSha256: ca.fingerprintSha256,
+  };
   const ctx: ProxyContext = {
     settings,
     bus,
     certs: ca,
     connect: connectTcp(settings.connectTimeout),
     newId: () => crypto.randomUUID(),
+    localResponder: (method, host, path) =>
+      host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
   };
+  // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
+  await ca.leafFor({ sni: CERT_PAGE_HOST });
   const dnsServers = options.dnsServers ?? await hostResolvers();
   if (dnsServers.length === 0) {
     bus.log("warn", "no DNS resolvers configured: tunneled DNS queries are relayed as plain UDP");
@@ -172,6 +183,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
           dnsServers,
           reply: (d) => listener.sendDatagram({ data: d.data, src: netAddr(d.src), dst: netAddr(d.dst) }),
           newId: ctx.newId,
+          localNames: new Map([[CERT_PAGE_HOST, CERT_PAGE_ADDRESS]]),
           bodyLimit: settings.bodyLimit,
           maxMessages: settings.maxMessages,
         });

@@ -93,7 +93,8 @@ export class TcpLayer implements Layer {
       case "error": {
         const other = event.from === "client" ? "server" : "client";
         this.#fail(`${event.from} connection failed: ${event.message}`, event.now, out);
-        out.push({ type: "close", to: other, reset: true });
+        // The failed side is closed too: the driver runs until the client side is closed.
+        out.push({ type: "close", to: other, reset: true }, { type: "close", to: event.from, reset: true });
         break;
       }
       case "server-connected":

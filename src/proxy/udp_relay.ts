@@ -35,6 +35,8 @@ export interface UdpRelayOptions {
   dnsTimeout?: number;
   maxFlows?: number;
   maxPendingDns?: number;
+  /** Names answered locally (lower case → IPv4 address), e.g. the certificate page. */
+  localNames?: Map<string, string>;
   bodyLimit: number;
   maxMessages: number;
 }
@@ -214,8 +216,13 @@ export class UdpRelay {
     }
     this.#o.bus.emit("start", flow);
     let answer: Uint8Array | null = null;
+    const question = flow.request?.questions[0];
+    const local = question ? this.#o.localNames?.get(question.name.toLowerCase()) : undefined;
+    if (question && local !== undefined) {
+      answer = localAnswer(datagram.data, question.type === 1 ? local : null);
+    }
     const problems: string[] = [];
-    for (const server of this.#o.dnsServers) {
+    for (const server of answer ? [] : this.#o.dnsServers) {
       try {
         answer = await this.#ask(server, datagram.data);
         flow.resolver = server;
@@ -225,6 +232,7 @@ export class UdpRelay {
       }
     }
     if (answer) {
+      flow.resolver ??= { hostname: "wirescope", port: 0 };
       try {
         flow.response = parseDnsMessage(answer);
       } catch (e) {
@@ -276,4 +284,23 @@ export class UdpRelay {
       } catch { /* closed by the timer */ }
     }
   }
+}
+
+/**
+ * The answer to a query for a name the proxy serves itself: the question echoed, and one A
+ * record when `ipv4` is given (other types get an empty NOERROR answer).
+ */
+function localAnswer(query: Uint8Array, ipv4: string | null): Uint8Array | null {
+  if (query.byteLength < 12) return null;
+  let off = 12;
+  while (off < query.byteLength && query[off] !== 0) off += query[off]! + 1;
+  const end = off + 5;
+  if (end > query.byteLength) return null;
+  const out = new Uint8Array(end + (ipv4 ? 16 : 0));
+  out.set(query.subarray(0, end));
+  out[2] = 0x84 | (query[2]! & 0x01); // response, authoritative, recursion desired as asked
+  out[3] = 0x80; // recursion available, NOERROR
+  out.set([0, 1, 0, ipv4 ? 1 : 0, 0, 0, 0, 0], 4); // one question, one answer or none
+  if (ipv4) out.set([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...ipv4.split(".").map(Number)], end);
+  return out;
 }
