@@ -1,23 +1,25 @@
 /**
- * The `wirescope` command. For now it knows `--help`, `--version` and `genkey`/`pubkey`; the
- * proxy modes arrive with the CLI issue.
+ * The `wirescope` command: parses flags, prepares WireGuard keys and client configurations,
+ * starts the proxy, prints one line per flow (like mitmdump), writes flow files, and shuts down
+ * cleanly on SIGINT/SIGTERM (a second signal exits at once).
  * @module
  */
-import { parseArgs } from "node:util";
-import { generatePrivateKey, publicKeyOf } from "../core/keys.ts";
 import denoJson from "../../deno.json" with { type: "json" };
-
-const USAGE = `wirescope ${denoJson.version}: an intercepting HTTPS proxy with a WireGuard mode
-
-Usage:
-  deno run -A mod.ts [options]
-  deno run -A mod.ts genkey            print a new private key (like wg genkey)
-  deno run -A mod.ts pubkey < KEY      print the public key of a private key (like wg pubkey)
-
-Options:
-  -h, --help       show this help
-  --version        show the version
-`;
+import { generatePrivateKey, publicKeyOf } from "../core/keys.ts";
+import { formatHostPort } from "../proxy/flow.ts";
+import { type ProxyHandle, type RegularMode, startProxy, type WireGuardMode } from "../proxy/proxy.ts";
+import { CERT_PAGE_HOST } from "../proxy/cert_page.ts";
+import { type CliOptions, parseFlags, USAGE, UsageError } from "./flags.ts";
+import { formatFlowLine, formatLogLine } from "./flow_line.ts";
+import { FlowLogWriter, HarRecorder } from "./flow_files.ts";
+import { primaryHostAddress } from "./host_address.ts";
+import {
+  clientConfig,
+  clientPeers,
+  loadWireGuardState,
+  qrCode,
+  writeClientConfigs,
+} from "./wireguard_conf.ts";
 
 /**
  * Runs the command line.
@@ -26,49 +28,196 @@ Options:
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  let parsed;
+  let options: CliOptions;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { help: { type: "boolean", short: "h" }, version: { type: "boolean" } },
-    });
+    options = parseFlags(args);
   } catch (e) {
     console.error(`wirescope: ${(e as Error).message}`);
     return 2;
   }
-  if (parsed.values.help) {
+  if (options.help) {
     console.log(USAGE);
     return 0;
   }
-  if (parsed.values.version) {
+  if (options.version) {
     console.log(denoJson.version);
     return 0;
   }
-  const [command, ...rest] = parsed.positionals;
-  if (rest.length > 0) {
-    console.error(`wirescope: unexpected argument: ${rest[0]}`);
-    return 2;
+  if (options.command === "genkey") {
+    console.log(generatePrivateKey());
+    return 0;
   }
-  switch (command) {
-    case "genkey":
-      console.log(generatePrivateKey());
+  if (options.command === "pubkey") {
+    const text = await new Response(Deno.stdin.readable).text();
+    try {
+      console.log(publicKeyOf(text));
       return 0;
-    case "pubkey": {
-      const text = await new Response(Deno.stdin.readable).text();
-      try {
-        console.log(publicKeyOf(text));
-        return 0;
-      } catch (e) {
-        console.error(`wirescope: ${(e as Error).message}`);
-        return 2;
-      }
+    } catch (e) {
+      console.error(`wirescope: ${(e as Error).message}`);
+      return 2;
     }
-    case undefined:
-      console.error("wirescope: no mode yet: the proxy modes are not built; see --help");
-      return 2;
-    default:
-      console.error(`wirescope: unknown command: ${command} (see --help)`);
-      return 2;
   }
+  try {
+    return await run(options);
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof StartError) {
+      console.error(`wirescope: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+/** A problem starting the proxy that the user can fix (port in use, unreadable file). */
+class StartError extends Error {}
+
+async function run(options: CliOptions): Promise<number> {
+  const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+  const peerNames = new Map<string, string>();
+  const modes: (WireGuardMode | RegularMode)[] = [];
+  for (const spec of options.modes) {
+    if (spec.kind === "regular") {
+      modes.push({ kind: "regular", hostname: spec.host || "127.0.0.1", port: spec.port });
+      continue;
+    }
+    const stateFile = spec.keyFile ?? `${options.confdir}/wireguard.json`;
+    let state;
+    try {
+      state = await loadWireGuardState(stateFile, options.peers);
+    } catch (e) {
+      throw new StartError((e as Error).message);
+    }
+    const peers = clientPeers(state, options.peers);
+    for (const p of peers) peerNames.set(p.publicKey, `peer ${p.index}`);
+    modes.push({
+      kind: "wireguard",
+      hostname: spec.host || "0.0.0.0",
+      port: spec.port,
+      privateKey: state.serverPrivateKey,
+      peers: peers.map((p) => ({ publicKey: p.publicKey })),
+    });
+  }
+
+  let proxy: ProxyHandle;
+  try {
+    proxy = await startProxy({
+      modes,
+      confdir: options.confdir,
+      ignoreHosts: options.ignoreHosts,
+      allowHosts: options.allowHosts,
+      upstreamCa: options.upstreamCa,
+      insecure: options.sslInsecure,
+      ...(options.dnsServers.length > 0 ? { dnsServers: options.dnsServers } : {}),
+      onLog: (event) => {
+        if (options.quiet && event.level !== "error") return;
+        if (!options.verbose && (event.level === "debug" || event.level === "info")) return;
+        console.error(formatLogLine(event, color));
+      },
+    });
+  } catch (e) {
+    throw new StartError(startProblem(e));
+  }
+
+  // Flow files first, so nothing that completes after start-up is missed.
+  let log: FlowLogWriter | null = null;
+  const har = options.har ? new HarRecorder() : null;
+  try {
+    if (options.save) log = await FlowLogWriter.open(options.save);
+  } catch (e) {
+    await proxy.close(0);
+    throw new StartError(`cannot open ${options.save}: ${(e as Error).message}`);
+  }
+  proxy.bus.subscribe((event) => {
+    if (event.type !== "end") return;
+    log?.write(event.flow);
+    har?.add(event.flow);
+    if (!options.quiet) console.log(formatFlowLine(event.flow, { color, peerNames }));
+  });
+
+  if (!options.quiet) await printBanner(options, proxy, modes.some((m) => m.kind === "wireguard"));
+
+  const exitCode = await waitForSignal(proxy);
+  await log?.close();
+  if (har && options.har) {
+    await har.writeTo(options.har, { name: "wirescope", version: denoJson.version });
+    if (!options.quiet) console.error(`wirescope: wrote ${options.har}`);
+  }
+  return exitCode;
+}
+
+/** Resolves at the first SIGINT/SIGTERM after a clean shutdown; a second signal exits at once. */
+function waitForSignal(proxy: ProxyHandle): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = () => {
+      if (stopping) {
+        console.error("wirescope: second signal, exiting now");
+        Deno.exit(130);
+      }
+      stopping = true;
+      console.error("wirescope: shutting down (again to exit at once)");
+      proxy.close(3000).then(() => resolve(0), () => resolve(1));
+    };
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+  });
+}
+
+function startProblem(e: unknown): string {
+  const err = e as Error;
+  if (err instanceof Deno.errors.AddrInUse) return `address already in use: ${err.message}`;
+  if (err instanceof Deno.errors.PermissionDenied) return `permission denied: ${err.message}`;
+  return err.message;
+}
+
+async function printBanner(options: CliOptions, proxy: ProxyHandle, wireguard: boolean): Promise<void> {
+  const lines: string[] = [];
+  for (const a of proxy.addresses) {
+    const where = formatHostPort({ hostname: a.addr.hostname, port: a.addr.port });
+    lines.push(
+      a.kind === "wireguard"
+        ? `WireGuard server listening on UDP ${where}`
+        : `HTTP(S) proxy listening on TCP ${where}`,
+    );
+  }
+  if (wireguard) {
+    const first = options.modes.find((m) => m.kind === "wireguard")!;
+    const addr = proxy.addresses.find((a) => a.kind === "wireguard")!.addr;
+    const host = options.wgEndpoint?.host ??
+      (first.host && first.host !== "0.0.0.0" && first.host !== "::"
+        ? first.host
+        : primaryHostAddress() ?? "127.0.0.1");
+    const port = options.wgEndpoint?.port ?? addr.port;
+    const endpoint = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    const stateFile = first.keyFile ?? `${options.confdir}/wireguard.json`;
+    const state = await loadWireGuardState(stateFile, options.peers);
+    const paths = await writeClientConfigs(options.confdir, state, options.peers, endpoint);
+    const peers = clientPeers(state, options.peers);
+    const shown = peers.slice(0, 2);
+    for (const peer of shown) {
+      const text = clientConfig(state, peer, endpoint);
+      lines.push(
+        "",
+        `Client configuration ${peer.index} (${paths[peer.index - 1]}):`,
+        "",
+        text.trimEnd(),
+        "",
+      );
+      lines.push(await qrCode(text));
+    }
+    if (peers.length > shown.length) {
+      lines.push(
+        `Configurations of the other ${
+          peers.length - shown.length
+        } peers: ${options.confdir}/wireguard-client-<n>.conf`,
+      );
+    }
+  }
+  lines.push(
+    "",
+    `CA certificate: ${proxy.ca.paths.cert} (also .cer and .p12 beside it)`,
+    `Install it on the device to see HTTPS: open http://${CERT_PAGE_HOST}/ through the proxy for files and steps.`,
+    "",
+  );
+  console.log(lines.join("\n"));
 }
