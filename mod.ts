@@ -2,11 +2,22 @@
  * wirescope: an intercepting HTTPS proxy whose headline is a WireGuard mode. This module is the
  * library's public API; run it as a program for the command line.
  *
- * @example
+ * @example Keys
  * ```ts
  * import { generatePrivateKey, publicKeyOf } from "./mod.ts";
  * const key = generatePrivateKey();
  * console.log(publicKeyOf(key));
+ * ```
+ *
+ * @example A proxy in WireGuard mode, printing each completed flow
+ * ```ts ignore
+ * import { generatePrivateKey, startProxy } from "./mod.ts";
+ * const proxy = await startProxy({
+ *   modes: [{ kind: "wireguard", port: 51820, privateKey: generatePrivateKey(), peers: [{ publicKey: "..." }] }],
+ * });
+ * for await (const flow of proxy.flows) {
+ *   if (flow.type === "http") console.log(flow.request.method, flow.request.url, flow.response?.status);
+ * }
  * ```
  * @module
  */
@@ -28,6 +39,39 @@ export type {
   WasmCoreOptions,
   WasmPeerOptions,
 } from "./src/core/wasm_core.ts";
+
+export { defaultConfdir, startProxy } from "./src/proxy/proxy.ts";
+export type {
+  ModeAddress,
+  ProxyHandle,
+  ProxyOptions,
+  RegularMode,
+  WireGuardMode,
+} from "./src/proxy/proxy.ts";
+export { FlowBus } from "./src/proxy/flow.ts";
+export type {
+  BodyRecord,
+  CertificateSummary,
+  ClientInfo,
+  DnsFlow,
+  Flow,
+  FlowError,
+  FlowEvent,
+  FlowPeer,
+  HostPort,
+  HttpFlow,
+  HttpRequestRecord,
+  HttpResponseRecord,
+  LogEvent,
+  MessageRecord,
+  ServerInfo,
+  TcpFlow,
+  TlsInfo,
+  UdpFlow,
+} from "./src/proxy/flow.ts";
+export { CertificateAuthority, namesFromCertificate } from "./src/certs/mod.ts";
+export type { Leaf, LeafHost } from "./src/certs/mod.ts";
+export { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder } from "./src/cli/flow_files.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");

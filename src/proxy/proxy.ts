@@ -196,6 +196,8 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
               mode: "wireguard",
               peer: flowPeer(conn.peer),
             };
+            const what = `${formatHostPort(client.address)} -> ${formatHostPort(hostPort(conn.localAddr))}`;
+            bus.log("info", `connection ${what} (peer ${conn.peer.publicKey})`);
             open.add(conn);
             track(
               handleConnection(ctx, {
@@ -203,7 +205,10 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
                 client,
                 destination: hostPort(conn.localAddr),
               })
-                .finally(() => open.delete(conn)),
+                .finally(() => {
+                  open.delete(conn);
+                  bus.log("info", `connection ${what} closed`);
+                }),
             );
           }
         })());
@@ -242,8 +247,12 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
               connections++;
               open.add(conn);
               const client: ClientInfo = { address: hostPort(remote), mode: "regular" };
+              bus.log("info", `proxy client ${formatHostPort(client.address)} connected`);
               track(
-                handleProxyConnection(ctx, byteStreamOfConn(conn), client).finally(() => open.delete(conn)),
+                handleProxyConnection(ctx, byteStreamOfConn(conn), client).finally(() => {
+                  open.delete(conn);
+                  bus.log("info", `proxy client ${formatHostPort(client.address)} disconnected`);
+                }),
               );
             }
           })().catch(() => {}),
