@@ -77,7 +77,9 @@ async function run(options: CliOptions): Promise<number> {
   const modes: (WireGuardMode | RegularMode)[] = [];
   for (const spec of options.modes) {
     if (spec.kind === "regular") {
-      modes.push({ kind: "regular", hostname: spec.host || "127.0.0.1", port: spec.port });
+      // All interfaces by default, as mitmproxy does; the proxy itself admits only local and
+      // private-range clients.
+      modes.push({ kind: "regular", hostname: spec.host || "0.0.0.0", port: spec.port });
       continue;
     }
     const stateFile = spec.keyFile ?? `${options.confdir}/wireguard.json`;

@@ -150,7 +150,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   await ca.leafFor({ sni: CERT_PAGE_HOST });
   const dnsServers = options.dnsServers ?? await hostResolvers();
   if (dnsServers.length === 0) {
-    bus.log("warn", "no DNS resolvers configured: tunneled DNS queries are relayed as plain UDP");
+    bus.log("info", "no DNS resolvers configured: DNS queries go where clients send them");
   }
 
   const tasks = new Set<Promise<void>>();

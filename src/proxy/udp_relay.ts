@@ -24,7 +24,7 @@ export interface RelayDatagram {
 /** Options of {@link UdpRelay}. */
 export interface UdpRelayOptions {
   bus: FlowBus;
-  /** Resolvers for DNS queries, tried in order. */
+  /** Resolvers for DNS queries, tried in order (none: each query goes to its own destination). */
   dnsServers: HostPort[];
   /** Sends a datagram back into the tunnel. */
   reply: (datagram: RelayDatagram) => Promise<void>;
@@ -81,7 +81,7 @@ export class UdpRelay {
   /** Takes one datagram a client sent. */
   handle(datagram: RelayDatagram, client: ClientInfo): void {
     if (this.#closed) return;
-    if (datagram.dst.port === 53 && this.#o.dnsServers.length > 0) {
+    if (datagram.dst.port === 53) {
       if (this.#pendingDns >= (this.#o.maxPendingDns ?? 512)) {
         this.#stats.dropped++;
         return;
@@ -222,7 +222,9 @@ export class UdpRelay {
       answer = localAnswer(datagram.data, question.type === 1 ? local : null);
     }
     const problems: string[] = [];
-    for (const server of answer ? [] : this.#o.dnsServers) {
+    // Without configured resolvers, the query goes where the client sent it.
+    const servers = this.#o.dnsServers.length > 0 ? this.#o.dnsServers : [datagram.dst];
+    for (const server of answer ? [] : servers) {
       try {
         answer = await this.#ask(server, datagram.data);
         flow.resolver = server;
