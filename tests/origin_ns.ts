@@ -5,7 +5,7 @@
  * 172.31.224.0/20 (only addresses this rig creates). Needs root; `close()` removes everything.
  * @module
  */
-import { sh } from "./rig.ts";
+import { reserveSlot, sh } from "./rig.ts";
 
 const SERVER = new URL("./origin_server.ts", import.meta.url).pathname;
 
@@ -22,6 +22,7 @@ export class OriginNamespace {
   #hostIf: string;
   #dir: string;
   #procs: Deno.ChildProcess[] = [];
+  #release: () => void;
 
   private constructor(
     ns: string,
@@ -30,7 +31,9 @@ export class OriginNamespace {
     dir: string,
     bigSha256: string,
     bigSize: number,
+    release: () => void,
   ) {
+    this.#release = release;
     this.#ns = ns;
     this.#hostIf = hostIf;
     this.address = address;
@@ -42,7 +45,7 @@ export class OriginNamespace {
 
   /** Creates the namespace, the certificates and the servers. `names` go into nginx's certificate. */
   static async create(names: string[], bigSize = 100 << 20): Promise<OriginNamespace> {
-    const slot = (Deno.pid * 13) % 1000;
+    const { slot, release } = reserveSlot("origin", 1000);
     const ns = `wso${slot}`;
     const hostIf = `wsoh${slot}`;
     await sh(["ip", "netns", "del", ns], { allowFail: true });
@@ -53,7 +56,7 @@ export class OriginNamespace {
     const dir = await Deno.makeTempDir({ prefix: "wirescope-origin-" });
     await Deno.chmod(dir, 0o755);
     await sh(["ip", "netns", "add", ns]);
-    const origin = new OriginNamespace(ns, hostIf, address, dir, "", bigSize);
+    const origin = new OriginNamespace(ns, hostIf, address, dir, "", bigSize, release);
     try {
       await sh(["ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
       await sh(["ip", "addr", "add", `${hostAddr}/30`, "dev", hostIf]);
@@ -224,5 +227,8 @@ http {
     await sh(["ip", "netns", "del", this.#ns], { allowFail: true });
     await sh(["ip", "link", "del", this.#hostIf], { allowFail: true });
     await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+    try {
+      this.#release();
+    } catch { /* released already */ }
   }
 }

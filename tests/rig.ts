@@ -50,7 +50,42 @@ export interface RigClient {
   spawn(cmd: string[]): Deno.ChildProcess;
 }
 
-let rigCounter = 0;
+const SLOT_DIR = "/tmp/wirescope-rig-slots";
+
+/**
+ * Reserves one of `count` slots of `kind` across every process on the machine (test files run
+ * in parallel processes, and two rigs must never share names or addresses): a slot is a
+ * directory made atomically, holding the owner's pid; slots of dead processes are taken over.
+ */
+export function reserveSlot(kind: string, count: number): { slot: number; release(): void } {
+  Deno.mkdirSync(SLOT_DIR, { recursive: true });
+  const start = Math.floor(Math.random() * count);
+  for (let i = 0; i < count * 2; i++) {
+    const slot = (start + i) % count;
+    const path = `${SLOT_DIR}/${kind}-${slot}`;
+    try {
+      Deno.mkdirSync(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      let owner = 0;
+      try {
+        owner = Number(Deno.readTextFileSync(`${path}/pid`));
+      } catch { /* being written right now, or left half-made */ }
+      let alive = owner > 0;
+      try {
+        if (alive) Deno.statSync(`/proc/${owner}`);
+      } catch {
+        alive = false;
+      }
+      if (alive || owner === 0) continue;
+      Deno.removeSync(path, { recursive: true });
+      continue; // Another process may race for it; try it again on the next lap.
+    }
+    Deno.writeTextFileSync(`${path}/pid`, String(Deno.pid));
+    return { slot, release: () => Deno.removeSync(path, { recursive: true }) };
+  }
+  throw new Error(`no free ${kind} slot in ${SLOT_DIR}`);
+}
 
 /** A set of client namespaces pointed at a WireGuard server on the host. */
 export class Rig {
@@ -60,9 +95,12 @@ export class Rig {
   #prefix: string;
   #base: number;
 
-  private constructor(prefix: string, base: number) {
+  #release: () => void;
+
+  private constructor(prefix: string, base: number, release: () => void) {
     this.#prefix = prefix;
     this.#base = base;
+    this.#release = release;
   }
 
   /**
@@ -75,8 +113,8 @@ export class Rig {
     serverPort: number,
     onKey: (publicKey: string) => void = () => {},
   ): Promise<Rig> {
-    const slot = (Deno.pid * 7 + rigCounter++) % 200;
-    const rig = new Rig(`ws${slot}`, slot * 16);
+    const { slot, release } = reserveSlot("rig", 200);
+    const rig = new Rig(`ws${slot}`, slot * 16, release);
     await Rig.cleanupStale(rig.#prefix);
     try {
       for (let i = 0; i < count; i++) {
@@ -99,8 +137,8 @@ export class Rig {
     count: number,
     configs: (hostAddresses: string[]) => Promise<string[]>,
   ): Promise<Rig> {
-    const slot = (Deno.pid * 7 + rigCounter++) % 200;
-    const rig = new Rig(`ws${slot}`, slot * 16);
+    const { slot, release } = reserveSlot("rig", 200);
+    const rig = new Rig(`ws${slot}`, slot * 16, release);
     await Rig.cleanupStale(rig.#prefix);
     try {
       const spaces = [];
@@ -258,5 +296,8 @@ export class Rig {
     }
     await Rig.cleanupStale(this.#prefix);
     this.clients = [];
+    try {
+      this.#release();
+    } catch { /* released already */ }
   }
 }
