@@ -216,12 +216,22 @@ http {
 
   /** Stops the servers and removes the namespace, the veth and the files. */
   async close(): Promise<void> {
+    // nginx's master stops its workers on SIGTERM (SIGKILL would orphan them); anything still
+    // running after a moment is killed.
     for (const p of this.#procs) {
       try {
-        p.kill("SIGKILL");
+        p.kill("SIGTERM");
       } catch { /* gone */ }
+    }
+    for (const p of this.#procs) {
+      const timer = setTimeout(() => {
+        try {
+          p.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 3000);
       await p.stdout.cancel().catch(() => {});
       await p.status.catch(() => {});
+      clearTimeout(timer);
     }
     this.#procs = [];
     await sh(["ip", "netns", "del", this.#ns], { allowFail: true });

@@ -273,14 +273,30 @@ export function emptyBody(): BodyRecord {
   return { content: new Uint8Array(0), size: 0, truncated: false };
 }
 
+const recordedBytes = new WeakMap<object, number>();
+
 /**
- * Adds a message to a flow's bounded message list: at most `maxMessages` messages are kept, each
- * with at most `limit` bytes of content; the rest are counted in `messagesDropped`.
+ * The part of `data` a flow may still keep: every flow has a budget of `budget` content bytes
+ * over all its messages, so a long-lived connection (a bulk transfer, a chatty WebSocket) keeps
+ * a bounded prefix of its traffic, not all of it. Returns a copy (callers reuse their buffers).
+ */
+export function boundedContent(flow: object, data: Uint8Array, budget: number): Uint8Array {
+  const used = recordedBytes.get(flow) ?? 0;
+  const take = Math.min(data.byteLength, Math.max(0, budget - used));
+  if (take === 0) return new Uint8Array(0);
+  recordedBytes.set(flow, used + take);
+  return data.slice(0, take);
+}
+
+/**
+ * Adds a message to a flow's bounded message list: at most `maxMessages` messages are kept (the
+ * rest are counted in `messagesDropped`), and their contents share a budget of `budget` bytes;
+ * past it, messages keep their size and time but no content.
  */
 export function recordMessage(
   flow: { messages: MessageRecord[]; messagesDropped: number },
   message: Omit<MessageRecord, "content" | "size"> & { data: Uint8Array },
-  limit: number,
+  budget: number,
   maxMessages: number,
 ): void {
   if (flow.messages.length >= maxMessages) {
@@ -288,7 +304,7 @@ export function recordMessage(
     return;
   }
   const { data, ...rest } = message;
-  flow.messages.push({ ...rest, content: data.slice(0, limit), size: data.byteLength });
+  flow.messages.push({ ...rest, content: boundedContent(flow, data, budget), size: data.byteLength });
 }
 
 /** Formats a host and port, bracketing IPv6 addresses. */

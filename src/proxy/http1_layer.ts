@@ -37,7 +37,7 @@ import {
 import { WebSocketReader } from "./websocket.ts";
 import type { LocalResponse } from "./cert_page.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
-import { appendBody, emptyBody, formatHostPort } from "./flow.ts";
+import { appendBody, boundedContent, emptyBody, formatHostPort } from "./flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent, type Side } from "./layer.ts";
 
 /** Options of {@link Http1Layer}. */
@@ -599,7 +599,7 @@ export class Http1Layer implements Layer {
       ws.messages.push({
         fromClient: from === "client",
         kind,
-        content: m.data,
+        content: boundedContent(ws, m.data, this.#o.bodyLimit),
         size: m.size,
         timestamp: now,
       });

@@ -22,7 +22,7 @@ export interface TcpLayerOptions {
   tls?: TlsInfo;
   /** True when the driver already has the server connection. */
   serverConnected: boolean;
-  /** Bytes of each message kept in the flow. */
+  /** Content bytes kept in the flow over all its messages. */
   messageLimit: number;
   /** Messages kept in the flow. */
   maxMessages: number;

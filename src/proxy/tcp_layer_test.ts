@@ -188,8 +188,8 @@ Deno.test("TcpLayer resets the server and closes the client when the client conn
   ]);
 });
 
-Deno.test("TcpLayer keeps a bounded prefix of each message and counts the ones past the limit", () => {
-  const layer = tcpLayer({ messageLimit: 3, maxMessages: 2 });
+Deno.test("TcpLayer keeps a bounded prefix of the traffic and counts messages past the limit", () => {
+  const layer = tcpLayer({ messageLimit: 4, maxMessages: 2 });
   layer.start();
   play(layer, [
     fromClient("hello", 1001),
@@ -200,8 +200,9 @@ Deno.test("TcpLayer keeps a bounded prefix of each message and counts the ones p
     [send("server", "more")],
   ]);
   assert.deepEqual(layer.flow.messages, [
-    { fromClient: true, kind: "data", content: new TextEncoder().encode("hel"), size: 5, timestamp: 1001 },
-    { fromClient: false, kind: "data", content: new TextEncoder().encode("x"), size: 1, timestamp: 1002 },
+    { fromClient: true, kind: "data", content: new TextEncoder().encode("hell"), size: 5, timestamp: 1001 },
+    // The content budget (4 bytes over the whole flow) is spent: size and time only.
+    { fromClient: false, kind: "data", content: new Uint8Array(0), size: 1, timestamp: 1002 },
   ]);
   assert.equal(layer.flow.messagesDropped, 1);
   assert.equal(layer.flow.bytesFromClient, 9);
