@@ -1,249 +1,410 @@
 /**
- * `deno task bench`: wirescope's WireGuard data plane against wireguard-go as the server (kernel
- * routing, no interception: the ceiling), in one run, on one namespace rig, with one real
- * wireguard-go client. Needs root.
+ * `deno task bench`: wirescope's WireGuard mode against mitmproxy's WireGuard mode and against
+ * wireguard-go with kernel routing (no interception: the ceiling), one after the other in one
+ * run, on one namespace rig, with one real wireguard-go client, against the same origins.
+ * Needs root; runs scripts/setup_bench.sh first (packages, mitmproxy, matplotlib).
  *
- * Rig: namespace `wsbS` (the servers) and `wsbC` (the client) joined by a veth pair on
- * 172.31.250.0/30. The client's WireGuard peer is the same key for both servers; only the
- * endpoint port changes between runs. Origins are tests/origin.ts: in-process for wirescope, a
- * separate Deno process in `wsbS` for wireguard-go.
+ * Rig: namespace `wsbS` (the server under test and the origins) and `wsbC` (the client) joined by
+ * a veth pair on 172.31.250.0/30. The tunnel's target 10.0.0.1 is an address on `wsbS`'s
+ * loopback where the origins listen (nginx HTTPS, iperf3, tests/origin.ts): the proxies connect
+ * to it as to any local address, and wireguard-go's packets to it are delivered locally. The
+ * client (`wsbcw0`, 10.0.0.2, every route through the tunnel) keeps its keys; between servers only
+ * its peer is removed and added again with the new endpoint.
  *
- *   deno task bench [--quick] [--profile DIR]
- *     --quick    fewer repetitions and smaller sizes
- *     --profile  write a CPU profile of the wirescope server into DIR
+ *   deno task bench [--quick] [--servers wirescope,mitmproxy,wireguard-go] [--wirescope-library]
+ *                   [--profile DIR] [--no-setup]
+ *     --quick              fewer repetitions and shorter workloads (for development)
+ *     --servers            which servers to measure (default all three)
+ *     --wirescope-library  run wirescope through bench/wirescope_server.ts instead of the CLI
+ *     --profile DIR        write a V8 CPU profile of the wirescope server into DIR
+ *     --no-setup           skip scripts/setup_bench.sh
+ *
+ * Writes bench/RESULTS.md (also printed), bench/results.json and bench/results.png.
  * @module
  */
-import { generatePrivateKey, publicKeyOf } from "../mod.ts";
+import { generatePrivateKey, publicKeyOf } from "../src/core/keys.ts";
 import { sh } from "../tests/rig.ts";
+import { startOrigins } from "./origins.ts";
+import { type BenchResults, median, type Metric, toMarkdown } from "./report.ts";
+import { type BenchServer, SERVER_NAMES, type ServerName, startServer } from "./servers.ts";
+import {
+  type ClientContext,
+  download,
+  echoRoundTrips,
+  httpsRejected,
+  httpsSanity,
+  iperf,
+  requestTo,
+  warmUp,
+  wrk,
+} from "./workloads.ts";
 
-const quick = Deno.args.includes("--quick");
-// --profile DIR: the wirescope server writes a V8 CPU profile there (deno run --cpu-prof).
-const profileDir = Deno.args.includes("--profile")
-  ? Deno.args[Deno.args.indexOf("--profile") + 1]
-  : undefined;
-const REPEAT = quick ? 1 : 3;
-const BULK = (quick ? 100 : 400) * (1 << 20);
-const RTT_COUNTS = quick ? [200] : [1_000, 10_000, 100_000];
-const SERVER_NS = "wsbS", CLIENT_NS = "wsbC";
+const args = Deno.args;
+const flag = (name: string) => args.includes(name);
+const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+const quick = flag("--quick");
+const servers = (option("--servers")?.split(",") ?? [...SERVER_NAMES]) as ServerName[];
+for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}`);
+const profileDir = option("--profile");
+
+const CONFIG = {
+  quick,
+  repetitions: quick ? 1 : 3,
+  iperfSeconds: quick ? 3 : 5,
+  echoCounts: quick ? [1_000, 10_000] : [1_000, 10_000, 100_000],
+  echoBytes: 1000,
+  wrkSeconds: quick ? 3 : 5,
+  wrkConnections: [1, 10],
+  downloadMiB: 100,
+  newHosts: quick ? 3 : 5,
+};
+
+const SERVER_NS = "wsbS", CLIENT_NS = "wsbC", CLIENT_WG = "wsbcw0";
 const SERVER_ADDR = "172.31.250.1", CLIENT_ADDR = "172.31.250.2";
-const WS_PORT = 51820, WG_PORT = 51821;
-const TARGET = "10.0.0.1";
+const TARGET = "10.0.0.1", CLIENT_TUNNEL = "10.0.0.2", HOST = "bench.test";
+const PORTS: Record<ServerName, number> = { wirescope: 51820, mitmproxy: 51821, "wireguard-go": 51822 };
+const HOSTS_DIR = `/etc/netns/${CLIENT_NS}`; // `ip netns exec` mounts its hosts file over /etc/hosts
 const root = new URL("..", import.meta.url).pathname;
-const deno = Deno.execPath();
+
+const METRICS: Metric[] = [
+  ...CONFIG.echoCounts.map((n): Metric => ({
+    id: `echo${n}`,
+    label: `echo, ${n.toLocaleString("en")} × 1000 B sequential round trips`,
+    unit: "round trips/s",
+    better: "higher",
+  })),
+  { id: "iperfUp", label: "iperf3 upload, client → origin", unit: "Mbit/s", better: "higher" },
+  { id: "iperfDown", label: "iperf3 download (-R), origin → client", unit: "Mbit/s", better: "higher" },
+  { id: "cpuPerGbTcp", label: "server CPU per GB carried, iperf3", unit: "CPU s/GB", better: "lower" },
+  ...CONFIG.wrkConnections.flatMap((c): Metric[] => [
+    { id: `rps${c}`, label: `HTTPS small GET, keep-alive, ${c} conn.`, unit: "req/s", better: "higher" },
+    { id: `p50_${c}`, label: `HTTPS small GET, ${c} conn., p50 latency`, unit: "ms", better: "lower" },
+    { id: `p99_${c}`, label: `HTTPS small GET, ${c} conn., p99 latency`, unit: "ms", better: "lower" },
+  ]),
+  { id: "download", label: `HTTPS download of ${CONFIG.downloadMiB} MiB (curl)`, unit: "s", better: "lower" },
+  {
+    id: "cpuPerGbHttps",
+    label: "server CPU per GB carried, HTTPS download",
+    unit: "CPU s/GB",
+    better: "lower",
+  },
+  { id: "firstRequest", label: "first HTTPS request to a new host", unit: "ms", better: "lower" },
+  {
+    id: "repeatRequest",
+    label: "repeat HTTPS request, same host, new connection",
+    unit: "ms",
+    better: "lower",
+  },
+  { id: "rssStart", label: "server RSS after the first handshake", unit: "MiB", better: "lower" },
+  { id: "rssPeak", label: "server peak RSS (VmHWM)", unit: "MiB", better: "lower" },
+  { id: "rssEnd", label: "server RSS after the run", unit: "MiB", better: "lower" },
+];
 
 const inNs = (ns: string, cmd: string[], opts?: { allowFail?: boolean }) =>
   sh(["ip", "netns", "exec", ns, ...cmd], opts);
+const log = (msg: string) => console.error(`bench: ${msg}`);
+const MiB = 2 ** 20;
 
-async function cleanup(): Promise<void> {
-  for (const ns of [SERVER_NS, CLIENT_NS]) {
-    for (const dev of ["wsbsw0", "wsbcw0"]) await inNs(ns, ["ip", "link", "del", dev], { allowFail: true });
-    await sh(["ip", "netns", "del", ns], { allowFail: true });
+async function cleanupRig(): Promise<void> {
+  await inNs(CLIENT_NS, ["ip", "link", "del", CLIENT_WG], { allowFail: true });
+  await inNs(SERVER_NS, ["ip", "link", "del", "wsbsw0"], { allowFail: true });
+  for (const ns of [SERVER_NS, CLIENT_NS]) await sh(["ip", "netns", "del", ns], { allowFail: true });
+  await Deno.remove(`${HOSTS_DIR}/hosts`).catch(() => {});
+  await Deno.remove(HOSTS_DIR).catch(() => {});
+}
+
+async function makeRig(clientKeyFile: string, firstPeer: string): Promise<void> {
+  await Deno.mkdir(HOSTS_DIR, { recursive: true });
+  await Deno.writeTextFile(`${HOSTS_DIR}/hosts`, `127.0.0.1 localhost\n${TARGET} ${HOST}\n`);
+  await sh(["ip", "netns", "add", SERVER_NS]);
+  await sh(["ip", "netns", "add", CLIENT_NS]);
+  await sh(["ip", "link", "add", "wsbv0", "netns", SERVER_NS, "type", "veth", "peer", "name", "wsbv1"]
+    .concat(["netns", CLIENT_NS]));
+  await inNs(SERVER_NS, ["ip", "addr", "add", `${SERVER_ADDR}/30`, "dev", "wsbv0"]);
+  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_ADDR}/30`, "dev", "wsbv1"]);
+  for (const [ns, dev] of [[SERVER_NS, "wsbv0"], [CLIENT_NS, "wsbv1"]] as const) {
+    await inNs(ns, ["ip", "link", "set", dev, "up"]);
+    await inNs(ns, ["ip", "link", "set", "lo", "up"]);
   }
+  // The target is local in the server namespace: the origins listen there.
+  await inNs(SERVER_NS, ["ip", "addr", "add", `${TARGET}/32`, "dev", "lo"]);
+  // The client: wireguard-go, everything through the tunnel.
+  await inNs(CLIENT_NS, ["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", CLIENT_WG]);
+  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "private-key", clientKeyFile]);
+  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_TUNNEL}/32`, "dev", CLIENT_WG]);
+  await inNs(CLIENT_NS, ["ip", "link", "set", CLIENT_WG, "mtu", "1420", "up"]);
+  await pointClientAt(firstPeer, PORTS[servers[0]!]);
 }
 
-async function wgInterface(ns: string, dev: string, key: string, args: string[]): Promise<void> {
-  await inNs(ns, ["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", dev]);
-  const keyFile = await Deno.makeTempFile();
-  await Deno.writeTextFile(keyFile, key + "\n");
-  try {
-    await inNs(ns, ["wg", "set", dev, "private-key", keyFile, ...args]);
-  } finally {
-    await Deno.remove(keyFile);
-  }
+/**
+ * Points the client's one peer at a server's endpoint. The peer is removed and added again: a
+ * kept peer holds the previous server's session, and the next server (same keys) ignores it
+ * until the client's handshake times out (about 20 s).
+ */
+async function pointClientAt(serverPublicKey: string, port: number): Promise<void> {
+  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "remove"]);
+  await inNs(
+    CLIENT_NS,
+    ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "endpoint", `${SERVER_ADDR}:${port}`]
+      .concat(["allowed-ips", "0.0.0.0/0", "persistent-keepalive", "25"]),
+  );
+  await inNs(CLIENT_NS, ["ip", "route", "replace", "default", "dev", CLIENT_WG]);
 }
 
-function spawnInNs(ns: string, cmd: string[]): Deno.ChildProcess {
-  return new Deno.Command("ip", {
-    args: ["netns", "exec", ns, ...cmd],
-    cwd: root,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-}
-
-/** Reads lines of a child's stdout. */
-function lines(child: Deno.ChildProcess): () => Promise<string> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  return async () => {
-    while (!buffered.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("server process ended");
-      buffered += value;
-    }
-    const i = buffered.indexOf("\n");
-    const line = buffered.slice(0, i);
-    buffered = buffered.slice(i + 1);
-    return line;
+async function versions(): Promise<Record<string, string>> {
+  // The first non-empty line a command prints (on stdout or, as nginx -v, on stderr).
+  const first = async (cmd: string[]) => {
+    const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+      .output().catch(() => null);
+    if (!out) return "?";
+    const text = new TextDecoder().decode(out.stdout) + "\n" + new TextDecoder().decode(out.stderr);
+    return text.split("\n").find((l) => l.trim())?.trim() ?? "?";
+  };
+  const denoJson = JSON.parse(await Deno.readTextFile(`${root}deno.json`));
+  const commit = await first(["git", "-C", root, "rev-parse", "--short", "HEAD"]);
+  // --no-optional-locks: a read that never touches the index.
+  const dirty =
+    (await first(["git", "--no-optional-locks", "-C", root, "status", "--porcelain", "-uno"])) !== "?";
+  const mitm = await first([
+    `${root}.venv-mitmproxy/bin/python`,
+    "-c",
+    'from importlib.metadata import version as v; print(v("mitmproxy"), "(mitmproxy_rs", v("mitmproxy_rs") + ")")',
+  ]);
+  const matplotlib = await first([
+    `${root}.venv-mitmproxy/bin/python`,
+    "-c",
+    "import matplotlib; print(matplotlib.__version__)",
+  ]);
+  return {
+    wirescope: `${denoJson.version} (commit ${commit}${dirty ? " with uncommitted changes" : ""})`,
+    deno: `${Deno.version.deno} (V8 ${Deno.version.v8})`,
+    mitmproxy: mitm,
+    "wireguard-go": await first(["wireguard-go", "--version"]),
+    "client tools": [
+      await first(["iperf3", "--version"]),
+      (await first(["wrk", "--version"])).split(" [")[0]!,
+      (await first(["curl", "--version"])).split(" (")[0]!,
+      (await first(["nginx", "-v"])).replace(/^nginx version: /, ""),
+    ].join(", "),
+    matplotlib,
   };
 }
 
-async function client(args: string[], seconds: number): Promise<Record<string, number>> {
-  const out = await inNs(CLIENT_NS, [
-    "timeout",
-    String(seconds),
-    deno,
-    "run",
-    "-A",
-    "--quiet",
-    `${root}tests/ns_client.ts`,
-    ...args,
-  ]);
-  return JSON.parse(out.trim().split("\n").pop()!);
+async function machine(): Promise<BenchResults["machine"]> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo");
+  const meminfo = await Deno.readTextFile("/proc/meminfo");
+  const memKiB = Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0);
+  return {
+    cpu: /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "?",
+    cores: navigator.hardwareConcurrency,
+    kernel: Deno.osRelease(),
+    memory: `${(memKiB / 2 ** 20).toFixed(1)} GiB`,
+  };
 }
 
-interface Figures {
-  [workload: string]: number[];
-}
-
-async function workloads(label: string, fig: Figures): Promise<void> {
-  for (let r = 0; r < REPEAT; r++) {
-    (fig["upload Mbit/s"] ??= []).push((await client(["sink", TARGET, "10", String(BULK)], 300)).mbps!);
-    (fig["download Mbit/s"] ??= []).push((await client(["source", TARGET, "19", String(BULK)], 300)).mbps!);
-    for (const n of RTT_COUNTS) {
-      const res = await client(["rtt", TARGET, "7", String(n), "1000"], 600);
-      (fig[`echo ${n.toLocaleString("en")} round trips/s`] ??= []).push(res.perSecond!);
+/** Runs every workload through `server`; figures into `fig`. */
+async function measure(
+  server: BenchServer,
+  ctx: ClientContext,
+  origins: {
+    caFile: string;
+    bigPath: string;
+    bigSize: number;
+    bigSha256: string;
+    smallPath: string;
+    smallBody: string;
+  },
+  fig: Record<string, number[]>,
+  runId: string,
+): Promise<void> {
+  const push = (id: string, x: number) => (fig[id] ??= []).push(x);
+  const usage = () => {
+    try {
+      return server.usage();
+    } catch {
+      throw new Error(`${server.name} is gone; its output:\n${server.output().slice(-20).join("\n")}`);
     }
-    console.error(`  ${label}: round ${r + 1}/${REPEAT} done`);
-  }
-}
+  };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+  const ms = await warmUp(ctx, 90);
+  log(`${server.name}: tunnel up (first echo after ${Math.round(ms)} ms)`);
+  // Fail loudly unless HTTPS works through this server with its CA, and, for the proxies, unless
+  // the certificate the client sees is the proxy's (the origin's CA alone must not verify it).
+  await httpsSanity(ctx, origins.smallPath, origins.smallBody);
+  if (server.intercepts && !(await httpsRejected(ctx, origins.smallPath, origins.caFile))) {
+    throw new Error(`${server.name} did not intercept HTTPS: the origin's certificate reached the client`);
+  }
+  push("rssStart", usage().rss / MiB);
+
+  for (let r = 0; r < CONFIG.repetitions; r++) {
+    for (const n of CONFIG.echoCounts) push(`echo${n}`, await echoRoundTrips(ctx, n, CONFIG.echoBytes));
+    for (const down of [false, true]) {
+      const before = usage().cpuSeconds;
+      const res = await iperf(ctx, CONFIG.iperfSeconds, down);
+      push(down ? "iperfDown" : "iperfUp", res.mbps);
+      push("cpuPerGbTcp", (usage().cpuSeconds - before) / (res.bytes / 1e9));
+    }
+    for (const c of CONFIG.wrkConnections) {
+      const w = await wrk(ctx, origins.smallPath, c, CONFIG.wrkSeconds);
+      push(`rps${c}`, w.requestsPerSecond);
+      push(`p50_${c}`, w.p50Ms);
+      push(`p99_${c}`, w.p99Ms);
+    }
+    const before = usage().cpuSeconds;
+    const d = await download(ctx, origins.bigPath, origins.bigSize, origins.bigSha256);
+    push("download", d.seconds);
+    push("cpuPerGbHttps", (usage().cpuSeconds - before) / (origins.bigSize / 1e9));
+    log(`${server.name}: round ${r + 1}/${CONFIG.repetitions} done`);
+  }
+  for (let i = 0; i < CONFIG.newHosts; i++) {
+    const name = `h${runId}-${server.name}-${i}.${HOST}`;
+    push("firstRequest", await requestTo(ctx, name, origins.smallPath));
+    push("repeatRequest", await requestTo(ctx, name, origins.smallPath));
+  }
+  // Let closed connections be released before the last reading.
+  await new Promise((r) => setTimeout(r, 3000));
+  const end = usage();
+  push("rssEnd", end.rss / MiB);
+  push("rssPeak", end.peakRss / MiB);
+}
 
 async function main(): Promise<void> {
-  await cleanup();
-  const serverKey = generatePrivateKey(), clientKey = generatePrivateKey();
-  const serverPub = publicKeyOf(serverKey), clientPub = publicKeyOf(clientKey);
-  const results: Record<string, Figures> = { wirescope: {}, "wireguard-go": {} };
-  const extra: string[] = [];
-  try {
-    await sh(["ip", "netns", "add", SERVER_NS]);
-    await sh(["ip", "netns", "add", CLIENT_NS]);
-    await sh([
-      "ip",
-      "link",
-      "add",
-      "wsbv0",
-      "netns",
-      SERVER_NS,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "wsbv1",
-      "netns",
-      CLIENT_NS,
-    ]);
-    await inNs(SERVER_NS, ["ip", "addr", "add", `${SERVER_ADDR}/30`, "dev", "wsbv0"]);
-    await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_ADDR}/30`, "dev", "wsbv1"]);
-    for (const [ns, dev] of [[SERVER_NS, "wsbv0"], [CLIENT_NS, "wsbv1"]] as const) {
-      await inNs(ns, ["ip", "link", "set", dev, "up"]);
-      await inNs(ns, ["ip", "link", "set", "lo", "up"]);
+  if (Deno.uid() !== 0) throw new Error("the bench needs root (network namespaces)");
+  if (!flag("--no-setup")) {
+    const setup = await new Deno.Command("bash", {
+      args: [`${root}scripts/setup_bench.sh`],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!setup.success) {
+      throw new Error(
+        "scripts/setup_bench.sh failed: run `bash scripts/setup_bench.sh` (as root) and fix what it says",
+      );
     }
-    // The client: all traffic through its tunnel.
-    await wgInterface(CLIENT_NS, "wsbcw0", clientKey, [
-      "peer",
-      serverPub,
-      "endpoint",
-      `${SERVER_ADDR}:${WS_PORT}`,
-      "allowed-ips",
-      "0.0.0.0/0",
-      "persistent-keepalive",
-      "25",
-    ]);
-    await inNs(CLIENT_NS, ["ip", "addr", "add", "10.0.0.2/32", "dev", "wsbcw0"]);
-    await inNs(CLIENT_NS, ["ip", "link", "set", "wsbcw0", "mtu", "1420", "up"]);
-    await inNs(CLIENT_NS, ["ip", "route", "add", "default", "dev", "wsbcw0"]);
+  }
+  const started = Date.now();
+  const runId = started.toString(36).slice(-5);
+  const serverKey = generatePrivateKey(), clientKey = generatePrivateKey();
+  const serverPub = publicKeyOf(serverKey);
+  const dir = await Deno.makeTempDir({ prefix: "wirescope-bench-" });
+  await Deno.chmod(dir, 0o755);
+  const clientKeyFile = `${dir}/client.key`;
+  await Deno.writeTextFile(clientKeyFile, clientKey + "\n", { mode: 0o600 });
 
-    // 1. wirescope.
-    const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-    const ws = spawnInNs(SERVER_NS, [
-      deno,
-      "run",
-      "-A",
-      ...profile,
-      "bench/wirescope_server.ts",
-      String(WS_PORT),
-      serverKey,
-      clientPub,
-    ]);
-    const wsLine = lines(ws);
-    const wsWriter = ws.stdin.getWriter();
-    const usage = async () => {
-      await wsWriter.write(new TextEncoder().encode("usage\n"));
-      return JSON.parse(await wsLine()) as { rss: number; cpuSeconds: number };
-    };
-    await wsLine(); // ready
-    await client(["echo", TARGET, "7", "1000"], 60); // handshake and warm-up
-    const before = await usage();
-    await workloads("wirescope", results.wirescope!);
-    const after = await usage();
-    // 1 GiB through the tunnel each way, RSS after each: after warm-up it must not grow.
-    await client(["sink", TARGET, "10", String(1 << 30)], 600);
-    const afterUp = await usage();
-    await client(["source", TARGET, "19", String(1 << 30)], 600);
-    const afterDown = await usage();
-    const idleStart = await usage();
-    await new Promise((r) => setTimeout(r, 10_000));
-    const idleEnd = await usage();
-    const mib = (u: { rss: number }) => (u.rss / 2 ** 20).toFixed(0);
-    extra.push(
-      `wirescope RSS (MiB): ${mib(before)} before the workloads, ${mib(after)} after them, ` +
-        `${mib(afterUp)} after 1 GiB more up, ${mib(afterDown)} after 1 GiB more down`,
-      `wirescope CPU seconds per GB carried (the 2 GiB above): ` +
-        `${((afterDown.cpuSeconds - after.cpuSeconds) / 2.147).toFixed(2)}`,
-      `wirescope idle CPU with a connected peer (persistent keepalive 25 s): ` +
-        `${((idleEnd.cpuSeconds - idleStart.cpuSeconds) / 10 * 100).toFixed(2)}% of a core over 10 s`,
-    );
-    await wsWriter.close();
-    const wsStatus = await ws.status;
-    if (!wsStatus.success) throw new Error(`the wirescope server exited with code ${wsStatus.code}`);
+  const results: BenchResults["results"] = {};
+  let running: BenchServer | undefined;
+  let closeOrigins: (() => Promise<void>) | undefined;
+  const teardown = async () => {
+    await running?.stop().catch(() => {});
+    running = undefined;
+    await closeOrigins?.().catch(() => {});
+    closeOrigins = undefined;
+    await cleanupRig();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  const onSignal = async () => {
+    log("interrupted; cleaning up");
+    await teardown();
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
 
-    // 2. wireguard-go as the server, kernel routing to the same origins in another process.
-    await wgInterface(SERVER_NS, "wsbsw0", serverKey, [
-      "listen-port",
-      String(WG_PORT),
-      "peer",
-      clientPub,
-      "allowed-ips",
-      "10.0.0.2/32",
-    ]);
-    await inNs(SERVER_NS, ["ip", "addr", "add", `${TARGET}/24`, "dev", "wsbsw0"]);
-    await inNs(SERVER_NS, ["ip", "link", "set", "wsbsw0", "mtu", "1420", "up"]);
-    const origin = spawnInNs(SERVER_NS, [deno, "run", "-A", "tests/origin.ts"]);
-    await lines(origin)();
-    await inNs(CLIENT_NS, [
-      "wg",
-      "set",
-      "wsbcw0",
-      "peer",
-      serverPub,
-      "endpoint",
-      `${SERVER_ADDR}:${WG_PORT}`,
-    ]);
-    await client(["echo", TARGET, "7", "1000"], 60);
-    await workloads("wireguard-go", results["wireguard-go"]!);
-    origin.kill();
-    await origin.status;
+  const [ver, mach] = await Promise.all([versions(), machine()]);
+  try {
+    await cleanupRig();
+    await makeRig(clientKeyFile, serverPub);
+    log("rig up; starting the origins");
+    const origins = await startOrigins(SERVER_NS, TARGET, {
+      bigSize: CONFIG.downloadMiB * MiB,
+      lifetimeSeconds: 3 * 3600,
+    });
+    closeOrigins = origins.close;
+    for (const name of servers) {
+      log(`${name}: starting`);
+      running = await startServer(name, {
+        ns: SERVER_NS,
+        port: PORTS[name],
+        serverPrivateKey: serverKey,
+        clientPrivateKey: clientKey,
+        clientPublicKey: publicKeyOf(clientKey),
+        originCaFile: origins.caFile,
+        dir: `${dir}/${name}`,
+        clientTunnelAddress: CLIENT_TUNNEL,
+        wirescopeLibrary: flag("--wirescope-library"),
+        denoFlags: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
+      });
+      await pointClientAt(serverPub, PORTS[name]);
+      const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: HOST, caFile: running.clientCaFile };
+      const fig: Record<string, number[]> = {};
+      try {
+        await measure(running, ctx, origins, fig, runId);
+      } catch (e) {
+        throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
+      }
+      results[name] = fig;
+      await running.stop();
+      running = undefined;
+      log(`${name}: done`);
+    }
   } finally {
-    await cleanup();
+    await teardown();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
   }
 
-  const rows = Object.keys(results.wirescope!);
-  const out = [
-    `| workload | wirescope (min / median / max) | wireguard-go server (min / median / max) | wirescope / wireguard-go |`,
-    `| --- | --- | --- | --- |`,
-    ...rows.map((row) => {
-      const a = results.wirescope![row]!, b = results["wireguard-go"]![row]!;
-      const span = (xs: number[]) => `${fmt(Math.min(...xs))} / ${fmt(median(xs))} / ${fmt(Math.max(...xs))}`;
-      return `| ${row} | ${span(a)} | ${span(b)} | ${(median(a) / median(b) * 100).toFixed(0)}% |`;
-    }),
-    "",
-    ...extra.map((e) => `- ${e}`),
-  ];
-  console.log(out.join("\n"));
+  const report: BenchResults = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    machine: mach,
+    versions: ver,
+    config: {
+      ...CONFIG,
+      wirescope: flag("--wirescope-library") ? "library (bench/wirescope_server.ts)" : "CLI (mod.ts)",
+    },
+    servers,
+    metrics: METRICS,
+    results,
+    notes: [
+      "All three servers run in the same namespace, one at a time, with the same client, keys and origins " +
+      "(nginx 1 worker, iperf3, tests/origin.ts echo) on 10.0.0.1, local to the server namespace.",
+      "wireguard-go (ceiling): no interception; HTTPS reaches nginx end to end, the client trusts the origin CA. " +
+      "Its CPU and RSS are the wireguard-go process only (the kernel's TCP/IP and forwarding are not in them).",
+      "The proxies: HTTPS is intercepted (checked: the origin CA alone does not verify what the client sees); " +
+      "the proxy trusts the origin CA upstream. mitmproxy runs stock (it keeps raw TCP messages of a connection in memory).",
+      "CPU per GB: utime+stime of the server process during the transfer, per 10^9 bytes the client received.",
+      "HTTPS latency percentiles are wrk's (closed loop, not corrected for coordinated omission).",
+      "first/repeat request: curl's time_total for one GET on a new connection to a fresh name " +
+      "(the proxy makes a certificate), then again to the same name.",
+    ],
+    durationSeconds: (Date.now() - started) / 1000,
+  };
+  const mitmP50 = results.mitmproxy?.p50_1;
+  if (mitmP50 && median(mitmP50) > 35 && median(mitmP50) < 50) {
+    report.notes.push(
+      "mitmproxy's one-connection HTTPS latency sits near 40 ms, Linux's minimum delayed-ACK time: most likely " +
+        "its tunnel TCP stack holds back the second segment of a response (Nagle) until the client acknowledges " +
+        "the first. That is what its clients get, so it is measured as is.",
+    );
+  }
+  const md = toMarkdown(report);
+  await Deno.writeTextFile(`${root}bench/RESULTS.md`, md);
+  // In the repository's markdown style, so that `deno task ok` (deno fmt --check) accepts the file.
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", `${root}bench/RESULTS.md`] }).output();
+  await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(report, null, 2) + "\n");
+  console.log(await Deno.readTextFile(`${root}bench/RESULTS.md`).catch(() => md));
+  const chart = await new Deno.Command(`${root}.venv-mitmproxy/bin/python`, {
+    args: [`${root}bench/chart.py`, `${root}bench/results.json`, `${root}bench/results.png`],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!chart.success) {
+    throw new Error("bench/chart.py failed (is matplotlib in .venv-mitmproxy? bash scripts/setup_bench.sh)");
+  }
+  log(
+    `wrote bench/RESULTS.md, bench/results.json, bench/results.png (${
+      median([report.durationSeconds]).toFixed(0)
+    } s)`,
+  );
 }
 
 if (import.meta.main) await main();

@@ -1,30 +1,52 @@
 /**
- * The wirescope side of the tunnel benchmark: a WireGuard listener serving the origin workloads
- * (tests/origin.ts) in-process. Prints "ready", then answers each stdin line with a JSON line of
- * its own resource use ({rss, cpuSeconds}) and exits when stdin closes.
+ * A stand-in for `deno run -A mod.ts --mode wireguard@PORT --confdir DIR --upstream-ca FILE -q`
+ * built on the library ({@link startProxy}), taking the same arguments and the same
+ * `<confdir>/wireguard.json` keys file. The bench uses the CLI; this is for when the CLI does not
+ * start (`deno task bench --wirescope-library`), e.g. while it is being changed.
  *
- *   deno run -A bench/wirescope_server.ts PORT PRIVATE_KEY PEER_PUBLIC_KEY
+ *   deno run -A bench/wirescope_server.ts --mode wireguard@PORT --confdir DIR [--upstream-ca FILE]
+ *
+ * Runs until SIGTERM or SIGINT.
  * @module
  */
-import { listenWireGuard } from "../mod.ts";
-import { serveOrigin } from "../tests/origin.ts";
-import { processUsage } from "./usage.ts";
+import { startProxy } from "../src/proxy/proxy.ts";
+import { publicKeyOf } from "../src/core/keys.ts";
 
-const [port, privateKey, peer] = Deno.args;
-const listener = listenWireGuard({
-  port: Number(port),
-  privateKey: privateKey!,
-  peers: [{ publicKey: peer! }],
-});
-(async () => {
-  for await (const conn of listener) serveOrigin(conn, conn.localAddr.port);
-})();
-await listener.ready;
-console.log("ready");
-const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-for await (const chunk of lines) {
-  for (const _ of chunk.split("\n").slice(1)) {
-    console.log(JSON.stringify({ ...processUsage(Deno.pid), stats: listener.stats() }));
-  }
+/** `<confdir>/wireguard.json`, as the CLI reads it. */
+interface WireGuardKeys {
+  serverPrivateKey: string;
+  clientPrivateKeys: string[];
 }
-listener.close();
+
+let port = 0, confdir = "";
+const upstreamCa: string[] = [];
+for (let i = 0; i < Deno.args.length; i++) {
+  const a = Deno.args[i]!;
+  if (a === "--mode") port = Number(/^wireguard@(\d+)$/.exec(Deno.args[++i] ?? "")?.[1] ?? NaN);
+  else if (a === "--confdir") confdir = Deno.args[++i] ?? "";
+  else if (a === "--upstream-ca") upstreamCa.push(Deno.args[++i] ?? "");
+}
+if (!Number.isInteger(port) || port <= 0 || !confdir) {
+  console.error("usage: wirescope_server.ts --mode wireguard@PORT --confdir DIR [--upstream-ca FILE]");
+  Deno.exit(2);
+}
+const keys = JSON.parse(await Deno.readTextFile(`${confdir}/wireguard.json`)) as WireGuardKeys;
+const proxy = await startProxy({
+  modes: [{
+    kind: "wireguard",
+    port,
+    privateKey: keys.serverPrivateKey,
+    peers: keys.clientPrivateKeys.map((k) => ({ publicKey: publicKeyOf(k) })),
+  }],
+  confdir,
+  upstreamCa,
+  dnsServers: [],
+  onLog: () => {},
+});
+const stop = async () => {
+  await proxy.close(500);
+  Deno.exit(0);
+};
+Deno.addSignalListener("SIGTERM", stop);
+Deno.addSignalListener("SIGINT", stop);
+await proxy.closed;

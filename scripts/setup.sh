@@ -11,6 +11,8 @@ packages=(
   rustc-web cargo-web rust-web-src rust-web-llvm llvm-22 lld-22 clang-19 wasi-libc
   # end-to-end rig: a real WireGuard client, namespaces, and clients/servers to talk to
   wireguard-go wireguard-tools iproute2 iputils-ping curl iperf3 nginx-light openssl
+  # benchmark (deno task bench): an HTTP load generator, and venv for mitmproxy and matplotlib
+  wrk python3-venv
 )
 # Node runs npm, which brings Deno; a Node from elsewhere (as on this project's machines) is kept.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi

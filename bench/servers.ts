@@ -1,0 +1,244 @@
+/**
+ * The three servers the bench measures, started in the server namespace with one shape: a
+ * WireGuard endpoint on a UDP port whose process can be asked for its resource use.
+ *
+ * - `wirescope`: this checkout's CLI, `--mode wireguard` (or bench/wirescope_server.ts, the same
+ *   proxy through the library, when asked).
+ * - `mitmproxy`: `mitmdump --mode wireguard` from .venv-mitmproxy (bench/mitmproxy_server.ts).
+ * - `wireguard-go`: a plain WireGuard server and kernel routing to the origins, no interception.
+ * @module
+ */
+import { sh } from "../tests/rig.ts";
+import { startMitmproxy, udpBound } from "./mitmproxy_server.ts";
+import { type ProcessUsage, processUsage } from "./usage.ts";
+
+/** The names of the servers, in the order the bench runs them. */
+export const SERVER_NAMES = ["wirescope", "mitmproxy", "wireguard-go"] as const;
+export type ServerName = typeof SERVER_NAMES[number];
+
+/** A running server. */
+export interface BenchServer {
+  name: ServerName;
+  /** The process measured (its pid is the server's own, not a wrapper's). */
+  pid: number;
+  /** The CA a client trusts for HTTPS through this server (the proxy's, or the origin's). */
+  clientCaFile: string;
+  /** Whether HTTPS is intercepted (the proxies) or reaches the origin untouched (wireguard-go). */
+  intercepts: boolean;
+  usage(): ProcessUsage;
+  /** The last lines the server printed, for error messages. */
+  output(): string[];
+  /** Stops it (SIGTERM, then SIGKILL after 10 s); idempotent. */
+  stop(): Promise<void>;
+}
+
+/** What every server gets. */
+export interface ServerSetup {
+  ns: string;
+  port: number;
+  serverPrivateKey: string;
+  clientPrivateKey: string;
+  clientPublicKey: string;
+  /** The origin CA, trusted upstream by the proxies. */
+  originCaFile: string;
+  /** A directory of its own for the server's files. */
+  dir: string;
+  /** The tunnel address of the client, routed back through wireguard-go. */
+  clientTunnelAddress: string;
+  /** For wirescope: run bench/wirescope_server.ts (the library) instead of the CLI. */
+  wirescopeLibrary?: boolean;
+  /** For wirescope: deno flags such as --cpu-prof. */
+  denoFlags?: string[];
+}
+
+const root = new URL("..", import.meta.url).pathname;
+
+/** Spawns `cmd` in `ns`, draining its output into a tail; the process is `cmd` itself (ip execs). */
+function spawnServer(ns: string, cmd: string[], env: Record<string, string> = {}) {
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", ns, ...cmd],
+    cwd: root,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env,
+  }).spawn();
+  const tail: string[] = [];
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      tail.push(...text.split("\n").filter((l) => l));
+      if (tail.length > 100) tail.splice(0, tail.length - 100);
+    }
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]).catch(() => {});
+  let exited = false;
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      if (!exited) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          status,
+          new Promise<void>((r) =>
+            timer = setTimeout(() => {
+              try {
+                child.kill("SIGKILL");
+              } catch { /* gone */ }
+              r();
+            }, 10_000)
+          ),
+        ]);
+        clearTimeout(timer);
+      }
+      await status;
+      await drained;
+    })();
+  return { child, tail, stop, exited: () => exited };
+}
+
+async function waitFor(what: string, ok: () => Promise<boolean>, ms: number, died: () => boolean) {
+  const deadline = Date.now() + ms;
+  while (!(await ok())) {
+    if (died()) throw new Error(`${what}: the process exited`);
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function startWirescope(s: ServerSetup): Promise<BenchServer> {
+  const confdir = `${s.dir}/wirescope`;
+  await Deno.mkdir(confdir, { recursive: true });
+  // The CLI's keys file: with the bench's keys written beforehand, the client needs no new config.
+  await Deno.writeTextFile(
+    `${confdir}/wireguard.json`,
+    JSON.stringify({
+      serverPrivateKey: s.serverPrivateKey,
+      clientPrivateKeys: [s.clientPrivateKey],
+      ulaPrefix: "fd77:6273:6265:6e63",
+    }),
+    { mode: 0o600 },
+  );
+  const program = s.wirescopeLibrary ? ["bench/wirescope_server.ts"] : ["mod.ts"];
+  const proc = spawnServer(s.ns, [
+    Deno.execPath(),
+    "run",
+    "-A",
+    ...(s.denoFlags ?? []),
+    ...program,
+    "--mode",
+    `wireguard@${s.port}`,
+    "--confdir",
+    confdir,
+    "--upstream-ca",
+    s.originCaFile,
+    "-q",
+  ]);
+  try {
+    await waitFor(
+      `wirescope binding UDP ${s.port}`,
+      () => udpBound(proc.child.pid, s.port),
+      120_000,
+      proc.exited,
+    );
+  } catch (e) {
+    await proc.stop();
+    throw new Error(`${(e as Error).message}; its output:\n${proc.tail.slice(-20).join("\n")}`);
+  }
+  return {
+    name: "wirescope",
+    pid: proc.child.pid,
+    clientCaFile: `${confdir}/wirescope-ca-cert.pem`,
+    intercepts: true,
+    usage: () => processUsage(proc.child.pid),
+    output: () => [...proc.tail],
+    stop: proc.stop,
+  };
+}
+
+async function startMitmdump(s: ServerSetup): Promise<BenchServer> {
+  const m = await startMitmproxy({
+    listenHost: "",
+    port: s.port,
+    confdir: `${s.dir}/mitmproxy`,
+    upstreamCaFile: s.originCaFile,
+    serverPrivateKey: s.serverPrivateKey,
+    clientPrivateKey: s.clientPrivateKey,
+    netns: s.ns,
+    readyTimeoutMs: 60_000,
+  });
+  return {
+    name: "mitmproxy",
+    pid: m.pid,
+    clientCaFile: m.caCertFile,
+    intercepts: true,
+    usage: m.usage,
+    output: m.output,
+    stop: m.stop,
+  };
+}
+
+async function startWireguardGo(s: ServerSetup): Promise<BenchServer> {
+  const dev = "wsbsw0";
+  await sh(["ip", "netns", "exec", s.ns, "ip", "link", "del", dev]).catch(() => {});
+  // -f: stay in the foreground, so the process spawned is the one measured.
+  const proc = spawnServer(s.ns, ["wireguard-go", "-f", dev], {
+    WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: "1",
+  });
+  const inNs = (cmd: string[]) => sh(["ip", "netns", "exec", s.ns, ...cmd]);
+  try {
+    await waitFor(
+      `wireguard-go creating ${dev}`,
+      () => inNs(["ip", "link", "show", dev]).then(() => true, () => false),
+      20_000,
+      proc.exited,
+    );
+    const keyFile = `${s.dir}/wireguard-go.key`;
+    await Deno.writeTextFile(keyFile, s.serverPrivateKey + "\n", { mode: 0o600 });
+    await inNs(["wg", "set", dev, "private-key", keyFile, "listen-port", String(s.port)]
+      .concat(["peer", s.clientPublicKey, "allowed-ips", `${s.clientTunnelAddress}/32`]));
+    await inNs(["ip", "link", "set", dev, "mtu", "1420", "up"]);
+    // No address needed: the target is local on `lo`; only the way back to the client is.
+    await inNs(["ip", "route", "add", `${s.clientTunnelAddress}/32`, "dev", dev]);
+    await waitFor(
+      `wireguard-go binding UDP ${s.port}`,
+      () => udpBound(proc.child.pid, s.port),
+      20_000,
+      proc.exited,
+    );
+  } catch (e) {
+    await proc.stop();
+    throw new Error(`${(e as Error).message}; its output:\n${proc.tail.slice(-20).join("\n")}`);
+  }
+  return {
+    name: "wireguard-go",
+    pid: proc.child.pid,
+    clientCaFile: s.originCaFile,
+    intercepts: false,
+    usage: () => processUsage(proc.child.pid),
+    output: () => [...proc.tail],
+    stop: async () => {
+      await proc.stop();
+      await inNs(["ip", "link", "del", dev]).catch(() => {});
+    },
+  };
+}
+
+/** Starts server `name` and resolves once its UDP port is bound. */
+export async function startServer(name: ServerName, setup: ServerSetup): Promise<BenchServer> {
+  await Deno.mkdir(setup.dir, { recursive: true });
+  switch (name) {
+    case "wirescope":
+      return startWirescope(setup);
+    case "mitmproxy":
+      return startMitmdump(setup);
+    case "wireguard-go":
+      return startWireguardGo(setup);
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * The client side of the bench: each workload runs a real client (iperf3, wrk, curl,
+ * tests/ns_client.ts) inside the client namespace, with a time bound, and throws when the
+ * server did not carry the traffic (no bytes, failed requests, a wrong digest): a figure
+ * measured over errors is not a result.
+ * @module
+ */
+
+/** Where the client runs and what it trusts. */
+export interface ClientContext {
+  ns: string;
+  /** The tunnel's target address (the origins). */
+  target: string;
+  /** The host name nginx's certificate covers, resolved to `target` in the client namespace. */
+  host: string;
+  /** The CA to trust for HTTPS (the proxy's, or the origin's for wireguard-go). */
+  caFile: string;
+}
+
+const root = new URL("..", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** Runs `cmd` in the client namespace, killed after `seconds`; throws unless it succeeds. */
+export async function inClient(
+  ctx: ClientContext,
+  cmd: string[],
+  seconds: number,
+  opts: { allowFail?: boolean } = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  const out = await new Deno.Command("ip", {
+    args: ["netns", "exec", ctx.ns, "timeout", "-k", "5", String(Math.ceil(seconds)), ...cmd],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    cwd: root,
+  }).output();
+  const res = { stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr), code: out.code };
+  if (!out.success && !opts.allowFail) {
+    const why = out.code === 124 ? `timed out after ${seconds} s` : `failed (${out.code})`;
+    throw new Error(
+      `${cmd.slice(0, 3).join(" ")}... ${why}: ${(res.stderr || res.stdout).trim().slice(-800)}`,
+    );
+  }
+  return res;
+}
+
+/** tests/ns_client.ts with one mode; its JSON line. */
+async function nsClient(
+  ctx: ClientContext,
+  args: string[],
+  seconds: number,
+): Promise<Record<string, number>> {
+  const { stdout } = await inClient(
+    ctx,
+    [Deno.execPath(), "run", "-A", "--quiet", `${root}tests/ns_client.ts`, ...args],
+    seconds,
+  );
+  return JSON.parse(stdout.trim().split("\n").pop()!);
+}
+
+/** One small echo through the tunnel, retried (bounded) until it works: handshake and warm-up. */
+export async function warmUp(ctx: ClientContext, seconds: number): Promise<number> {
+  const t0 = performance.now();
+  const deadline = Date.now() + seconds * 1000;
+  let last = "";
+  for (let i = 0; i < 20 && Date.now() < deadline; i++) {
+    try {
+      const r = await nsClient(ctx, ["echo", ctx.target, "7", "1000"], Math.min(15, seconds));
+      if (r.sent === r.got) return performance.now() - t0;
+      last = "echo returned other bytes";
+    } catch (e) {
+      last = (e as Error).message;
+    }
+  }
+  throw new Error(`no echo through the tunnel within ${seconds} s: ${last}`);
+}
+
+/** Sequential round trips of `size` bytes on one connection to the echo port. */
+export async function echoRoundTrips(ctx: ClientContext, count: number, size: number): Promise<number> {
+  const r = await nsClient(ctx, ["rtt", ctx.target, "7", String(count), String(size)], 60 + count / 200);
+  if (!(r.perSecond! > 0)) throw new Error(`echo: ${JSON.stringify(r)}`);
+  return r.perSecond!;
+}
+
+/** iperf3 for `seconds`, upload (client to origin) or download (-R); Mbit/s and bytes received. */
+export async function iperf(
+  ctx: ClientContext,
+  seconds: number,
+  download: boolean,
+): Promise<{ mbps: number; bytes: number }> {
+  const { stdout } = await inClient(
+    ctx,
+    ["iperf3", "-c", ctx.target, "-p", "5201", "-t", String(seconds), "-J", ...(download ? ["-R"] : [])],
+    seconds + 60,
+    { allowFail: true },
+  );
+  let j;
+  try {
+    j = JSON.parse(stdout);
+  } catch {
+    throw new Error(`iperf3 printed no JSON: ${stdout.slice(0, 400)}`);
+  }
+  if (j.error) throw new Error(`iperf3: ${j.error}`);
+  const bps = j.end?.sum_received?.bits_per_second ?? 0, bytes = j.end?.sum_received?.bytes ?? 0;
+  if (!(bps > 0) || !(bytes > 0)) throw new Error(`iperf3 carried nothing: ${JSON.stringify(j.end ?? {})}`);
+  return { mbps: bps / 1e6, bytes };
+}
+
+/** curl of a small HTTPS response trusting `caFile`; throws unless it gets `body`. */
+export async function httpsSanity(ctx: ClientContext, path: string, body: string, caFile = ctx.caFile) {
+  const { stdout } = await inClient(
+    ctx,
+    [
+      "curl",
+      "-sS",
+      "--fail",
+      "--http1.1",
+      "--max-time",
+      "20",
+      "--cacert",
+      caFile,
+      `https://${ctx.host}${path}`,
+    ],
+    30,
+  );
+  if (stdout !== body) {
+    throw new Error(`HTTPS through the tunnel returned ${JSON.stringify(stdout.slice(0, 200))}`);
+  }
+}
+
+/** Whether curl trusting `caFile` (only) fails: proves the certificate is someone else's. */
+export async function httpsRejected(ctx: ClientContext, path: string, caFile: string): Promise<boolean> {
+  const r = await inClient(
+    ctx,
+    [
+      "curl",
+      "-sS",
+      "--fail",
+      "--http1.1",
+      "--max-time",
+      "20",
+      "--cacert",
+      caFile,
+      `https://${ctx.host}${path}`,
+    ],
+    30,
+    { allowFail: true },
+  );
+  return r.code !== 0;
+}
+
+/** What {@link wrk} reports. */
+export interface WrkResult {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+}
+
+/** wrk: keep-alive HTTPS GETs of `path` on `connections` connections for `seconds`. */
+export async function wrk(
+  ctx: ClientContext,
+  path: string,
+  connections: number,
+  seconds: number,
+): Promise<WrkResult> {
+  const threads = Math.min(2, connections);
+  const { stdout } = await inClient(ctx, [
+    "wrk",
+    "-t",
+    String(threads),
+    "-c",
+    String(connections),
+    "-d",
+    `${seconds}s`,
+    "--timeout",
+    "10s",
+    "-s",
+    `${root}bench/wrk_report.lua`,
+    `https://${ctx.host}${path}`,
+  ], seconds + 60);
+  const line = stdout.split("\n").find((l) => l.startsWith("WRK_JSON "));
+  if (!line) throw new Error(`wrk printed no report: ${stdout.slice(-400)}`);
+  const r = JSON.parse(line.slice(9));
+  const errors = r.connect + r.read + r.write + r.status + r.timeout;
+  if (r.requests === 0 || errors > 0) {
+    throw new Error(`wrk: ${r.requests} requests with errors ${JSON.stringify(r)}`);
+  }
+  return {
+    requestsPerSecond: r.requests / (r.durationUs / 1e6),
+    p50Ms: r.p50Us / 1000,
+    p99Ms: r.p99Us / 1000,
+    requests: r.requests,
+  };
+}
+
+/** curl of the large file: seconds, and a check of its size and sha256. */
+export async function download(
+  ctx: ClientContext,
+  path: string,
+  size: number,
+  sha256: string,
+): Promise<{ seconds: number; mbps: number }> {
+  const { stdout, stderr } = await inClient(ctx, [
+    "bash",
+    "-c",
+    'set -o pipefail; curl -sS --fail --http1.1 --cacert "$1" -w "%{stderr}TIME %{time_total} %{size_download}\\n" ' +
+    '"$2" | sha256sum',
+    "download",
+    ctx.caFile,
+    `https://${ctx.host}${path}`,
+  ], 600);
+  const m = /TIME ([\d.]+) (\d+)/.exec(stderr);
+  const got = stdout.split(" ")[0];
+  if (!m || Number(m[2]) !== size || got !== sha256) {
+    throw new Error(
+      `download: ${m ? m[2] : "?"} of ${size} bytes, sha256 ${got} (want ${sha256}); ${stderr}`,
+    );
+  }
+  const seconds = Number(m[1]);
+  return { seconds, mbps: size * 8 / seconds / 1e6 };
+}
+
+/** One HTTPS request to `name` (resolved to the target) on a new connection; curl's time_total. */
+export async function requestTo(ctx: ClientContext, name: string, path: string): Promise<number> {
+  const { stdout } = await inClient(ctx, [
+    "curl",
+    "-sS",
+    "--fail",
+    "--http1.1",
+    "--max-time",
+    "20",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{time_total} %{http_code}",
+    "--cacert",
+    ctx.caFile,
+    "--resolve",
+    `${name}:443:${ctx.target}`,
+    `https://${name}${path}`,
+  ], 30);
+  const [time, code] = stdout.trim().split(" ");
+  if (code !== "200") throw new Error(`GET https://${name}${path}: ${stdout}`);
+  return Number(time) * 1000;
+}

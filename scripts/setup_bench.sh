@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything `deno task bench` needs, idempotently: the Debian packages of scripts/setup.sh (which
+# include wrk, iperf3, nginx, wireguard-go), mitmproxy in .venv-mitmproxy/ (scripts/setup_mitmproxy.sh)
+# and matplotlib in the same virtualenv, for bench/chart.py. Cheap when all is there already.
+#
+#   bash scripts/setup_bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MATPLOTLIB_VERSION=3.11.2
+VENV=.venv-mitmproxy
+
+bash scripts/setup.sh >/dev/null
+bash scripts/setup_mitmproxy.sh >/dev/null
+
+if ! "$VENV/bin/python" - "$MATPLOTLIB_VERSION" <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("matplotlib") == sys.argv[1] else 1)
+PY
+  echo "setup_bench: pip install matplotlib==$MATPLOTLIB_VERSION"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+    --only-binary=:all: "matplotlib==$MATPLOTLIB_VERSION"
+fi
