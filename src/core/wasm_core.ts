@@ -106,6 +106,8 @@ export interface CoreStats {
   tcpRxBytes: number;
   tcpTxBytes: number;
   sendErrors: number;
+  /** Size of the module's linear memory in bytes (it grows, never shrinks). */
+  memoryBytes: number;
 }
 
 interface Exports {
@@ -499,6 +501,9 @@ export class WasmCore {
 
   /** Counters and per-peer state. */
   stats(): CoreStats {
-    return JSON.parse(this.#resultText(this.#x.ws_stats()));
+    return {
+      ...JSON.parse(this.#resultText(this.#x.ws_stats())),
+      memoryBytes: this.#x.memory.buffer.byteLength,
+    };
   }
 }

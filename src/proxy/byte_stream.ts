@@ -80,13 +80,52 @@ export function byteStreamOfConn(conn: ConnLike): ByteStream {
   };
 }
 
-/** Adapts a node:stream Duplex (a node:tls socket). */
-export function byteStreamOfNodeSocket(socket: Duplex): ByteStream {
+/**
+ * Backpressure for node:tls in this Deno: a TLS socket decrypts everything its transport gives
+ * it, paused or not, so the only place to stop is the transport. The gate sits between the two:
+ * {@link nodeDuplexOf} waits at it before reading more from the network, and
+ * {@link byteStreamOfNodeSocket} opens it as its reader consumes decrypted bytes.
+ */
+export class ReadGate {
+  #limit: number;
+  #buffered: () => number = () => 0;
+  #waiters: (() => void)[] = [];
+
+  /** @param limit Decrypted bytes allowed to wait for the reader before the network is left alone. */
+  constructor(limit = 1024 * 1024) {
+    this.#limit = limit;
+  }
+
+  /** Tells the gate how to count the bytes waiting for the reader. */
+  watch(buffered: () => number): void {
+    this.#buffered = buffered;
+  }
+
+  /** Resolves once the waiting bytes are under the limit. */
+  async pass(): Promise<void> {
+    while (this.#buffered() >= this.#limit) await new Promise<void>((r) => this.#waiters.push(r));
+  }
+
+  /** Called after the reader took bytes (or the socket ended): lets waiting transport reads go. */
+  poke(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+/**
+ * Adapts a node:stream Duplex (a node:tls socket). With a `gate`, the bytes waiting here and in
+ * the socket's own buffer are what the gate counts.
+ */
+export function byteStreamOfNodeSocket(socket: Duplex, gate?: ReadGate): ByteStream {
   const chunks: Uint8Array[] = [];
   let ended = false;
   let failure: Error | null = null;
   let wake: (() => void) | null = null;
   let tail: Promise<unknown> = Promise.resolve();
+  let waiting = 0;
+  gate?.watch(() => waiting + socket.readableLength);
   const notify = () => {
     const w = wake;
     wake = null;
@@ -94,20 +133,24 @@ export function byteStreamOfNodeSocket(socket: Duplex): ByteStream {
   };
   socket.on("data", (chunk: Uint8Array) => {
     chunks.push(chunk);
+    waiting += chunk.byteLength;
     if (chunks.length >= 4) socket.pause();
     notify();
   });
   socket.on("end", () => {
     ended = true;
     notify();
+    gate?.poke();
   });
   socket.on("error", (e: Error) => {
     failure ??= e;
     notify();
+    gate?.poke();
   });
   socket.on("close", () => {
     if (!ended) failure ??= new Error("connection closed");
     notify();
+    gate?.poke();
   });
   const chain = (op: () => Promise<unknown>): Promise<void> => {
     const next = tail.then(op);
@@ -119,7 +162,9 @@ export function byteStreamOfNodeSocket(socket: Duplex): ByteStream {
       for (;;) {
         const chunk = chunks.shift();
         if (chunk) {
+          waiting -= chunk.byteLength;
           if (chunks.length < 2 && socket.isPaused()) socket.resume();
+          gate?.poke();
           return chunk;
         }
         if (ended) return null;
@@ -163,7 +208,7 @@ export function byteStreamOfNodeSocket(socket: Duplex): ByteStream {
  * A node:stream Duplex over a {@link ByteStream}, starting with `initial` bytes already read
  * from it: what node:tls needs to terminate TLS on a connection we classified by its first bytes.
  */
-export function nodeDuplexOf(stream: ByteStream, initial: Uint8Array): Duplex {
+export function nodeDuplexOf(stream: ByteStream, initial: Uint8Array, gate?: ReadGate): Duplex {
   let pumping = false;
   const duplex: Duplex = new Duplex({
     read() {
@@ -172,6 +217,7 @@ export function nodeDuplexOf(stream: ByteStream, initial: Uint8Array): Duplex {
       (async () => {
         try {
           for (;;) {
+            if (gate) await gate.pass();
             const chunk = await stream.read();
             if (chunk === null) {
               duplex.push(null);

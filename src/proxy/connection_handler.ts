@@ -7,7 +7,7 @@
  */
 import tls from "node:tls";
 import type { ByteStream } from "./byte_stream.ts";
-import { byteStreamOfNodeSocket, nodeDuplexOf } from "./byte_stream.ts";
+import { byteStreamOfNodeSocket, nodeDuplexOf, ReadGate } from "./byte_stream.ts";
 import { classifyFirstBytes, type ClientHello } from "./client_hello.ts";
 import type { CertificateSummary, ClientInfo, FlowBus, HostPort, ServerInfo, TlsInfo } from "./flow.ts";
 import { formatHostPort } from "./flow.ts";
@@ -297,7 +297,7 @@ async function interceptTls(
   let upstream: UpstreamTls | null = null;
   let failure = "";
   try {
-    upstream = await connectUpstreamTls(ctx.settings, destination, upstreamOptions);
+    upstream = await connectUpstreamTls(ctx.settings, ctx.connect, destination, upstreamOptions);
   } catch (e) {
     failure = describeError(e);
   }
@@ -325,7 +325,8 @@ async function interceptTls(
   }
   const leaf = await ctx.certs.leafFor(leafRequest);
 
-  const duplex = nodeDuplexOf(stream, first);
+  const gate = new ReadGate();
+  const duplex = nodeDuplexOf(stream, first, gate);
   const socket = new tls.TLSSocket(duplex, {
     isServer: true,
     secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
@@ -342,10 +343,10 @@ async function interceptTls(
   }
   const clientVersion = socket.getProtocol();
   if (clientVersion) tlsInfo.clientVersion = clientVersion;
-  const clientStream = byteStreamOfNodeSocket(socket);
+  const clientStream = byteStreamOfNodeSocket(socket, gate);
   const inner = await readFirstBytes(clientStream, new Uint8Array(0), ctx.settings.firstBytesTimeout);
   const reopen = (address: HostPort) =>
-    connectUpstreamTls(ctx.settings, address, upstreamOptions).then((u) => ({
+    connectUpstreamTls(ctx.settings, ctx.connect, address, upstreamOptions).then((u) => ({
       stream: u.stream,
       remote: u.remote,
     }));
@@ -427,36 +428,84 @@ interface UpstreamTls {
   timestampTlsSetup: number;
 }
 
-/** Connects to `address` with TLS, verifying the server's certificate unless told not to. */
-export function connectUpstreamTls(
+/**
+ * Server certificates that passed full verification with extra roots, by `name:port`. Checking a
+ * chain against the system roots plus `upstreamCa` costs ~10 ms per handshake in this Deno
+ * (node:tls rebuilds its root store whenever `ca` is given); a later connection that is shown the
+ * very same certificate, still valid, skips that.
+ */
+const verifiedCertificates = new Map<string, { fingerprint: string; validTo: number }>();
+const VERIFIED_CACHE_SIZE = 10_000;
+
+/**
+ * Connects to `address` with TLS, verifying the server's certificate unless told not to. TLS runs
+ * in node:tls over our own TCP stream, with a {@link ReadGate} between them so a slow client
+ * holds back a fast server instead of the proxy buffering the difference.
+ */
+export async function connectUpstreamTls(
   settings: InterceptSettings,
+  connect: (address: HostPort) => Promise<OpenedServer>,
   address: HostPort,
   options: { servername: string | undefined; alpn: string[] },
 ): Promise<UpstreamTls> {
+  const servername = options.servername && !IP_LITERAL.test(options.servername)
+    ? options.servername
+    : undefined;
+  const extraRoots = settings.upstreamCaPems.length > 0 && !settings.insecure;
+  const key = `${servername ?? address.hostname}:${address.port}`;
+  const known = extraRoots ? verifiedCertificates.get(key) : undefined;
+  if (known && known.validTo > Date.now()) {
+    const quick = await upstreamHandshake(settings, connect, address, servername, options.alpn, "trust-known")
+      .catch(() => null);
+    if (quick?.certificate?.fingerprintSha256 === known.fingerprint) return quick;
+    quick?.stream.close(true);
+  }
+  const result = await upstreamHandshake(settings, connect, address, servername, options.alpn, "verify");
+  if (extraRoots && result.certificate) {
+    if (verifiedCertificates.size >= VERIFIED_CACHE_SIZE) verifiedCertificates.clear();
+    verifiedCertificates.set(key, {
+      fingerprint: result.certificate.fingerprintSha256,
+      validTo: Date.parse(result.certificate.validTo) || 0,
+    });
+  }
+  return result;
+}
+
+/**
+ * One TCP connection and TLS handshake. `verify` checks the chain (with the extra roots) and the
+ * name; `trust-known` checks nothing, for a caller that compares the certificate it gets with one
+ * it verified before.
+ */
+async function upstreamHandshake(
+  settings: InterceptSettings,
+  connect: (address: HostPort) => Promise<OpenedServer>,
+  address: HostPort,
+  servername: string | undefined,
+  alpn: string[],
+  mode: "verify" | "trust-known",
+): Promise<UpstreamTls> {
+  const started = Date.now();
+  const tcp = await connect(address);
+  const connectedAt = Date.now();
+  const left = Math.max(1, settings.connectTimeout - (connectedAt - started));
+  const gate = new ReadGate();
+  const verify = mode === "verify" && !settings.insecure;
   return new Promise((resolve, reject) => {
-    const servername = options.servername && !IP_LITERAL.test(options.servername)
-      ? options.servername
-      : undefined;
-    let connectedAt = 0;
     const socket = tls.connect({
+      socket: nodeDuplexOf(tcp.stream, new Uint8Array(0), gate),
+      // Only for checking the certificate when there is no server name (no connection is made).
       host: address.hostname,
-      port: address.port,
       ...(servername ? { servername } : {}),
-      ...(options.alpn.length > 0 ? { ALPNProtocols: options.alpn } : {}),
-      ...(settings.upstreamCaPems.length > 0
+      ...(alpn.length > 0 ? { ALPNProtocols: alpn } : {}),
+      ...(verify && settings.upstreamCaPems.length > 0
         ? { ca: [...tls.rootCertificates, ...settings.upstreamCaPems] }
         : {}),
-      rejectUnauthorized: !settings.insecure,
+      rejectUnauthorized: verify,
     });
-    socket.once("connect", () => (connectedAt = Date.now()));
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(
-        new Error(
-          `TLS connection to ${formatHostPort(address)} timed out after ${settings.connectTimeout} ms`,
-        ),
-      );
-    }, settings.connectTimeout);
+      reject(new Error(`TLS handshake with ${formatHostPort(address)} timed out after ${left} ms`));
+    }, left);
     socket.once("error", (e) => {
       clearTimeout(timer);
       socket.destroy();
@@ -471,12 +520,9 @@ export function connectUpstreamTls(
       socket.removeAllListeners("error");
       const now = Date.now();
       const result: UpstreamTls = {
-        stream: byteStreamOfNodeSocket(socket),
-        remote: {
-          hostname: socket.remoteAddress ?? address.hostname,
-          port: socket.remotePort ?? address.port,
-        },
-        timestampConnected: connectedAt || now,
+        stream: byteStreamOfNodeSocket(socket, gate),
+        remote: tcp.remote,
+        timestampConnected: connectedAt,
         timestampTlsSetup: now,
       };
       if (typeof socket.alpnProtocol === "string") result.alpn = socket.alpnProtocol;
