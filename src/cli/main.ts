@@ -137,19 +137,6 @@ async function run(options: CliOptions): Promise<number> {
   });
 
   if (!options.quiet) await printBanner(options, proxy, modes.some((m) => m.kind === "wireguard"));
-  if (Deno.env.get("WS_MEMLOG")) {
-    setInterval(() => {
-      const m = Deno.memoryUsage();
-      const w = proxy.wireguard[0]?.stats().memoryBytes ?? 0;
-      Deno.writeTextFileSync(
-        Deno.env.get("WS_MEMLOG")!,
-        `${new Date().toISOString()} rss ${m.rss >> 20} heap ${m.heapUsed >> 20}/${m.heapTotal >> 20} ext ${
-          m.external >> 20
-        } wasm ${w >> 20} conns ${proxy.stats().activeConnections}\n`,
-        { append: true },
-      );
-    }, 1000);
-  }
 
   const exitCode = await waitForSignal(proxy);
   await log?.close();
