@@ -260,3 +260,53 @@ Deno.test("wirescope: user mistakes give one line and exit code 2", async () => 
     await Deno.remove(confdir, { recursive: true });
   }
 });
+
+Deno.test("wirescope -q writes the client config and prints no flows; a second signal exits at once", async () => {
+  const confdir = await Deno.makeTempDir({ prefix: "wirescope-cli-q-" });
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = free.addr.port;
+  free.close();
+  const wgPort = 20000 + ((Deno.pid + 7) % 20000);
+  const cli = new Cli([
+    "-q",
+    "--confdir",
+    confdir,
+    "--mode",
+    `wireguard@${wgPort}`,
+    "--mode",
+    `regular@127.0.0.1:${port}`,
+    "--wg-endpoint",
+    "10.1.1.1",
+  ]);
+  let conn: Deno.Conn | null = null;
+  try {
+    // Bounded wait until the proxy is up: its TCP port accepts and the config is written.
+    for (let i = 0;; i++) {
+      try {
+        conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        await Deno.stat(`${confdir}/wireguard-client-1.conf`);
+        break;
+      } catch {
+        conn?.close();
+        conn = null;
+        if (i >= 200) throw new Error(`wirescope did not start: ${cli.stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    assert.match(await Deno.readTextFile(`${confdir}/wireguard-client-1.conf`), /Endpoint = 10\.1\.1\.1:\d+/);
+    // A request that never completes keeps a connection open, so shutting down waits its grace period.
+    await conn.write(new TextEncoder().encode("GET http://127.0.0.1:1/ HTTP/1.1\r\n"));
+    await new Promise((r) => setTimeout(r, 200));
+    cli.child.kill("SIGINT");
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    const code = await cli.stop("SIGINT");
+    assert.equal(code, 130);
+    assert.ok(Date.now() - t0 < 2000, "the second signal ends it without waiting for the grace period");
+    assert.equal(cli.stdout, "");
+  } finally {
+    conn?.close();
+    await cli.stop("SIGKILL").catch(() => {});
+    await Deno.remove(confdir, { recursive: true });
+  }
+});

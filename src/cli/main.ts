@@ -18,6 +18,7 @@ import {
   clientPeers,
   loadWireGuardState,
   qrCode,
+  type WireGuardState,
   writeClientConfigs,
 } from "./wireguard_conf.ts";
 
@@ -136,7 +137,14 @@ async function run(options: CliOptions): Promise<number> {
     if (!options.quiet) console.log(formatFlowLine(event.flow, { color, peerNames }));
   });
 
-  if (!options.quiet) await printBanner(options, proxy, modes.some((m) => m.kind === "wireguard"));
+  let files: ClientFiles | null;
+  try {
+    files = await writeClientFiles(options, proxy);
+  } catch (e) {
+    await proxy.close(0);
+    throw new StartError((e as Error).message);
+  }
+  if (!options.quiet) await printBanner(options, proxy, files);
 
   const exitCode = await waitForSignal(proxy);
   await log?.close();
@@ -172,7 +180,42 @@ function startProblem(e: unknown): string {
   return err.message;
 }
 
-async function printBanner(options: CliOptions, proxy: ProxyHandle, wireguard: boolean): Promise<void> {
+/** What was written for WireGuard clients. */
+interface ClientFiles {
+  state: WireGuardState;
+  endpoint: string;
+  paths: string[];
+}
+
+/** Writes the client configurations of the first WireGuard mode (also when quiet). */
+async function writeClientFiles(options: CliOptions, proxy: ProxyHandle): Promise<ClientFiles | null> {
+  const first = options.modes.find((m) => m.kind === "wireguard");
+  const addr = proxy.addresses.find((a) => a.kind === "wireguard")?.addr;
+  if (!first || !addr) return null;
+  let host = options.wgEndpoint?.host;
+  if (!host) {
+    host = first.host && first.host !== "0.0.0.0" && first.host !== "::"
+      ? first.host
+      : primaryHostAddress() ?? "";
+    if (!host) {
+      console.error(
+        "wirescope: cannot tell this host's address; client configs use 127.0.0.1 (set --wg-endpoint)",
+      );
+      host = "127.0.0.1";
+    }
+  }
+  const port = options.wgEndpoint?.port ?? addr.port;
+  const endpoint = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  const state = await loadWireGuardState(first.keyFile ?? `${options.confdir}/wireguard.json`, options.peers);
+  const paths = await writeClientConfigs(options.confdir, state, options.peers, endpoint);
+  return { state, endpoint, paths };
+}
+
+async function printBanner(
+  options: CliOptions,
+  proxy: ProxyHandle,
+  files: ClientFiles | null,
+): Promise<void> {
   const lines: string[] = [];
   for (const a of proxy.addresses) {
     const where = formatHostPort({ hostname: a.addr.hostname, port: a.addr.port });
@@ -182,18 +225,8 @@ async function printBanner(options: CliOptions, proxy: ProxyHandle, wireguard: b
         : `HTTP(S) proxy listening on TCP ${where}`,
     );
   }
-  if (wireguard) {
-    const first = options.modes.find((m) => m.kind === "wireguard")!;
-    const addr = proxy.addresses.find((a) => a.kind === "wireguard")!.addr;
-    const host = options.wgEndpoint?.host ??
-      (first.host && first.host !== "0.0.0.0" && first.host !== "::"
-        ? first.host
-        : primaryHostAddress() ?? "127.0.0.1");
-    const port = options.wgEndpoint?.port ?? addr.port;
-    const endpoint = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-    const stateFile = first.keyFile ?? `${options.confdir}/wireguard.json`;
-    const state = await loadWireGuardState(stateFile, options.peers);
-    const paths = await writeClientConfigs(options.confdir, state, options.peers, endpoint);
+  if (files) {
+    const { state, endpoint, paths } = files;
     const peers = clientPeers(state, options.peers);
     const shown = peers.slice(0, 2);
     for (const peer of shown) {
