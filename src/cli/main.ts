@@ -175,8 +175,6 @@ function waitForSignal(proxy: ProxyHandle): Promise<number> {
 
 function startProblem(e: unknown): string {
   const err = e as Error;
-  if (err instanceof Deno.errors.AddrInUse) return `address already in use: ${err.message}`;
-  if (err instanceof Deno.errors.PermissionDenied) return `permission denied: ${err.message}`;
   return err.message;
 }
 

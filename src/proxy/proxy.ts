@@ -165,8 +165,10 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   const wireguard: WireGuardListener[] = [];
   const tcpListeners: Deno.TcpListener[] = [];
   const relays: UdpRelay[] = [];
+  let current: WireGuardMode | RegularMode | null = null;
   try {
     for (const mode of options.modes) {
+      current = mode;
       if (mode.kind === "wireguard") {
         const listener = listenWireGuard({
           hostname: mode.hostname ?? "0.0.0.0",
@@ -263,7 +265,16 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     for (const l of wireguard) l.close();
     for (const l of tcpListeners) l.close();
     for (const r of relays) r.close();
-    throw e;
+    if (!current) throw e;
+    const where = current.kind === "wireguard"
+      ? `UDP ${
+        formatHostPort({ hostname: current.hostname ?? "0.0.0.0", port: current.port })
+      } (wireguard mode)`
+      : `TCP ${
+        formatHostPort({ hostname: current.hostname ?? "127.0.0.1", port: current.port })
+      } (regular mode)`;
+    const reason = e instanceof Deno.errors.AddrInUse ? "the address is already in use" : describeError(e);
+    throw new Error(`cannot listen on ${where}: ${reason}`, { cause: e });
   }
 
   let resolveClosed!: () => void;
