@@ -5,11 +5,10 @@
  * on SIGINT, two peers at once, and a restart that keeps keys and CA. Needs root.
  */
 import assert from "node:assert/strict";
-import { Rig } from "./rig.ts";
+import { nsClient, Rig } from "./rig.ts";
 import { OriginNamespace } from "./origin_ns.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
-const CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
 
 /** A running `wirescope` process with its output collected. */
 class Cli {
@@ -152,20 +151,7 @@ Deno.test({
       await t.step(
         "DNS through the tunnel: the configured resolver answers, wirescope.cert is ours",
         async () => {
-          const out = await a.exec([
-            "timeout",
-            "30",
-            Deno.execPath(),
-            "run",
-            "-A",
-            "--quiet",
-            CLIENT,
-            "dns",
-            "10.0.0.53",
-            "53",
-            "wirescope.cert",
-          ]);
-          assert.deepEqual(JSON.parse(out.trim().split("\n").pop()!), {
+          assert.deepEqual(await nsClient(a, ["dns", "10.0.0.53", "53", "wirescope.cert"]), {
             rcode: "NOERROR",
             answers: ["10.0.0.1"],
           });

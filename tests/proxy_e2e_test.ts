@@ -8,25 +8,10 @@ import assert from "node:assert/strict";
 import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
 import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
-import { Rig, type RigClient, sh } from "./rig.ts";
+import { nsClient, Rig, sh } from "./rig.ts";
 import { OriginNamespace } from "./origin_ns.ts";
 
-const CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
 const MB = 1 << 20;
-
-async function nsClient(client: RigClient, args: string[], seconds = 60): Promise<Record<string, unknown>> {
-  const out = await client.exec([
-    "timeout",
-    String(seconds),
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    CLIENT,
-    ...args,
-  ]);
-  return JSON.parse(out.trim().split("\n").pop()!);
-}
 
 /** Waits (bounded) for a completed flow that matches. */
 async function flowWhere<T extends Flow>(

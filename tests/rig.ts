@@ -171,30 +171,9 @@ export class Rig {
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
-    for (const a of addresses) {
-      await exec(
-        a.includes(":")
-          ? ["ip", "-6", "addr", "add", a, "dev", wg, "nodad"]
-          : ["ip", "addr", "add", a, "dev", wg],
-      );
-    }
-    await exec(["ip", "link", "set", wg, "mtu", "1420", "up"]);
-    await exec(["ip", "route", "add", "default", "dev", wg]);
-    await exec(["ip", "-6", "route", "add", "default", "dev", wg]);
     const address4 = addresses.find((a) => !a.includes(":"))?.split("/")[0] ?? "";
     const address6 = addresses.find((a) => a.includes(":"))?.split("/")[0] ?? "";
-    return {
-      ns,
-      wg,
-      privateKey,
-      publicKey: publicKeyOf(privateKey),
-      address4,
-      address6,
-      exec,
-      spawn: (cmd) =>
-        new Deno.Command("ip", { args: ["netns", "exec", ns, ...cmd], stdout: "piped", stderr: "piped" })
-          .spawn(),
-    };
+    return await finishClient(ns, wg, privateKey, address4, address6);
   }
 
   /** The namespace of client `i` and its veth to the host, without WireGuard. */
@@ -269,23 +248,7 @@ export class Rig {
     } finally {
       await Deno.remove(keyFile);
     }
-    await exec(["ip", "addr", "add", `${address4}/32`, "dev", wg]);
-    await exec(["ip", "-6", "addr", "add", `${address6}/128`, "dev", wg, "nodad"]);
-    await exec(["ip", "link", "set", wg, "mtu", "1420", "up"]);
-    await exec(["ip", "route", "add", "default", "dev", wg]);
-    await exec(["ip", "-6", "route", "add", "default", "dev", wg]);
-    return {
-      ns,
-      wg,
-      privateKey,
-      publicKey: publicKeyOf(privateKey),
-      address4,
-      address6,
-      exec,
-      spawn: (cmd) =>
-        new Deno.Command("ip", { args: ["netns", "exec", ns, ...cmd], stdout: "piped", stderr: "piped" })
-          .spawn(),
-    };
+    return await finishClient(ns, wg, privateKey, address4, address6);
   }
 
   /** Removes the namespaces (which ends their wireguard-go) and the veths. */
@@ -300,4 +263,57 @@ export class Rig {
       this.#release();
     } catch { /* released already */ }
   }
+}
+
+/**
+ * The last steps shared by both ways of making a client: the tunnel addresses, MTU, and default
+ * routes (v4 and v6) through the WireGuard interface.
+ */
+async function finishClient(
+  ns: string,
+  wg: string,
+  privateKey: string,
+  address4: string,
+  address6: string,
+): Promise<RigClient> {
+  const exec = (cmd: string[], opts?: { input?: string; allowFail?: boolean }) =>
+    sh(["ip", "netns", "exec", ns, ...cmd], opts);
+  if (address4) await exec(["ip", "addr", "add", `${address4}/32`, "dev", wg]);
+  if (address6) await exec(["ip", "-6", "addr", "add", `${address6}/128`, "dev", wg, "nodad"]);
+  await exec(["ip", "link", "set", wg, "mtu", "1420", "up"]);
+  await exec(["ip", "route", "add", "default", "dev", wg]);
+  await exec(["ip", "-6", "route", "add", "default", "dev", wg]);
+  return {
+    ns,
+    wg,
+    privateKey,
+    publicKey: publicKeyOf(privateKey),
+    address4,
+    address6,
+    exec,
+    spawn: (cmd) =>
+      new Deno.Command("ip", { args: ["netns", "exec", ns, ...cmd], stdout: "piped", stderr: "piped" })
+        .spawn(),
+  };
+}
+
+const NS_CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
+
+/** Runs tests/ns_client.ts inside a client's namespace (bounded) and returns its JSON result. */
+export async function nsClient(
+  client: RigClient,
+  args: string[],
+  seconds = 60,
+): Promise<Record<string, unknown>> {
+  const out = await client.exec([
+    "timeout",
+    String(seconds),
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    NS_CLIENT,
+    ...args,
+  ]);
+  return JSON.parse(out.trim().split("\n").pop()!);
 }

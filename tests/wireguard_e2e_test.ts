@@ -5,25 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { generatePrivateKey, listenWireGuard, type TunnelConn } from "../mod.ts";
-import { Rig, type RigClient } from "./rig.ts";
+import { nsClient, Rig, type RigClient } from "./rig.ts";
 import { serveOrigin } from "./origin.ts";
 
-const CLIENT = new URL("./ns_client.ts", import.meta.url).pathname;
 const MB = 1 << 20;
-
-async function run(client: RigClient, args: string[], seconds = 120): Promise<Record<string, unknown>> {
-  const out = await client.exec([
-    "timeout",
-    String(seconds),
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    CLIENT,
-    ...args,
-  ]);
-  return JSON.parse(out.trim().split("\n").pop()!);
-}
+const run = (client: RigClient, args: string[], seconds = 120) => nsClient(client, args, seconds);
 
 Deno.test({
   name: "listenWireGuard() carries a real wireguard-go client's TCP, UDP and ICMP",

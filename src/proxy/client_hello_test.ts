@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { classifyFirstBytes, type ClientHello, parseClientHello } from "./client_hello.ts";
+import { seededRandom } from "./_seeded_random.ts";
 
 const fixture = (name: string) => Deno.readFileSync(new URL(`./testdata/${name}`, import.meta.url));
 const text = (s: string) => new TextEncoder().encode(s);
@@ -323,18 +324,8 @@ Deno.test("classifyFirstBytes() gives up on a request line longer than 8 KiB", (
   assert.deepEqual(classifyFirstBytes(long), { kind: "tcp" });
 });
 
-/** A small deterministic generator (mulberry32), so failures can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("parseClientHello() throws nothing but SyntaxError for corrupted hellos", () => {
-  const next = random(7);
+  const next = seededRandom(7);
   for (const valid of [OPENSSL, CURL_IP, inRecords(messageOf(RUSTLS), [40, 90])]) {
     for (let round = 0; round < 2000; round++) {
       const bytes = valid.slice(0, 1 + Math.floor(next() * valid.length));

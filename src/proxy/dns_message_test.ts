@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { buildDnsErrorResponse, buildDnsQuery, type DnsRecord, parseDnsMessage } from "./dns_message.ts";
+import { seededRandom } from "./_seeded_random.ts";
 
 const fixture = (name: string) => Deno.readFileSync(new URL(`./testdata/${name}`, import.meta.url));
 const ascii = (s: string) => [...new TextEncoder().encode(s)];
@@ -458,18 +459,8 @@ Deno.test("buildDnsErrorResponse() returns null for responses and unparseable qu
   assert.throws(() => buildDnsErrorResponse(query, 16), RangeError);
 });
 
-/** A small deterministic generator (mulberry32), so failures can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("parseDnsMessage() throws nothing but SyntaxError for corrupted messages", () => {
-  const next = random(1);
+  const next = seededRandom(1);
   for (const valid of [COMPRESSED, RICH, fixture("dns_response_a.bin")]) {
     for (let round = 0; round < 3000; round++) {
       const bytes = valid.slice();

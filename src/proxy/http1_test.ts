@@ -15,6 +15,7 @@ import {
   serializeRequestHead,
   serializeResponseHead,
 } from "./http1.ts";
+import { seededRandom } from "./_seeded_random.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -28,16 +29,6 @@ function concat(parts: Uint8Array[]): Uint8Array {
     at += p.length;
   }
   return out;
-}
-
-/** A small deterministic generator (mulberry32), so random splits repeat from run to run. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function assertHttpError(fn: () => unknown, status: number, message?: RegExp): void {
@@ -444,7 +435,7 @@ Deno.test("BodyDecoder gives the same result for input split at every byte bound
   for (let i = 0; i <= wire.length; i++) {
     for (let j = i; j <= wire.length; j += 3) check(splitAt(wire, [i, j]), `split at ${i} and ${j}`);
   }
-  const next = random(1);
+  const next = seededRandom(1);
   for (let round = 0; round < 300; round++) {
     const cuts = Array.from({ length: 1 + Math.floor(next() * 12) }, () => Math.floor(next() * wire.length));
     check(splitAt(wire, cuts), `cuts ${cuts}`);

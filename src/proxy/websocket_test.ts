@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { closeCodeOf, type WebSocketMessage, WebSocketReader } from "./websocket.ts";
+import { seededRandom } from "./_seeded_random.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -56,16 +57,6 @@ const msg = (opcode: number, text: string, extra: { truncated?: boolean; compres
   truncated: extra.truncated ?? false,
   compressed: extra.compressed ?? false,
 });
-
-/** A small deterministic generator (mulberry32), so random splits repeat from run to run. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("WebSocketReader reads the RFC 6455 §5.7 examples", () => {
   const examples: [number[], ReturnType<typeof msg>[]][] = [
@@ -143,7 +134,7 @@ Deno.test("WebSocketReader gives the same messages for input split at any byte",
     return pieces.flatMap((piece) => reader.push(piece));
   };
   assert.deepEqual(run(Array.from(wire, (_, i) => wire.subarray(i, i + 1))), expected, "one byte at a time");
-  const next = random(7);
+  const next = seededRandom(7);
   for (let round = 0; round < 100; round++) {
     const cuts = Array.from({ length: 1 + Math.floor(next() * 20) }, () => Math.floor(next() * wire.length))
       .toSorted((a, b) => a - b);
