@@ -6,6 +6,7 @@
  * @module
  */
 import { sh } from "../tests/rig.ts";
+import { nginxConf } from "../tests/origin_ns.ts";
 
 /** The origins' servers and files. */
 export interface Origins {
@@ -51,34 +52,6 @@ async function makeCertificates(dir: string, address: string): Promise<void> {
   );
 }
 
-function nginxConf(dir: string, address: string): string {
-  return `daemon off;
-user root;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/tmp-body;
-  proxy_temp_path ${dir}/tmp-proxy;
-  fastcgi_temp_path ${dir}/tmp-fcgi;
-  uwsgi_temp_path ${dir}/tmp-uwsgi;
-  scgi_temp_path ${dir}/tmp-scgi;
-  default_type application/octet-stream;
-  keepalive_requests 10000000;
-  keepalive_timeout 120s;
-  sendfile on;
-  server {
-    listen ${address}:443 ssl;
-    ssl_certificate ${dir}/server.pem;
-    ssl_certificate_key ${dir}/server.key;
-    root ${dir}/www;
-  }
-}
-`;
-}
-
 /**
  * Starts the origins inside namespace `ns` on `address` (which must be local there). Each
  * child is bounded by `lifetimeSeconds` (coreutils timeout), should cleanup ever be skipped.
@@ -117,7 +90,7 @@ export async function startOrigins(
     await sh(["sh", "-c", `head -c ${opts.bigSize} /dev/urandom > ${dir}/www/big.bin`]);
     const bigSha256 = (await sh(["sha256sum", `${dir}/www/big.bin`])).split(" ")[0]!;
     await sh(["chmod", "-R", "a+rX", dir]);
-    await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConf(dir, address));
+    await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConf(dir, address, { plainHttp: false }));
 
     spawn(["nginx", "-c", `${dir}/nginx.conf`]);
     spawn(["iperf3", "-s", "-B", address, "-p", "5201"]);

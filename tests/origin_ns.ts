@@ -130,38 +130,11 @@ export class OriginNamespace {
 
       await Deno.mkdir(`${dir}/www`);
       await Deno.writeTextFile(`${dir}/www/small.txt`, "hello from nginx\n");
-      await sh(["head", "-c", String(bigSize), "/dev/urandom"]).catch(() => "");
       await sh(["sh", "-c", `head -c ${bigSize} /dev/urandom > ${dir}/www/big.bin`]);
       const sha = (await sh(["sha256sum", `${dir}/www/big.bin`])).split(" ")[0]!;
       (origin as { bigSha256: string }).bigSha256 = sha;
       await sh(["chmod", "-R", "a+rX", dir]);
-      await Deno.writeTextFile(
-        `${dir}/nginx.conf`,
-        `daemon off;
-user root;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/tmp-body;
-  proxy_temp_path ${dir}/tmp-proxy;
-  fastcgi_temp_path ${dir}/tmp-fcgi;
-  uwsgi_temp_path ${dir}/tmp-uwsgi;
-  scgi_temp_path ${dir}/tmp-scgi;
-  default_type application/octet-stream;
-  keepalive_requests 100000;
-  server {
-    listen ${address}:443 ssl;
-    listen ${address}:80;
-    ssl_certificate ${dir}/server.pem;
-    ssl_certificate_key ${dir}/server.key;
-    root ${dir}/www;
-  }
-}
-`,
-      );
+      await Deno.writeTextFile(`${dir}/nginx.conf`, nginxConf(dir, address, { plainHttp: true }));
       origin.#spawn(["nginx", "-c", `${dir}/nginx.conf`]);
       const server = origin.#spawn([Deno.execPath(), "run", "-A", "--quiet", SERVER, address]);
       const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
@@ -241,4 +214,37 @@ http {
       this.#release();
     } catch { /* released already */ }
   }
+}
+
+/**
+ * An nginx configuration for a test origin: one worker in the foreground, everything under `dir`
+ * (pid, logs, temp paths), HTTPS on `address:443` with `dir/server.pem`, files from `dir/www`;
+ * `plainHttp` adds port 80.
+ */
+export function nginxConf(dir: string, address: string, options: { plainHttp: boolean }): string {
+  return `daemon off;
+user root;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp-body;
+  proxy_temp_path ${dir}/tmp-proxy;
+  fastcgi_temp_path ${dir}/tmp-fcgi;
+  uwsgi_temp_path ${dir}/tmp-uwsgi;
+  scgi_temp_path ${dir}/tmp-scgi;
+  default_type application/octet-stream;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  sendfile on;
+  server {
+    listen ${address}:443 ssl;${options.plainHttp ? `\n    listen ${address}:80;` : ""}
+    ssl_certificate ${dir}/server.pem;
+    ssl_certificate_key ${dir}/server.key;
+    root ${dir}/www;
+  }
+}
+`;
 }
