@@ -64,6 +64,9 @@ export interface Http1LayerOptions {
 }
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
+
+/** Most bytes a client may pipeline ahead of the response it waits for. */
+const PIPELINE_LIMIT = 1024 * 1024;
 type ResponseState = "idle" | "head" | "body" | "tunnel";
 
 const encoder = new TextEncoder();
@@ -113,6 +116,22 @@ export class Http1Layer implements Layer {
       case "data":
         if (event.from === "client") {
           this.#client = concatBytes(this.#client, event.data);
+          if (this.#req === "done" && this.#client.byteLength > PIPELINE_LIMIT) {
+            // Bytes sent ahead of a response are held, not read past: a client may not run ahead
+            // without bound.
+            this.#failFlow(
+              `client sent more than ${PIPELINE_LIMIT} bytes ahead of the response`,
+              event.now,
+              out,
+            );
+            out.push({ type: "close", to: "server", reset: true }, {
+              type: "close",
+              to: "client",
+              reset: true,
+            });
+            this.#done = true;
+            break;
+          }
           this.#pumpClient(event.now, out);
         } else {
           this.#serverBuf = concatBytes(this.#serverBuf, event.data);

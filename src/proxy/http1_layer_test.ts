@@ -945,3 +945,31 @@ Deno.test("playbook bytes() and latin1() round-trip every byte value", () => {
   const all = Uint8Array.from({ length: 256 }, (_, i) => i);
   assert.deepEqual(bytes(latin1(all)), all);
 });
+
+Deno.test("Http1Layer resets a client that pipelines more than 1 MiB ahead of a response", () => {
+  const layer = new Http1Layer({
+    mode: "transparent",
+    scheme: "http",
+    client: { address: { hostname: "10.0.0.2", port: 40000 }, mode: "wireguard" },
+    server: { address: { hostname: "10.99.0.1", port: 80 } },
+    serverState: "open",
+    bodyLimit: 1024,
+    maxMessages: 10,
+    newId: () => "f1",
+  });
+  layer.handle({
+    type: "data",
+    from: "client",
+    data: new TextEncoder().encode("GET / HTTP/1.1\r\nhost: a\r\n\r\n"),
+    now: 1,
+  });
+  let out = layer.handle({ type: "data", from: "client", data: new Uint8Array(512 * 1024), now: 2 });
+  assert.ok(!out.some((c) => c.type === "close"), "half a MiB ahead is held");
+  out = layer.handle({ type: "data", from: "client", data: new Uint8Array(600 * 1024), now: 3 });
+  assert.deepEqual(out.filter((c) => c.type === "close"), [
+    { type: "close", to: "server", reset: true },
+    { type: "close", to: "client", reset: true },
+  ]);
+  const end = out.find((c) => c.type === "flow" && c.event === "end");
+  assert.ok(end && end.type === "flow" && /ahead of the response/.test(end.flow.error?.message ?? ""));
+});
