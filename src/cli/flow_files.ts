@@ -695,6 +695,82 @@ export class HarRecorder {
 }
 
 /** Gathers text into writes of about a megabyte. */
+/**
+ * A HAR file built on disk as flows complete, for long runs: each HTTP flow's entry is appended
+ * to `<path>.entries` right away (nothing is held in memory), and {@link HarSpool.finish} wraps
+ * them into `<path>` (via `<path>.tmp` and a rename) and removes the spool. Entries are in the
+ * order their flows ended; if the process dies first, the spool keeps one JSON entry per line.
+ */
+export class HarSpool {
+  readonly path: string;
+  readonly spoolPath: string;
+  #file: Deno.FsFile | null;
+  #encoder = new TextEncoder();
+  #entries = 0;
+
+  private constructor(path: string, file: Deno.FsFile) {
+    this.path = path;
+    this.spoolPath = `${path}.entries`;
+    this.#file = file;
+  }
+
+  /** Starts a spool next to `path` (an old spool there is replaced). */
+  static async open(path: string): Promise<HarSpool> {
+    const file = await Deno.open(`${path}.entries`, { write: true, create: true, truncate: true });
+    return new HarSpool(path, file);
+  }
+
+  /** How many entries were spooled. */
+  get entries(): number {
+    return this.#entries;
+  }
+
+  /** Appends an HTTP flow's entry (other flows are ignored). */
+  add(flow: Flow): void {
+    if (flow.type !== "http" || !this.#file) return;
+    const line = this.#encoder.encode(JSON.stringify(flowToHarEntry(flow)) + "\n");
+    let done = 0;
+    while (done < line.byteLength) done += this.#file.writeSync(line.subarray(done));
+    this.#entries++;
+  }
+
+  /** Writes the HAR file from the spool and removes the spool. */
+  async finish(creator: HarCreator): Promise<void> {
+    this.#file?.close();
+    this.#file = null;
+    const tmp = `${this.path}.tmp`;
+    const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      const opening = JSON.stringify({ log: { version: "1.2", creator, pages: [] } });
+      const chunks = new ChunkWriter(out);
+      await chunks.add(`${opening.slice(0, -2)},"entries":[`);
+      let first = true;
+      const spool = await Deno.open(this.spoolPath, { read: true });
+      const lines = spool.readable.pipeThrough(new TextDecoderStream());
+      let rest = "";
+      for await (const text of lines) {
+        const parts = (rest + text).split("\n");
+        rest = parts.pop()!;
+        for (const entry of parts) {
+          if (entry === "") continue;
+          await chunks.add((first ? "\n" : ",\n") + entry);
+          first = false;
+        }
+      }
+      if (rest !== "") await chunks.add((first ? "\n" : ",\n") + rest);
+      await chunks.add("\n]}}\n");
+      await chunks.flush();
+    } catch (e) {
+      out.close();
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
+    }
+    out.close();
+    await Deno.rename(tmp, this.path);
+    await Deno.remove(this.spoolPath).catch(() => {});
+  }
+}
+
 class ChunkWriter {
   static readonly SIZE = 1 << 20;
   #file: Deno.FsFile;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../proxy/flow.ts";
-import { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder } from "./flow_files.ts";
+import { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder, HarSpool } from "./flow_files.ts";
 
 const T0 = Date.UTC(2024, 4, 1, 12, 0, 0);
 const utf8 = new TextEncoder();
@@ -755,6 +755,34 @@ Deno.test("HarRecorder.writeTo() writes the same HAR through a temporary file", 
 
     const empty = new HarRecorder();
     await empty.writeTo(path, CREATOR);
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(path)), {
+      log: { version: "1.2", creator: CREATOR, pages: [], entries: [] },
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("HarSpool spools entries to disk as flows end and finishes a valid HAR", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/long.har`;
+    const spool = await HarSpool.open(path);
+    const flows = allFlows();
+    for (const flow of flows) spool.add(flow);
+    const http = flows.filter((f): f is HttpFlow => f.type === "http");
+    assert.equal(spool.entries, http.length);
+    // Each entry is on disk before the HAR is finished (a crash keeps them).
+    const spooled = (await Deno.readTextFile(spool.spoolPath)).trim().split("\n");
+    assert.equal(spooled.length, http.length);
+    await spool.finish(CREATOR);
+    const parsed = JSON.parse(await Deno.readTextFile(path));
+    validateHar(parsed);
+    assert.deepEqual(parsed.log.entries, http.map((f) => JSON.parse(JSON.stringify(flowToHarEntry(f)))));
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["long.har"]);
+
+    const empty = await HarSpool.open(path);
+    await empty.finish(CREATOR);
     assert.deepEqual(JSON.parse(await Deno.readTextFile(path)), {
       log: { version: "1.2", creator: CREATOR, pages: [], entries: [] },
     });

@@ -11,7 +11,7 @@ import { type ProxyHandle, type RegularMode, startProxy, type WireGuardMode } fr
 import { CERT_PAGE_HOST } from "../proxy/cert_page.ts";
 import { type CliOptions, parseFlags, USAGE, UsageError } from "./flags.ts";
 import { formatFlowLine, formatLogLine } from "./flow_line.ts";
-import { FlowLogWriter, HarRecorder } from "./flow_files.ts";
+import { FlowLogWriter, HarSpool } from "./flow_files.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import {
   clientConfig,
@@ -123,12 +123,18 @@ async function run(options: CliOptions): Promise<number> {
 
   // Flow files first, so nothing that completes after start-up is missed.
   let log: FlowLogWriter | null = null;
-  const har = options.har ? new HarRecorder() : null;
+  let har: HarSpool | null = null;
   try {
     if (options.save) log = await FlowLogWriter.open(options.save);
   } catch (e) {
     await proxy.close(0);
     throw new StartError(`cannot open ${options.save}: ${(e as Error).message}`);
+  }
+  try {
+    if (options.har) har = await HarSpool.open(options.har);
+  } catch (e) {
+    await proxy.close(0);
+    throw new StartError(`cannot write next to ${options.har}: ${(e as Error).message}`);
   }
   proxy.bus.subscribe((event) => {
     if (event.type !== "end") return;
@@ -149,7 +155,7 @@ async function run(options: CliOptions): Promise<number> {
   const exitCode = await waitForSignal(proxy);
   await log?.close();
   if (har && options.har) {
-    await har.writeTo(options.har, { name: "wirescope", version: denoJson.version });
+    await har.finish({ name: "wirescope", version: denoJson.version });
     if (!options.quiet) console.error(`wirescope: wrote ${options.har}`);
   }
   return exitCode;
