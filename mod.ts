@@ -71,7 +71,7 @@ export type {
 } from "./src/proxy/flow.ts";
 export { CertificateAuthority, namesFromCertificate } from "./src/certs/mod.ts";
 export type { Leaf, LeafHost } from "./src/certs/mod.ts";
-export { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder } from "./src/cli/flow_files.ts";
+export { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder, HarSpool } from "./src/cli/flow_files.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");
