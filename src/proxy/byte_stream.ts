@@ -32,6 +32,7 @@ export interface ConnLike {
 }
 
 const READ_SIZE = 64 * 1024;
+const SMALL_READ = 16 * 1024;
 
 /** Adapts a `Deno.Conn` or a {@link TunnelConn}. */
 export function byteStreamOfConn(conn: ConnLike): ByteStream {
@@ -46,15 +47,22 @@ export function byteStreamOfConn(conn: ConnLike): ByteStream {
   // avoids a copy. Deno's own conn.readable closes the whole socket at EOF, which would break
   // half-closed connections, so a Deno.Conn is read with read().
   const reader = conn instanceof TunnelConn ? conn.readable.getReader() : null;
+  let readBuffer = reader ? new Uint8Array(0) : new Uint8Array(READ_SIZE);
   return {
     async read() {
       if (reader) {
         const { value, done } = await reader.read();
         return done ? null : value;
       }
-      const buf = new Uint8Array(READ_SIZE);
-      const n = await conn.read(buf);
-      return n === null ? null : buf.subarray(0, n);
+      // One buffer per stream (reads never overlap). A small chunk is copied out at its own size:
+      // a fresh 64 KiB buffer per read cost more in zeroing and garbage collection than the copy
+      // (measured: ~18% of CPU in GC on 1000-byte round trips). A large one takes the buffer.
+      const n = await conn.read(readBuffer);
+      if (n === null) return null;
+      if (n < SMALL_READ) return readBuffer.slice(0, n);
+      const chunk = readBuffer.subarray(0, n);
+      readBuffer = new Uint8Array(READ_SIZE);
+      return chunk;
     },
     write(data) {
       return chain(async () => {
