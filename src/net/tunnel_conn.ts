@@ -176,6 +176,14 @@ export class TunnelConn {
     await this.writable.close();
   }
 
+  /** Resets the connection (RST to the client) and releases it, e.g. when a relay broke off. */
+  abort(): void {
+    if (this.#released) return;
+    this.#reset ??= new ConnectionResetError("connection aborted");
+    this.#driver.abort(this.#id);
+    this.close();
+  }
+
   /** Closes the connection: FIN, or a reset when received data was left unread (as a kernel does). */
   close(): void {
     if (this.#released) return;

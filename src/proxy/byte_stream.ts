@@ -82,7 +82,11 @@ export function byteStreamOfConn(conn: ConnLike): ByteStream {
           conn.close();
         } catch { /* already closed */ }
       };
-      if (reset) doClose();
+      // A tunneled connection can send a real reset; a Deno.Conn can only close.
+      if (reset && conn instanceof TunnelConn) {
+        closed = true;
+        conn.abort();
+      } else if (reset) doClose();
       else void chain(async () => {}).finally(doClose);
     },
   };
