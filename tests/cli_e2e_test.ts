@@ -296,3 +296,33 @@ Deno.test("wirescope -q writes the client config and prints no flows; a second s
     await Deno.remove(confdir, { recursive: true });
   }
 });
+
+Deno.test("wirescope -v adds connection events to the flow lines", async () => {
+  const confdir = await Deno.makeTempDir({ prefix: "wirescope-cli-v-" });
+  const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response("hi"));
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = free.addr.port;
+  free.close();
+  const cli = new Cli(["-v", "--confdir", confdir, "--mode", `regular@127.0.0.1:${port}`]);
+  try {
+    await cli.waitFor("CA certificate:");
+    const out = await new Deno.Command("curl", {
+      args: [
+        "-sS",
+        "--max-time",
+        "10",
+        "-x",
+        `http://127.0.0.1:${port}`,
+        `http://127.0.0.1:${origin.addr.port}/v`,
+      ],
+    }).output();
+    assert.equal(new TextDecoder().decode(out.stdout), "hi");
+    await cli.waitFor(/GET http:\/\/127\.0\.0\.1:\d+\/v << 200/);
+    assert.equal(await cli.stop("SIGTERM"), 0);
+    assert.match(cli.stderr, /proxy client 127\.0\.0\.1:\d+ connected/);
+  } finally {
+    await cli.stop("SIGKILL").catch(() => {});
+    await origin.shutdown();
+    await Deno.remove(confdir, { recursive: true });
+  }
+});

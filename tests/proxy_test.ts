@@ -168,6 +168,51 @@ Deno.test({
         await okAfter();
       });
 
+      await t.step(
+        "with insecure, the same upstream is accepted; with allowHosts, others pass through",
+        async () => {
+          const lax = await startProxy({
+            modes: [{ kind: "regular", port: 0 }],
+            confdir: `${dir}/conf`,
+            insecure: true,
+            dnsServers: [],
+            onLog: () => {},
+          });
+          const only = await startProxy({
+            modes: [{ kind: "regular", port: 0 }],
+            confdir: `${dir}/conf`,
+            allowHosts: ["^intercepted\\.test$"],
+            dnsServers: [],
+            onLog: () => {},
+          });
+          try {
+            const laxUrl = `http://127.0.0.1:${lax.addresses[0]!.addr.port}`;
+            const r = await curl([
+              "-x",
+              laxUrl,
+              "--cacert",
+              lax.ca.paths.cert,
+              `https://127.0.0.1:${tlsPort}/`,
+            ]);
+            assert.equal(r.out, "secure");
+            // 127.0.0.1 is not in allowHosts: relayed untouched, so the origin's own certificate is
+            // what curl sees (it trusts only that one here).
+            const onlyUrl = `http://127.0.0.1:${only.addresses[0]!.addr.port}`;
+            const p = await curl([
+              "-x",
+              onlyUrl,
+              "--cacert",
+              `${dir}/o.pem`,
+              `https://127.0.0.1:${tlsPort}/`,
+            ]);
+            assert.equal(p.out, "secure");
+          } finally {
+            await lax.close(100);
+            await only.close(100);
+          }
+        },
+      );
+
       await t.step("a client that rejects our certificate: handshake error recorded", async () => {
         const r = await curl(["-x", proxyUrl, `https://127.0.0.1:${tlsPort}/`]);
         assert.notEqual(r.code, 0);
