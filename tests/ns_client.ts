@@ -13,6 +13,7 @@
  *   source HOST PORT BYTES        receive BYTES as fast as possible (port 19); report MB/s
  *   ws URL - TEXT                 WebSocket: send TEXT, print the echo
  *   dns SERVER PORT NAME          one A query; print the rcode and answers
+ *   dns-tcp SERVER PORT NAME      the same over TCP
  * @module
  */
 import { createHash } from "node:crypto";
@@ -204,6 +205,15 @@ switch (mode) {
       result = { error: String(e) };
     }
     clearTimeout(timer);
+    break;
+  }
+  case "dns-tcp": {
+    const conn = await Deno.connect({ hostname: host!, port });
+    const query = buildDnsQuery(rest[0]!, 1, 0x5158);
+    await writeAll(conn, new Uint8Array([query.byteLength >> 8, query.byteLength & 255, ...query]));
+    const reply = new Uint8Array(await new Response(conn.readable).arrayBuffer());
+    const m = parseDnsMessage(reply.subarray(2, 2 + ((reply[0]! << 8) | reply[1]!)));
+    result = { rcode: m.rcodeName, answers: m.answers.map((a) => a.data) };
     break;
   }
   default:

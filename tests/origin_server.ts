@@ -6,6 +6,7 @@
  *   TCP  :7      echo
  *   UDP  :7      echo
  *   UDP  :53     a DNS server for tests: `A` questions get 10.11.12.13, others NXDOMAIN
+ *   TCP  :53     the same over TCP (one query per connection)
  *
  * Usage: deno run -A tests/origin_server.ts HOST   (prints "ready" when listening)
  * @module
@@ -67,6 +68,27 @@ const udp = Deno.listenDatagram({ hostname: host, port: 7, transport: "udp" });
   for (;;) {
     const [data, from] = await udp.receive();
     await udp.send(data, from);
+  }
+})();
+
+// DNS over TCP: each message has a two-byte length in front.
+const dnsTcp = Deno.listen({ hostname: host, port: 53 });
+(async () => {
+  for await (const conn of dnsTcp) {
+    (async () => {
+      const buf = new Uint8Array(4096);
+      let got = 0;
+      while (got < 2 || got < 2 + ((buf[0]! << 8) | buf[1]!)) {
+        const n = await conn.read(buf.subarray(got));
+        if (n === null) return;
+        got += n;
+      }
+      const answer = dnsAnswer(buf.subarray(2, 2 + ((buf[0]! << 8) | buf[1]!)));
+      if (answer) {
+        await conn.write(concat(new Uint8Array([answer.byteLength >> 8, answer.byteLength & 255]), answer));
+      }
+      conn.close();
+    })().catch(() => {});
   }
 })();
 

@@ -205,6 +205,9 @@ Deno.test({
         );
         assert.equal(f.response?.answers[0]?.data, "10.11.12.13");
         assert.equal(f.resolver?.hostname, o);
+        // The TCP fallback (after a truncated answer) reaches the same resolver.
+        const tcp = await nsClient(client, ["dns-tcp", "10.0.0.53", "53", "anything.test"]);
+        assert.deepEqual(tcp, { rcode: "NOERROR", answers: ["10.11.12.13"] });
       });
 
       await t.step(

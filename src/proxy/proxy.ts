@@ -205,7 +205,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
               handleConnection(ctx, {
                 stream: byteStreamOfConn(conn),
                 client,
-                destination: hostPort(conn.localAddr),
+                destination: dnsOverTcp(hostPort(conn.localAddr), dnsServers),
               })
                 .finally(() => {
                   open.delete(conn);
@@ -371,6 +371,14 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     close,
     closed,
   };
+}
+
+/**
+ * DNS over TCP (what resolvers fall back to after a truncated UDP answer) goes where tunneled
+ * UDP queries go: to the first configured resolver. Anything else keeps its destination.
+ */
+function dnsOverTcp(destination: HostPort, dnsServers: HostPort[]): HostPort {
+  return destination.port === 53 && dnsServers[0] ? dnsServers[0] : destination;
 }
 
 /** `~/.wirescope`. */
