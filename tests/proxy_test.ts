@@ -169,6 +169,32 @@ Deno.test({
       });
 
       await t.step(
+        "extra upstream roots that did not sign the certificate: still a 502 saying why",
+        async () => {
+          const other = await startProxy({
+            modes: [{ kind: "regular", port: 0 }],
+            confdir: `${dir}/conf`,
+            upstreamCa: [proxy.ca.paths.cert],
+            dnsServers: [],
+            onLog: () => {},
+          });
+          try {
+            const url = `http://127.0.0.1:${other.addresses[0]!.addr.port}`;
+            const r = await curl([
+              "-x",
+              url,
+              "--cacert",
+              other.ca.paths.cert,
+              `https://127.0.0.1:${tlsPort}/`,
+            ]);
+            assert.match(r.out, /upstream certificate rejected/);
+          } finally {
+            await other.close(100);
+          }
+        },
+      );
+
+      await t.step(
         "with insecure, the same upstream is accepted; with allowHosts, others pass through",
         async () => {
           const lax = await startProxy({

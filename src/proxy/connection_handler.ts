@@ -429,10 +429,9 @@ interface UpstreamTls {
 }
 
 /**
- * Server certificates that passed full verification with extra roots, by `name:port`. Checking a
- * chain against the system roots plus `upstreamCa` costs ~10 ms per handshake in this Deno
- * (node:tls rebuilds its root store whenever `ca` is given); a later connection that is shown the
- * very same certificate, still valid, skips that.
+ * Server certificates that passed verification while `upstreamCa` roots were configured, by
+ * `name:port`. A later connection shown the very same certificate, still valid, skips the checks
+ * (and, for a server the system roots vouch for, the first try against the extra roots alone).
  */
 const verifiedCertificates = new Map<string, { fingerprint: string; validTo: number }>();
 const VERIFIED_CACHE_SIZE = 10_000;
@@ -460,7 +459,19 @@ export async function connectUpstreamTls(
     if (quick?.certificate?.fingerprintSha256 === known.fingerprint) return quick;
     quick?.stream.close(true);
   }
-  const result = await upstreamHandshake(settings, connect, address, servername, options.alpn, "verify");
+  let result: UpstreamTls;
+  if (extraRoots) {
+    // The extra roots alone first (cheap), then the system's (cheap too): node:tls rebuilds its
+    // store from a `ca` list on every handshake, and the system roots plus ours cost ~10 ms.
+    try {
+      result = await upstreamHandshake(settings, connect, address, servername, options.alpn, "verify-extra");
+    } catch (e) {
+      if (!UNKNOWN_ISSUER.has((e as { code?: string }).code ?? "")) throw e;
+      result = await upstreamHandshake(settings, connect, address, servername, options.alpn, "verify");
+    }
+  } else {
+    result = await upstreamHandshake(settings, connect, address, servername, options.alpn, "verify");
+  }
   if (extraRoots && result.certificate) {
     if (verifiedCertificates.size >= VERIFIED_CACHE_SIZE) verifiedCertificates.clear();
     verifiedCertificates.set(key, {
@@ -471,10 +482,20 @@ export async function connectUpstreamTls(
   return result;
 }
 
+/** Verification failures that mean "not signed by these roots" (another store may know it). */
+const UNKNOWN_ISSUER = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+]);
+
 /**
- * One TCP connection and TLS handshake. `verify` checks the chain (with the extra roots) and the
- * name; `trust-known` checks nothing, for a caller that compares the certificate it gets with one
- * it verified before.
+ * One TCP connection and TLS handshake. `verify` checks the chain against the system roots and
+ * the name, `verify-extra` against the `upstreamCa` roots only; `trust-known` checks nothing, for
+ * a caller that compares the certificate it gets with one it verified before.
  */
 async function upstreamHandshake(
   settings: InterceptSettings,
@@ -482,14 +503,14 @@ async function upstreamHandshake(
   address: HostPort,
   servername: string | undefined,
   alpn: string[],
-  mode: "verify" | "trust-known",
+  mode: "verify" | "verify-extra" | "trust-known",
 ): Promise<UpstreamTls> {
   const started = Date.now();
   const tcp = await connect(address);
   const connectedAt = Date.now();
   const left = Math.max(1, settings.connectTimeout - (connectedAt - started));
   const gate = new ReadGate();
-  const verify = mode === "verify" && !settings.insecure;
+  const verify = mode !== "trust-known" && !settings.insecure;
   return new Promise((resolve, reject) => {
     const socket = tls.connect({
       socket: nodeDuplexOf(tcp.stream, new Uint8Array(0), gate),
@@ -497,9 +518,7 @@ async function upstreamHandshake(
       host: address.hostname,
       ...(servername ? { servername } : {}),
       ...(alpn.length > 0 ? { ALPNProtocols: alpn } : {}),
-      ...(verify && settings.upstreamCaPems.length > 0
-        ? { ca: [...tls.rootCertificates, ...settings.upstreamCaPems] }
-        : {}),
+      ...(verify && mode === "verify-extra" ? { ca: settings.upstreamCaPems } : {}),
       rejectUnauthorized: verify,
     });
     const timer = setTimeout(() => {
@@ -511,9 +530,11 @@ async function upstreamHandshake(
       socket.destroy();
       const code = (e as { code?: string }).code ?? "";
       const certProblem = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME/.test(code);
-      reject(
-        new Error(certProblem ? `upstream certificate rejected: ${describeError(e)}` : describeError(e)),
+      const error = new Error(
+        certProblem ? `upstream certificate rejected: ${describeError(e)}` : describeError(e),
       );
+      (error as { code?: string }).code = code;
+      reject(error);
     });
     socket.once("secureConnect", () => {
       clearTimeout(timer);
