@@ -25,6 +25,7 @@
  */
 import { sh } from "../tests/rig.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
+import { spawnWatched } from "./watched_process.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -151,63 +152,15 @@ export async function startMitmproxy(opts: MitmproxyOptions): Promise<MitmproxyS
   }
   const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, MITMDUMP, ...args] : [MITMDUMP, ...args];
   // (`ip netns exec` execs the command: the child's pid is mitmdump's.)
-  const child = new Deno.Command(cmd[0]!, {
-    args: cmd.slice(1),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { PYTHONUNBUFFERED: "1" },
-  }).spawn();
-
-  // Drain both pipes for the whole run (a full pipe would stall mitmdump), keeping the tail.
-  const tail: string[] = [];
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    let rest = "";
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      tail.push(...parts);
-      if (tail.length > 200) tail.splice(0, tail.length - 200);
-    }
-    if (rest) tail.push(rest);
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    stopping ??= (async () => {
-      if (!exited) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const killed = new Promise<void>((resolve) => {
-          timer = setTimeout(() => {
-            try {
-              child.kill("SIGKILL");
-            } catch { /* gone */ }
-            resolve();
-          }, 10_000);
-        });
-        await Promise.race([status, killed]);
-        clearTimeout(timer);
-      }
-      await status;
-      await drained;
-    })();
+  const { child, tail, stop, exited: hasExited } = spawnWatched(cmd, { env: { PYTHONUNBUFFERED: "1" } });
 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
   let caCertPem: string;
   const caCertFile = `${opts.confdir}/mitmproxy-ca-cert.pem`;
   try {
     while (!(await udpBound(child.pid, opts.port))) {
-      if (exited || Date.now() > deadline) {
-        throw new Error(`mitmdump ${exited ? "exited" : `did not bind UDP port ${opts.port} in time`}`);
+      if (hasExited() || Date.now() > deadline) {
+        throw new Error(`mitmdump ${hasExited() ? "exited" : `did not bind UDP port ${opts.port} in time`}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -11,6 +11,7 @@
 import { sh } from "../tests/rig.ts";
 import { startMitmproxy, udpBound } from "./mitmproxy_server.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
+import { spawnWatched } from "./watched_process.ts";
 
 /** The names of the servers, in the order the bench runs them. */
 export const SERVER_NAMES = ["wirescope", "mitmproxy", "wireguard-go"] as const;
@@ -55,52 +56,7 @@ const root = new URL("..", import.meta.url).pathname;
 
 /** Spawns `cmd` in `ns`, draining its output into a tail; the process is `cmd` itself (ip execs). */
 function spawnServer(ns: string, cmd: string[], env: Record<string, string> = {}) {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", ns, ...cmd],
-    cwd: root,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env,
-  }).spawn();
-  const tail: string[] = [];
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      tail.push(...text.split("\n").filter((l) => l));
-      if (tail.length > 100) tail.splice(0, tail.length - 100);
-    }
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]).catch(() => {});
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    stopping ??= (async () => {
-      if (!exited) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          status,
-          new Promise<void>((r) =>
-            timer = setTimeout(() => {
-              try {
-                child.kill("SIGKILL");
-              } catch { /* gone */ }
-              r();
-            }, 10_000)
-          ),
-        ]);
-        clearTimeout(timer);
-      }
-      await status;
-      await drained;
-    })();
-  return { child, tail, stop, exited: () => exited };
+  return spawnWatched(["ip", "netns", "exec", ns, ...cmd], { cwd: root, env, tailLines: 100 });
 }
 
 async function waitFor(what: string, ok: () => Promise<boolean>, ms: number, died: () => boolean) {

@@ -106,47 +106,24 @@ export async function iperf(
   return { mbps: bps / 1e6, bytes };
 }
 
+/** One curl GET of `path` through the tunnel, trusting only `caFile`. */
+function curlTrusting(ctx: ClientContext, path: string, caFile: string) {
+  const args = ["curl", "-sS", "--fail", "--http1.1", "--max-time", "20", "--cacert", caFile];
+  return inClient(ctx, [...args, `https://${ctx.host}${path}`], 30, { allowFail: true });
+}
+
 /** curl of a small HTTPS response trusting `caFile`; throws unless it gets `body`. */
 export async function httpsSanity(ctx: ClientContext, path: string, body: string, caFile = ctx.caFile) {
-  const { stdout } = await inClient(
-    ctx,
-    [
-      "curl",
-      "-sS",
-      "--fail",
-      "--http1.1",
-      "--max-time",
-      "20",
-      "--cacert",
-      caFile,
-      `https://${ctx.host}${path}`,
-    ],
-    30,
-  );
-  if (stdout !== body) {
-    throw new Error(`HTTPS through the tunnel returned ${JSON.stringify(stdout.slice(0, 200))}`);
+  const { stdout, stderr, code } = await curlTrusting(ctx, path, caFile);
+  if (code !== 0 || stdout !== body) {
+    const got = code !== 0 ? `curl exit ${code}: ${stderr.trim()}` : JSON.stringify(stdout.slice(0, 200));
+    throw new Error(`HTTPS through the tunnel failed: ${got}`);
   }
 }
 
 /** Whether curl trusting `caFile` (only) fails: proves the certificate is someone else's. */
 export async function httpsRejected(ctx: ClientContext, path: string, caFile: string): Promise<boolean> {
-  const r = await inClient(
-    ctx,
-    [
-      "curl",
-      "-sS",
-      "--fail",
-      "--http1.1",
-      "--max-time",
-      "20",
-      "--cacert",
-      caFile,
-      `https://${ctx.host}${path}`,
-    ],
-    30,
-    { allowFail: true },
-  );
-  return r.code !== 0;
+  return (await curlTrusting(ctx, path, caFile)).code !== 0;
 }
 
 /** What {@link wrk} reports. */
