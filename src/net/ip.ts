@@ -77,6 +77,18 @@ export function formatIp(b: Uint8Array, offset = 0): string {
   if (mapped) {
     return `${b[offset + 12]}.${b[offset + 13]}.${b[offset + 14]}.${b[offset + 15]}`;
   }
+  return formatIpv6(b, offset);
+}
+
+/**
+ * Formats 16 bytes as IPv6 text (RFC 5952: lower-case hex, the longest run of two or more zero
+ * groups as `::`), whatever they hold.
+ *
+ * @param b The bytes.
+ * @param offset Start of the 16 bytes in `b`.
+ * @returns The address text, e.g. `fd00::1` or `::ffff:a00:2`.
+ */
+export function formatIpv6(b: Uint8Array, offset = 0): string {
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push((b[offset + 2 * i]! << 8) | b[offset + 2 * i + 1]!);
   // Longest run of zero groups (length ≥ 2) becomes "::".

@@ -9,6 +9,7 @@
  * use the generic form of RFC 3597 (`\# 4 0a000001`).
  * @module
  */
+import { formatIpv6 as formatIpv6Text } from "../net/ip.ts";
 
 /** One entry of the question section. */
 export interface DnsQuestion {
@@ -199,27 +200,11 @@ function formatIpv4(buf: Uint8Array, at: number): string {
   return `${buf[at]}.${buf[at + 1]}.${buf[at + 2]}.${buf[at + 3]}`;
 }
 
-/** An IPv6 address in the canonical text form of RFC 5952. */
+/** An IPv6 address in the canonical text form of RFC 5952 (IPv4-mapped ones as `::ffff:a.b.c.d`). */
 function formatIpv6(buf: Uint8Array, at: number): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 8; i++) groups.push(u16(buf, at + 2 * i));
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${formatIpv4(buf, at + 12)}`;
-  }
-  let bestStart = -1, bestLength = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) [bestStart, bestLength] = [i, j - i];
-    i = j;
-  }
-  const hex = (list: number[]) => list.map((g) => g.toString(16)).join(":");
-  if (bestStart < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLength))}`;
+  let mapped = buf[at + 10] === 0xff && buf[at + 11] === 0xff;
+  for (let i = 0; i < 10 && mapped; i++) mapped = buf[at + i] === 0;
+  return mapped ? `::ffff:${formatIpv4(buf, at + 12)}` : formatIpv6Text(buf, at);
 }
 
 /** The generic presentation of record data (RFC 3597, section 5). */
