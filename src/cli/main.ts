@@ -118,7 +118,7 @@ async function run(options: CliOptions): Promise<number> {
       },
     });
   } catch (e) {
-    throw new StartError(startProblem(e));
+    throw new StartError((e as Error).message);
   }
 
   // Flow files first, so nothing that completes after start-up is missed.
@@ -177,11 +177,6 @@ function waitForSignal(proxy: ProxyHandle): Promise<number> {
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
   });
-}
-
-function startProblem(e: unknown): string {
-  const err = e as Error;
-  return err.message;
 }
 
 /** What was written for WireGuard clients. */

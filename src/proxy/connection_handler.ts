@@ -164,36 +164,29 @@ async function readFirstBytes(
   return { bytes, stream };
 }
 
-/** A stream whose next read is one that is already under way. */
-function withPendingRead(stream: ByteStream, pending: Promise<Uint8Array | null>): ByteStream {
-  let next: Promise<Uint8Array | null> | null = pending;
+/** `stream` with its reads replaced by `read` (writes and closing go to `stream`). */
+function withReads(stream: ByteStream, read: () => Promise<Uint8Array | null>): ByteStream {
   return {
-    read() {
-      if (next) {
-        const p = next;
-        next = null;
-        return p;
-      }
-      return stream.read();
-    },
+    read,
     write: (d) => stream.write(d),
     closeWrite: () => stream.closeWrite(),
     close: (r) => stream.close(r),
   };
+}
+
+/** A stream whose next read is one that is already under way. */
+function withPendingRead(stream: ByteStream, pending: Promise<Uint8Array | null>): ByteStream {
+  let next: Promise<Uint8Array | null> | null = pending;
+  return withReads(stream, () => {
+    const p = next ?? stream.read();
+    next = null;
+    return p;
+  });
 }
 
 /** A stream that already reported its end once (reads keep returning null). */
 function withEndOfStream(stream: ByteStream): ByteStream {
-  return { ...wrap(stream), read: () => Promise.resolve(null) };
-}
-
-function wrap(stream: ByteStream): ByteStream {
-  return {
-    read: () => stream.read(),
-    write: (d) => stream.write(d),
-    closeWrite: () => stream.closeWrite(),
-    close: (r) => stream.close(r),
-  };
+  return withReads(stream, () => Promise.resolve(null));
 }
 
 function runTcp(
