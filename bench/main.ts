@@ -12,12 +12,13 @@
  * its peer is removed and added again with the new endpoint.
  *
  *   deno task bench [--quick] [--servers wirescope,mitmproxy,wireguard-go] [--wirescope-library]
- *                   [--profile DIR] [--no-setup]
+ *                   [--profile DIR] [--no-setup] [--workloads echo,iperf,wrk,download,hosts]
  *     --quick              fewer repetitions and shorter workloads (for development)
  *     --servers            which servers to measure (default all three)
  *     --wirescope-library  run wirescope through bench/wirescope_server.ts instead of the CLI
  *     --profile DIR        write a V8 CPU profile of the wirescope server into DIR
  *     --no-setup           skip scripts/setup_bench.sh
+ *     --workloads          run only these workloads (for development; default all)
  *
  * Writes bench/RESULTS.md (also printed), bench/results.json and bench/results.png.
  * @module
@@ -46,6 +47,11 @@ const quick = flag("--quick");
 const servers = (option("--servers")?.split(",") ?? [...SERVER_NAMES]) as ServerName[];
 for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}`);
 const profileDir = option("--profile");
+const WORKLOADS = ["echo", "iperf", "wrk", "download", "hosts"] as const;
+const workloads = new Set(option("--workloads")?.split(",") ?? WORKLOADS);
+for (const w of workloads) {
+  if (!(WORKLOADS as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
+}
 
 const CONFIG = {
   quick,
@@ -237,26 +243,30 @@ async function measure(
   push("rssStart", usage().rss / MiB);
 
   for (let r = 0; r < CONFIG.repetitions; r++) {
-    for (const n of CONFIG.echoCounts) push(`echo${n}`, await echoRoundTrips(ctx, n, CONFIG.echoBytes));
-    for (const down of [false, true]) {
+    for (const n of workloads.has("echo") ? CONFIG.echoCounts : []) {
+      push(`echo${n}`, await echoRoundTrips(ctx, n, CONFIG.echoBytes));
+    }
+    for (const down of workloads.has("iperf") ? [false, true] : []) {
       const before = usage().cpuSeconds;
       const res = await iperf(ctx, CONFIG.iperfSeconds, down);
       push(down ? "iperfDown" : "iperfUp", res.mbps);
       push("cpuPerGbTcp", (usage().cpuSeconds - before) / (res.bytes / 1e9));
     }
-    for (const c of CONFIG.wrkConnections) {
+    for (const c of workloads.has("wrk") ? CONFIG.wrkConnections : []) {
       const w = await wrk(ctx, origins.smallPath, c, CONFIG.wrkSeconds);
       push(`rps${c}`, w.requestsPerSecond);
       push(`p50_${c}`, w.p50Ms);
       push(`p99_${c}`, w.p99Ms);
     }
-    const before = usage().cpuSeconds;
-    const d = await download(ctx, origins.bigPath, origins.bigSize, origins.bigSha256);
-    push("download", d.seconds);
-    push("cpuPerGbHttps", (usage().cpuSeconds - before) / (origins.bigSize / 1e9));
+    if (workloads.has("download")) {
+      const before = usage().cpuSeconds;
+      const d = await download(ctx, origins.bigPath, origins.bigSize, origins.bigSha256);
+      push("download", d.seconds);
+      push("cpuPerGbHttps", (usage().cpuSeconds - before) / (origins.bigSize / 1e9));
+    }
     log(`${server.name}: round ${r + 1}/${CONFIG.repetitions} done`);
   }
-  for (let i = 0; i < CONFIG.newHosts; i++) {
+  for (let i = 0; i < (workloads.has("hosts") ? CONFIG.newHosts : 0); i++) {
     const name = `h${runId}-${server.name}-${i}.${HOST}`;
     push("firstRequest", await requestTo(ctx, name, origins.smallPath));
     push("repeatRequest", await requestTo(ctx, name, origins.smallPath));

@@ -461,10 +461,12 @@ impl Stack {
     /// A connection's state as JSON, for diagnostics.
     pub fn info_json(&mut self, id: u32) -> String {
         let Some((c, s)) = self.socket(id) else { return "null".into() };
+        let (cwnd, in_flight, remote_window, srtt_ms, rto_ms, retransmits) = s.sender_state();
         format!(
-            "{{\"state\":\"{}\",\"sendQueue\":{},\"recvQueue\":{},\"canSend\":{},\"canRecv\":{},\"readableSent\":{},\"wantWrite\":{},\"finSent\":{},\"closedSent\":{},\"released\":{}}}",
+            "{{\"state\":\"{}\",\"sendQueue\":{},\"recvQueue\":{},\"canSend\":{},\"canRecv\":{},\"readableSent\":{},\"wantWrite\":{},\"finSent\":{},\"closedSent\":{},\"released\":{},\"cwnd\":{},\"inFlight\":{},\"remoteWindow\":{},\"srttMs\":{},\"rtoMs\":{},\"retransmits\":{}}}",
             s.state(), s.send_queue(), s.recv_queue(), s.can_send(), s.can_recv(),
-            c.readable_sent, c.want_write, c.fin_sent, c.closed_sent, c.released
+            c.readable_sent, c.want_write, c.fin_sent, c.closed_sent, c.released,
+            cwnd, in_flight, remote_window, srtt_ms, rto_ms, retransmits
         )
     }
 

@@ -302,6 +302,11 @@ enum Timer {
 
 const ACK_DELAY_DEFAULT: Duration = Duration::from_millis(10);
 const CLOSE_DELAY: Duration = Duration::from_millis(10_000);
+/// wirescope patch: most SACKed ranges remembered per socket (the remote reports at most 3 or 4
+/// per segment; older ones are kept across segments while they stay above the cumulative ACK).
+const SACK_BOARD: usize = 8;
+/// wirescope patch: most hole retransmissions banked from ACKs during recovery.
+const RTX_BUDGET_MAX: u8 = 8;
 
 impl Timer {
     fn new() -> Timer {
@@ -529,6 +534,18 @@ pub struct Socket<'a> {
     /// wirescope patch: the highest sequence number sent when fast recovery began (NewReno's
     /// "recover"); while ACKs stay below it, each one that advances retransmits the next hole.
     recovery_point: Option<TcpSeqNumber>,
+    /// wirescope patch (SACK, RFC 2018 / RFC 6675): the ranges above `local_seq_no` the remote
+    /// reported holding, sorted and disjoint (`sacked[..sacked_len]`). During recovery every gap
+    /// below the highest of them is taken as lost.
+    sacked: [(TcpSeqNumber, TcpSeqNumber); SACK_BOARD],
+    sacked_len: usize,
+    /// wirescope patch: during recovery, the data below this has been retransmitted already.
+    rtx_next: TcpSeqNumber,
+    /// wirescope patch: hole retransmissions the ACKs of this recovery have allowed (one per
+    /// duplicate or partial ACK), not yet sent.
+    rtx_budget: u8,
+    /// wirescope patch: segments sent again (timer, fast or SACK retransmission), for diagnostics.
+    retransmits: u64,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -621,6 +638,11 @@ impl<'a> Socket<'a> {
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
             recovery_point: None,
+            sacked: [(TcpSeqNumber::default(), TcpSeqNumber::default()); SACK_BOARD],
+            sacked_len: 0,
+            rtx_next: TcpSeqNumber::default(),
+            rtx_budget: 0,
+            retransmits: 0,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -933,6 +955,10 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.pending_fast_retransmit = false;
+        self.recovery_point = None;
+        self.sacked_len = 0;
+        self.rtx_budget = 0;
 
         #[cfg(feature = "async")]
         {
@@ -1400,9 +1426,96 @@ impl<'a> Socket<'a> {
         self.tx_buffer.len()
     }
 
+    /// wirescope patch: sender state for diagnostics: (congestion window, octets in flight,
+    /// remote window, smoothed RTT in ms, retransmission timeout in ms, segments retransmitted).
+    pub fn sender_state(&self) -> (usize, usize, usize, u32, u32, u64) {
+        (
+            self.congestion_controller.inner().window(),
+            self.flight_size(),
+            self.remote_win_len,
+            self.rtte.srtt,
+            self.rtte.rto,
+            self.retransmits,
+        )
+    }
+
     /// Number of octets transmitted but not yet ACKed.
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
+    }
+
+    /// wirescope patch: records the SACK blocks of an acceptable ACK. Blocks outside what is
+    /// in flight (or malformed) are ignored; the board stays sorted, merged and bounded.
+    fn sack_record(&mut self, blocks: &[Option<(u32, u32)>; 3]) {
+        for &(left, right) in blocks.iter().flatten() {
+            let (mut l, mut r) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
+            if r <= l || r <= self.local_seq_no || r > self.remote_last_seq {
+                continue;
+            }
+            if l < self.local_seq_no {
+                l = self.local_seq_no;
+            }
+            // Merge every range that overlaps or touches [l, r), then insert in order.
+            let mut out = [(TcpSeqNumber::default(), TcpSeqNumber::default()); SACK_BOARD];
+            let mut n = 0;
+            let mut placed = false;
+            for &(a, b) in &self.sacked[..self.sacked_len] {
+                if b < l {
+                    out[n] = (a, b);
+                    n += 1;
+                } else if r < a {
+                    if !placed && n < SACK_BOARD {
+                        out[n] = (l, r);
+                        n += 1;
+                        placed = true;
+                    }
+                    if n < SACK_BOARD {
+                        out[n] = (a, b);
+                        n += 1;
+                    }
+                } else {
+                    l = l.min(a);
+                    r = r.max(b);
+                }
+            }
+            if !placed && n < SACK_BOARD {
+                out[n] = (l, r);
+                n += 1;
+            }
+            self.sacked = out;
+            self.sacked_len = n;
+        }
+    }
+
+    /// wirescope patch: drops what the cumulative ACK now covers from the SACK board.
+    fn sack_prune(&mut self) {
+        let una = self.local_seq_no;
+        let mut n = 0;
+        for i in 0..self.sacked_len {
+            let (a, b) = self.sacked[i];
+            if b > una {
+                self.sacked[n] = (a.max(una), b);
+                n += 1;
+            }
+        }
+        self.sacked_len = n;
+    }
+
+    /// wirescope patch: during recovery with SACK, the next presumed-lost range not yet
+    /// retransmitted: a gap below the highest SACKed byte (start, most octets up to the next
+    /// SACKed range).
+    fn sack_next_hole(&self) -> Option<(TcpSeqNumber, usize)> {
+        if self.recovery_point.is_none() || self.sacked_len == 0 {
+            return None;
+        }
+        let mut at = self.rtx_next.max(self.local_seq_no);
+        for &(a, b) in &self.sacked[..self.sacked_len] {
+            if at < a {
+                return Some((at, a - at));
+            }
+            at = at.max(b);
+        }
+        None
     }
 
     fn cwnd_remaining(&self) -> usize {
@@ -2132,9 +2245,16 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
+                    // wirescope patch: not again while a recovery is under way (RFC 6582's
+                    // "recover"): its retransmissions are on their way already.
+                    if self.local_rx_dup_acks == 3 && self.recovery_point.is_none() {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
+                    }
+                    // wirescope patch: each duplicate ACK in recovery means a segment left
+                    // the network, which pays for one hole retransmission.
+                    if self.recovery_point.is_some() {
+                        self.rtx_budget = (self.rtx_budget + 1).min(RTX_BUDGET_MAX);
                     }
 
                     // Notify of duplicate ACK
@@ -2173,16 +2293,27 @@ impl<'a> Socket<'a> {
             if let Some(recover) = self.recovery_point {
                 if ack_number < recover {
                     if ack_number > self.local_seq_no {
-                        self.pending_fast_retransmit = true;
+                        // With SACK the new first hole may have been resent already.
+                        if ack_number >= self.rtx_next {
+                            self.pending_fast_retransmit = true;
+                        }
+                        self.rtx_budget = (self.rtx_budget + 1).min(RTX_BUDGET_MAX);
                     }
                 } else {
                     self.recovery_point = None;
+                    self.rtx_budget = 0;
                 }
             }
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
             self.local_seq_no = ack_number;
+
+            // wirescope patch: remember what the remote holds beyond the cumulative ACK.
+            if self.remote_has_sack {
+                self.sack_record(&repr.sack_ranges);
+                self.sack_prune();
+            }
 
             // During retransmission, if an earlier segment got lost but later was
             // successfully received, self.local_seq_no can move past self.remote_last_seq.
@@ -2328,6 +2459,10 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        // wirescope patch: a SACK hole to resend, paid for by an ACK.
+        if self.rtx_budget > 0 && self.sack_next_hole().is_some() {
             return true;
         }
 
@@ -2515,7 +2650,11 @@ impl<'a> Socket<'a> {
                 // had sent them. This will cause all data in the queue
                 // to be sent again.
                 self.remote_last_seq = self.local_seq_no;
+                self.retransmits += 1;
                 self.recovery_point = None;
+                // Everything is sent again from the cumulative ACK on.
+                self.sacked_len = 0;
+                self.rtx_budget = 0;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2531,6 +2670,8 @@ impl<'a> Socket<'a> {
 
                 self.pending_fast_retransmit = true;
                 self.recovery_point = Some(self.remote_last_seq);
+                self.rtx_next = self.local_seq_no;
+                self.rtx_budget = 1;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2662,14 +2803,30 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+                let hole = if self.rtx_budget > 0 {
+                    self.sack_next_hole()
+                } else {
+                    None
+                };
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
                     self.pending_fast_retransmit = false;
+                    self.rtx_next = self.rtx_next.max(self.local_seq_no + repr.payload.len());
 
                     0
+                } else if let Some((start, len)) = hole {
+                    // wirescope patch: resend one SACK hole (at most a segment of it).
+                    let offset = start - self.local_seq_no;
+                    let size = effective_mss.min(len).min(self.tx_buffer.len() - offset);
+                    repr.seq_number = start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    self.rtx_budget -= 1;
+                    self.rtx_next = start + repr.payload.len();
+
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2847,6 +3004,12 @@ impl<'a> Socket<'a> {
         // carry a fake segment.
         if is_keep_alive {
             return Ok(());
+        }
+
+        // wirescope patch: count segments sent below the highest sequence number sent (fast
+        // and SACK retransmissions; after a timeout the rewind below is counted instead).
+        if repr.segment_len() > 0 && repr.seq_number < self.remote_last_seq {
+            self.retransmits += 1;
         }
 
         // We've sent a packet successfully, so we can update the internal state now.
