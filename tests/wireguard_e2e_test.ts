@@ -157,3 +157,51 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "listenWireGuard() with its socket on a worker thread carries the same traffic",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const listener = listenWireGuard({
+      hostname: "0.0.0.0",
+      port: 0,
+      privateKey: generatePrivateKey(),
+      socketIo: "worker",
+    });
+    await listener.ready;
+    const rig = await Rig.create(1, listener.publicKey, listener.addr.port, (publicKey) => {
+      listener.addPeer({ publicKey });
+    });
+    const [a] = rig.clients as [RigClient];
+    const serving = (async () => {
+      for await (const conn of listener) serveOrigin(conn, conn.localAddr.port);
+    })();
+    const udpServing = (async () => {
+      for await (const d of listener.datagrams) {
+        await listener.sendDatagram({ data: d.data, src: d.dst, dst: d.src }).catch(() => {});
+      }
+    })();
+    try {
+      await t.step("TCP echo", async () => {
+        const r = await run(a, ["echo", "10.99.0.1", "7", String(256 * 1024)]);
+        assert.equal(r.got, r.sent);
+      });
+      await t.step("20 MB download arrives intact", async () => {
+        const r = await run(a, ["download", "10.99.0.2", "19", String(20 * MB)], 120);
+        assert.equal(r.bytes, 20 * MB);
+        assert.equal(r.got, r.want);
+      });
+      await t.step("UDP echo", async () => {
+        const r = await run(a, ["udp", "10.99.0.4", "5353", "hello from the worker"]);
+        assert.equal(r.reply, "hello from the worker");
+      });
+    } finally {
+      listener.close();
+      await listener.closed;
+      await serving;
+      await udpServing;
+      await rig.close();
+    }
+  },
+});

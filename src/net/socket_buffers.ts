@@ -8,11 +8,14 @@
  * @module
  */
 
+/** Kernel socket buffer a WireGuard socket asks for, each way (wireguard-go asks for 7 MiB). */
+export const SOCKET_BUFFER = 8 << 20;
+
 const SOL_SOCKET = 1;
 const SO_SNDBUF = 7, SO_RCVBUF = 8, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33;
 
 /** Finds the descriptor of this process's UDP socket bound to `port`. */
-function findUdpSocketFd(port: number): number | null {
+export function findUdpSocketFd(port: number): number | null {
   const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
   const inodes = new Set<string>();
   for (const table of ["/proc/net/udp", "/proc/net/udp6"]) {

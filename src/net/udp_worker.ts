@@ -7,7 +7,7 @@
  */
 import { DatagramRing } from "./datagram_ring.ts";
 import { formatIp, writeIp } from "./ip.ts";
-import { enlargeUdpBuffers } from "./socket_buffers.ts";
+import { enlargeUdpBuffers, SOCKET_BUFFER } from "./socket_buffers.ts";
 
 /** The `init` message. */
 export interface UdpWorkerInit {
@@ -21,8 +21,6 @@ export interface UdpWorkerInit {
 }
 
 const RECEIVE_LOOPS = 1;
-/** Kernel socket buffer asked for, each way (wireguard-go asks for 7 MiB). */
-const SOCKET_BUFFER = 8 << 20;
 let closing = false;
 let socket: Deno.DatagramConn | undefined;
 

@@ -5,6 +5,11 @@
  * The listener is the one driver of its wasm core: it owns the UDP socket, the single timer (set
  * to the core's next deadline, never a busy poll) and the connections. Everything the core says
  * is drained right after the call that produced it.
+ *
+ * Socket I/O runs one of two ways. Direct (the default where it works: Linux with FFI
+ * permission): on this thread, a pending `receive()` as the wake-up, then `recvmmsg` for whatever
+ * else waits and one `sendmmsg` for all the core produced ({@link DirectUdp}). Otherwise a socket
+ * worker thread ({@link ./udp_worker.ts}) with shared-memory rings in each direction.
  * @module
  */
 import {
@@ -18,7 +23,9 @@ import {
 import { decodeKey, encodeKey } from "../core/keys.ts";
 import { type ConnDriver, ConnectionResetError, TunnelConn, type TunnelPeer } from "./tunnel_conn.ts";
 import { DatagramRing } from "./datagram_ring.ts";
-import { formatIp } from "./ip.ts";
+import { DirectUdp } from "./direct_udp.ts";
+import { formatIp, writeIp } from "./ip.ts";
+import { enlargeUdpBuffers, SOCKET_BUFFER } from "./socket_buffers.ts";
 import type { UdpWorkerInit } from "./udp_worker.ts";
 
 /**
@@ -56,6 +63,11 @@ export interface ListenWireGuardOptions {
   datagramQueue?: number;
   /** Log sink for warnings from the core (default: console.error). */
   onLog?: (level: "debug" | "info" | "warn", message: string) => void;
+  /**
+   * Socket I/O: `"direct"` on this thread through libc (Linux, needs FFI permission), or
+   * `"worker"` on a socket thread. Default: direct where it works, else the worker.
+   */
+  socketIo?: "direct" | "worker";
 }
 
 /** A UDP datagram inside the tunnel. */
@@ -86,6 +98,8 @@ export interface WireGuardStats extends CoreStats {
 const LEVELS = ["debug", "info", "warn"] as const;
 /** Bytes of each datagram ring between the main thread and the socket worker. */
 const RING_BYTES = 2 << 20;
+/** Batches of datagrams taken per wake-up in direct mode before other work gets a turn. */
+const DIRECT_BATCHES = 8;
 
 function netAddr(ep: Endpoint, transport: "tcp" | "udp"): Deno.NetAddr {
   return { transport, hostname: ep.hostname, port: ep.port };
@@ -110,9 +124,15 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   readonly ready: Promise<void>;
 
   #core: WasmCore;
-  #worker: Worker;
-  #rx = new DatagramRing(RING_BYTES);
-  #tx = new DatagramRing(RING_BYTES);
+  /** Direct mode: the socket and the batched I/O on its descriptor. */
+  #socket: Deno.DatagramConn | null = null;
+  #direct: DirectUdp | null = null;
+  /** While a batch of received datagrams is processed, sends wait for its end. */
+  #batching = false;
+  /** Worker mode: the socket thread and the rings to and from it. */
+  #worker: Worker | null = null;
+  #rx: DatagramRing | null = null;
+  #tx: DatagramRing | null = null;
   #txPending = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
@@ -148,23 +168,53 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     });
     this.publicKey = encodeKey(derivePublicKey(privateKey));
     for (const peer of options.peers ?? []) this.addPeer(peer);
-    // Bind here first, synchronously, so a bad address or a port in use fails at the call and
-    // port 0 resolves now; the socket worker then binds the same address for good.
-    const probe = Deno.listenDatagram({
+    // Bind here, synchronously, so a bad address or a port in use fails at the call and port 0
+    // resolves now. Direct mode keeps this socket; the socket worker binds the same address anew.
+    const socket = Deno.listenDatagram({
       transport: "udp",
       hostname: options.hostname ?? "0.0.0.0",
       port: options.port,
     });
-    this.addr = probe.addr as Deno.NetAddr;
-    probe.close();
+    this.addr = socket.addr as Deno.NetAddr;
+    const direct = options.socketIo === "worker" ? "the worker was asked for" : DirectUdp.open(socket);
+    if (typeof direct !== "string") {
+      this.#socket = socket;
+      this.#direct = direct;
+      const bigger = enlargeUdpBuffers(this.addr.port, SOCKET_BUFFER);
+      if (bigger) this.#onLog("warn", `UDP socket: buffers left at the system default: ${bigger}`);
+      this.ready = Promise.resolve();
+    } else {
+      if (options.socketIo === "direct") {
+        socket.close();
+        throw new Error(`direct socket I/O is not available: ${direct}`);
+      }
+      this.#onLog("debug", `UDP socket I/O on a worker thread (${direct})`);
+      socket.close();
+      this.ready = this.#startWorker();
+    }
+    this.datagrams = new ReadableStream<TunnelDatagram>({
+      start: (c) => {
+        this.#datagramController = c;
+      },
+    }, { highWaterMark: options.datagramQueue ?? 1024 });
+    this.closed = new Promise((r) => (this.#resolveClosed = r));
+    if (this.#direct) this.#directLoop(this.#socket!, this.#direct);
+    else this.#ringLoop();
+    this.#settle();
+  }
+
+  /** Starts the socket worker; resolves once it has bound the port. */
+  #startWorker(): Promise<void> {
+    this.#rx = new DatagramRing(RING_BYTES);
+    this.#tx = new DatagramRing(RING_BYTES);
     this.#worker = new Worker(new URL("./udp_worker.ts", import.meta.url).href, { type: "module" });
     let resolveReady!: () => void, rejectReady!: (e: Error) => void;
-    this.ready = new Promise((resolve, reject) => {
+    const ready = new Promise<void>((resolve, reject) => {
       resolveReady = resolve;
       rejectReady = reject;
     });
     // Nobody has to await `ready`; a failure is also logged.
-    this.ready.catch(() => {});
+    ready.catch(() => {});
     this.#worker.onmessage = (e: MessageEvent<{ type: string; message?: string }>) => {
       if (e.data.type === "ready") resolveReady();
       if (e.data.type === "error") rejectReady(new Error(`cannot open UDP socket: ${e.data.message}`));
@@ -181,14 +231,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
         tx: this.#tx.buffer,
       } satisfies UdpWorkerInit,
     );
-    this.datagrams = new ReadableStream<TunnelDatagram>({
-      start: (c) => {
-        this.#datagramController = c;
-      },
-    }, { highWaterMark: options.datagramQueue ?? 1024 });
-    this.closed = new Promise((r) => (this.#resolveClosed = r));
-    this.#receiveLoop();
-    this.#settle();
+    return ready;
   }
 
   // ---- peers ----
@@ -268,10 +311,11 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   /** Counters: peers, handshakes, drops by reason, connections, bytes. */
   stats(): WireGuardStats {
     const s = this.#core.stats();
+    const direct = this.#direct?.stats;
     return {
       ...s,
-      sendFailures: this.#tx.dropped + this.#tx.failed,
-      receiveDrops: this.#rx.dropped,
+      sendFailures: (this.#tx?.dropped ?? 0) + (this.#tx?.failed ?? 0) + (direct?.sendFailures ?? 0),
+      receiveDrops: (this.#rx?.dropped ?? 0) + (direct?.truncated ?? 0),
       datagramsDropped: this.#datagramsDropped,
       internalErrors: this.#internalErrors,
       connectionsActive: this.#conns.size,
@@ -298,9 +342,15 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     try {
       this.#datagramController.close();
     } catch { /* already closed */ }
-    this.#worker.terminate();
-    // Wake the receive loop so it sees `#closing` and ends.
-    Atomics.notify(this.#rx.header, 0);
+    if (this.#worker) {
+      this.#worker.terminate();
+      // Wake the receive loop so it sees `#closing` and ends.
+      Atomics.notify(this.#rx!.header, 0);
+    }
+    // The descriptor may be reused once closed: direct I/O ends before it (`#closing` is set).
+    try {
+      this.#socket?.close();
+    } catch { /* already closed */ }
     this.#resolveClosed();
   }
 
@@ -310,39 +360,86 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
 
   // ---- driver: socket, timer, core ----
 
-  /** Takes the datagrams the socket worker received, whenever it says there are some. */
-  async #receiveLoop(): Promise<void> {
-    let seen = this.#rx.writePosition;
+  /** Hands one received datagram to the core and drains what it says. */
+  #input(from: Uint8Array, data: Uint8Array, now: number): void {
+    this.#from = from;
+    try {
+      this.#core.datagramRaw(data, from, now);
+      this.#drain();
+    } catch (e) {
+      // A fault inside the core must not stop the listener: count it, say it now and then.
+      this.#internalErrors++;
+      if (this.#internalErrors === 1 || this.#internalErrors % 1000 === 0) {
+        this.#onLog("warn", `datagram failed (${this.#internalErrors} so far): ${(e as Error).stack}`);
+      }
+    }
+    this.#from = null;
+  }
+
+  /**
+   * Direct mode: waits for a datagram through Deno, then takes what else has arrived in
+   * batches, and sends all the replies at the end of the batch.
+   */
+  async #directLoop(socket: Deno.DatagramConn, direct: DirectUdp): Promise<void> {
+    const buf = new Uint8Array(65_536);
+    const ep = new Uint8Array(18);
+    let lastHost = "", lastPort = -1;
+    const input = (from: Uint8Array, data: Uint8Array) => this.#input(from, data, now);
+    let now = 0;
     while (!this.#closing) {
-      const wait = Atomics.waitAsync(this.#rx.header, 0, seen);
-      if (wait.async) await wait.value;
+      let data: Uint8Array, from: Deno.NetAddr;
+      try {
+        [data, from] = (await socket.receive(buf)) as [Uint8Array, Deno.NetAddr];
+      } catch (e) {
+        if (this.#closing) return;
+        this.#onLog("warn", `UDP receive failed: ${(e as Error).message}`);
+        // Not a tight loop should the error persist.
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
       if (this.#closing) return;
-      seen = this.#rx.writePosition;
-      const now = performance.now();
-      this.#rx.drain((from, data) => {
-        this.#from = from;
-        try {
-          this.#core.datagramRaw(data, from, now);
-          this.#drain();
-        } catch (e) {
-          // A fault inside the core must not stop the listener: count it, say it now and then.
-          this.#internalErrors++;
-          if (this.#internalErrors === 1 || this.#internalErrors % 1000 === 0) {
-            this.#onLog("warn", `datagram failed (${this.#internalErrors} so far): ${(e as Error).stack}`);
-          }
-        }
-        this.#from = null;
-      });
+      if (from.hostname !== lastHost || from.port !== lastPort) {
+        writeIp(from.hostname, ep);
+        ep[16] = from.port & 0xff;
+        ep[17] = from.port >> 8;
+        lastHost = from.hostname;
+        lastPort = from.port;
+      }
+      now = performance.now();
+      this.#batching = true;
+      this.#input(ep, data, now);
+      for (let i = 0; i < DIRECT_BATCHES && direct.receive(input) === DirectUdp.RECEIVE_BATCH; i++);
+      this.#batching = false;
+      this.#txPending = false;
+      if (direct.queued > 0) direct.flush();
       this.#queueSettle();
     }
   }
 
-  /** Drains the core's output; called after every input. Wakes the socket worker to send. */
+  /** Worker mode: takes the datagrams the socket worker received, whenever it says there are some. */
+  async #ringLoop(): Promise<void> {
+    const rx = this.#rx!;
+    let seen = rx.writePosition;
+    while (!this.#closing) {
+      const wait = Atomics.waitAsync(rx.header, 0, seen);
+      if (wait.async) await wait.value;
+      if (this.#closing) return;
+      seen = rx.writePosition;
+      const now = performance.now();
+      rx.drain((from, data) => this.#input(from, data, now));
+      this.#queueSettle();
+    }
+  }
+
+  /** Drains the core's output; called after every input. Sends, or wakes the socket worker to. */
   #drain(): void {
     this.#core.drain(this);
     if (this.#txPending) {
+      if (this.#direct) {
+        if (this.#batching) return;
+        this.#direct.flush();
+      } else Atomics.notify(this.#tx!.header, 0);
       this.#txPending = false;
-      Atomics.notify(this.#tx.header, 0);
     }
   }
 
@@ -381,7 +478,10 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
 
   /** @internal */
   datagramRaw(to: Uint8Array, data: Uint8Array): void {
-    if (this.#tx.push(to, data)) this.#txPending = true;
+    if (this.#direct) {
+      this.#direct.queue(to, data);
+      this.#txPending = true;
+    } else if (this.#tx!.push(to, data)) this.#txPending = true;
   }
 
   /** The peer, with its endpoint updated from the datagram being processed (formatted only
