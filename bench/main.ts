@@ -12,7 +12,7 @@
  * its peer is removed and added again with the new endpoint.
  *
  *   deno task bench [--quick] [--servers wirescope,mitmproxy,wireguard-go] [--wirescope-library]
- *                   [--profile DIR] [--no-setup] [--workloads echo,iperf,wrk,download,hosts]
+ *                   [--profile DIR] [--no-setup] [--workloads ping,echo,iperf,wrk,download,hosts]
  *     --quick              fewer repetitions and shorter workloads (for development)
  *     --servers            which servers to measure (default all three)
  *     --wirescope-library  run wirescope through bench/wirescope_server.ts instead of the CLI
@@ -35,6 +35,7 @@ import {
   httpsRejected,
   httpsSanity,
   iperf,
+  ping,
   requestTo,
   warmUp,
   wrk,
@@ -47,7 +48,7 @@ const quick = flag("--quick");
 const servers = (option("--servers")?.split(",") ?? [...SERVER_NAMES]) as ServerName[];
 for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}`);
 const profileDir = option("--profile");
-const WORKLOADS = ["echo", "iperf", "wrk", "download", "hosts"] as const;
+const WORKLOADS = ["ping", "echo", "iperf", "wrk", "download", "hosts"] as const;
 const workloads = new Set(option("--workloads")?.split(",") ?? WORKLOADS);
 for (const w of workloads) {
   if (!(WORKLOADS as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
@@ -73,6 +74,7 @@ const HOSTS_DIR = `/etc/netns/${CLIENT_NS}`; // `ip netns exec` mounts its hosts
 const root = new URL("..", import.meta.url).pathname;
 
 const METRICS: Metric[] = [
+  { id: "ping", label: "ping through the tunnel, 500 × every 2 ms, mean", unit: "ms", better: "lower" },
   ...CONFIG.echoCounts.map((n): Metric => ({
     id: `echo${n}`,
     label: `echo, ${n.toLocaleString("en")} × 1000 B sequential round trips`,
@@ -243,6 +245,7 @@ async function measure(
   push("rssStart", usage().rss / MiB);
 
   for (let r = 0; r < CONFIG.repetitions; r++) {
+    if (workloads.has("ping")) push("ping", await ping(ctx, 500));
     for (const n of workloads.has("echo") ? CONFIG.echoCounts : []) {
       push(`echo${n}`, await echoRoundTrips(ctx, n, CONFIG.echoBytes));
     }

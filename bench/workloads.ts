@@ -82,6 +82,21 @@ export async function echoRoundTrips(ctx: ClientContext, count: number, size: nu
   return r.perSecond!;
 }
 
+/**
+ * `count` pings to the target, one every 2 ms (answered by the server itself where it can: the
+ * wasm core answers ICMP echo, mitmproxy and the kernel do too); the mean round trip in ms.
+ */
+export async function ping(ctx: ClientContext, count: number): Promise<number> {
+  const { stdout } = await inClient(
+    ctx,
+    ["ping", "-q", "-n", "-c", String(count), "-i", "0.002", ctx.target],
+    30,
+  );
+  const m = /= [\d.]+\/([\d.]+)\//.exec(stdout);
+  if (!m || !/ 0% packet loss/.test(stdout)) throw new Error(`ping: ${stdout.trim()}`);
+  return Number(m[1]);
+}
+
 /** iperf3 for `seconds`, upload (client to origin) or download (-R); Mbit/s and bytes received. */
 export async function iperf(
   ctx: ClientContext,

@@ -7,6 +7,10 @@
  * in the core's socket buffer until the reader asks for it (so the TCP window toward the client
  * closes when nobody reads), and a write resolves once the core's send buffer took it (so
  * `writable` stops accepting when the client stops reading).
+ *
+ * Besides the streams, `read()`/`write()` (as on `Deno.Conn`) and `readChunk()` go to the core
+ * directly: no stream machinery per chunk, which counts on short request/response round trips.
+ * Use the streams or the methods on one side of a connection, not both.
  * @module
  */
 
@@ -58,9 +62,11 @@ export class TunnelConn {
   #reset: Error | null = null;
   #released = false;
   #readController!: ReadableStreamDefaultController<Uint8Array<ArrayBuffer>>;
-  #reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | null = null;
   #leftover: Uint8Array | null = null;
-  #writer: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  /** The last of the writes made with `write()`, which `closeWrite()` waits for. */
+  #writeTail: Promise<void> = Promise.resolve();
+  /** Our sending side was closed (FIN queued): writes fail. */
+  #shut = false;
 
   /** Made by the listener's driver; not for direct use. */
   constructor(id: number, driver: ConnDriver, local: Deno.NetAddr, remote: Deno.NetAddr, peer: TunnelPeer) {
@@ -78,12 +84,12 @@ export class TunnelConn {
         // Nobody will read: the client must not keep sending into a closed window.
         if (!this.#fin) this.#abort();
       },
-    }, { highWaterMark: 1 });
+      // No read-ahead: a chunk leaves the core only when a reader asks (so `readChunk()` and a
+      // stream that was never read do not compete for it).
+    }, { highWaterMark: 0 });
     this.writable = new WritableStream<Uint8Array>({
       write: (chunk) => this.#write(chunk),
-      close: () => {
-        this.#driver.shutdown(this.#id);
-      },
+      close: () => this.#shutdown(),
       abort: () => this.#abort(),
     }, { highWaterMark: 1 });
   }
@@ -120,6 +126,7 @@ export class TunnelConn {
     while (done < chunk.length) {
       if (this.#reset) throw this.#reset;
       if (this.#released) throw new Deno.errors.BadResource("connection is closed");
+      if (this.#shut) throw new Deno.errors.BrokenPipe("the connection's sending side is closed");
       done += this.#driver.write(this.#id, done === 0 ? chunk : chunk.subarray(done));
       if (done < chunk.length) {
         await new Promise<void>((resolve) => {
@@ -127,6 +134,12 @@ export class TunnelConn {
         });
       }
     }
+  }
+
+  #shutdown(): void {
+    if (this.#shut) return;
+    this.#shut = true;
+    this.#driver.shutdown(this.#id);
   }
 
   #abort(): void {
@@ -168,11 +181,8 @@ export class TunnelConn {
 
   /** Closes our sending side (FIN) once queued data is sent; reading goes on. */
   async closeWrite(): Promise<void> {
-    if (this.#writer) {
-      await this.#writer.close();
-      return;
-    }
     if (this.writable.locked) throw new TypeError("writable is locked");
+    await this.#writeTail;
     await this.writable.close();
   }
 
@@ -189,7 +199,7 @@ export class TunnelConn {
     if (this.#released) return;
     if (!this.#reset) {
       if (this.#driver.read(this.#id)) this.#driver.abort(this.#id);
-      else this.#driver.shutdown(this.#id);
+      else this.#shutdown();
     }
     this.#released = true;
     this.#driver.release(this.#id);
@@ -201,13 +211,29 @@ export class TunnelConn {
     this.onWritable();
   }
 
+  /**
+   * The received bytes waiting (up to 64 KiB, a buffer of their own), waiting for some if there
+   * are none; null at the end. Rejects after a reset.
+   */
+  async readChunk(): Promise<Uint8Array | null> {
+    for (;;) {
+      if (this.#reset) throw this.#reset;
+      if (this.#released) throw new Deno.errors.BadResource("connection is closed");
+      const data = this.#driver.read(this.#id);
+      if (data) return data;
+      if (this.#fin) return null;
+      await new Promise<void>((resolve) => {
+        this.#wakeRead = resolve;
+      });
+    }
+  }
+
   /** Reads into `p` like `Deno.Conn.read`: the number of bytes, or null at the end. */
   async read(p: Uint8Array): Promise<number | null> {
     if (!this.#leftover) {
-      this.#reader ??= this.readable.getReader();
-      const { value, done } = await this.#reader.read();
-      if (done) return null;
-      this.#leftover = value;
+      const chunk = await this.readChunk();
+      if (chunk === null) return null;
+      this.#leftover = chunk;
     }
     const n = Math.min(p.length, this.#leftover.length);
     p.set(this.#leftover.subarray(0, n));
@@ -217,8 +243,9 @@ export class TunnelConn {
 
   /** Writes `p` like `Deno.Conn.write`; resolves when the send buffer took all of it. */
   async write(p: Uint8Array): Promise<number> {
-    this.#writer ??= this.writable.getWriter();
-    await this.#writer.write(p);
+    const op = this.#writeTail.then(() => this.#write(p));
+    this.#writeTail = op.catch(() => {});
+    await op;
     return p.length;
   }
 

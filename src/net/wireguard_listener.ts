@@ -100,6 +100,12 @@ const LEVELS = ["debug", "info", "warn"] as const;
 const RING_BYTES = 2 << 20;
 /** Batches of datagrams taken per wake-up in direct mode before other work gets a turn. */
 const DIRECT_BATCHES = 8;
+/**
+ * Direct mode: a wake-up this long after the previous one (ms) means datagrams come one at a
+ * time (a request/response exchange), so nothing else is likely waiting and the `recvmmsg` that
+ * would find the queue empty (~5 µs) is skipped. Under load wake-ups come closer together.
+ */
+const QUIET_GAP_MS = 0.2;
 
 function netAddr(ep: Endpoint, transport: "tcp" | "udp"): Deno.NetAddr {
   return { transport, hostname: ep.hostname, port: ep.port };
@@ -405,10 +411,13 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
         lastHost = from.hostname;
         lastPort = from.port;
       }
+      const last = now;
       now = performance.now();
       this.#batching = true;
       this.#input(ep, data, now);
-      for (let i = 0; i < DIRECT_BATCHES && direct.receive(input) === DirectUdp.RECEIVE_BATCH; i++);
+      if (now - last < QUIET_GAP_MS) {
+        for (let i = 0; i < DIRECT_BATCHES && direct.receive(input) === DirectUdp.RECEIVE_BATCH; i++);
+      }
       this.#batching = false;
       this.#txPending = false;
       if (direct.queued > 0) direct.flush();
