@@ -243,6 +243,10 @@ async function measure(
     throw new Error(`${server.name} did not intercept HTTPS: the origin's certificate reached the client`);
   }
   push("rssStart", usage().rss / MiB);
+  // Warm-up, not measured, the same for every server: a proxy runs for hours, and wirescope's
+  // JavaScript and wasm are compiled by V8 as they run (the first thousand or so round trips of
+  // a cold process take ~25% longer).
+  await echoRoundTrips(ctx, 2000, CONFIG.echoBytes);
 
   for (let r = 0; r < CONFIG.repetitions; r++) {
     if (workloads.has("ping")) push("ping", await ping(ctx, 500));

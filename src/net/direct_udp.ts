@@ -8,6 +8,11 @@
  * sends everything the core produced in one pass with one `sendmmsg`. No thread hop: a datagram
  * that arrives is answered on the same turn of the event loop.
  *
+ * Runs of datagrams to one endpoint with one size (a TCP transfer's full segments) go out as one
+ * UDP GSO message (`UDP_SEGMENT`, Linux 4.18+): the kernel carries the run through its stack
+ * once and cuts it into datagrams at the end, which roughly halves the cost of sending per
+ * datagram. Where the kernel refuses GSO, datagrams go one by one.
+ *
  * Linux only (x86_64 and aarch64 share the LP64 layouts below), and only with FFI permission;
  * {@link DirectUdp.open} says why not otherwise, and the listener falls back to its socket worker.
  *
@@ -18,6 +23,8 @@
 import { findUdpSocketFd } from "./socket_buffers.ts";
 
 const AF_INET = 2, AF_INET6 = 10;
+const SOL_UDP = 17, UDP_SEGMENT = 103;
+const EIO = 5, EINVAL = 22;
 const MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20;
 const EAGAIN = 11, EINTR = 4;
 /** `struct mmsghdr` (a `struct msghdr` of 56 bytes, `msg_len`, padding). */
@@ -34,10 +41,17 @@ const RECV_SLOT = 9216;
 const SEND_BATCH = 64;
 /** Bytes of the send staging area; datagrams are copied in back to back. */
 const SEND_BYTES = 256 * 1024;
+/** Most datagrams in one GSO message (the kernel's UDP_MAX_SEGMENTS). */
+const GSO_SEGMENTS = 64;
+/** Most bytes in one GSO message (an IP packet's 64 KiB, less headers, with room to spare). */
+const GSO_BYTES = 63 * 1024;
+/** `struct cmsghdr` (len, level, type) + a u16, padded: CMSG_SPACE(2). */
+const CMSG = 24;
 
 type Libc = Deno.DynamicLibrary<{
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"]; result: "i32" };
   sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"]; result: "i32" };
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"]; result: "i32" };
   __errno_location: { parameters: []; result: "pointer" };
 }>;
 
@@ -47,6 +61,7 @@ function openLibc(): Libc {
   libc ??= Deno.dlopen("libc.so.6", {
     recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
     sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+    setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   }) as Libc;
   return libc;
@@ -64,6 +79,8 @@ export interface DirectUdpStats {
   sendFailures: number;
   /** Datagrams dropped on receipt because they were larger than a receive slot. */
   truncated: number;
+  /** Messages that carried several datagrams (UDP GSO). */
+  gsoMessages: number;
 }
 
 /** Batched I/O on one UDP socket's descriptor. */
@@ -93,10 +110,24 @@ export class DirectUdp {
   readonly #sIovView = new DataView(this.#sIov.buffer);
   readonly #sData = new Uint8Array(SEND_BYTES);
   readonly #sDataAddr: bigint;
+  /** Per message: the GSO control message (its segment size is written at flush). */
+  readonly #sCtl = new Uint8Array(SEND_BATCH * CMSG);
+  readonly #sCtlView = new DataView(this.#sCtl.buffer);
+  readonly #sCtlAddr: bigint;
+  /** Per message: datagrams in it, their size (all but the last), the last one's, all bytes. */
+  readonly #segs = new Int32Array(SEND_BATCH);
+  readonly #segSize = new Int32Array(SEND_BATCH);
+  readonly #lastLen = new Int32Array(SEND_BATCH);
+  readonly #msgBytes = new Int32Array(SEND_BATCH);
+  /** The endpoint of the last message, to extend it. */
+  readonly #lastTo = new Uint8Array(18);
+  #gso: boolean;
+  /** Messages (each one datagram, or a GSO run of them) and datagrams queued; bytes staged. */
   #queued = 0;
+  #datagrams = 0;
   #used = 0;
 
-  readonly #stats: DirectUdpStats = { sent: 0, sendFailures: 0, truncated: 0 };
+  readonly #stats: DirectUdpStats = { sent: 0, sendFailures: 0, truncated: 0, gsoMessages: 0 };
 
   private constructor(fd: number, lib: Libc, v6: boolean) {
     this.#fd = fd;
@@ -115,6 +146,15 @@ export class DirectUdp {
     }
     const sNames = address(this.#sNames), sIov = address(this.#sIov);
     this.#sDataAddr = address(this.#sData);
+    this.#sCtlAddr = address(this.#sCtl);
+    for (let i = 0; i < SEND_BATCH; i++) {
+      this.#sCtlView.setBigUint64(i * CMSG, 18n, true); // CMSG_LEN(2)
+      this.#sCtlView.setInt32(i * CMSG + 8, SOL_UDP, true);
+      this.#sCtlView.setInt32(i * CMSG + 12, UDP_SEGMENT, true);
+    }
+    // The kernel knows UDP GSO when it accepts the socket option (0: no segmentation unless a
+    // message asks for it).
+    this.#gso = lib.symbols.setsockopt(fd, SOL_UDP, UDP_SEGMENT, new Int32Array([0]), 4) === 0;
     for (let i = 0; i < SEND_BATCH; i++) {
       const h = i * MMSGHDR;
       this.#sHdrView.setBigUint64(h, sNames + BigInt(i * NAME), true);
@@ -203,12 +243,36 @@ export class DirectUdp {
    * sent at once).
    */
   queue(to: Uint8Array, data: Uint8Array): void {
-    if (data.length > SEND_BYTES) {
+    const len = data.length;
+    if (len > GSO_BYTES) {
       this.#stats.sendFailures++;
       return;
     }
-    if (this.#queued === SEND_BATCH || this.#used + data.length > SEND_BYTES) this.flush();
+    if (this.#used + len > SEND_BYTES) this.flush();
+    // Extend the last message when this datagram continues its run: same endpoint, not larger
+    // than the run's size, and the run's last datagram was a full one.
+    const m = this.#queued - 1;
+    if (
+      this.#gso && m >= 0 && this.#segs[m]! < GSO_SEGMENTS && len <= this.#segSize[m]! &&
+      this.#lastLen[m] === this.#segSize[m] && this.#msgBytes[m]! + len <= GSO_BYTES && this.#sameEndpoint(to)
+    ) {
+      this.#sData.set(data, this.#used);
+      this.#used += len;
+      this.#segs[m]!++;
+      this.#lastLen[m] = len;
+      this.#msgBytes[m]! += len;
+      this.#sIovView.setBigUint64(m * IOVEC + 8, BigInt(this.#msgBytes[m]!), true);
+      this.#datagrams++;
+      return;
+    }
+    if (this.#queued === SEND_BATCH) this.flush();
     const i = this.#queued++;
+    this.#datagrams++;
+    this.#segs[i] = 1;
+    this.#segSize[i] = len;
+    this.#lastLen[i] = len;
+    this.#msgBytes[i] = len;
+    this.#lastTo.set(to.subarray(0, 18));
     const name = i * NAME, names = this.#sNameView;
     const port = to[16]! | (to[17]! << 8);
     if (this.#v6) {
@@ -228,9 +292,15 @@ export class DirectUdp {
     this.#used += data.length;
   }
 
+  #sameEndpoint(to: Uint8Array): boolean {
+    const last = this.#lastTo;
+    for (let k = 0; k < 18; k++) if (to[k] !== last[k]) return false;
+    return true;
+  }
+
   /** Datagrams queued and not yet sent. */
   get queued(): number {
-    return this.#queued;
+    return this.#datagrams;
   }
 
   /**
@@ -238,26 +308,44 @@ export class DirectUdp {
    * and skipped: UDP may lose datagrams, and the tunnel's TCP sends again.
    */
   flush(): void {
-    let at = 0;
     const count = this.#queued;
+    const hdrs = this.#sHdrView;
+    for (let m = 0; m < count; m++) {
+      const h = m * MMSGHDR;
+      if (this.#segs[m]! > 1) {
+        this.#sCtlView.setUint16(m * CMSG + 16, this.#segSize[m]!, true);
+        hdrs.setBigUint64(h + 32, this.#sCtlAddr + BigInt(m * CMSG), true);
+        hdrs.setBigUint64(h + 40, BigInt(CMSG), true);
+        this.#stats.gsoMessages++;
+      } else {
+        hdrs.setBigUint64(h + 32, 0n, true);
+        hdrs.setBigUint64(h + 40, 0n, true);
+      }
+    }
+    let at = 0;
     while (at < count) {
       const hdr = at === 0 ? this.#sHdr : this.#sHdr.subarray(at * MMSGHDR);
       const n = this.#lib.symbols.sendmmsg(this.#fd, hdr, count - at, MSG_DONTWAIT);
       if (n > 0) {
-        this.#stats.sent += n;
+        for (let m = at; m < at + n; m++) this.#stats.sent += this.#segs[m]!;
         at += n;
-      } else if (n < 0 && this.#errno.getInt32() === EINTR) {
         continue;
-      } else if (n < 0 && this.#errno.getInt32() === EAGAIN) {
-        // The socket buffer is full: what is left would fail the same way now.
-        this.#stats.sendFailures += count - at;
-        break;
-      } else {
-        this.#stats.sendFailures++;
-        at++;
       }
+      const errno = n < 0 ? this.#errno.getInt32() : 0;
+      if (errno === EINTR) continue;
+      if (errno === EAGAIN) {
+        // The socket buffer is full: what is left would fail the same way now.
+        for (let m = at; m < count; m++) this.#stats.sendFailures += this.#segs[m]!;
+        break;
+      }
+      // The kernel refuses GSO where the route's device cannot take it (EIO): from now on,
+      // one datagram per message. This run is lost (the tunnel's TCP sends it again).
+      if (this.#segs[at]! > 1 && (errno === EIO || errno === EINVAL)) this.#gso = false;
+      this.#stats.sendFailures += this.#segs[at]!;
+      at++;
     }
     this.#queued = 0;
+    this.#datagrams = 0;
     this.#used = 0;
   }
 }

@@ -80,3 +80,36 @@ Deno.test("DirectUdp counts a datagram the kernel refuses and goes on with the r
     b.close();
   }
 });
+
+Deno.test("DirectUdp sends a run of equal datagrams as GSO messages, cut apart on arrival", async () => {
+  const a = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const b = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  try {
+    const da = DirectUdp.open(a), db = DirectUdp.open(b);
+    assert(typeof da !== "string" && typeof db !== "string");
+    // 50 full-size datagrams and a short one, as a TCP transfer through the tunnel sends them;
+    // then one to another endpoint, which starts a message of its own.
+    const sent = Array.from({ length: 51 }, (_, i) => new Uint8Array(i < 50 ? 1452 : 300).fill(i));
+    const to = endpointOf(b.addr as Deno.NetAddr, true);
+    for (const d of sent) da.queue(to, d);
+    const elsewhere = endpointOf(a.addr as Deno.NetAddr, true);
+    da.queue(elsewhere, new Uint8Array([7]));
+    assert.equal(da.queued, 52);
+    da.flush();
+    assert.equal(da.stats.sent, 52);
+    assert.equal(da.stats.sendFailures, 0);
+    // 44 datagrams fill one message (63 KiB at most), the other 7 make a second.
+    assert.equal(da.stats.gsoMessages, 2, "the run went out as two messages");
+
+    const got: Uint8Array[] = [];
+    const [first] = await b.receive(new Uint8Array(65536));
+    got.push(first.slice());
+    for (let i = 0; i < 20 && got.length < sent.length; i++) db.receive((_, data) => got.push(data.slice()));
+    assert.deepEqual(got, sent, "the same datagrams, in order, with their own boundaries");
+    const [own] = await a.receive(new Uint8Array(16));
+    assert.deepEqual([...own], [7]);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
