@@ -32,6 +32,9 @@ libc_dir=$(dirname "$(dpkg -L wasi-libc | grep '/libc\.a$' | head -n1)")
 [ -n "$libc_dir" ] || { echo "build:wasm: wasi-libc is not installed (run scripts/setup.sh)" >&2; exit 1; }
 
 start=$(date +%s)
+# simd128 (WebAssembly SIMD, in every V8 since 2021) for both the Rust and ring's C code: the
+# compilers vectorise parts of ChaCha20/Poly1305 and the copies; `deno task bench:core` measured
+# 86 -> 93 MB/s bulk and 23.5 -> 21.5 µs per round trip.
 (
   cd wasm
   PATH=/usr/bin:$PATH \
@@ -39,7 +42,8 @@ start=$(date +%s)
   RUSTC_BOOTSTRAP=1 \
   CC_wasm32_wasip1=clang-19 \
   AR_wasm32_wasip1=llvm-ar-22 \
-  RUSTFLAGS="-L $libc_dir -C target-feature=+bulk-memory" \
+  CFLAGS_wasm32_wasip1="-msimd128" \
+  RUSTFLAGS="-L $libc_dir -C target-feature=+bulk-memory,+simd128" \
   CARGO_TARGET_DIR=target \
     /usr/bin/cargo build --locked --release --target wasm32-wasip1 -Zbuild-std=std,panic_abort
 )

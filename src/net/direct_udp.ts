@@ -71,6 +71,12 @@ function address(buf: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
+/** Writes a 64-bit little-endian value from a number (exact below 2^53): no BigInt per call. */
+function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value % 0x1_0000_0000, true);
+  view.setUint32(at + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
 /** Counters of a {@link DirectUdp}. */
 export interface DirectUdpStats {
   /** Datagrams handed to the kernel. */
@@ -109,11 +115,11 @@ export class DirectUdp {
   readonly #sIov = new Uint8Array(SEND_BATCH * IOVEC);
   readonly #sIovView = new DataView(this.#sIov.buffer);
   readonly #sData = new Uint8Array(SEND_BYTES);
-  readonly #sDataAddr: bigint;
+  /** The staging area's address as a number (user-space addresses are far below 2^53). */
+  readonly #sDataAddr: number;
   /** Per message: the GSO control message (its segment size is written at flush). */
   readonly #sCtl = new Uint8Array(SEND_BATCH * CMSG);
   readonly #sCtlView = new DataView(this.#sCtl.buffer);
-  readonly #sCtlAddr: bigint;
   /** Per message: datagrams in it, their size (all but the last), the last one's, all bytes. */
   readonly #segs = new Int32Array(SEND_BATCH);
   readonly #segSize = new Int32Array(SEND_BATCH);
@@ -145,8 +151,8 @@ export class DirectUdp {
       this.#rHdrView.setBigUint64(h + 24, 1n, true);
     }
     const sNames = address(this.#sNames), sIov = address(this.#sIov);
-    this.#sDataAddr = address(this.#sData);
-    this.#sCtlAddr = address(this.#sCtl);
+    this.#sDataAddr = Number(address(this.#sData));
+    const sCtl = address(this.#sCtl);
     for (let i = 0; i < SEND_BATCH; i++) {
       this.#sCtlView.setBigUint64(i * CMSG, 18n, true); // CMSG_LEN(2)
       this.#sCtlView.setInt32(i * CMSG + 8, SOL_UDP, true);
@@ -161,6 +167,8 @@ export class DirectUdp {
       this.#sHdrView.setUint32(h + 8, v6 ? 28 : 16, true);
       this.#sHdrView.setBigUint64(h + 16, sIov + BigInt(i * IOVEC), true);
       this.#sHdrView.setBigUint64(h + 24, 1n, true);
+      // Each message's control buffer is fixed; its length (0 or CMSG) says whether it is used.
+      this.#sHdrView.setBigUint64(h + 32, sCtl + BigInt(i * CMSG), true);
     }
   }
 
@@ -261,7 +269,7 @@ export class DirectUdp {
       this.#segs[m]!++;
       this.#lastLen[m] = len;
       this.#msgBytes[m]! += len;
-      this.#sIovView.setBigUint64(m * IOVEC + 8, BigInt(this.#msgBytes[m]!), true);
+      setU64(this.#sIovView, m * IOVEC + 8, this.#msgBytes[m]!);
       this.#datagrams++;
       return;
     }
@@ -287,8 +295,8 @@ export class DirectUdp {
       this.#sNames.set(to.subarray(12, 16), name + 4);
     }
     this.#sData.set(data, this.#used);
-    this.#sIovView.setBigUint64(i * IOVEC, this.#sDataAddr + BigInt(this.#used), true);
-    this.#sIovView.setBigUint64(i * IOVEC + 8, BigInt(data.length), true);
+    setU64(this.#sIovView, i * IOVEC, this.#sDataAddr + this.#used);
+    setU64(this.#sIovView, i * IOVEC + 8, len);
     this.#used += data.length;
   }
 
@@ -314,12 +322,10 @@ export class DirectUdp {
       const h = m * MMSGHDR;
       if (this.#segs[m]! > 1) {
         this.#sCtlView.setUint16(m * CMSG + 16, this.#segSize[m]!, true);
-        hdrs.setBigUint64(h + 32, this.#sCtlAddr + BigInt(m * CMSG), true);
-        hdrs.setBigUint64(h + 40, BigInt(CMSG), true);
+        setU64(hdrs, h + 40, CMSG);
         this.#stats.gsoMessages++;
       } else {
-        hdrs.setBigUint64(h + 32, 0n, true);
-        hdrs.setBigUint64(h + 40, 0n, true);
+        setU64(hdrs, h + 40, 0);
       }
     }
     let at = 0;

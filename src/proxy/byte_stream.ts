@@ -37,11 +37,20 @@ const SMALL_READ = 16 * 1024;
 /** Adapts a `Deno.Conn` or a {@link TunnelConn}. */
 export function byteStreamOfConn(conn: ConnLike): ByteStream {
   let tail: Promise<unknown> = Promise.resolve();
+  /** Operations chained and not yet finished: with none, the next one starts at once. */
+  let pending = 0;
   let closed = false;
   const chain = (op: () => Promise<unknown>): Promise<void> => {
-    const next = tail.then(op);
+    pending++;
+    const next = (pending === 1 ? op() : tail.then(op)).then(
+      () => void pending--,
+      (e) => {
+        pending--;
+        throw e;
+      },
+    );
     tail = next.catch(() => {});
-    return next.then(() => {});
+    return next;
   };
   // A TunnelConn hands out chunks that are already separate buffers (readChunk(): no copy, no
   // stream). Deno's own conn.readable closes the whole socket at EOF, which would break

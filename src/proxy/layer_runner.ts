@@ -118,7 +118,8 @@ class LayerRunner {
           break;
       }
     }
-    return waits.length === 0 ? Promise.resolve() : Promise.all(waits).then(() => {});
+    if (waits.length === 0) return Promise.resolve();
+    return waits.length === 1 ? waits[0]!.then(() => {}) : Promise.all(waits).then(() => {});
   }
 
   #stream(side: Side): ByteStream | null {
