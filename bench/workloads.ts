@@ -45,7 +45,7 @@ export async function inClient(
 }
 
 /** tests/ns_client.ts with one mode; its JSON line. */
-async function nsClient(
+export async function nsClient(
   ctx: ClientContext,
   args: string[],
   seconds: number,

@@ -1,0 +1,244 @@
+/**
+ * `deno task bench:dataplane`: wirescope's WireGuard data plane alone — `listenWireGuard()` with
+ * the origin workloads served in its own process (bench/dataplane_server.ts), no proxy layers —
+ * against wireguard-go as the server with kernel routing to the same workloads in another process
+ * (the ceiling), in one run, on one namespace rig, with one real wireguard-go client. Needs root.
+ * `deno task bench` measures the whole proxy (interception, a socket to each origin) instead.
+ *
+ * Prints, and writes to bench/DATAPLANE.md: ping; bulk TCP up and down; sequential 1000-byte
+ * round trips (the mitmproxy-wireguard thesis' echo workload); CPU seconds per GB; wirescope's RSS
+ * after each further GiB each way (it must stay flat); its idle CPU with a connected peer.
+ *
+ *   deno task bench:dataplane [--quick] [--profile DIR]
+ * @module
+ */
+import { generatePrivateKey, publicKeyOf } from "../mod.ts";
+import { sh } from "../tests/rig.ts";
+import { median } from "./report.ts";
+import { startServer } from "./servers.ts";
+import { type ProcessUsage, processUsage } from "./usage.ts";
+import { type ClientContext, echoRoundTrips, nsClient, ping } from "./workloads.ts";
+
+const quick = Deno.args.includes("--quick");
+const profileDir = Deno.args.includes("--profile")
+  ? Deno.args[Deno.args.indexOf("--profile") + 1]
+  : undefined;
+const REPEAT = quick ? 1 : 3;
+const BULK = (quick ? 100 : 400) * 2 ** 20;
+const ECHO_COUNTS = quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
+const GIB = 2 ** 30;
+const GIB_STEPS = quick ? 1 : 4;
+const SERVER_NS = "wsdS", CLIENT_NS = "wsdC", CLIENT_WG = "wsdcw0";
+const SERVER_ADDR = "172.31.249.1", CLIENT_ADDR = "172.31.249.2";
+const PORTS = { wirescope: 51830, "wireguard-go": 51831 };
+const TARGET = "10.0.0.1", CLIENT_TUNNEL = "10.0.0.2";
+const root = new URL("..", import.meta.url).pathname;
+const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: "", caFile: "" };
+const log = (msg: string) => console.error(`bench:dataplane: ${msg}`);
+
+const inNs = (ns: string, cmd: string[], opts?: { allowFail?: boolean }) =>
+  sh(["ip", "netns", "exec", ns, ...cmd], opts);
+
+async function cleanup(): Promise<void> {
+  await inNs(CLIENT_NS, ["ip", "link", "del", CLIENT_WG], { allowFail: true });
+  await inNs(SERVER_NS, ["ip", "link", "del", "wsbsw0"], { allowFail: true });
+  for (const ns of [SERVER_NS, CLIENT_NS]) await sh(["ip", "netns", "del", ns], { allowFail: true });
+}
+
+async function makeRig(clientKeyFile: string): Promise<void> {
+  await sh(["ip", "netns", "add", SERVER_NS]);
+  await sh(["ip", "netns", "add", CLIENT_NS]);
+  await sh(["ip", "link", "add", "wsdv0", "netns", SERVER_NS, "type", "veth", "peer", "name", "wsdv1"]
+    .concat(["netns", CLIENT_NS]));
+  await inNs(SERVER_NS, ["ip", "addr", "add", `${SERVER_ADDR}/30`, "dev", "wsdv0"]);
+  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_ADDR}/30`, "dev", "wsdv1"]);
+  for (const [ns, dev] of [[SERVER_NS, "wsdv0"], [CLIENT_NS, "wsdv1"]] as const) {
+    await inNs(ns, ["ip", "link", "set", dev, "up"]);
+    await inNs(ns, ["ip", "link", "set", "lo", "up"]);
+  }
+  // For the ceiling, the workloads listen on the target in the server namespace.
+  await inNs(SERVER_NS, ["ip", "addr", "add", `${TARGET}/32`, "dev", "lo"]);
+  await inNs(CLIENT_NS, ["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", CLIENT_WG]);
+  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "private-key", clientKeyFile]);
+  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_TUNNEL}/32`, "dev", CLIENT_WG]);
+  await inNs(CLIENT_NS, ["ip", "link", "set", CLIENT_WG, "mtu", "1420", "up"]);
+}
+
+async function pointClientAt(serverPublicKey: string, port: number): Promise<void> {
+  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "remove"]);
+  await inNs(
+    CLIENT_NS,
+    ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "endpoint", `${SERVER_ADDR}:${port}`]
+      .concat(["allowed-ips", "0.0.0.0/0", "persistent-keepalive", "25"]),
+  );
+  await inNs(CLIENT_NS, ["ip", "route", "replace", "default", "dev", CLIENT_WG]);
+}
+
+/** A child in the server namespace with a line reader on its stdout. */
+function spawnInServerNs(cmd: string[]) {
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", SERVER_NS, ...cmd],
+    cwd: root,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const line = async (): Promise<string> => {
+    while (!buffered.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`${cmd.join(" ")}: ended`);
+      buffered += value;
+    }
+    const i = buffered.indexOf("\n");
+    const l = buffered.slice(0, i);
+    buffered = buffered.slice(i + 1);
+    return l;
+  };
+  return { child, line };
+}
+
+type Figures = Record<string, number[]>;
+
+/** The workloads, `REPEAT` times; CPU per GB from `usage` around the bulk transfers. */
+async function workloads(name: string, usage: () => Promise<ProcessUsage>, fig: Figures): Promise<void> {
+  const push = (k: string, x: number) => (fig[k] ??= []).push(x);
+  // Warm-up, not measured (as in `deno task bench`).
+  await echoRoundTrips(ctx, 2000, 1000);
+  for (let r = 0; r < REPEAT; r++) {
+    push("ping round trip, mean (ms)", await ping(ctx, 500));
+    const before = (await usage()).cpuSeconds;
+    push("upload (Mbit/s)", (await nsClient(ctx, ["sink", TARGET, "10", String(BULK)], 300)).mbps!);
+    push("download (Mbit/s)", (await nsClient(ctx, ["source", TARGET, "19", String(BULK)], 300)).mbps!);
+    push("server CPU per GB carried (s)", ((await usage()).cpuSeconds - before) / (2 * BULK / 1e9));
+    for (const n of ECHO_COUNTS) {
+      push(
+        `echo, ${n.toLocaleString("en")} × 1000 B round trips (per s)`,
+        await echoRoundTrips(ctx, n, 1000),
+      );
+    }
+    log(`${name}: round ${r + 1}/${REPEAT} done`);
+  }
+}
+
+async function main(): Promise<void> {
+  if (Deno.uid() !== 0) throw new Error("bench:dataplane needs root (network namespaces)");
+  const serverKey = generatePrivateKey(), clientKey = generatePrivateKey();
+  const serverPub = publicKeyOf(serverKey), clientPub = publicKeyOf(clientKey);
+  const dir = await Deno.makeTempDir({ prefix: "wirescope-dataplane-" });
+  const clientKeyFile = `${dir}/client.key`;
+  await Deno.writeTextFile(clientKeyFile, clientKey + "\n", { mode: 0o600 });
+  const results: Record<string, Figures> = { wirescope: {}, "wireguard-go": {} };
+  const notes: string[] = [];
+  const mib = (u: ProcessUsage) => (u.rss / 2 ** 20).toFixed(0);
+  try {
+    await cleanup();
+    await makeRig(clientKeyFile);
+
+    // 1. wirescope: the API with the workloads in its own process.
+    await pointClientAt(serverPub, PORTS.wirescope);
+    const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+    const ws = spawnInServerNs([
+      Deno.execPath(),
+      "run",
+      "-A",
+      ...profile,
+      "bench/dataplane_server.ts",
+      String(PORTS.wirescope),
+      serverKey,
+      clientPub,
+    ]);
+    const writer = ws.child.stdin.getWriter();
+    const usage = async () => {
+      await writer.write(new TextEncoder().encode("usage\n"));
+      return JSON.parse(await ws.line()) as ProcessUsage;
+    };
+    await ws.line(); // ready
+    await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60); // handshake
+    const start = await usage();
+    await workloads("wirescope", usage, results.wirescope!);
+    const after = await usage();
+    // Then 1 GiB up and 1 GiB down per step: past warm-up, RSS must not grow with the bytes.
+    const steps: ProcessUsage[] = [];
+    for (let i = 0; i < GIB_STEPS; i++) {
+      await nsClient(ctx, ["sink", TARGET, "10", String(GIB)], 600);
+      await nsClient(ctx, ["source", TARGET, "19", String(GIB)], 600);
+      steps.push(await usage());
+    }
+    const afterDown = steps.at(-1)!;
+    await new Promise((r) => setTimeout(r, 10_000));
+    const idle = await usage();
+    notes.push(
+      `wirescope RSS (MiB): ${mib(start)} after the handshake, ${
+        mib(after)
+      } after the workloads, then after ` +
+        `each further 1 GiB up + 1 GiB down: ${steps.map(mib).join(", ")} (peak ${
+          (afterDown.peakRss / 2 ** 20).toFixed(0)
+        })`,
+      `wirescope idle CPU with a connected peer (persistent keepalive 25 s): ${
+        ((idle.cpuSeconds - afterDown.cpuSeconds) / 10 * 100).toFixed(2)
+      }% of a core over 10 s`,
+    );
+    await writer.close();
+    if (!(await ws.child.status).success) throw new Error("the wirescope data-plane server failed");
+
+    // 2. wireguard-go as the server; the same workloads in a process of their own.
+    const origin = spawnInServerNs([Deno.execPath(), "run", "-A", "tests/origin.ts"]);
+    await origin.line();
+    const wg = await startServer("wireguard-go", {
+      ns: SERVER_NS,
+      port: PORTS["wireguard-go"],
+      serverPrivateKey: serverKey,
+      clientPrivateKey: clientKey,
+      clientPublicKey: clientPub,
+      originCaFile: "",
+      dir,
+      clientTunnelAddress: CLIENT_TUNNEL,
+    });
+    try {
+      await pointClientAt(serverPub, PORTS["wireguard-go"]);
+      await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60);
+      await workloads("wireguard-go", () => Promise.resolve(processUsage(wg.pid)), results["wireguard-go"]!);
+    } finally {
+      await wg.stop();
+      origin.child.kill();
+      await origin.child.status;
+    }
+  } finally {
+    await cleanup();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+
+  const fmt = (x: number) => (x >= 100 ? Math.round(x).toLocaleString("en") : x.toPrecision(3));
+  const span = (xs: number[]) =>
+    xs.length === 1
+      ? fmt(xs[0]!)
+      : `${fmt(Math.min(...xs))} / **${fmt(median(xs))}** / ${fmt(Math.max(...xs))}`;
+  const rows = Object.keys(results.wirescope!);
+  const text = [
+    "# Data plane: wirescope's listenWireGuard() vs wireguard-go as the server",
+    "",
+    `Written by \`deno task bench:dataplane${quick ? " --quick" : ""}\` on ${new Date().toISOString()} ` +
+    `(${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}). One wireguard-go client in a ` +
+    "namespace; the workloads of tests/origin.ts served in wirescope's own process, and for wireguard-go " +
+    "in a Deno process of their own reached through kernel routing. Cells: min / **median** / max of " +
+    `${REPEAT}; bulk ${BULK / 2 ** 20} MiB each way.`,
+    "",
+    "| workload | wirescope | wireguard-go (ceiling) | wirescope ÷ ceiling |",
+    "| --- | --- | --- | --- |",
+    ...rows.map((row) => {
+      const a = results.wirescope![row]!, b = results["wireguard-go"]![row] ?? [];
+      const ratio = b.length ? `${(median(a) / median(b)).toFixed(2)}×` : "—";
+      return `| ${row} | ${span(a)} | ${b.length ? span(b) : "—"} | ${ratio} |`;
+    }),
+    "",
+    ...notes.map((n) => `- ${n}`),
+    "",
+  ].join("\n");
+  console.log(text);
+  await Deno.writeTextFile(`${root}bench/DATAPLANE.md`, text);
+  log("wrote bench/DATAPLANE.md");
+}
+
+if (import.meta.main) await main();
