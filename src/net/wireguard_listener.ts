@@ -389,7 +389,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   async #directLoop(socket: Deno.DatagramConn, direct: DirectUdp): Promise<void> {
     const buf = new Uint8Array(65_536);
     const ep = new Uint8Array(18);
-    let lastHost = "", lastPort = -1;
+    let lastHost = "", lastPort = -1, receiveErrors = 0;
     const input = (from: Uint8Array, data: Uint8Array) => this.#input(from, data, now);
     let now = 0;
     while (!this.#closing) {
@@ -398,7 +398,9 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
         [data, from] = (await socket.receive(buf)) as [Uint8Array, Deno.NetAddr];
       } catch (e) {
         if (this.#closing) return;
-        this.#onLog("warn", `UDP receive failed: ${(e as Error).message}`);
+        if (receiveErrors++ % 1000 === 0) {
+          this.#onLog("warn", `UDP receive failed (${receiveErrors} so far): ${(e as Error).message}`);
+        }
         // Not a tight loop should the error persist.
         await new Promise((r) => setTimeout(r, 10));
         continue;
