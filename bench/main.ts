@@ -111,6 +111,11 @@ const METRICS: Metric[] = [
 const inNs = (ns: string, cmd: string[], opts?: { allowFail?: boolean }) =>
   sh(["ip", "netns", "exec", ns, ...cmd], opts);
 const log = (msg: string) => console.error(`bench: ${msg}`);
+/** Why the bench warms each server up first, as RESULTS.md says it. */
+const WARM_UP_NOTE =
+  "Before the measured workloads each server carries 2,000 echo round trips, not counted: a proxy " +
+  "runs for hours, and wirescope's JavaScript and wasm are compiled by V8 as they run (the first thousand or so " +
+  "round trips of a cold process take ~25% longer).";
 const MiB = 2 ** 20;
 
 async function cleanupRig(): Promise<void> {
@@ -243,9 +248,7 @@ async function measure(
     throw new Error(`${server.name} did not intercept HTTPS: the origin's certificate reached the client`);
   }
   push("rssStart", usage().rss / MiB);
-  // Warm-up, not measured, the same for every server: a proxy runs for hours, and wirescope's
-  // JavaScript and wasm are compiled by V8 as they run (the first thousand or so round trips of
-  // a cold process take ~25% longer).
+  // Warm-up, not measured, the same for every server (WARM_UP_NOTE).
   await echoRoundTrips(ctx, 2000, CONFIG.echoBytes);
 
   for (let r = 0; r < CONFIG.repetitions; r++) {
@@ -392,6 +395,9 @@ async function main(): Promise<void> {
       "HTTPS latency percentiles are wrk's (closed loop, not corrected for coordinated omission).",
       "first/repeat request: curl's time_total for one GET on a new connection to a fresh name " +
       "(the proxy makes a certificate), then again to the same name.",
+      WARM_UP_NOTE,
+      "Everything here goes through the whole proxy (a second socket to each origin). The WireGuard data plane " +
+      "alone against the same ceiling: `deno task bench:dataplane`, bench/DATAPLANE.md.",
     ],
     durationSeconds: (Date.now() - started) / 1000,
   };
