@@ -13,7 +13,7 @@
  * @module
  */
 import { generatePrivateKey, publicKeyOf } from "../mod.ts";
-import { sh } from "../tests/rig.ts";
+import { BenchRig } from "./bench_rig.ts";
 import { median } from "./report.ts";
 import { startServer } from "./servers.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
@@ -28,51 +28,23 @@ const BULK = (quick ? 100 : 400) * 2 ** 20;
 const ECHO_COUNTS = quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
 const GIB = 2 ** 30;
 const GIB_STEPS = quick ? 1 : 4;
-const SERVER_NS = "wsdS", CLIENT_NS = "wsdC", CLIENT_WG = "wsdcw0";
-const SERVER_ADDR = "172.31.249.1", CLIENT_ADDR = "172.31.249.2";
+const SERVER_NS = "wsdS", CLIENT_NS = "wsdC";
 const PORTS = { wirescope: 51830, "wireguard-go": 51831 };
 const TARGET = "10.0.0.1", CLIENT_TUNNEL = "10.0.0.2";
+const rig = new BenchRig({
+  serverNs: SERVER_NS,
+  clientNs: CLIENT_NS,
+  serverVeth: "wsdv0",
+  clientVeth: "wsdv1",
+  serverAddr: "172.31.249.1",
+  clientAddr: "172.31.249.2",
+  clientWg: "wsdcw0",
+  clientTunnel: CLIENT_TUNNEL,
+  target: TARGET,
+});
 const root = new URL("..", import.meta.url).pathname;
 const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: "", caFile: "" };
 const log = (msg: string) => console.error(`bench:dataplane: ${msg}`);
-
-const inNs = (ns: string, cmd: string[], opts?: { allowFail?: boolean }) =>
-  sh(["ip", "netns", "exec", ns, ...cmd], opts);
-
-async function cleanup(): Promise<void> {
-  await inNs(CLIENT_NS, ["ip", "link", "del", CLIENT_WG], { allowFail: true });
-  await inNs(SERVER_NS, ["ip", "link", "del", "wsbsw0"], { allowFail: true });
-  for (const ns of [SERVER_NS, CLIENT_NS]) await sh(["ip", "netns", "del", ns], { allowFail: true });
-}
-
-async function makeRig(clientKeyFile: string): Promise<void> {
-  await sh(["ip", "netns", "add", SERVER_NS]);
-  await sh(["ip", "netns", "add", CLIENT_NS]);
-  await sh(["ip", "link", "add", "wsdv0", "netns", SERVER_NS, "type", "veth", "peer", "name", "wsdv1"]
-    .concat(["netns", CLIENT_NS]));
-  await inNs(SERVER_NS, ["ip", "addr", "add", `${SERVER_ADDR}/30`, "dev", "wsdv0"]);
-  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_ADDR}/30`, "dev", "wsdv1"]);
-  for (const [ns, dev] of [[SERVER_NS, "wsdv0"], [CLIENT_NS, "wsdv1"]] as const) {
-    await inNs(ns, ["ip", "link", "set", dev, "up"]);
-    await inNs(ns, ["ip", "link", "set", "lo", "up"]);
-  }
-  // For the ceiling, the workloads listen on the target in the server namespace.
-  await inNs(SERVER_NS, ["ip", "addr", "add", `${TARGET}/32`, "dev", "lo"]);
-  await inNs(CLIENT_NS, ["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", CLIENT_WG]);
-  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "private-key", clientKeyFile]);
-  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_TUNNEL}/32`, "dev", CLIENT_WG]);
-  await inNs(CLIENT_NS, ["ip", "link", "set", CLIENT_WG, "mtu", "1420", "up"]);
-}
-
-async function pointClientAt(serverPublicKey: string, port: number): Promise<void> {
-  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "remove"]);
-  await inNs(
-    CLIENT_NS,
-    ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "endpoint", `${SERVER_ADDR}:${port}`]
-      .concat(["allowed-ips", "0.0.0.0/0", "persistent-keepalive", "25"]),
-  );
-  await inNs(CLIENT_NS, ["ip", "route", "replace", "default", "dev", CLIENT_WG]);
-}
 
 /** A child in the server namespace with a line reader on its stdout. */
 function spawnInServerNs(cmd: string[]) {
@@ -133,11 +105,11 @@ async function main(): Promise<void> {
   const notes: string[] = [];
   const mib = (u: ProcessUsage) => (u.rss / 2 ** 20).toFixed(0);
   try {
-    await cleanup();
-    await makeRig(clientKeyFile);
+    await rig.remove();
+    await rig.create(clientKeyFile);
 
     // 1. wirescope: the API with the workloads in its own process.
-    await pointClientAt(serverPub, PORTS.wirescope);
+    await rig.pointClientAt(serverPub, PORTS.wirescope);
     const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
     const ws = spawnInServerNs([
       Deno.execPath(),
@@ -197,7 +169,7 @@ async function main(): Promise<void> {
       clientTunnelAddress: CLIENT_TUNNEL,
     });
     try {
-      await pointClientAt(serverPub, PORTS["wireguard-go"]);
+      await rig.pointClientAt(serverPub, PORTS["wireguard-go"]);
       await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60);
       await workloads("wireguard-go", () => Promise.resolve(processUsage(wg.pid)), results["wireguard-go"]!);
     } finally {
@@ -206,7 +178,7 @@ async function main(): Promise<void> {
       await origin.child.status;
     }
   } finally {
-    await cleanup();
+    await rig.remove();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 

@@ -24,7 +24,7 @@
  * @module
  */
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.ts";
-import { sh } from "../tests/rig.ts";
+import { BenchRig } from "./bench_rig.ts";
 import { startOrigins } from "./origins.ts";
 import { type BenchResults, median, type Metric, toMarkdown } from "./report.ts";
 import { type BenchServer, SERVER_NAMES, type ServerName, startServer } from "./servers.ts";
@@ -66,9 +66,19 @@ const CONFIG = {
   newHosts: quick ? 3 : 5,
 };
 
-const SERVER_NS = "wsbS", CLIENT_NS = "wsbC", CLIENT_WG = "wsbcw0";
-const SERVER_ADDR = "172.31.250.1", CLIENT_ADDR = "172.31.250.2";
+const SERVER_NS = "wsbS", CLIENT_NS = "wsbC";
 const TARGET = "10.0.0.1", CLIENT_TUNNEL = "10.0.0.2", HOST = "bench.test";
+const rig = new BenchRig({
+  serverNs: SERVER_NS,
+  clientNs: CLIENT_NS,
+  serverVeth: "wsbv0",
+  clientVeth: "wsbv1",
+  serverAddr: "172.31.250.1",
+  clientAddr: "172.31.250.2",
+  clientWg: "wsbcw0",
+  clientTunnel: CLIENT_TUNNEL,
+  target: TARGET,
+});
 const PORTS: Record<ServerName, number> = { wirescope: 51820, mitmproxy: 51821, "wireguard-go": 51822 };
 const HOSTS_DIR = `/etc/netns/${CLIENT_NS}`; // `ip netns exec` mounts its hosts file over /etc/hosts
 const root = new URL("..", import.meta.url).pathname;
@@ -108,8 +118,6 @@ const METRICS: Metric[] = [
   { id: "rssEnd", label: "server RSS after the run", unit: "MiB", better: "lower" },
 ];
 
-const inNs = (ns: string, cmd: string[], opts?: { allowFail?: boolean }) =>
-  sh(["ip", "netns", "exec", ns, ...cmd], opts);
 const log = (msg: string) => console.error(`bench: ${msg}`);
 /** Why the bench warms each server up first, as RESULTS.md says it. */
 const WARM_UP_NOTE =
@@ -119,9 +127,7 @@ const WARM_UP_NOTE =
 const MiB = 2 ** 20;
 
 async function cleanupRig(): Promise<void> {
-  await inNs(CLIENT_NS, ["ip", "link", "del", CLIENT_WG], { allowFail: true });
-  await inNs(SERVER_NS, ["ip", "link", "del", "wsbsw0"], { allowFail: true });
-  for (const ns of [SERVER_NS, CLIENT_NS]) await sh(["ip", "netns", "del", ns], { allowFail: true });
+  await rig.remove();
   await Deno.remove(`${HOSTS_DIR}/hosts`).catch(() => {});
   await Deno.remove(HOSTS_DIR).catch(() => {});
 }
@@ -129,39 +135,8 @@ async function cleanupRig(): Promise<void> {
 async function makeRig(clientKeyFile: string, firstPeer: string): Promise<void> {
   await Deno.mkdir(HOSTS_DIR, { recursive: true });
   await Deno.writeTextFile(`${HOSTS_DIR}/hosts`, `127.0.0.1 localhost\n${TARGET} ${HOST}\n`);
-  await sh(["ip", "netns", "add", SERVER_NS]);
-  await sh(["ip", "netns", "add", CLIENT_NS]);
-  await sh(["ip", "link", "add", "wsbv0", "netns", SERVER_NS, "type", "veth", "peer", "name", "wsbv1"]
-    .concat(["netns", CLIENT_NS]));
-  await inNs(SERVER_NS, ["ip", "addr", "add", `${SERVER_ADDR}/30`, "dev", "wsbv0"]);
-  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_ADDR}/30`, "dev", "wsbv1"]);
-  for (const [ns, dev] of [[SERVER_NS, "wsbv0"], [CLIENT_NS, "wsbv1"]] as const) {
-    await inNs(ns, ["ip", "link", "set", dev, "up"]);
-    await inNs(ns, ["ip", "link", "set", "lo", "up"]);
-  }
-  // The target is local in the server namespace: the origins listen there.
-  await inNs(SERVER_NS, ["ip", "addr", "add", `${TARGET}/32`, "dev", "lo"]);
-  // The client: wireguard-go, everything through the tunnel.
-  await inNs(CLIENT_NS, ["env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "wireguard-go", CLIENT_WG]);
-  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "private-key", clientKeyFile]);
-  await inNs(CLIENT_NS, ["ip", "addr", "add", `${CLIENT_TUNNEL}/32`, "dev", CLIENT_WG]);
-  await inNs(CLIENT_NS, ["ip", "link", "set", CLIENT_WG, "mtu", "1420", "up"]);
-  await pointClientAt(firstPeer, PORTS[servers[0]!]);
-}
-
-/**
- * Points the client's one peer at a server's endpoint. The peer is removed and added again: a
- * kept peer holds the previous server's session, and the next server (same keys) ignores it
- * until the client's handshake times out (about 20 s).
- */
-async function pointClientAt(serverPublicKey: string, port: number): Promise<void> {
-  await inNs(CLIENT_NS, ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "remove"]);
-  await inNs(
-    CLIENT_NS,
-    ["wg", "set", CLIENT_WG, "peer", serverPublicKey, "endpoint", `${SERVER_ADDR}:${port}`]
-      .concat(["allowed-ips", "0.0.0.0/0", "persistent-keepalive", "25"]),
-  );
-  await inNs(CLIENT_NS, ["ip", "route", "replace", "default", "dev", CLIENT_WG]);
+  await rig.create(clientKeyFile);
+  await rig.pointClientAt(firstPeer, PORTS[servers[0]!]);
 }
 
 async function versions(): Promise<Record<string, string>> {
@@ -354,7 +329,7 @@ async function main(): Promise<void> {
         wirescopeLibrary: flag("--wirescope-library"),
         denoFlags: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
       });
-      await pointClientAt(serverPub, PORTS[name]);
+      await rig.pointClientAt(serverPub, PORTS[name]);
       const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: HOST, caFile: running.clientCaFile };
       const fig: Record<string, number[]> = {};
       try {

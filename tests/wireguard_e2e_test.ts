@@ -4,37 +4,69 @@
  * Needs root (CI runs as root; scripts/setup.sh installs wireguard-go and wireguard-tools).
  */
 import assert from "node:assert/strict";
-import { generatePrivateKey, listenWireGuard, type TunnelConn } from "../mod.ts";
+import {
+  generatePrivateKey,
+  listenWireGuard,
+  type ListenWireGuardOptions,
+  type TunnelConn,
+  type WireGuardListener,
+} from "../mod.ts";
 import { nsClient, Rig, type RigClient } from "./rig.ts";
 import { serveOrigin } from "./origin.ts";
 
 const MB = 1 << 20;
 const run = (client: RigClient, args: string[], seconds = 120) => nsClient(client, args, seconds);
 
+/**
+ * A listener in this process serving the origin workloads on every connection and echoing UDP,
+ * `clients` wireguard-go clients in namespaces as its peers; `body` gets them and the
+ * connections seen so far. Everything is torn down afterwards.
+ */
+async function withListener(
+  options: Omit<ListenWireGuardOptions, "port" | "privateKey">,
+  clients: number,
+  body: (listener: WireGuardListener, clients: RigClient[], seen: TunnelConn[]) => Promise<void>,
+): Promise<void> {
+  const listener = listenWireGuard({
+    hostname: "0.0.0.0",
+    port: 0,
+    privateKey: generatePrivateKey(),
+    ...options,
+  });
+  await listener.ready;
+  const rig = await Rig.create(clients, listener.publicKey, listener.addr.port, (publicKey) => {
+    listener.addPeer({ publicKey });
+  });
+  const seen: TunnelConn[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      seen.push(conn);
+      serveOrigin(conn, conn.localAddr.port);
+    }
+  })();
+  const udpServing = (async () => {
+    for await (const d of listener.datagrams) {
+      await listener.sendDatagram({ data: d.data, src: d.dst, dst: d.src }).catch(() => {});
+    }
+  })();
+  try {
+    await body(listener, rig.clients, seen);
+  } finally {
+    listener.close();
+    await listener.closed;
+    await serving;
+    await udpServing;
+    await rig.close();
+  }
+}
+
 Deno.test({
   name: "listenWireGuard() carries a real wireguard-go client's TCP, UDP and ICMP",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn(t) {
-    const listener = listenWireGuard({ hostname: "0.0.0.0", port: 0, privateKey: generatePrivateKey() });
-    await listener.ready;
-    const rig = await Rig.create(2, listener.publicKey, listener.addr.port, (publicKey) => {
-      listener.addPeer({ publicKey });
-    });
-    const [a, b] = rig.clients as [RigClient, RigClient];
-    const seen: TunnelConn[] = [];
-    const serving = (async () => {
-      for await (const conn of listener) {
-        seen.push(conn);
-        serveOrigin(conn, conn.localAddr.port);
-      }
-    })();
-    const udpServing = (async () => {
-      for await (const d of listener.datagrams) {
-        await listener.sendDatagram({ data: d.data, src: d.dst, dst: d.src }).catch(() => {});
-      }
-    })();
-    try {
+  fn: (t) =>
+    withListener({}, 2, async (listener, clients, seen) => {
+      const [a, b] = clients as [RigClient, RigClient];
       await t.step("TCP echo over IPv4 keeps every byte and sees the original destination", async () => {
         const r = await run(a, ["echo", "10.99.0.1", "7", String(256 * 1024)]);
         assert.equal(r.got, r.sent);
@@ -148,41 +180,16 @@ Deno.test({
         const ra = await run(a, ["echo", "10.99.0.7", "7", "1000"]);
         assert.equal(ra.got, ra.sent);
       });
-    } finally {
-      listener.close();
-      await listener.closed;
-      await serving;
-      await udpServing;
-      await rig.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "listenWireGuard() with its socket on a worker thread carries the same traffic",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn(t) {
-    const listener = listenWireGuard({
-      hostname: "0.0.0.0",
-      port: 0,
-      privateKey: generatePrivateKey(),
-      socketIo: "worker",
-    });
-    await listener.ready;
-    const rig = await Rig.create(1, listener.publicKey, listener.addr.port, (publicKey) => {
-      listener.addPeer({ publicKey });
-    });
-    const [a] = rig.clients as [RigClient];
-    const serving = (async () => {
-      for await (const conn of listener) serveOrigin(conn, conn.localAddr.port);
-    })();
-    const udpServing = (async () => {
-      for await (const d of listener.datagrams) {
-        await listener.sendDatagram({ data: d.data, src: d.dst, dst: d.src }).catch(() => {});
-      }
-    })();
-    try {
+  fn: (t) =>
+    withListener({ socketIo: "worker" }, 1, async (_listener, clients) => {
+      const [a] = clients as [RigClient];
       await t.step("TCP echo", async () => {
         const r = await run(a, ["echo", "10.99.0.1", "7", String(256 * 1024)]);
         assert.equal(r.got, r.sent);
@@ -196,12 +203,5 @@ Deno.test({
         const r = await run(a, ["udp", "10.99.0.4", "5353", "hello from the worker"]);
         assert.equal(r.reply, "hello from the worker");
       });
-    } finally {
-      listener.close();
-      await listener.closed;
-      await serving;
-      await udpServing;
-      await rig.close();
-    }
-  },
+    }),
 });
