@@ -135,6 +135,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   #direct: DirectUdp | null = null;
   /** While a batch of received datagrams is processed, sends wait for its end. */
   #batching = false;
+  /** The socket (or its worker) is gone: nothing more is sent. */
+  #ioClosed = false;
   /** Worker mode: the socket thread and the rings to and from it. */
   #worker: Worker | null = null;
   #rx: DatagramRing | null = null;
@@ -338,6 +340,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       conn.onClosed(new ConnectionResetError("listener closed"));
     }
     this.#core.flush(now);
+    // Send the resets now, even when close() was called from inside a batch.
+    this.#batching = false;
     this.#drain();
     this.#conns.clear();
     clearTimeout(this.#timer);
@@ -348,6 +352,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     try {
       this.#datagramController.close();
     } catch { /* already closed */ }
+    this.#ioClosed = true;
     if (this.#worker) {
       this.#worker.terminate();
       // Wake the receive loop so it sees `#closing` and ends.
@@ -418,10 +423,14 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       this.#batching = true;
       this.#input(ep, data, now);
       if (now - last < QUIET_GAP_MS) {
-        for (let i = 0; i < DIRECT_BATCHES && direct.receive(input) === DirectUdp.RECEIVE_BATCH; i++);
+        for (let i = 0; i < DIRECT_BATCHES && !this.#ioClosed; i++) {
+          // Fewer than a full batch: the queue is empty.
+          if (direct.receive(input) < DirectUdp.RECEIVE_BATCH) break;
+        }
       }
       this.#batching = false;
       this.#txPending = false;
+      if (this.#ioClosed) return;
       if (direct.queued > 0) direct.flush();
       this.#queueSettle();
     }
@@ -489,6 +498,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
 
   /** @internal */
   datagramRaw(to: Uint8Array, data: Uint8Array): void {
+    // After close() the descriptor number may belong to something else.
+    if (this.#ioClosed) return;
     if (this.#direct) {
       this.#direct.queue(to, data);
       this.#txPending = true;
