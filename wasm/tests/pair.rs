@@ -301,16 +301,7 @@ fn tcp_connection_carries_data_both_ways_and_closes_gracefully() {
 #[test]
 fn a_full_window_drains_completely_once_the_receiver_reads() {
     let mut p = Pair::new();
-    let cid = p.client.stack().connect(1, "203.0.113.1:80".parse().unwrap()).unwrap();
-    p.client.flush(p.now);
-    p.pump();
-    for _ in 0..30 {
-        if p.s_events.iter().any(|r| matches!(r, Rec::Open(..))) {
-            break;
-        }
-        p.advance(100.0);
-    }
-    let sid = p.s_events.iter().find_map(|r| if let Rec::Open(id, ..) = r { Some(*id) } else { None }).unwrap();
+    let (cid, sid) = connect(&mut p, "203.0.113.1:80");
     let chunk = vec![5u8; 64 * 1024];
     let mut written = 0;
     for _ in 0..200 {
