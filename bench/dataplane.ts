@@ -16,7 +16,9 @@ import { generatePrivateKey, publicKeyOf } from "../mod.ts";
 import { BenchRig } from "./bench_rig.ts";
 import { median } from "./report.ts";
 import { startServer } from "./servers.ts";
+import { udpBound } from "./mitmproxy_server.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
+import { spawnWatched, type WatchedProcess } from "./watched_process.ts";
 import { type ClientContext, echoRoundTrips, nsClient, ping } from "./workloads.ts";
 
 const quick = Deno.args.includes("--quick");
@@ -46,44 +48,39 @@ const root = new URL("..", import.meta.url).pathname;
 const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: "", caFile: "" };
 const log = (msg: string) => console.error(`bench:dataplane: ${msg}`);
 
-/** A child in the server namespace with a line reader on its stdout. */
-function spawnInServerNs(cmd: string[]) {
-  const child = new Deno.Command("ip", {
-    args: ["netns", "exec", SERVER_NS, ...cmd],
-    cwd: root,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  const line = async (): Promise<string> => {
-    while (!buffered.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`${cmd.join(" ")}: ended`);
-      buffered += value;
+/**
+ * Spawns `cmd` in the server namespace (`ip netns exec` execs it, so the pid is the program's)
+ * and waits, bounded, until `ready` says it is up.
+ */
+async function startInServerNs(
+  what: string,
+  cmd: string[],
+  ready: (p: WatchedProcess) => Promise<boolean> | boolean,
+): Promise<WatchedProcess> {
+  const p = spawnWatched(["ip", "netns", "exec", SERVER_NS, ...cmd], { cwd: root });
+  for (let i = 0; !(await ready(p)); i++) {
+    if (p.exited() || i >= 600) {
+      await p.stop();
+      throw new Error(`${what} did not start; its output:\n${p.tail.slice(-20).join("\n")}`);
     }
-    const i = buffered.indexOf("\n");
-    const l = buffered.slice(0, i);
-    buffered = buffered.slice(i + 1);
-    return l;
-  };
-  return { child, line };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return p;
 }
 
 type Figures = Record<string, number[]>;
 
 /** The workloads, `REPEAT` times; CPU per GB from `usage` around the bulk transfers. */
-async function workloads(name: string, usage: () => Promise<ProcessUsage>, fig: Figures): Promise<void> {
+async function workloads(name: string, usage: () => ProcessUsage, fig: Figures): Promise<void> {
   const push = (k: string, x: number) => (fig[k] ??= []).push(x);
   // Warm-up, not measured (as in `deno task bench`).
   await echoRoundTrips(ctx, 2000, 1000);
   for (let r = 0; r < REPEAT; r++) {
     push("ping round trip, mean (ms)", await ping(ctx, 500));
-    const before = (await usage()).cpuSeconds;
+    const before = usage().cpuSeconds;
     push("upload (Mbit/s)", (await nsClient(ctx, ["sink", TARGET, "10", String(BULK)], 300)).mbps!);
     push("download (Mbit/s)", (await nsClient(ctx, ["source", TARGET, "19", String(BULK)], 300)).mbps!);
-    push("server CPU per GB carried (s)", ((await usage()).cpuSeconds - before) / (2 * BULK / 1e9));
+    push("server CPU per GB carried (s)", (usage().cpuSeconds - before) / (2 * BULK / 1e9));
     for (const n of ECHO_COUNTS) {
       push(
         `echo, ${n.toLocaleString("en")} × 1000 B round trips (per s)`,
@@ -111,71 +108,70 @@ async function main(): Promise<void> {
     // 1. wirescope: the API with the workloads in its own process.
     await rig.pointClientAt(serverPub, PORTS.wirescope);
     const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-    const ws = spawnInServerNs([
-      Deno.execPath(),
-      "run",
-      "-A",
-      ...profile,
-      "bench/dataplane_server.ts",
-      String(PORTS.wirescope),
-      serverKey,
-      clientPub,
-    ]);
-    const writer = ws.child.stdin.getWriter();
-    const usage = async () => {
-      await writer.write(new TextEncoder().encode("usage\n"));
-      return JSON.parse(await ws.line()) as ProcessUsage;
-    };
-    await ws.line(); // ready
-    await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60); // handshake
-    const start = await usage();
-    await workloads("wirescope", usage, results.wirescope!);
-    const after = await usage();
-    // Then 1 GiB up and 1 GiB down per step: past warm-up, RSS must not grow with the bytes.
-    const steps: ProcessUsage[] = [];
-    for (let i = 0; i < GIB_STEPS; i++) {
-      await nsClient(ctx, ["sink", TARGET, "10", String(GIB)], 600);
-      await nsClient(ctx, ["source", TARGET, "19", String(GIB)], 600);
-      steps.push(await usage());
-    }
-    const afterDown = steps.at(-1)!;
-    await new Promise((r) => setTimeout(r, 10_000));
-    const idle = await usage();
-    notes.push(
-      `wirescope RSS (MiB): ${mib(start)} after the handshake, ${
-        mib(after)
-      } after the workloads, then after ` +
-        `each further 1 GiB up + 1 GiB down: ${steps.map(mib).join(", ")} (peak ${
-          (afterDown.peakRss / 2 ** 20).toFixed(0)
-        })`,
-      `wirescope idle CPU with a connected peer (persistent keepalive 25 s): ${
-        ((idle.cpuSeconds - afterDown.cpuSeconds) / 10 * 100).toFixed(2)
-      }% of a core over 10 s`,
+    const ws = await startInServerNs(
+      "the wirescope data-plane server",
+      [Deno.execPath(), "run", "-A", ...profile, "bench/dataplane_server.ts", String(PORTS.wirescope)]
+        .concat([serverKey, clientPub]),
+      (p) => udpBound(p.child.pid, PORTS.wirescope),
     );
-    await writer.close();
-    if (!(await ws.child.status).success) throw new Error("the wirescope data-plane server failed");
+    const usage = () => processUsage(ws.child.pid);
+    try {
+      await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60); // handshake
+      const start = usage();
+      await workloads("wirescope", usage, results.wirescope!);
+      const after = usage();
+      // Then 1 GiB up and 1 GiB down per step: past warm-up, RSS must not grow with the bytes.
+      const steps: ProcessUsage[] = [];
+      for (let i = 0; i < GIB_STEPS; i++) {
+        await nsClient(ctx, ["sink", TARGET, "10", String(GIB)], 600);
+        await nsClient(ctx, ["source", TARGET, "19", String(GIB)], 600);
+        steps.push(usage());
+      }
+      const afterDown = steps.at(-1)!;
+      await new Promise((r) => setTimeout(r, 10_000));
+      const idle = usage();
+      notes.push(
+        `wirescope RSS (MiB): ${mib(start)} after the handshake, ${
+          mib(after)
+        } after the workloads, then after ` +
+          `each further 1 GiB up + 1 GiB down: ${steps.map(mib).join(", ")} (peak ${
+            (afterDown.peakRss / 2 ** 20).toFixed(0)
+          })`,
+        `wirescope idle CPU with a connected peer (persistent keepalive 25 s): ${
+          ((idle.cpuSeconds - afterDown.cpuSeconds) / 10 * 100).toFixed(2)
+        }% of a core over 10 s`,
+      );
+      if (ws.exited()) throw new Error("the wirescope data-plane server exited during the run");
+    } finally {
+      await ws.stop();
+    }
 
     // 2. wireguard-go as the server; the same workloads in a process of their own.
-    const origin = spawnInServerNs([Deno.execPath(), "run", "-A", "tests/origin.ts"]);
-    await origin.line();
-    const wg = await startServer("wireguard-go", {
-      ns: SERVER_NS,
-      port: PORTS["wireguard-go"],
-      serverPrivateKey: serverKey,
-      clientPrivateKey: clientKey,
-      clientPublicKey: clientPub,
-      originCaFile: "",
-      dir,
-      clientTunnelAddress: CLIENT_TUNNEL,
-    });
+    const origin = await startInServerNs(
+      "tests/origin.ts",
+      [Deno.execPath(), "run", "-A", "tests/origin.ts"],
+      (p) => p.tail.includes("origin ready"),
+    );
     try {
-      await rig.pointClientAt(serverPub, PORTS["wireguard-go"]);
-      await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60);
-      await workloads("wireguard-go", () => Promise.resolve(processUsage(wg.pid)), results["wireguard-go"]!);
+      const wg = await startServer("wireguard-go", {
+        ns: SERVER_NS,
+        port: PORTS["wireguard-go"],
+        serverPrivateKey: serverKey,
+        clientPrivateKey: clientKey,
+        clientPublicKey: clientPub,
+        originCaFile: "",
+        dir,
+        clientTunnelAddress: CLIENT_TUNNEL,
+      });
+      try {
+        await rig.pointClientAt(serverPub, PORTS["wireguard-go"]);
+        await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60);
+        await workloads("wireguard-go", () => processUsage(wg.pid), results["wireguard-go"]!);
+      } finally {
+        await wg.stop();
+      }
     } finally {
-      await wg.stop();
-      origin.child.kill();
-      await origin.child.status;
+      await origin.stop();
     }
   } finally {
     await rig.remove();
