@@ -973,3 +973,60 @@ Deno.test("Http1Layer resets a client that pipelines more than 1 MiB ahead of a 
   const end = out.find((c) => c.type === "flow" && c.event === "end");
   assert.ok(end && end.type === "flow" && /ahead of the response/.test(end.flow.error?.message ?? ""));
 });
+
+// ---- recording cost -----------------------------------------------------------------------
+
+/**
+ * Runs `fn` while counting the bytes copied with `Uint8Array.prototype.set` (how bodies are
+ * buffered and recorded). Throws as soon as the count passes `bound`, so a quadratic copy fails
+ * in milliseconds instead of running for minutes.
+ */
+function withCopyCount<T>(bound: number, fn: () => T): { result: T; copied: number } {
+  const original = Uint8Array.prototype.set;
+  let copied = 0;
+  Uint8Array.prototype.set = function (this: Uint8Array, source: ArrayLike<number>, offset?: number) {
+    copied += source.length;
+    if (copied > bound) throw new Error(`more than ${bound} bytes copied`);
+    return original.call(this, source, offset);
+  } as typeof original;
+  try {
+    return { result: fn(), copied };
+  } finally {
+    Uint8Array.prototype.set = original;
+  }
+}
+
+Deno.test("Http1Layer records a 3 MB body sent in small chunks with a linear number of copies", () => {
+  const size = 3 * 1000 * 1000;
+  const piece = 16;
+  const head = "POST /big HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // The whole chunked body as wire bytes: `10\r\n` + 16 bytes + `\r\n` per chunk.
+  const wire = new Uint8Array((size / piece) * (4 + piece + 2) + 5);
+  let at = 0;
+  for (let i = 0; i < size / piece; i++) {
+    wire.set(bytes("10\r\n"), at);
+    for (let j = 0; j < piece; j++) wire[at + 4 + j] = 0x61 + ((i * piece + j) % 26);
+    wire.set(bytes("\r\n"), at + 4 + piece);
+    at += 4 + piece + 2;
+  }
+  wire.set(bytes("0\r\n\r\n"), at);
+  const layer = http1Layer({ bodyLimit: 4 * 1000 * 1000 });
+  play(layer, [fromClient(head, 1), [flow("start", {}), send("server", head)]]);
+  // Fed as the network would hand it over: 16 KiB reads, each holding hundreds of chunks.
+  const { copied } = withCopyCount(4 * size, () => {
+    for (let off = 0; off < wire.byteLength; off += 16384) {
+      const out = layer.handle(fromClient(wire.subarray(off, off + 16384), 2));
+      assert.deepEqual(out.map((c) => c.type), ["send"]);
+    }
+  });
+  // Each byte is copied once on the way in; growing by doubling copies less than twice the body
+  // in total. Copying the prefix for every piece, as before, would be ~280 GB here.
+  assert.ok(copied <= 3 * size, `${copied} bytes copied for a ${size}-byte body`);
+  const commands = play(layer, [
+    fromServer("HTTP/1.1 204 No Content\r\n\r\n", 3),
+    [send("client", "HTTP/1.1 204 No Content\r\n\r\n"), flow("update", {}), flow("end", {})],
+  ]);
+  const recorded = lastFlow(commands).request.body;
+  assert.deepEqual([recorded.size, recorded.truncated, recorded.content.byteLength], [size, false, size]);
+  assert.equal(recorded.content[size - 1], 0x61 + ((size - 1) % 26));
+});
