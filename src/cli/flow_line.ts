@@ -160,7 +160,13 @@ function streamLine(flow: TcpFlow | UdpFlow, paint: Paint): string {
   const name = flow.tls?.sni ?? flow.server.hostname;
   const notes: string[] = [];
   if (name !== undefined && name !== flow.server.address.hostname) notes.push(printable(name));
-  if (flow.tls?.passthrough) notes.push("TLS passthrough");
+  if (flow.tls?.passthrough) {
+    notes.push(
+      flow.tls.passthroughReason
+        ? `TLS passthrough: ${printable(flow.tls.passthroughReason)}`
+        : "TLS passthrough",
+    );
+  }
   if (notes.length > 0) parts.push(`(${notes.join(", ")})`);
   parts.push(`↑${formatSize(flow.bytesFromClient)}`, `↓${formatSize(flow.bytesFromServer)}`);
   const end = flow.timestampEnd ?? flow.error?.timestamp;

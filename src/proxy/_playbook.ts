@@ -25,7 +25,7 @@ export type Expected =
   | { type: "shutdown"; to: Side }
   | { type: "close"; to: Side; reset: boolean }
   | { type: "open-server"; address: HostPort }
-  | { type: "tunnel"; address: HostPort; buffered: string }
+  | { type: "tunnel"; address: HostPort; buffered: string; httpVersion: string }
   /** `flow` holds only the fields to compare (nested objects are compared field by field too). */
   | { type: "flow"; event: "start" | "update" | "end"; flow: Record<string, unknown> }
   | { type: "log"; level: LogEvent["level"]; message: string | RegExp };
@@ -110,8 +110,8 @@ export function openServer(address: HostPort): Expected {
 }
 
 /** Expects a CONNECT tunnel hand-off. */
-export function tunnel(address: HostPort, buffered: string): Expected {
-  return { type: "tunnel", address, buffered };
+export function tunnel(address: HostPort, buffered: string, httpVersion = "HTTP/1.1"): Expected {
+  return { type: "tunnel", address, buffered, httpVersion };
 }
 
 /** Expects a flow event; `fields` are compared, with byte arrays in them written as latin1 text. */
@@ -152,7 +152,12 @@ function readable(command: LayerCommand): unknown {
     case "send":
       return { type: "send", to: command.to, data: latin1(command.data) };
     case "tunnel":
-      return { type: "tunnel", address: command.address, buffered: latin1(command.buffered) };
+      return {
+        type: "tunnel",
+        address: command.address,
+        buffered: latin1(command.buffered),
+        httpVersion: command.httpVersion,
+      };
     case "flow":
       return { type: "flow", event: command.event, flow: plain(command.flow) };
     default:

@@ -21,6 +21,10 @@ export interface ClientHello {
   supportedVersions: number[];
   /** Cipher suites, as sent (GREASE values included). */
   cipherSuites: number[];
+  /** Named groups from the supported_groups extension, as sent; empty without one. */
+  supportedGroups: number[];
+  /** Schemes from the signature_algorithms extension, as sent; empty without one. */
+  signatureSchemes: number[];
 }
 
 /** How to handle a new connection, judged from its first bytes. */
@@ -40,6 +44,8 @@ const MAX_RECORD_PAYLOAD = 16384;
 const CONTENT_HANDSHAKE = 22;
 const HANDSHAKE_CLIENT_HELLO = 1;
 const EXT_SERVER_NAME = 0;
+const EXT_SUPPORTED_GROUPS = 10;
+const EXT_SIGNATURE_ALGORITHMS = 13;
 const EXT_ALPN = 16;
 const EXT_SUPPORTED_VERSIONS = 43;
 
@@ -300,7 +306,14 @@ function parseBody(body: Uint8Array): ClientHello {
   if (compressionLength < 1) fail("legacy_compression_methods is empty");
   r.bytes(compressionLength, "legacy_compression_methods");
 
-  const hello: ClientHello = { alpn: [], legacyVersion, supportedVersions: [], cipherSuites };
+  const hello: ClientHello = {
+    alpn: [],
+    legacyVersion,
+    supportedVersions: [],
+    cipherSuites,
+    supportedGroups: [],
+    signatureSchemes: [],
+  };
   // Before TLS 1.3, a hello may end here without an extensions block.
   if (r.remaining === 0) return hello;
   const extensionsLength = r.u16("extensions length");
@@ -321,6 +334,10 @@ function parseBody(body: Uint8Array): ClientHello {
       hello.alpn = parseAlpn(data);
     } else if (type === EXT_SUPPORTED_VERSIONS) {
       hello.supportedVersions = parseSupportedVersions(data);
+    } else if (type === EXT_SUPPORTED_GROUPS) {
+      hello.supportedGroups = parseU16List(data, "named_group_list");
+    } else if (type === EXT_SIGNATURE_ALGORITHMS) {
+      hello.signatureSchemes = parseU16List(data, "supported_signature_algorithms");
     }
   }
   return hello;
@@ -372,4 +389,15 @@ function parseSupportedVersions(r: Reader): number[] {
   const versions: number[] = [];
   while (r.remaining > 0) versions.push(r.u16("supported version"));
   return versions;
+}
+
+/** A list of 16-bit values behind a 16-bit byte length (supported_groups, signature_algorithms). */
+function parseU16List(r: Reader, what: string): number[] {
+  const listLength = r.u16(`${what} length`);
+  if (listLength !== r.remaining || listLength % 2 !== 0) {
+    fail(`${what} length ${listLength} does not fit the ${r.remaining} bytes left`);
+  }
+  const values: number[] = [];
+  while (r.remaining > 0) values.push(r.u16(what));
+  return values;
 }

@@ -104,6 +104,8 @@ Deno.test("parseClientHello() reads a rustls hello (Deno's node:tls)", () => {
       legacyVersion: 0x0303,
       supportedVersions: [0x0304, 0x0303],
       cipherSuites: [0x1302, 0x1301, 0x1303, 0xc02c, 0xc02b, 0xcca9, 0xc030, 0xc02f, 0xcca8, 0x00ff],
+      supportedGroups: [0x001d, 0x0017, 0x0018, 0x11ec],
+      signatureSchemes: [0x0503, 0x0403, 0x0603, 0x0807, 0x0806, 0x0805, 0x0804, 0x0601, 0x0501, 0x0401],
     } satisfies ClientHello,
   );
 });
@@ -131,6 +133,8 @@ Deno.test("parseClientHello() accepts a hello with no extensions block", () => {
     legacyVersion: 0x0303,
     supportedVersions: [],
     cipherSuites: [0x1301, 0x1302],
+    supportedGroups: [],
+    signatureSchemes: [],
   });
 });
 

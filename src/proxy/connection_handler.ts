@@ -13,7 +13,15 @@ import type { CertificateSummary, ClientInfo, FlowBus, HostPort, ServerInfo, Tls
 import { formatHostPort } from "./flow.ts";
 import { Http1Layer, type Http1LayerOptions } from "./http1_layer.ts";
 import { concatBytes, type LayerEvent } from "./layer.ts";
-import { describeError, type OpenedServer, runLayer } from "./layer_runner.ts";
+import {
+  describeError,
+  type HeadTimeout,
+  type LayerRunResult,
+  type OpenedServer,
+  runLayer,
+} from "./layer_runner.ts";
+import { type ConnectionScope, runInConnectionScope } from "./last_resort.ts";
+import { interceptionObstacle } from "./tls_compatibility.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 
 /** Settings of the interception (resolved from the user's options). */
@@ -53,6 +61,8 @@ export interface ProxyContext {
   newId(): string;
   /** Requests the proxy answers itself (the certificate page). */
   localResponder?: Http1LayerOptions["localResponder"];
+  /** The head timeout for one client's HTTP layers (see `limits.ts`); none when absent. */
+  headTimeout?: (client: ClientInfo) => HeadTimeout | undefined;
 }
 
 /** A new client connection. */
@@ -68,23 +78,76 @@ export interface IncomingConnection {
 /** Ports of protocols where the server speaks first: no use waiting for the client. */
 const SERVER_FIRST_PORTS = new Set([21, 22, 25, 110, 143, 587, 3306, 5432]);
 
-/** Handles a connection from its first byte to its end. Never rejects. */
-export async function handleConnection(ctx: ProxyContext, conn: IncomingConnection): Promise<void> {
-  try {
-    await handle(ctx, conn);
-  } catch (e) {
-    ctx.bus.log("error", `connection from ${formatHostPort(conn.client.address)}: ${describeError(e)}`);
-    conn.stream.close(true);
+/**
+ * Whatever a connection has open besides its client stream (upstream connections, TLS sockets):
+ * closed by reset when the connection's driver fails or the last-resort guard ends it, so no exit
+ * path leaves an upstream connection behind.
+ */
+class Resources {
+  #closers = new Set<() => void>();
+
+  /** Registers `close`; returns a function that forgets it (once ownership moved elsewhere). */
+  adopt(close: () => void): () => void {
+    this.#closers.add(close);
+    return () => this.#closers.delete(close);
+  }
+
+  closeAll(): void {
+    for (const close of this.#closers) {
+      try {
+        close();
+      } catch { /* already closed */ }
+    }
+    this.#closers.clear();
   }
 }
 
-/** Handles an explicit-proxy connection (absolute-form requests and CONNECT). */
-export async function handleProxyConnection(
+/**
+ * Runs one connection's driver inside a last-resort scope: anything that escapes it is logged
+ * with the connection, and the connection (with what it opened) is reset.
+ */
+function guarded(
+  ctx: ProxyContext,
+  describe: string,
+  client: ByteStream,
+  drive: (resources: Resources) => Promise<void>,
+): Promise<void> {
+  const resources = new Resources();
+  const fail = () => {
+    resources.closeAll();
+    client.close(true);
+  };
+  const scope: ConnectionScope = {
+    describe: () => describe,
+    report: (message) => ctx.bus.log("error", message),
+    abort: fail,
+  };
+  return runInConnectionScope(scope, async () => {
+    try {
+      await drive(resources);
+    } catch (e) {
+      ctx.bus.log("error", `${describe}: ${describeError(e)}`);
+      fail();
+    }
+  }, (message) => ctx.bus.log("error", message));
+}
+
+/** Handles a connection from its first byte to its end. Never rejects. */
+export function handleConnection(ctx: ProxyContext, conn: IncomingConnection): Promise<void> {
+  const describe = `connection from ${formatHostPort(conn.client.address)} to ${
+    formatHostPort(conn.destination)
+  }`;
+  return guarded(ctx, describe, conn.stream, (resources) => handle(ctx, conn, resources));
+}
+
+/** Handles an explicit-proxy connection (absolute-form requests and CONNECT). Never rejects. */
+export function handleProxyConnection(
   ctx: ProxyContext,
   stream: ByteStream,
   client: ClientInfo,
 ): Promise<void> {
-  try {
+  const describe = `proxy connection from ${formatHostPort(client.address)}`;
+  return guarded(ctx, describe, stream, async (resources) => {
     const server: ServerInfo = { address: { hostname: "", port: 0 } };
     const layer = new Http1Layer({
       mode: "regular",
@@ -103,22 +166,60 @@ export async function handleProxyConnection(
       server: null,
       openServer: ctx.connect,
       bus: ctx.bus,
+      ...headTimeoutOf(ctx, client),
     });
-    if (result.tunnel) {
-      await handle(ctx, {
-        stream,
-        client,
-        destination: result.tunnel.address,
-        buffered: result.tunnel.buffered,
-      });
-    }
+    if (result.tunnel) await connectTunnel(ctx, stream, client, result.tunnel, resources);
+  });
+}
+
+/**
+ * A CONNECT from an explicit-proxy client: reach the target first, answer 200 only then (or 502
+ * with the reason), and continue with the tunnel as a new connection whose first dial to the
+ * target takes the connection already made.
+ */
+async function connectTunnel(
+  ctx: ProxyContext,
+  stream: ByteStream,
+  client: ClientInfo,
+  tunnel: NonNullable<LayerRunResult["tunnel"]>,
+  resources: Resources,
+): Promise<void> {
+  const { address, buffered, httpVersion } = tunnel;
+  let opened: OpenedServer;
+  const started = Date.now();
+  try {
+    opened = await ctx.connect(address);
   } catch (e) {
-    ctx.bus.log("error", `proxy connection from ${formatHostPort(client.address)}: ${describeError(e)}`);
-    stream.close(true);
+    const reason = `cannot connect to ${formatHostPort(address)}: ${describeError(e)}`;
+    const body = encoder.encode(`wirescope: ${reason}\n`);
+    const head = `${httpVersion} 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n` +
+      `content-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
+    await stream.write(concatBytes(encoder.encode(head), body)).catch(() => {});
+    stream.close(false);
+    recordFailure(ctx, client, { address }, undefined, `CONNECT refused: ${reason}`, started);
+    return;
+  }
+  const forget = resources.adopt(() => opened.stream.close(true));
+  await stream.write(encoder.encode(`${httpVersion} 200 Connection established\r\n\r\n`));
+  let taken = false;
+  const connect = (target: HostPort): Promise<OpenedServer> => {
+    if (!taken && target.hostname === address.hostname && target.port === address.port) {
+      taken = true;
+      forget();
+      return Promise.resolve(opened);
+    }
+    return ctx.connect(target);
+  };
+  await handle({ ...ctx, connect }, { stream, client, destination: address, buffered }, resources);
+  if (!taken) {
+    forget();
+    opened.stream.close(false);
   }
 }
 
-async function handle(ctx: ProxyContext, conn: IncomingConnection): Promise<void> {
+const encoder = new TextEncoder();
+
+async function handle(ctx: ProxyContext, conn: IncomingConnection, resources: Resources): Promise<void> {
   const first = await readFirstBytes(
     conn.stream,
     conn.buffered ?? new Uint8Array(0),
@@ -128,7 +229,7 @@ async function handle(ctx: ProxyContext, conn: IncomingConnection): Promise<void
   const server: ServerInfo = { address: conn.destination };
   const stream = first.stream;
   if (kind.kind === "tls") {
-    await interceptTls(ctx, conn, stream, first.bytes, kind.hello);
+    await interceptTls(ctx, conn, stream, first.bytes, kind.hello, resources);
   } else if (kind.kind === "http") {
     await runHttp(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
   } else {
@@ -250,7 +351,20 @@ function runHttp(
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
     : [];
-  return runLayer({ layer, client: stream, server: open, openServer, bus: ctx.bus, initialEvents: events });
+  return runLayer({
+    layer,
+    client: stream,
+    server: open,
+    openServer,
+    bus: ctx.bus,
+    initialEvents: events,
+    ...headTimeoutOf(ctx, client),
+  });
+}
+
+function headTimeoutOf(ctx: ProxyContext, client: ClientInfo): { headTimeout?: HeadTimeout } {
+  const limit = ctx.headTimeout?.(client);
+  return limit ? { headTimeout: limit } : {};
 }
 
 /** True when `host` is to be relayed without interception. */
@@ -267,18 +381,24 @@ async function interceptTls(
   stream: ByteStream,
   first: Uint8Array,
   hello: ClientHello,
+  resources: Resources,
 ): Promise<void> {
   const sni = hello.sni;
   const destination = conn.destination;
+  // A client that asked for `CONNECT name:port` and then sent no SNI still meant that name.
+  const name = sni ?? (IP_LITERAL.test(destination.hostname) ? undefined : destination.hostname);
   const server: ServerInfo = { address: destination };
-  if (sni) server.hostname = sni;
+  if (name) server.hostname = name;
   const tlsInfo: TlsInfo = { alpnOffered: hello.alpn, passthrough: false };
   if (sni) tlsInfo.sni = sni;
-  if (
-    isPassthrough(ctx.settings, sni ?? destination.hostname) ||
-    (sni === undefined && isPassthrough(ctx.settings, destination.hostname))
-  ) {
+  const obstacle = interceptionObstacle(hello);
+  if (obstacle || isPassthrough(ctx.settings, name ?? destination.hostname)) {
     tlsInfo.passthrough = true;
+    if (obstacle) {
+      // Interception is impossible with this client; relaying it untouched keeps the device working.
+      tlsInfo.passthroughReason = obstacle;
+      ctx.bus.log("info", `not intercepting TLS from ${formatHostPort(conn.client.address)}: ${obstacle}`);
+    }
     await runTcp(ctx, conn.client, server, stream, null, first, tlsInfo);
     return;
   }
@@ -286,7 +406,7 @@ async function interceptTls(
   // Upstream first: its certificate names fill in for a missing SNI, and its ALPN choice is what
   // we offer the client. HTTP/2 is not spoken yet, so only other protocols are passed on.
   const alpn = hello.alpn.filter((p) => p !== "h2" && p !== "h3");
-  const upstreamOptions = { servername: sni, alpn };
+  const upstreamOptions = { servername: name, alpn };
   let upstream: UpstreamTls | null = null;
   let failure = "";
   try {
@@ -294,6 +414,8 @@ async function interceptTls(
   } catch (e) {
     failure = describeError(e);
   }
+  // Until a layer runs with it, the upstream connection is ours to close on any failure.
+  const forgetUpstream = upstream ? resources.adopt(() => upstream.stream.close(true)) : () => {};
   if (upstream) {
     server.peerAddress = upstream.remote;
     server.timestampConnected = upstream.timestampConnected;
@@ -305,16 +427,12 @@ async function interceptTls(
   }
 
   const leafRequest: { sni?: string; ip?: string; extraNames?: string[] } = {};
-  if (sni) leafRequest.sni = sni;
+  if (name && !IP_LITERAL.test(name)) leafRequest.sni = name;
   else {
-    leafRequest.ip = destination.hostname;
+    leafRequest.ip = name ?? destination.hostname;
     if (upstream?.certificate) {
       leafRequest.extraNames = [...upstream.certificate.dnsNames, ...upstream.certificate.ipAddresses];
     }
-  }
-  if (sni && IP_LITERAL.test(sni)) {
-    delete leafRequest.sni;
-    leafRequest.ip = sni;
   }
   const leaf = await ctx.certs.leafFor(leafRequest);
 
@@ -325,13 +443,13 @@ async function interceptTls(
     secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
     ...(upstream?.alpn ? { ALPNProtocols: [upstream.alpn] } : {}),
   });
+  resources.adopt(() => socket.destroy());
   const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
   if (handshake !== true) {
-    upstream?.stream.close(true);
-    socket.destroy();
-    const message = `client TLS handshake failed for ${sni ?? destination.hostname}: ${handshake}` +
+    resources.closeAll();
+    const message = `client TLS handshake failed for ${name ?? destination.hostname}: ${handshake}` +
       " (does the client trust wirescope's CA?)";
-    recordFailedTls(ctx, conn.client, server, tlsInfo, message);
+    recordFailure(ctx, conn.client, server, tlsInfo, message);
     return;
   }
   const clientVersion = socket.getProtocol();
@@ -346,10 +464,11 @@ async function interceptTls(
   const serverState = upstream ? upstream.stream : { failed: failure };
   const kind = inner.bytes.byteLength === 0 ? "tcp" : classifyFirstBytes(inner.bytes).kind;
   if (kind === "http" || (kind === "need-more" && inner.bytes.byteLength > 0)) {
+    forgetUpstream(); // the layer runner closes it from here on
     await runHttp(ctx, conn.client, server, inner.stream, serverState, inner.bytes, "https", tlsInfo, reopen);
   } else {
     if (!upstream) {
-      recordFailedTls(
+      recordFailure(
         ctx,
         conn.client,
         server,
@@ -359,16 +478,19 @@ async function interceptTls(
       inner.stream.close(true);
       return;
     }
+    forgetUpstream();
     await runTcp(ctx, conn.client, server, inner.stream, upstream.stream, inner.bytes, tlsInfo, reopen);
   }
 }
 
-function recordFailedTls(
+/** Records a connection that ended before any layer ran, as a TCP flow with the reason. */
+function recordFailure(
   ctx: ProxyContext,
   client: ClientInfo,
   server: ServerInfo,
-  tlsInfo: TlsInfo,
+  tlsInfo: TlsInfo | undefined,
   message: string,
+  started = Date.now(),
 ) {
   const now = Date.now();
   const flow = {
@@ -376,8 +498,8 @@ function recordFailedTls(
     type: "tcp" as const,
     client,
     server,
-    tls: tlsInfo,
-    timestampStart: now,
+    ...(tlsInfo ? { tls: tlsInfo } : {}),
+    timestampStart: started,
     timestampEnd: now,
     bytesFromClient: 0,
     bytesFromServer: 0,

@@ -77,6 +77,11 @@ export interface TlsInfo {
   serverCertificate?: CertificateSummary;
   /** True when the TLS connection was relayed without interception. */
   passthrough: boolean;
+  /**
+   * Why it was relayed without interception when the user did not ask for it (e.g. "client
+   * offered only TLS 1.1"); absent for hosts passed through by `ignoreHosts`/`allowHosts`.
+   */
+  passthroughReason?: string;
 }
 
 /** A recorded body: a bounded prefix of the decoded payload and its full size. */

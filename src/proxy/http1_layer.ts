@@ -234,12 +234,8 @@ export class Http1Layer implements Layer {
         this.#rejectRequest(head, 400, "Bad Request", `cannot parse CONNECT target ${head.target}`, now, out);
         return false;
       }
-      out.push({
-        type: "send",
-        to: "client",
-        data: encoder.encode(`${head.version} 200 Connection established\r\n\r\n`),
-      });
-      out.push({ type: "tunnel", address, buffered: this.#client });
+      // The driver answers 200 once it has reached the target (or 502 with the reason).
+      out.push({ type: "tunnel", address, buffered: this.#client, httpVersion: head.version });
       this.#client = new Uint8Array(0);
       this.#req = "closed";
       this.#done = true;

@@ -913,14 +913,14 @@ Deno.test("Http1Layer in regular mode refuses an origin-form request with 400", 
   ]);
 });
 
-Deno.test("Http1Layer in regular mode hands a CONNECT over as a tunnel with the bytes after it", () => {
+Deno.test("Http1Layer in regular mode hands a CONNECT over as a tunnel (unanswered) with the bytes after it", () => {
   play(regularLayer(), [
     fromClient(
       "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01\x00\x05hello",
       1000,
     ),
     [
-      send("client", "HTTP/1.1 200 Connection established\r\n\r\n"),
+      // The driver answers once it has reached the target.
       tunnel({ hostname: "example.com", port: 443 }, "\x16\x03\x01\x00\x05hello"),
     ],
     fromClient("more", 1001),

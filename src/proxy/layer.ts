@@ -36,7 +36,7 @@ export type LayerCommand =
    * The client asked (with CONNECT) for a tunnel to `address`: the driver handles the rest of the
    * connection as a new one to that destination, starting with `buffered` bytes.
    */
-  | { type: "tunnel"; address: HostPort; buffered: Uint8Array }
+  | { type: "tunnel"; address: HostPort; buffered: Uint8Array; httpVersion: string }
   | { type: "flow"; event: "start" | "update" | "end"; flow: Flow }
   | { type: "log"; level: LogEvent["level"]; message: string };
 

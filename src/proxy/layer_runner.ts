@@ -18,7 +18,7 @@ export interface OpenedServer {
 /** How a layer's run ended. */
 export interface LayerRunResult {
   /** Set when the client asked for a CONNECT tunnel: the connection continues as a new one. */
-  tunnel?: { address: HostPort; buffered: Uint8Array };
+  tunnel?: { address: HostPort; buffered: Uint8Array; httpVersion: string };
 }
 
 /** Options of {@link runLayer}. */
@@ -107,7 +107,7 @@ class LayerRunner {
           this.#open(cmd.address);
           break;
         case "tunnel":
-          this.#result.tunnel = { address: cmd.address, buffered: cmd.buffered };
+          this.#result.tunnel = { address: cmd.address, buffered: cmd.buffered, httpVersion: cmd.httpVersion };
           this.#end();
           break;
         case "flow":
