@@ -100,6 +100,8 @@ Deno.test({
       modes: [{ kind: "regular", port: 0 }],
       confdir: `${dir}/conf`,
       dnsServers: [],
+      // The origins of this test listen on loopback.
+      allowLocalDestinations: true,
       onLog: () => {},
     });
     const port = proxy.addresses[0]!.addr.port;
@@ -176,6 +178,7 @@ Deno.test({
             confdir: `${dir}/conf`,
             upstreamCa: [proxy.ca.paths.cert],
             dnsServers: [],
+            allowLocalDestinations: true,
             onLog: () => {},
           });
           try {
@@ -202,6 +205,7 @@ Deno.test({
             confdir: `${dir}/conf`,
             insecure: true,
             dnsServers: [],
+            allowLocalDestinations: true,
             onLog: () => {},
           });
           const only = await startProxy({
@@ -209,6 +213,7 @@ Deno.test({
             confdir: `${dir}/conf`,
             allowHosts: ["^intercepted\\.test$"],
             dnsServers: [],
+            allowLocalDestinations: true,
             onLog: () => {},
           });
           try {
@@ -306,7 +311,7 @@ Deno.test({
   },
 });
 
-Deno.test("isPrivateAddress() accepts loopback and private ranges only", () => {
+Deno.test("isPrivateAddress() accepts loopback and private ranges only (not carrier-grade NAT)", () => {
   for (
     const ip of [
       "127.0.0.1",
@@ -321,7 +326,8 @@ Deno.test("isPrivateAddress() accepts loopback and private ranges only", () => {
   ) {
     assert.ok(isPrivateAddress(ip), ip);
   }
-  for (const ip of ["8.8.8.8", "172.32.0.1", "2001:db8::1", "192.169.0.1"]) {
+  // 100.64.0.0/10 is carrier-grade NAT: other customers of the same carrier, not local.
+  for (const ip of ["8.8.8.8", "172.32.0.1", "2001:db8::1", "192.169.0.1", "100.64.0.1", "100.127.255.254"]) {
     assert.ok(!isPrivateAddress(ip), ip);
   }
 });

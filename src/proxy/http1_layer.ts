@@ -109,6 +109,11 @@ export class Http1Layer implements Layer {
     }
   }
 
+  /** True while no request is under way and the next head has not come in full. */
+  get waitingForRequestHead(): boolean {
+    return !this.#done && this.#req === "head" && this.#resp === "idle";
+  }
+
   handle(event: LayerEvent): LayerCommand[] {
     const out: LayerCommand[] = [];
     if (this.#done) return out;

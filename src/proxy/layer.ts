@@ -44,6 +44,12 @@ export type LayerCommand =
 export interface Layer {
   /** Takes one event and returns what to do about it. */
   handle(event: LayerEvent): LayerCommand[];
+  /**
+   * True while the layer waits for the client's next request head (at the start, and between
+   * exchanges on a keep-alive connection): the driver times that wait (the head timeout).
+   * Layers without requests leave it out.
+   */
+  readonly waitingForRequestHead?: boolean;
 }
 
 /** Joins two byte arrays (returns one of them unchanged when the other is empty). */

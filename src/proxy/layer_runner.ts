@@ -21,6 +21,22 @@ export interface LayerRunResult {
   tunnel?: { address: HostPort; buffered: Uint8Array; httpVersion: string };
 }
 
+/**
+ * A limit on the time a client takes to send a complete request head, counted from the moment
+ * the layer starts waiting for one: the start of the run, or the end of the previous exchange
+ * on a keep-alive connection. Only layers that report {@link Layer.waitingForRequestHead} are
+ * timed; when it expires the driver closes the connection (nothing is recorded: there is no
+ * request) and calls `expired`.
+ */
+export interface HeadTimeout {
+  ms: number;
+  /**
+   * Called once when the time is up. `partial`: some bytes of a head had come; `afterRequest`:
+   * the connection had served a request before.
+   */
+  expired(info: { partial: boolean; afterRequest: boolean }): void;
+}
+
 /** Options of {@link runLayer}. */
 export interface RunLayerOptions {
   layer: Layer;
@@ -33,6 +49,8 @@ export interface RunLayerOptions {
   initialCommands?: LayerCommand[];
   /** Events to feed before reading (e.g. the bytes read while classifying the connection). */
   initialEvents?: LayerEvent[];
+  /** Closes the connection when a request head does not come in time. */
+  headTimeout?: HeadTimeout;
 }
 
 /** Drives `layer` until it closes the client side (or hands it off as a tunnel). */
@@ -50,6 +68,16 @@ class LayerRunner {
   #result: LayerRunResult = {};
   #finish!: () => void;
   #finished = new Promise<void>((r) => (this.#finish = r));
+  /** When the layer began waiting for the current request head (null: not waiting). */
+  #headSince: number | null = null;
+  /** Client bytes received since then. */
+  #headBytes = 0;
+  #servedRequest = false;
+  /**
+   * One timer per connection at most: it is armed when a wait begins and none is pending, and on
+   * firing re-arms for the rest of a newer wait, so keep-alive requests set no timer each.
+   */
+  #headTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: RunLayerOptions) {
     this.#o = options;
@@ -58,6 +86,7 @@ class LayerRunner {
 
   async run(): Promise<LayerRunResult> {
     if (this.#o.initialCommands) await this.#execute(this.#o.initialCommands);
+    this.#checkHead();
     for (const event of this.#o.initialEvents ?? []) {
       if (this.#done) break;
       await this.#dispatch(event);
@@ -67,6 +96,8 @@ class LayerRunner {
       if (this.#server) void this.#readLoop("server", this.#server, this.#serverGen);
     }
     await this.#finished;
+    if (this.#headTimer !== null) clearTimeout(this.#headTimer);
+    this.#headTimer = null;
     if (this.#server) {
       this.#server.close(false);
       this.#server = null;
@@ -76,7 +107,50 @@ class LayerRunner {
 
   #dispatch(event: LayerEvent): Promise<void> {
     if (this.#done) return Promise.resolve();
-    return this.#execute(this.#o.layer.handle(event));
+    if (event.type === "data" && event.from === "client") this.#headBytes += event.data.byteLength;
+    const commands = this.#o.layer.handle(event);
+    if (!this.#o.headTimeout) return this.#execute(commands);
+    // A wait that ends is noted at once; one that begins counts from when the commands (the end
+    // of the response) were carried out.
+    if (this.#headSince !== null && !this.#o.layer.waitingForRequestHead) this.#checkHead();
+    return this.#execute(commands).then(() => this.#checkHead());
+  }
+
+  /** Notes whether the layer waits for a request head, and arms the head timer when it starts to. */
+  #checkHead(): void {
+    const limit = this.#o.headTimeout;
+    if (!limit || this.#done) return;
+    const waiting = this.#o.layer.waitingForRequestHead === true;
+    if (!waiting) {
+      if (this.#headSince !== null) this.#servedRequest = true;
+      this.#headSince = null;
+      return;
+    }
+    if (this.#headSince !== null) return;
+    this.#headSince = Date.now();
+    this.#headBytes = 0;
+    if (this.#headTimer === null) this.#armHead(limit.ms);
+  }
+
+  #armHead(ms: number): void {
+    this.#headTimer = setTimeout(() => {
+      this.#headTimer = null;
+      const limit = this.#o.headTimeout;
+      if (!limit || this.#done || this.#headSince === null) return;
+      // The layer may have moved on without an event the driver saw (it reports state only).
+      if (this.#o.layer.waitingForRequestHead !== true) {
+        this.#headSince = null;
+        return;
+      }
+      const left = this.#headSince + limit.ms - Date.now();
+      if (left > 0) {
+        this.#armHead(left);
+        return;
+      }
+      limit.expired({ partial: this.#headBytes > 0, afterRequest: this.#servedRequest });
+      this.#o.client.close(false);
+      this.#end();
+    }, ms);
   }
 
   #execute(commands: LayerCommand[]): Promise<void> {
@@ -107,7 +181,11 @@ class LayerRunner {
           this.#open(cmd.address);
           break;
         case "tunnel":
-          this.#result.tunnel = { address: cmd.address, buffered: cmd.buffered, httpVersion: cmd.httpVersion };
+          this.#result.tunnel = {
+            address: cmd.address,
+            buffered: cmd.buffered,
+            httpVersion: cmd.httpVersion,
+          };
           this.#end();
           break;
         case "flow":

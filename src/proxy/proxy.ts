@@ -28,6 +28,16 @@ import {
   type LogEvent,
 } from "./flow.ts";
 import { describeError } from "./layer_runner.ts";
+import { DestinationPolicy } from "./destination_policy.ts";
+import {
+  ConnectionLimiter,
+  DEFAULT_HEAD_TIMEOUT,
+  DEFAULT_IDLE_TIMEOUT,
+  DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+  defaultMaxConnections,
+  type LimitStats,
+  RateLimitedLog,
+} from "./limits.ts";
 import { parseResolvConf } from "./resolv_conf.ts";
 import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
@@ -52,7 +62,10 @@ export interface RegularMode {
   hostname?: string;
   /** TCP port (0 picks one). */
   port: number;
-  /** Accept clients from any address, not only loopback and private ranges. */
+  /**
+   * Accept clients from any address, not only loopback, RFC 1918, link-local and IPv6 ULA
+   * ranges (see {@link isPrivateAddress}).
+   */
   allowAnyClient?: boolean;
 }
 
@@ -77,6 +90,44 @@ export interface ProxyOptions {
   flowBuffer?: number;
   /** Receives log lines (default: warnings and errors to stderr). */
   onLog?: (event: LogEvent) => void;
+  /**
+   * Time a client has to send a complete HTTP request head, from the start of the connection or
+   * the end of the previous response (ms; default 30 s; 0: no limit).
+   */
+  headTimeout?: number;
+  /** Client connections without a byte either way for this long are closed (ms; default 10 min; 0: never). */
+  idleTimeout?: number;
+  /**
+   * Open connections allowed per client: a WireGuard peer, or an explicit-proxy client's address
+   * (default 4096; 0: no cap). Beyond it new connections are refused (reset) and logged.
+   */
+  maxConnectionsPerClient?: number;
+  /**
+   * Open client connections allowed in total (default 16,384, or less so that two descriptors per
+   * connection fit in half the open-file limit; 0: no cap).
+   */
+  maxConnections?: number;
+  /**
+   * Let clients reach this host's own services: loopback, link-local (169.254.169.254
+   * included), multicast and broadcast, and the host's interface addresses. Off by default: such
+   * destinations are refused (TCP: reset or 502, UDP: dropped) and recorded as flows.
+   */
+  allowLocalDestinations?: boolean;
+}
+
+/** Counters of a running proxy. */
+export interface ProxyStats {
+  /** Client connections accepted so far. */
+  connections: number;
+  /** Client connections open now. */
+  activeConnections: number;
+  udp: UdpRelayStats;
+  /** Refusals by the connection caps and closings by the head and idle timeouts. */
+  limits: LimitStats;
+  /** Connections and UDP conversations refused because their destination is on this host. */
+  blockedDestinations: number;
+  /** Errors of the explicit-proxy TCP listeners' accept calls (e.g. out of descriptors), retried. */
+  acceptErrors: number;
 }
 
 /** Where a mode listens. */
@@ -97,7 +148,7 @@ export interface ProxyHandle {
   /** The WireGuard listeners (one per WireGuard mode), e.g. to add peers at run time. */
   readonly wireguard: WireGuardListener[];
   /** Counters. */
-  stats(): { connections: number; activeConnections: number; udp: UdpRelayStats };
+  stats(): ProxyStats;
   /** Stops accepting, cuts open connections after `grace` ms (default 2000), and resolves when done. */
   close(grace?: number): Promise<void>;
   readonly closed: Promise<void>;
@@ -137,25 +188,46 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     p12: await Deno.readFile(ca.paths.p12),
     fingerprintSha256: ca.fingerprintSha256,
   };
-  const ctx: ProxyContext = {
-    settings,
-    bus,
-    certs: ca,
-    connect: connectTcp(settings.connectTimeout),
-    newId: () => crypto.randomUUID(),
-    localResponder: (method, host, path) =>
-      host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
-  };
-  // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
-  await ca.leafFor({ sni: CERT_PAGE_HOST });
   const dnsServers = options.dnsServers ?? await hostResolvers();
   if (dnsServers.length === 0) {
     bus.log("info", "no DNS resolvers configured: DNS queries go where clients send them");
   }
+  const policy = new DestinationPolicy({
+    allowLocal: options.allowLocalDestinations ?? false,
+    // The resolvers are the proxy's own choice (often 127.0.0.53): DNS over TCP goes there.
+    exempt: dnsServers,
+    hint:
+      "this host's own services are not reachable through the proxy; --allow-local-destinations allows them",
+    warn: (message) => bus.log("warn", message),
+  });
+  const limiter = new ConnectionLimiter({
+    headTimeout: nonNegative(options.headTimeout ?? DEFAULT_HEAD_TIMEOUT, "headTimeout"),
+    idleTimeout: nonNegative(options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT, "idleTimeout"),
+    maxConnectionsPerClient: nonNegative(
+      options.maxConnectionsPerClient ?? DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+      "maxConnectionsPerClient",
+    ),
+    maxConnections: nonNegative(options.maxConnections ?? defaultMaxConnections(), "maxConnections"),
+  }, (level, message) => bus.log(level, message));
+  const ctx: ProxyContext = {
+    settings,
+    bus,
+    certs: ca,
+    connect: connectTcp(settings.connectTimeout, policy),
+    newId: () => crypto.randomUUID(),
+    localResponder: (method, host, path) =>
+      host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
+    headTimeout: (client) => limiter.headTimeout(describeClient(client)),
+  };
+  // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
+  await ca.leafFor({ sni: CERT_PAGE_HOST });
 
   const tasks = new Set<Promise<void>>();
   const open = new Set<{ close(): void }>();
   let connections = 0;
+  let acceptErrors = 0;
+  let stopping = false;
+  const acceptLog = new RateLimitedLog((level, message) => bus.log(level, message));
   const track = (p: Promise<void>) => {
     tasks.add(p);
     p.finally(() => tasks.delete(p));
@@ -188,26 +260,34 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
           localNames: new Map([[CERT_PAGE_HOST, CERT_PAGE_ADDRESS]]),
           bodyLimit: settings.bodyLimit,
           maxMessages: settings.maxMessages,
+          destinationPolicy: policy,
         });
         relays.push(relay);
         track((async () => {
           for await (const conn of listener) {
-            connections++;
             const client: ClientInfo = {
               address: hostPort(conn.remoteAddr),
               mode: "wireguard",
               peer: flowPeer(conn.peer),
             };
+            const stream = byteStreamOfConn(conn);
+            const admission = limiter.admit(`peer ${conn.peer.publicKey}`, describeClient(client));
+            if (!admission) {
+              stream.close(true);
+              continue;
+            }
+            connections++;
             const what = `${formatHostPort(client.address)} -> ${formatHostPort(hostPort(conn.localAddr))}`;
             bus.log("info", `connection ${what} (peer ${conn.peer.publicKey})`);
             open.add(conn);
             track(
               handleConnection(ctx, {
-                stream: byteStreamOfConn(conn),
+                stream: admission.guard(stream),
                 client,
                 destination: dnsOverTcp(hostPort(conn.localAddr), dnsServers),
               })
                 .finally(() => {
+                  admission.release();
                   open.delete(conn);
                   bus.log("info", `connection ${what} closed`);
                 }),
@@ -232,12 +312,41 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         });
         tcpListeners.push(listener);
         addresses.push({ kind: "regular", addr: listener.addr });
+        const where = `TCP ${formatHostPort(hostPort(listener.addr))}`;
         track(
           (async () => {
-            for await (const conn of listener) {
+            // Accept errors (EMFILE when descriptors run out, ENFILE, ENOBUFS...) are logged and
+            // retried with a growing pause: a listener that gave up on the first one stayed
+            // open but never accepted again.
+            let pause = 0;
+            for (;;) {
+              let conn: Deno.TcpConn;
+              try {
+                conn = await listener.accept();
+                pause = 0;
+              } catch (e) {
+                if (
+                  stopping || e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted
+                ) {
+                  return;
+                }
+                acceptErrors++;
+                pause = Math.min(Math.max(pause * 2, 10), 1000);
+                acceptLog.line(
+                  "accept",
+                  "error",
+                  `cannot accept connections on ${where}: ${
+                    describeError(e)
+                  }; retrying (next in ${pause} ms)`,
+                );
+                await new Promise((r) => setTimeout(r, pause));
+                if (stopping) return;
+                continue;
+              }
               const remote = conn.remoteAddr;
               if (!mode.allowAnyClient && !isPrivateAddress(remote.hostname)) {
-                bus.log(
+                acceptLog.line(
+                  "not-private",
                   "warn",
                   `refused a proxy client from ${
                     formatHostPort(hostPort(remote))
@@ -246,22 +355,30 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
                 conn.close();
                 continue;
               }
+              const client: ClientInfo = { address: hostPort(remote), mode: "regular" };
+              const admission = limiter.admit(`address ${remote.hostname}`, describeClient(client));
+              if (!admission) {
+                conn.close();
+                continue;
+              }
               connections++;
               open.add(conn);
-              const client: ClientInfo = { address: hostPort(remote), mode: "regular" };
               bus.log("info", `proxy client ${formatHostPort(client.address)} connected`);
               track(
-                handleProxyConnection(ctx, byteStreamOfConn(conn), client).finally(() => {
+                handleProxyConnection(ctx, admission.guard(byteStreamOfConn(conn)), client).finally(() => {
+                  admission.release();
                   open.delete(conn);
                   bus.log("info", `proxy client ${formatHostPort(client.address)} disconnected`);
                 }),
               );
             }
-          })().catch(() => {}),
+          })().catch((e) => bus.log("error", `the accept loop on ${where} stopped: ${describeError(e)}`)),
         );
       }
     }
   } catch (e) {
+    stopping = true;
+    limiter.close();
     for (const l of wireguard) l.close();
     for (const l of tcpListeners) l.close();
     for (const r of relays) r.close();
@@ -282,6 +399,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   let closing: Promise<void> | null = null;
   const close = (grace = 2000): Promise<void> => {
     closing ??= (async () => {
+      stopping = true;
       for (const l of tcpListeners) {
         try {
           l.close();
@@ -301,6 +419,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       for (const l of wireguard) l.close();
       await Promise.race([pending, new Promise((r) => setTimeout(r, 1000))]);
       await Promise.all(wireguard.map((l) => l.closed));
+      limiter.close();
       resolveClosed();
     })();
     return closing;
@@ -363,10 +482,14 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
             dnsQueries: sum.dnsQueries + s.dnsQueries,
             dnsFailures: sum.dnsFailures + s.dnsFailures,
             dropped: sum.dropped + s.dropped,
+            blocked: sum.blocked + s.blocked,
           };
         },
-        { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0 },
+        { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0, blocked: 0 },
       ),
+      limits: limiter.stats(),
+      blockedDestinations: policy.blocked,
+      acceptErrors,
     }),
     close,
     closed,
@@ -395,21 +518,62 @@ async function hostResolvers(): Promise<HostPort[]> {
   }
 }
 
-function connectTcp(timeout: number) {
+/**
+ * Every TCP connection the proxy makes goes through here: the destination is checked (names
+ * resolved first) and only addresses the policy allows are dialed, in order, within `timeout`.
+ */
+function connectTcp(timeout: number, policy: DestinationPolicy) {
   return async (address: HostPort) => {
-    const attempt = Deno.connect({ hostname: address.hostname, port: address.port, transport: "tcp" });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const result = await Promise.race([
-      attempt,
-      new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeout))),
-    ]).finally(() => clearTimeout(timer));
-    if (result === "timeout") {
-      attempt.then((c) => c.close(), () => {});
-      throw new Error(`connection to ${formatHostPort(address)} timed out after ${timeout} ms`);
+    const deadline = Date.now() + timeout;
+    const timedOut = () =>
+      new Error(`connection to ${formatHostPort(address)} timed out after ${timeout} ms`);
+    const targets = await withDeadline(policy.resolve(address), deadline, timedOut, () => {});
+    let failure: unknown = null;
+    for (const target of targets) {
+      if (Date.now() >= deadline) break;
+      const attempt = Deno.connect({ hostname: target.hostname, port: target.port, transport: "tcp" });
+      try {
+        const conn = await withDeadline(attempt, deadline, timedOut, (c) => c.close());
+        conn.setNoDelay(true);
+        return { stream: byteStreamOfConn(conn), remote: hostPort(conn.remoteAddr) };
+      } catch (e) {
+        failure = e;
+      }
     }
-    result.setNoDelay(true);
-    return { stream: byteStreamOfConn(result), remote: hostPort(result.remoteAddr) };
+    throw failure ?? timedOut();
   };
+}
+
+/** `promise`, or `error()` at `deadline` (a late result is handed to `discard`). */
+async function withDeadline<T>(
+  promise: Promise<T>,
+  deadline: number,
+  error: () => Error,
+  discard: (late: T) => void,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const result = await Promise.race([
+    promise.then((value) => ({ value })),
+    new Promise<"timeout">((
+      r,
+    ) => (timer = setTimeout(() => r("timeout"), Math.max(0, deadline - Date.now())))),
+  ]).finally(() => clearTimeout(timer));
+  if (result === "timeout") {
+    promise.then(discard, () => {});
+    throw error();
+  }
+  return result.value;
+}
+
+/** How a client is named in log lines: its address, and its peer's key in WireGuard mode. */
+function describeClient(client: ClientInfo): string {
+  const address = formatHostPort(client.address);
+  return client.peer ? `peer ${client.peer.publicKey.slice(0, 8)}… (${address})` : address;
+}
+
+function nonNegative(value: number, name: string): number {
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number ≥ 0, not ${value}`);
+  return value;
 }
 
 function toRegExp(pattern: string | RegExp): RegExp {
@@ -431,14 +595,18 @@ function flowPeer(peer: TunnelPeer): FlowPeer {
   return p;
 }
 
-/** Loopback, RFC 1918, link-local, CGNAT, and IPv6 ULA/link-local addresses. */
+/**
+ * Loopback, RFC 1918, link-local, and IPv6 ULA/link-local addresses: the clients the explicit
+ * proxy admits by default. Carrier-grade NAT (100.64.0.0/10) is not among them: other customers
+ * of the same carrier share that range.
+ */
 export function isPrivateAddress(ip: string): boolean {
   const v4 = ip.startsWith("::ffff:") ? ip.slice(7) : ip;
   const m = /^(\d+)\.(\d+)\.\d+\.\d+$/.exec(v4);
   if (m) {
     const a = Number(m[1]), b = Number(m[2]);
     return a === 127 || a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) ||
-      (a === 169 && b === 254) || (a === 100 && b >= 64 && b <= 127);
+      (a === 169 && b === 254);
   }
   const lower = ip.toLowerCase();
   return lower === "::1" || /^f[cd]/.test(lower) || /^fe[89ab]/.test(lower);

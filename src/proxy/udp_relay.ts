@@ -7,6 +7,10 @@
  *
  * Bounded: at most `maxFlows` conversations and `maxPendingDns` queries at once; datagrams
  * beyond that are dropped and counted in {@link UdpRelay.stats}.
+ *
+ * Datagrams to destinations the `destinationPolicy` refuses (this host's own services) are
+ * dropped without an answer and counted; the first of each conversation is recorded as a flow
+ * with the reason.
  * @module
  */
 import { buildDnsErrorResponse, parseDnsMessage } from "./dns_message.ts";
@@ -39,6 +43,8 @@ export interface UdpRelayOptions {
   localNames?: Map<string, string>;
   bodyLimit: number;
   maxMessages: number;
+  /** Says why a destination must not be reached (null: it may); none lets everything through. */
+  destinationPolicy?: { blockReason(ip: string, port?: number): string | null };
 }
 
 /** Counters of the relay. */
@@ -47,7 +53,12 @@ export interface UdpRelayStats {
   dnsQueries: number;
   dnsFailures: number;
   dropped: number;
+  /** Datagrams dropped because their destination is refused (see `destinationPolicy`). */
+  blocked: number;
 }
+
+/** Refused conversations remembered (so each is recorded once while it goes on). */
+const MAX_BLOCKED_RECORDED = 1024;
 
 interface Conversation {
   flow: UdpFlow;
@@ -64,7 +75,9 @@ export class UdpRelay {
   #pendingDns = 0;
   #sweep: ReturnType<typeof setInterval>;
   #closed = false;
-  #stats: UdpRelayStats = { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0 };
+  #stats: UdpRelayStats = { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0, blocked: 0 };
+  /** Refused conversations already recorded, with when they were last seen. */
+  #blockedSeen = new Map<string, number>();
 
   constructor(options: UdpRelayOptions) {
     this.#o = options;
@@ -81,6 +94,15 @@ export class UdpRelay {
   /** Takes one datagram a client sent. */
   handle(datagram: RelayDatagram, client: ClientInfo): void {
     if (this.#closed) return;
+    // DNS goes to the configured resolvers (the proxy's own choice), else where it was sent.
+    const goesToDestination = datagram.dst.port !== 53 || this.#o.dnsServers.length === 0;
+    const blocked = goesToDestination
+      ? this.#o.destinationPolicy?.blockReason(datagram.dst.hostname, datagram.dst.port) ?? null
+      : null;
+    if (blocked) {
+      this.#refuse(datagram, client, blocked);
+      return;
+    }
     if (datagram.dst.port === 53) {
       if (this.#pendingDns >= (this.#o.maxPendingDns ?? 512)) {
         this.#stats.dropped++;
@@ -115,6 +137,39 @@ export class UdpRelay {
       port: datagram.dst.port,
     })
       .catch((e) => this.#o.bus.log("debug", `UDP to ${formatHostPort(datagram.dst)}: ${describeError(e)}`));
+  }
+
+  /** Drops a datagram to a refused destination; records the first of its conversation. */
+  #refuse(datagram: RelayDatagram, client: ClientInfo, reason: string): void {
+    this.#stats.blocked++;
+    const key = `${formatHostPort(datagram.src)}>${formatHostPort(datagram.dst)}`;
+    const now = Date.now();
+    if (this.#blockedSeen.has(key)) {
+      this.#blockedSeen.set(key, now);
+      return;
+    }
+    // A client spraying ports gets its first refusals recorded, then only counted until the
+    // sweep forgets old ones.
+    if (this.#blockedSeen.size >= MAX_BLOCKED_RECORDED) return;
+    this.#blockedSeen.set(key, now);
+    const flow: UdpFlow = {
+      id: this.#o.newId(),
+      type: "udp",
+      client,
+      server: { address: datagram.dst },
+      timestampStart: now,
+      timestampEnd: now,
+      bytesFromClient: datagram.data.byteLength,
+      bytesFromServer: 0,
+      messages: [],
+      messagesDropped: 0,
+      error: {
+        message: `destination ${formatHostPort(datagram.dst)} refused: ${reason} (datagrams dropped)`,
+        timestamp: now,
+      },
+    };
+    this.#o.bus.emit("start", flow);
+    this.#o.bus.emit("end", flow);
   }
 
   /** Ends every conversation (recording them) and stops. */
@@ -182,6 +237,7 @@ export class UdpRelay {
 
   #expire(idle: number): void {
     const now = Date.now();
+    for (const [key, last] of this.#blockedSeen) if (now - last >= idle) this.#blockedSeen.delete(key);
     for (const [key, conv] of this.#flows) if (now - conv.lastActive >= idle) this.#end(key, null);
   }
 
