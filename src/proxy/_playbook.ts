@@ -28,7 +28,8 @@ export type Expected =
   | { type: "tunnel"; address: HostPort; buffered: string; httpVersion: string }
   /** `flow` holds only the fields to compare (nested objects are compared field by field too). */
   | { type: "flow"; event: "start" | "update" | "end"; flow: Record<string, unknown> }
-  | { type: "log"; level: LogEvent["level"]; message: string | RegExp };
+  | { type: "log"; level: LogEvent["level"]; message: string | RegExp }
+  | { type: "timer"; delay: number };
 
 /** An event followed by the commands it must produce, any number of times. */
 export type Script = (LayerEvent | Expected[])[];
@@ -87,6 +88,11 @@ export function failed(message: string, now: number): LayerEvent {
   return { type: "server-failed", message, now };
 }
 
+/** The layer's timer went off. */
+export function timerFired(now: number): LayerEvent {
+  return { type: "timer", now };
+}
+
 // ---- expected commands --------------------------------------------------------------------
 
 /** Expects bytes sent to a side. */
@@ -122,6 +128,11 @@ export function flow(event: "start" | "update" | "end", fields: Record<string, u
 /** Expects a log line (a RegExp matches part of the message). */
 export function log(level: LogEvent["level"], message: string | RegExp): Expected {
   return { type: "log", level, message };
+}
+
+/** Expects the layer to ask for a timer event after `delay` ms. */
+export function timer(delay: number): Expected {
+  return { type: "timer", delay };
 }
 
 // ---- running ------------------------------------------------------------------------------
@@ -210,5 +221,7 @@ function describe(event: LayerEvent): string {
       return "server connected";
     case "server-failed":
       return `server failed: ${event.message}`;
+    case "timer":
+      return "timer";
   }
 }

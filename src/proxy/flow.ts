@@ -109,6 +109,11 @@ export interface HttpRequestRecord {
   httpVersion: string;
   /** Headers in wire order and case. */
   headers: Headers1;
+  /**
+   * The Host header, when it names another host (or port) than the connection's destination in
+   * transparent mode: `url` and `host` then name the destination the bytes really went to.
+   */
+  hostHeader?: string;
   body: BodyRecord;
   /** When the first byte of the request arrived and when its last byte did (ms since the epoch). */
   timestampStart: number;

@@ -33,10 +33,12 @@ import {
   responseFraming,
   type ResponseHead,
   serializeRequestHead,
+  serializeResponseHead,
 } from "./http1.ts";
 import { WebSocketReader } from "./websocket.ts";
 import type { LocalResponse } from "./cert_page.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
+import { TcpLayer } from "./tcp_layer.ts";
 import { appendBody, boundedContent, emptyBody, formatHostPort } from "./flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent, type Side } from "./layer.ts";
 
@@ -61,6 +63,12 @@ export interface Http1LayerOptions {
   newId: () => string;
   /** Answers requests the proxy serves itself (e.g. the certificate page); null passes them on. */
   localResponder?: (method: string, host: string, path: string) => LocalResponse | null;
+  /**
+   * How long (ms) a server may make no progress while an exchange waits on it, i.e. send no
+   * byte and take no request byte, before the exchange fails: 504 before the response head,
+   * a reset of the client after it. Absent: no limit. Tunnels (WebSocket, CONNECT) are not timed.
+   */
+  serverTimeout?: number;
 }
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
@@ -92,6 +100,16 @@ export class Http1Layer implements Layer {
   #done = false;
   #wsClient: WebSocketReader | null = null;
   #wsServer: WebSocketReader | null = null;
+  /** When the server last made progress (sent bytes, or took request bytes). */
+  #serverProgress = 0;
+  #timerArmed = false;
+  /** The raw relay that took over after a 2xx to CONNECT or a 101 to another protocol. */
+  #raw: TcpLayer | null = null;
+  /**
+   * The server answered and went away before the request body was complete: the rest of the
+   * body is read and dropped, so the client can finish sending and read the answer.
+   */
+  #discarding = false;
 
   constructor(options: Http1LayerOptions) {
     this.#o = options;
@@ -115,10 +133,14 @@ export class Http1Layer implements Layer {
   }
 
   handle(event: LayerEvent): LayerCommand[] {
+    if (this.#raw) return this.#raw.handle(event);
     const out: LayerCommand[] = [];
     if (this.#done) return out;
     switch (event.type) {
       case "data":
+        // Request bytes arrive only after the previous ones were written (backpressure): while a
+        // body goes up, each of them shows the server is taking it.
+        if (event.from === "server" || this.#req === "body") this.#serverProgress = event.now;
         if (event.from === "client") {
           this.#client = concatBytes(this.#client, event.data);
           if (this.#req === "done" && this.#client.byteLength > PIPELINE_LIMIT) {
@@ -157,7 +179,7 @@ export class Http1Layer implements Layer {
           this.#flow.server.timestampConnected = event.now;
           this.#flow.server.peerAddress = event.address;
         }
-        this.#sendRequestHead(out);
+        this.#sendRequestHead(event.now, out);
         this.#pumpClient(event.now, out);
         // A client FIN that came while connecting is judged now that its body bytes went through.
         if (this.#clientEof && this.#req === "body") this.#onClientEof(event.now, out);
@@ -168,6 +190,9 @@ export class Http1Layer implements Layer {
         if (this.#flow && this.#flow.timestampEnd === undefined && !this.#responseHeadSent) {
           this.#badGateway(event.now, out);
         }
+        break;
+      case "timer":
+        this.#onTimer(event.now, out);
         break;
     }
     return out;
@@ -182,7 +207,7 @@ export class Http1Layer implements Layer {
           if (this.#client.byteLength === 0 || !this.#readRequestHead(now, out)) return;
           break;
         case "body": {
-          if (this.#server !== "open" || this.#client.byteLength === 0) return;
+          if ((this.#server !== "open" && !this.#discarding) || this.#client.byteLength === 0) return;
           const body = this.#requestBody!;
           let used, data;
           try {
@@ -201,7 +226,14 @@ export class Http1Layer implements Layer {
             }
             return;
           }
-          this.#forwardRecorded("server", this.#client.subarray(0, used), data, "request", out);
+          const wire = this.#client.subarray(0, used);
+          this.#forwardRecorded(
+            "server",
+            this.#discarding ? wire.subarray(0, 0) : wire,
+            data,
+            "request",
+            out,
+          );
           this.#client = this.#client.subarray(used);
           if (body.done) this.#requestComplete(now, out);
           else return;
@@ -249,6 +281,7 @@ export class Http1Layer implements Layer {
 
     let framing: BodyFraming;
     let target: HostPort;
+    let mismatchedHost: string | undefined;
     let wire: Uint8Array = raw;
     let path = head.target;
     let host: string;
@@ -272,11 +305,22 @@ export class Http1Layer implements Layer {
       wire = serializeRequestHead({ ...head, target: url.path, headers });
     } else {
       target = this.#o.server.address;
-      host = hostFromHeader(headerValue(head.headers, "host")) ?? this.#o.tls?.sni ??
-        this.#o.server.hostname ??
-        target.hostname;
+      const hostHeader = headerValue(head.headers, "host");
+      const named = hostFromHeader(hostHeader);
+      const known = this.#o.tls?.sni ?? this.#o.server.hostname;
+      host = named ?? known ?? target.hostname;
+      if (hostHeader !== undefined && namesAnotherHost(hostHeader, known, target)) {
+        // The connection goes where the client dialed, whatever its Host header says: the URL
+        // names that destination, and the header is kept beside it.
+        host = known ?? target.hostname;
+        mismatchedHost = hostHeader;
+      }
+      // Heads go on as they came unless their line endings could be read two ways: a bare LF
+      // (or empty lines before the request line) becomes plain CRLF.
+      if (needsNewLines(raw)) wire = serializeRequestHead(head);
     }
     const flow = this.#newFlow(head, host, target, path, now);
+    if (mismatchedHost !== undefined) flow.request.hostHeader = mismatchedHost;
     out.push({ type: "flow", event: "start", flow });
     try {
       framing = requestFraming(head);
@@ -315,7 +359,7 @@ export class Http1Layer implements Layer {
       this.#serverBuf = new Uint8Array(0);
       out.push({ type: "open-server", address: target });
     }
-    this.#sendRequestHead(out);
+    this.#sendRequestHead(now, out);
     if (this.#requestBody.done) this.#requestComplete(now, out);
     return true;
   }
@@ -357,15 +401,67 @@ export class Http1Layer implements Layer {
     else this.#req = "head";
   }
 
-  #sendRequestHead(out: LayerCommand[]): void {
+  #sendRequestHead(now: number, out: LayerCommand[]): void {
     if (this.#server !== "open" || !this.#pendingHead) return;
     out.push({ type: "send", to: "server", data: this.#pendingHead });
     this.#pendingHead = null;
+    // From here the exchange waits on the server.
+    this.#serverProgress = now;
+    const limit = this.#o.serverTimeout;
+    if (limit !== undefined && !this.#timerArmed) {
+      this.#timerArmed = true;
+      out.push({ type: "timer", delay: limit });
+    }
   }
 
-  #requestComplete(now: number, _out: LayerCommand[]): void {
+  #requestComplete(now: number, out: LayerCommand[]): void {
     this.#req = "done";
     if (this.#flow) this.#flow.request.timestampEnd = now;
+    // A server that answered early: the exchange ends with the last byte of the request.
+    if (this.#resp === "idle" && this.#flow?.response) this.#exchangeDone(now, out, false);
+  }
+
+  /** True when the response is complete and only the request body is still coming. */
+  #answeredEarly(): boolean {
+    return this.#req === "body" && this.#resp === "idle" && this.#flow?.response !== undefined &&
+      this.#flow.timestampEnd === undefined;
+  }
+
+  /** True while an exchange waits on an open server (for its response or to take the body). */
+  #waitingOnServer(): boolean {
+    return this.#server === "open" &&
+      (this.#resp === "head" || this.#resp === "body" || (this.#req === "body" && this.#resp === "idle"));
+  }
+
+  #onTimer(now: number, out: LayerCommand[]): void {
+    this.#timerArmed = false;
+    const limit = this.#o.serverTimeout;
+    if (limit === undefined || !this.#waitingOnServer()) return;
+    const left = this.#serverProgress + limit - now;
+    if (left > 0) {
+      this.#timerArmed = true;
+      out.push({ type: "timer", delay: left });
+      return;
+    }
+    const address = formatHostPort(this.#serverAddress ?? this.#o.server.address);
+    const seconds = `${limit / 1000} s`;
+    // A server that stopped reading may have writes pending toward it: only a reset ends those.
+    out.push({ type: "close", to: "server", reset: true });
+    this.#server = "none";
+    if (!this.#responseHeadSent) {
+      const what = this.#req === "body"
+        ? "took no more of the request body and sent no response"
+        : "sent no response";
+      this.#respondError(504, "Gateway Timeout", `${address} ${what} for ${seconds}`, now, out);
+      return;
+    }
+    const what = this.#resp === "body"
+      ? `${address} sent nothing for ${seconds} in the middle of the response body`
+      : `${address} answered, then took no more of the request body for ${seconds}`;
+    this.#failFlow(what, now, out);
+    out.push({ type: "close", to: "client", reset: this.#resp === "body" });
+    this.#req = "closed";
+    this.#done = true;
   }
 
   #onClientEof(now: number, out: LayerCommand[]): void {
@@ -381,6 +477,12 @@ export class Http1Layer implements Layer {
           out,
         );
       }
+      this.#closeAll(out);
+      return;
+    }
+    if (this.#answeredEarly()) {
+      // The client stopped sending once it had its answer: the exchange is over.
+      this.#endFlow(now, out);
       this.#closeAll(out);
       return;
     }
@@ -468,11 +570,44 @@ export class Http1Layer implements Layer {
     const flow = this.#flow!;
     const request = this.#requestHead!;
 
+    // The head goes on as it came unless its line endings could be read two ways, or it has a
+    // Content-Length beside Transfer-Encoding, which RFC 9112 §6.3 says a proxy must drop.
+    const both = headerValues(head.headers, "transfer-encoding").length > 0 &&
+      headerValues(head.headers, "content-length").length > 0;
+    const wire = both || needsNewLines(raw)
+      ? serializeResponseHead({
+        ...head,
+        headers: both
+          ? head.headers.filter(([name]) => name.toLowerCase() !== "content-length")
+          : head.headers,
+      })
+      : raw;
     if (head.status >= 100 && head.status < 200 && head.status !== 101) {
-      out.push({ type: "send", to: "client", data: raw });
+      out.push({ type: "send", to: "client", data: wire });
       return true;
     }
     const upgrade = head.status === 101 && isWebSocketUpgrade(request, head);
+    // A 2xx to the client's own CONNECT (it talks to a proxy of its own through us) or a switch to
+    // a protocol other than WebSocket: what follows is no longer HTTP, so it is relayed raw.
+    const relayRaw =
+      (request.method.toUpperCase() === "CONNECT" && head.status >= 200 && head.status < 300) ||
+      (head.status === 101 && !upgrade);
+    if (relayRaw) {
+      flow.response = {
+        status: head.status,
+        reason: head.reason,
+        httpVersion: head.version,
+        headers: head.headers,
+        body: emptyBody(),
+        timestampStart: now,
+        timestampEnd: now,
+      };
+      out.push({ type: "send", to: "client", data: wire });
+      this.#responseHeadSent = true;
+      this.#endFlow(now, out);
+      this.#startRawRelay(request, now, out);
+      return false;
+    }
     let framing: BodyFraming = { kind: "none" };
     if (!upgrade) {
       try {
@@ -490,7 +625,7 @@ export class Http1Layer implements Layer {
       body: emptyBody(),
       timestampStart: now,
     };
-    out.push({ type: "send", to: "client", data: raw });
+    out.push({ type: "send", to: "client", data: wire });
     this.#responseHeadSent = true;
     out.push({ type: "flow", event: "update", flow });
 
@@ -535,11 +670,17 @@ export class Http1Layer implements Layer {
     if (flow.response) flow.response.timestampEnd = now;
     this.#resp = "idle";
     this.#responseBody = null;
-    if (this.#req !== "done") {
-      // The server answered before the request body was complete (e.g. 413): end the exchange
-      // here and close, since the rest of the request can no longer be framed.
-      this.#closeAfter = true;
+    if (this.#req === "body") {
+      // The server answered before the request body was complete (nginx's `return 200` does, so
+      // does a 413). Closing now would leave the client stuck sending, or reset it before it read
+      // the answer: the rest of the body is still relayed, and the exchange ends with it.
+      return;
     }
+    this.#exchangeDone(now, out, true);
+  }
+
+  /** Ends the exchange whose request and response are both complete. */
+  #exchangeDone(now: number, out: LayerCommand[], pump: boolean): void {
     this.#endFlow(now, out);
     if (this.#closeAfter || this.#clientEof) {
       this.#closeAll(out);
@@ -548,7 +689,38 @@ export class Http1Layer implements Layer {
     this.#req = "head";
     this.#requestHead = null;
     this.#requestBody = null;
-    if (this.#client.byteLength > 0) this.#pumpClient(now, out);
+    if (pump && this.#client.byteLength > 0) this.#pumpClient(now, out);
+  }
+
+  /** Hands the connection to a raw TCP relay (recorded as a flow of its own). */
+  #startRawRelay(request: RequestHead, now: number, out: LayerCommand[]): void {
+    const flow = this.#flow!;
+    const server: ServerInfo = { ...flow.server };
+    const connectTo = request.method.toUpperCase() === "CONNECT" ? parseAuthority(request.target, 443) : null;
+    if (connectTo) server.hostname = connectTo.hostname;
+    const raw = new TcpLayer({
+      id: this.#o.newId(),
+      client: this.#o.client,
+      server,
+      ...(this.#o.tls ? { tls: this.#o.tls } : {}),
+      serverConnected: true,
+      messageLimit: this.#o.bodyLimit,
+      maxMessages: this.#o.maxMessages,
+      now,
+    });
+    this.#raw = raw;
+    this.#req = "tunnel";
+    this.#resp = "tunnel";
+    out.push(...raw.start());
+    const client = this.#client;
+    const fromServer = this.#serverBuf;
+    this.#client = new Uint8Array(0);
+    this.#serverBuf = new Uint8Array(0);
+    if (client.byteLength > 0) out.push(...raw.handle({ type: "data", from: "client", data: client, now }));
+    if (fromServer.byteLength > 0) {
+      out.push(...raw.handle({ type: "data", from: "server", data: fromServer, now }));
+    }
+    if (this.#clientEof) out.push(...raw.handle({ type: "eof", from: "client", now }));
   }
 
   #onServerEnd(error: string | null, now: number, out: LayerCommand[]): void {
@@ -570,6 +742,15 @@ export class Http1Layer implements Layer {
         return;
       } catch { /* truncated body: reported below */ }
     }
+    if (this.#answeredEarly()) {
+      // Nowhere to send the rest of the body: it is read and dropped, and the connection closes
+      // once the client has sent it all.
+      if (wasOpen) out.push({ type: "close", to: "server", reset: error !== null });
+      this.#discarding = true;
+      this.#closeAfter = true;
+      this.#pumpClient(now, out);
+      return;
+    }
     if (this.#resp === "idle") {
       if (wasOpen) out.push({ type: "close", to: "server", reset: false });
       return;
@@ -580,7 +761,13 @@ export class Http1Layer implements Layer {
       this.#badGateway(now, out, `${what} before sending a response`);
     } else {
       this.#failFlow(`${what} in the middle of the response body`, now, out);
-      out.push({ type: "close", to: "client", reset: true }, { type: "close", to: "server", reset: false });
+      // The client sees what it would see without the proxy: a reset for a reset, and for a
+      // close, a close before the framing said the body ends.
+      out.push({ type: "close", to: "client", reset: error !== null }, {
+        type: "close",
+        to: "server",
+        reset: false,
+      });
       this.#done = true;
     }
   }
@@ -798,6 +985,41 @@ function isWebSocketUpgrade(request: RequestHead, response: ResponseHead): boole
   const upgrade = (h: [string, string][]) =>
     (headerValue(h, "upgrade") ?? "").toLowerCase().includes("websocket");
   return upgrade(request.headers) && upgrade(response.headers);
+}
+
+/** True when a head has a bare LF line ending or empty lines before its start line. */
+function needsNewLines(raw: Uint8Array): boolean {
+  if (raw[0] === 0x0d || raw[0] === 0x0a) return true;
+  for (let i = raw.indexOf(0x0a); i >= 0; i = raw.indexOf(0x0a, i + 1)) {
+    if (raw[i - 1] !== 0x0d) return true;
+  }
+  return false;
+}
+
+const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:.]*)$/i;
+
+/**
+ * True when a Host header names another host (or port) than the connection's destination: the
+ * name the client asked for (`known`: SNI) or, without one, the address it dialed when the header
+ * holds an address too. A name against a bare address cannot be checked here and is believed.
+ */
+function namesAnotherHost(hostHeader: string, known: string | undefined, destination: HostPort): boolean {
+  const host = hostFromHeader(hostHeader);
+  if (host === undefined) return false;
+  const port = portFromHeader(hostHeader);
+  if (port !== undefined && port !== destination.port) return true;
+  const norm = (h: string) => h.toLowerCase().replace(/\.$/, "");
+  if (known !== undefined) return norm(host) !== norm(known);
+  return IP_LITERAL.test(host) && norm(host) !== norm(destination.hostname);
+}
+
+/** The port of a Host header, when it names one. */
+function portFromHeader(value: string): number | undefined {
+  const m = /:(\d{1,5})$/.exec(value.trim());
+  if (!m || (value.includes("[") ? !value.trim().includes("]:") : value.split(":").length !== 2)) {
+    return undefined;
+  }
+  return Number(m[1]);
 }
 
 /** The host part of a Host header (no port, no IPv6 brackets). */

@@ -16,6 +16,9 @@ import {
   play,
   type Script,
   send,
+  shutdown,
+  timer,
+  timerFired,
   tunnel,
 } from "./_playbook.ts";
 import type { ClientInfo, HostPort, HttpFlow } from "./flow.ts";
@@ -604,7 +607,7 @@ Deno.test("Http1Layer reads an unframed response until the server closes", () =>
 
 // ---- broken connections -------------------------------------------------------------------
 
-Deno.test("Http1Layer resets the client when the server closes in the middle of a body", () => {
+Deno.test("Http1Layer closes the client, as the server did, when it closes in the middle of a body", () => {
   const responseHead = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
   play(http1Layer(), [
     fromClient("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", 1000),
@@ -620,7 +623,7 @@ Deno.test("Http1Layer resets the client when the server closes in the middle of 
         },
         response: { body: body("abc") },
       }),
-      close("client", true),
+      close("client"),
       close("server"),
     ],
     fromServer("late", 1003),
@@ -1029,4 +1032,277 @@ Deno.test("Http1Layer records a 3 MB body sent in small chunks with a linear num
   const recorded = lastFlow(commands).request.body;
   assert.deepEqual([recorded.size, recorded.truncated, recorded.content.byteLength], [size, false, size]);
   assert.equal(recorded.content[size - 1], 0x61 + ((size - 1) % 26));
+});
+
+// ---- a server that answers before the request body is complete ----------------------------
+
+Deno.test("Http1Layer keeps relaying the request body after an early answer and ends the exchange with it", () => {
+  const head = "POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 10\r\n\r\n";
+  const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  const layer = http1Layer();
+  play(layer, [
+    fromClient(head + "0123", 1000),
+    [flow("start", {}), send("server", head), send("server", "0123")],
+    fromServer(answer, 1001),
+    // The answer goes to the client at once; the exchange is not over until the body is.
+    [
+      send("client", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+      flow("update", {}),
+      send("client", "ok"),
+    ],
+    fromClient("456", 1002),
+    [send("server", "456")],
+    fromClient("789", 1003),
+    [
+      send("server", "789"),
+      flow("end", {
+        error: undefined,
+        timestampEnd: 1003,
+        request: { body: body("0123456789"), timestampEnd: 1003 },
+        response: { status: 200, body: body("ok"), timestampEnd: 1001 },
+      }),
+    ],
+    // The connection stays usable.
+    fromClient("GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n", 1004),
+    [flow("start", { id: "flow-2" }), send("server", "GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n")],
+  ]);
+});
+
+Deno.test("Http1Layer reads and drops the rest of the body when the server answers early and closes", () => {
+  const head = "PUT /up HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n";
+  play(http1Layer(), [
+    fromClient(head + "3\r\nabc\r\n", 1000),
+    [flow("start", {}), send("server", head), send("server", "3\r\nabc\r\n")],
+    fromServer(answer + "ok", 1001),
+    [send("client", answer), flow("update", {}), send("client", "ok")],
+    eof("server", 1002),
+    [close("server")],
+    // Nothing goes to the server any more, but the client can finish sending.
+    fromClient("3\r\ndef\r\n", 1003),
+    [],
+    fromClient("0\r\n\r\n", 1004),
+    [
+      flow("end", {
+        error: undefined,
+        request: { body: body("abcdef"), timestampEnd: 1004 },
+        response: { status: 200 },
+      }),
+      close("client"),
+    ],
+  ]);
+});
+
+Deno.test("Http1Layer ends the exchange when the client stops sending after an early answer", () => {
+  const head = "POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n";
+  const answer = "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n";
+  play(http1Layer(), [
+    fromClient(head + "0123", 1000),
+    [flow("start", {}), send("server", head), send("server", "0123")],
+    fromServer(answer, 1001),
+    [send("client", answer), flow("update", {})],
+    eof("client", 1002),
+    [flow("end", { error: undefined, response: { status: 413 } }), close("server"), close("client")],
+  ]);
+});
+
+// ---- a server that stalls -----------------------------------------------------------------
+
+Deno.test("Http1Layer answers 504 when the server sends nothing for the server timeout", () => {
+  const request = "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+  const text = "93.184.216.34:80 sent no response for 5 s";
+  play(http1Layer({ serverTimeout: 5000 }), [
+    fromClient(request, 1000),
+    [flow("start", {}), send("server", request), timer(5000)],
+    timerFired(6000),
+    [
+      close("server", true),
+      send("client", errorResponse(504, "Gateway Timeout", text)),
+      flow("end", { error: { message: text, timestamp: 6000 }, response: { status: 504 } }),
+      close("client"),
+    ],
+  ]);
+});
+
+Deno.test("Http1Layer counts server progress and re-arms its timer for the time left", () => {
+  const head = "POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\n";
+  const responseHead = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
+  const text = "93.184.216.34:80 sent nothing for 5 s in the middle of the response body";
+  play(http1Layer({ serverTimeout: 5000 }), [
+    fromClient(head + "ab", 1000),
+    [flow("start", {}), send("server", head), timer(5000), send("server", "ab")],
+    // Each request byte that comes shows the server took the ones before.
+    fromClient("cd", 4000),
+    [send("server", "cd")],
+    timerFired(6000),
+    [timer(3000)],
+    fromServer(responseHead + "xy", 8000),
+    [send("client", responseHead), flow("update", {}), send("client", "xy")],
+    timerFired(9000),
+    [timer(4000)],
+    timerFired(13000),
+    [
+      close("server", true),
+      flow("end", { error: { message: text, timestamp: 13000 }, response: { body: body("xy") } }),
+      close("client", true),
+    ],
+  ]);
+});
+
+Deno.test("Http1Layer lets its timer lapse on an idle keep-alive connection", () => {
+  const request = "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+  const response = "HTTP/1.1 204 No Content\r\n\r\n";
+  play(http1Layer({ serverTimeout: 5000 }), [
+    fromClient(request, 1000),
+    [flow("start", {}), send("server", request), timer(5000)],
+    fromServer(response, 1001),
+    [send("client", response), flow("update", {}), flow("end", {})],
+    timerFired(6000),
+    [],
+    fromClient(request, 7000),
+    [flow("start", {}), send("server", request), timer(5000)],
+  ]);
+});
+
+// ---- tunnels the client asks for ----------------------------------------------------------
+
+Deno.test("Http1Layer relays raw bytes after a 2xx to the client's own CONNECT and records them", () => {
+  const connect = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+  const established = "HTTP/1.1 200 Connection established\r\n\r\n";
+  const commands = play(http1Layer({ server: { address: { hostname: "10.9.9.9", port: 3128 } } }), [
+    fromClient(connect + "\x16\x03\x01hello", 1000),
+    [flow("start", { request: { method: "CONNECT" } }), send("server", connect)],
+    fromServer(established, 1001),
+    [
+      send("client", established),
+      flow("end", { error: undefined, response: { status: 200 } }),
+      flow("start", {
+        id: "flow-2",
+        type: "tcp",
+        server: { address: { hostname: "10.9.9.9", port: 3128 }, hostname: "example.com" },
+      }),
+      send("server", "\x16\x03\x01hello"),
+    ],
+    fromServer("\x16\x03\x03server", 1002),
+    [send("client", "\x16\x03\x03server")],
+    eof("client", 1003),
+    [shutdown("server")],
+    eof("server", 1004),
+    [
+      shutdown("client"),
+      flow("end", { id: "flow-2", bytesFromClient: 8, bytesFromServer: 9 }),
+      close("client"),
+      close("server"),
+    ],
+  ]);
+  const tcp = commands.flatMap((c) => c.type === "flow" && c.flow.type === "tcp" ? [c.flow] : []).at(-1)!;
+  assert.deepEqual(
+    tcp.type === "tcp" && tcp.messages.map((m) => [m.fromClient, latin1(m.content)]),
+    [[true, "\x16\x03\x01hello"], [false, "\x16\x03\x03server"]],
+  );
+});
+
+Deno.test("Http1Layer relays raw bytes after a 101 to a protocol other than WebSocket", () => {
+  const request = "GET / HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+  const switching = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+  play(http1Layer(), [
+    fromClient(request, 1000),
+    [flow("start", {}), send("server", request)],
+    fromServer(switching + "\x00\x00\x00\x04", 1001),
+    [
+      send("client", switching),
+      flow("end", { error: undefined, response: { status: 101 } }),
+      flow("start", { id: "flow-2", type: "tcp" }),
+      send("client", "\x00\x00\x00\x04"),
+    ],
+    // Not parsed as HTTP any more: a request line would have been a head.
+    fromClient("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1002),
+    [send("server", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")],
+  ]);
+});
+
+// ---- heads as they are forwarded ----------------------------------------------------------
+
+Deno.test("Http1Layer drops Content-Length from a response that also has Transfer-Encoding", () => {
+  const request = "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+  play(http1Layer(), [
+    fromClient(request, 1000),
+    [flow("start", {}), send("server", request)],
+    fromServer(
+      "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+      1001,
+    ),
+    [
+      send("client", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"),
+      flow("update", {}),
+      send("client", "2\r\nok\r\n0\r\n\r\n"),
+      flow("end", { error: undefined, response: { body: body("ok") } }),
+    ],
+  ]);
+});
+
+Deno.test("Http1Layer forwards heads with bare LF line endings as CRLF in transparent mode", () => {
+  play(http1Layer(), [
+    fromClient("\r\nGET /a HTTP/1.1\nHost: example.com\r\nX-B:  2\n\n", 1000),
+    [flow("start", {}), send("server", "GET /a HTTP/1.1\r\nHost: example.com\r\nX-B: 2\r\n\r\n")],
+    fromServer("HTTP/1.1 200 OK\nContent-Length: 0\n\n", 1001),
+    [send("client", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), flow("update", {}), flow("end", {})],
+  ]);
+});
+
+// ---- the URL names where the request really went -------------------------------------------
+
+Deno.test("Http1Layer records the SNI in the URL when the Host header names another host", () => {
+  const request = "GET /x HTTP/1.1\r\nHost: other.example:8443\r\n\r\n";
+  play(
+    http1Layer({
+      scheme: "https",
+      server: { address: { hostname: "10.1.1.1", port: 443 }, hostname: "api.example.com" },
+      tls: { sni: "api.example.com", alpnOffered: [], passthrough: false },
+    }),
+    [
+      fromClient(request, 1000),
+      [
+        flow("start", {
+          server: { address: { hostname: "10.1.1.1", port: 443 }, hostname: "api.example.com" },
+          request: {
+            host: "api.example.com",
+            url: "https://api.example.com/x",
+            hostHeader: "other.example:8443",
+            headers: [["Host", "other.example:8443"]],
+          },
+        }),
+        send("server", request),
+      ],
+    ],
+  );
+});
+
+Deno.test("Http1Layer records the dialed address when the Host header holds another address", () => {
+  const request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  play(http1Layer(), [
+    fromClient(request, 1000),
+    [
+      flow("start", {
+        request: { host: SERVER.hostname, url: `http://${SERVER.hostname}/`, hostHeader: "127.0.0.1" },
+      }),
+      send("server", request),
+    ],
+  ]);
+  // A name that agrees with the SNI, or a name against a bare address, is taken as it is.
+  const agreeing = "GET / HTTP/1.1\r\nHost: API.example.com\r\n\r\n";
+  play(
+    http1Layer({
+      scheme: "https",
+      server: { address: { hostname: "10.1.1.1", port: 443 } },
+      tls: { sni: "api.example.com", alpnOffered: [], passthrough: false },
+    }),
+    [
+      fromClient(agreeing, 1000),
+      [
+        flow("start", { request: { url: "https://API.example.com/", hostHeader: undefined } }),
+        send("server", agreeing),
+      ],
+    ],
+  );
 });

@@ -21,7 +21,9 @@ export type LayerEvent =
   /** The connection asked for with `open-server` is up. */
   | { type: "server-connected"; address: HostPort; now: number }
   /** The connection asked for with `open-server` could not be made. */
-  | { type: "server-failed"; message: string; now: number };
+  | { type: "server-failed"; message: string; now: number }
+  /** The time asked for with the last `timer` command has come. */
+  | { type: "timer"; now: number };
 
 /** What the driver must do. */
 export type LayerCommand =
@@ -38,7 +40,12 @@ export type LayerCommand =
    */
   | { type: "tunnel"; address: HostPort; buffered: Uint8Array; httpVersion: string }
   | { type: "flow"; event: "start" | "update" | "end"; flow: Flow }
-  | { type: "log"; level: LogEvent["level"]; message: string };
+  | { type: "log"; level: LogEvent["level"]; message: string }
+  /**
+   * Deliver a `timer` event `delay` ms from now. A layer has one timer: this replaces a pending
+   * one. Layers keep their own deadlines and re-arm on a `timer` event that came too early.
+   */
+  | { type: "timer"; delay: number };
 
 /** A sans-IO layer. */
 export interface Layer {

@@ -63,6 +63,8 @@ class LayerRunner {
   #server: ByteStream | null;
   #serverGen = 0;
   #connecting: Promise<void> | null = null;
+  /** The layer's own timer (see the `timer` command). */
+  #layerTimer: ReturnType<typeof setTimeout> | null = null;
   #done = false;
   #failed = new Set<Side>();
   #result: LayerRunResult = {};
@@ -194,6 +196,13 @@ class LayerRunner {
         case "log":
           this.#o.bus.log(cmd.level, cmd.message);
           break;
+        case "timer":
+          if (this.#layerTimer !== null) clearTimeout(this.#layerTimer);
+          this.#layerTimer = setTimeout(() => {
+            this.#layerTimer = null;
+            void this.#dispatch({ type: "timer", now: Date.now() });
+          }, Math.max(0, cmd.delay));
+          break;
       }
     }
     if (waits.length === 0) return Promise.resolve();
@@ -207,6 +216,8 @@ class LayerRunner {
   #end(): void {
     if (this.#done) return;
     this.#done = true;
+    if (this.#layerTimer !== null) clearTimeout(this.#layerTimer);
+    this.#layerTimer = null;
     this.#finish();
   }
 
