@@ -94,6 +94,8 @@ async function startWirescope(s: ServerSetup): Promise<BenchServer> {
     confdir,
     "--upstream-ca",
     s.originCaFile,
+    // The origins listen on the server namespace's loopback (an address of its host).
+    "--allow-local-destinations",
     "-q",
   ]);
   try {

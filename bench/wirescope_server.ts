@@ -1,5 +1,6 @@
 /**
- * A stand-in for `deno run -A mod.ts --mode wireguard@PORT --confdir DIR --upstream-ca FILE -q`
+ * A stand-in for `deno run -A mod.ts --mode wireguard@PORT --confdir DIR --upstream-ca FILE
+ * --allow-local-destinations -q`
  * built on the library ({@link startProxy}), taking the same arguments and the same
  * `<confdir>/wireguard.json` keys file. The bench uses the CLI; this is for when the CLI does not
  * start (`deno task bench --wirescope-library`), e.g. while it is being changed.
@@ -25,6 +26,8 @@ for (let i = 0; i < Deno.args.length; i++) {
   if (a === "--mode") port = Number(/^wireguard@(\d+)$/.exec(Deno.args[++i] ?? "")?.[1] ?? NaN);
   else if (a === "--confdir") confdir = Deno.args[++i] ?? "";
   else if (a === "--upstream-ca") upstreamCa.push(Deno.args[++i] ?? "");
+  // Accepted for the CLI's sake; always on here (the bench's origins are on this host).
+  else if (a === "--allow-local-destinations") continue;
 }
 if (!Number.isInteger(port) || port <= 0 || !confdir) {
   console.error("usage: wirescope_server.ts --mode wireguard@PORT --confdir DIR [--upstream-ca FILE]");
@@ -41,6 +44,7 @@ const proxy = await startProxy({
   confdir,
   upstreamCa,
   dnsServers: [],
+  allowLocalDestinations: true,
   onLog: () => {},
 });
 const stop = async () => {

@@ -303,7 +303,15 @@ Deno.test("wirescope -v adds connection events to the flow lines", async () => {
   const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = free.addr.port;
   free.close();
-  const cli = new Cli(["-v", "--confdir", confdir, "--mode", `regular@127.0.0.1:${port}`]);
+  // The origin listens on loopback: local destinations must be allowed.
+  const cli = new Cli([
+    "-v",
+    "--confdir",
+    confdir,
+    "--mode",
+    `regular@127.0.0.1:${port}`,
+    "--allow-local-destinations",
+  ]);
   try {
     await cli.waitFor("CA certificate:");
     const out = await new Deno.Command("curl", {

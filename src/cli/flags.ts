@@ -8,6 +8,11 @@ import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 import { formatModeSpec, type ModeSpec, parseModeSpec } from "./mode_spec.ts";
+import {
+  DEFAULT_HEAD_TIMEOUT,
+  DEFAULT_IDLE_TIMEOUT,
+  DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+} from "../proxy/limits.ts";
 
 /** The most WireGuard client peers `--peers` allows: their addresses are 10.0.0.2 to 10.0.0.251. */
 const MAX_PEERS = 250;
@@ -32,6 +37,16 @@ export interface CliOptions {
   sslInsecure: boolean;
   /** The DNS servers to forward queries to; empty means the system's. */
   dnsServers: { hostname: string; port: number }[];
+  /** Time a client has to send a complete request head, in ms (0: no limit). */
+  headTimeout: number;
+  /** Client connections without traffic for this long are closed, in ms (0: never). */
+  idleTimeout: number;
+  /** Open connections allowed per client (0: no cap). */
+  maxConnectionsPerClient: number;
+  /** Open client connections allowed in total (0: no cap); the library's default when absent. */
+  maxConnections?: number;
+  /** Whether clients may reach this host's own addresses (loopback, link-local, interfaces). */
+  allowLocalDestinations: boolean;
   /** The file to save flows to. */
   save?: string;
   /** The HAR file to write flows to. */
@@ -96,6 +111,23 @@ Interception:
   --dns-server HOST[:PORT]   forward DNS queries there, port 53 unless given;
                              repeatable (default: the system's resolvers)
 
+Limits and access:
+  --head-timeout SECONDS     close a client connection whose request head is not
+                             complete this long after it opened or after the
+                             last response; 0 turns it off (default: 30)
+  --idle-timeout SECONDS     close a client connection after this long without
+                             a byte either way; 0 turns it off (default: 600)
+  --max-connections-per-client N
+                             open connections allowed per client (WireGuard
+                             peer or proxy client address); more are refused
+                             and logged; 0 means no cap (default: 4096)
+  --max-connections N        open client connections allowed in total; 0 means
+                             no cap (default: 16384, less when the open-file
+                             limit is low: half of it)
+  --allow-local-destinations let clients reach this host's own services
+                             (loopback, link-local such as 169.254.169.254,
+                             this host's addresses); refused by default
+
 Output:
   -w, --save FILE            save flows to FILE (default: do not save)
   --har FILE                 also write flows to FILE as HAR (default: do not)
@@ -146,6 +178,11 @@ export function parseFlags(args: string[]): CliOptions {
         "upstream-ca": { type: "string", multiple: true },
         "ssl-insecure": { type: "boolean" },
         "dns-server": { type: "string", multiple: true },
+        "head-timeout": { type: "string" },
+        "idle-timeout": { type: "string" },
+        "max-connections-per-client": { type: "string" },
+        "max-connections": { type: "string" },
+        "allow-local-destinations": { type: "boolean" },
         save: { type: "string", short: "w" },
         har: { type: "string" },
         quiet: { type: "boolean", short: "q" },
@@ -171,6 +208,14 @@ export function parseFlags(args: string[]): CliOptions {
       const { host, port } = parseHostPort(text, "--dns-server");
       return { hostname: host, port: port ?? 53 };
     }),
+    headTimeout: parseSeconds(values["head-timeout"], "--head-timeout", DEFAULT_HEAD_TIMEOUT),
+    idleTimeout: parseSeconds(values["idle-timeout"], "--idle-timeout", DEFAULT_IDLE_TIMEOUT),
+    maxConnectionsPerClient: parseCount(
+      values["max-connections-per-client"],
+      "--max-connections-per-client",
+      DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    ),
+    allowLocalDestinations: values["allow-local-destinations"] ?? false,
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
     help: values.help ?? false,
@@ -178,6 +223,9 @@ export function parseFlags(args: string[]): CliOptions {
   };
   if (values["wg-endpoint"] !== undefined) {
     options.wgEndpoint = parseHostPort(values["wg-endpoint"], "--wg-endpoint");
+  }
+  if (values["max-connections"] !== undefined) {
+    options.maxConnections = parseCount(values["max-connections"], "--max-connections", 0);
   }
   if (values.save !== undefined) options.save = checkParentDir(values.save, "--save");
   if (values.har !== undefined) options.har = checkParentDir(values.har, "--har");
@@ -272,6 +320,24 @@ function parsePeers(text: string): number {
   if (!(n >= 1 && n <= MAX_PEERS)) {
     throw new UsageError(`--peers ${text}: expected a whole number from 1 to ${MAX_PEERS}`);
   }
+  return n;
+}
+
+/** Parses a time in seconds (decimals allowed, 0 turns the limit off) into ms. */
+function parseSeconds(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0 && n <= 86_400 * 365)) {
+    throw new UsageError(`${flag} ${text}: expected a number of seconds (0 turns it off)`);
+  }
+  return Math.round(n * 1000);
+}
+
+/** Parses a whole number of connections (0: no cap). */
+function parseCount(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isInteger(n)) throw new UsageError(`${flag} ${text}: expected a whole number (0 means no cap)`);
   return n;
 }
 

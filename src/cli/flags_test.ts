@@ -21,6 +21,10 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     upstreamCa: [],
     sslInsecure: false,
     dnsServers: [],
+    headTimeout: 30_000,
+    idleTimeout: 600_000,
+    maxConnectionsPerClient: 4096,
+    allowLocalDestinations: false,
     quiet: false,
     verbose: false,
     help: false,
@@ -309,4 +313,35 @@ Deno.test("USAGE mentions every flag and gives examples", () => {
   }
   assert.match(USAGE, /Examples:/);
   assert.match(USAGE, /default: ~\/\.wirescope/);
+});
+
+Deno.test("parseFlags() reads the limits in seconds and counts, 0 turning one off", () => {
+  const o = parseFlags([
+    "--head-timeout",
+    "0.25",
+    "--idle-timeout=0",
+    "--max-connections-per-client",
+    "10",
+    "--max-connections",
+    "0",
+    "--allow-local-destinations",
+  ]);
+  assert.equal(o.headTimeout, 250);
+  assert.equal(o.idleTimeout, 0);
+  assert.equal(o.maxConnectionsPerClient, 10);
+  assert.equal(o.maxConnections, 0);
+  assert.equal(o.allowLocalDestinations, true);
+  assert.equal(parseFlags([]).maxConnections, undefined, "the library picks the total cap by default");
+  assertUsageError(["--head-timeout", "-1"], /--head-timeout/);
+  assertUsageError(["--idle-timeout", "ten"], /--idle-timeout ten: expected a number of seconds/);
+  assertUsageError(["--max-connections-per-client", "1.5"], /expected a whole number/);
+  assertUsageError(["--max-connections", "x"], /--max-connections x/);
+  for (
+    const flag of ["--head-timeout", "--idle-timeout", "--max-connections-per-client", "--max-connections"]
+  ) {
+    assert.ok(USAGE.includes(flag), `${flag} in --help`);
+  }
+  assert.match(USAGE, /--allow-local-destinations/);
+  assert.match(USAGE, /default: 30\)/);
+  assert.match(USAGE, /default: 600\)/);
 });

@@ -111,6 +111,11 @@ async function run(options: CliOptions): Promise<number> {
       upstreamCa: options.upstreamCa,
       insecure: options.sslInsecure,
       ...(options.dnsServers.length > 0 ? { dnsServers: options.dnsServers } : {}),
+      headTimeout: options.headTimeout,
+      idleTimeout: options.idleTimeout,
+      maxConnectionsPerClient: options.maxConnectionsPerClient,
+      ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+      allowLocalDestinations: options.allowLocalDestinations,
       onLog: (event) => {
         if (options.quiet && event.level !== "error") return;
         if (!options.verbose && (event.level === "debug" || event.level === "info")) return;
