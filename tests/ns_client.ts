@@ -58,6 +58,7 @@ switch (mode) {
     break;
   case "upload": {
     const bytes = Number(rest[0]);
+    const t0 = performance.now();
     const conn = await Deno.connect({ hostname: host!, port });
     const w = conn.writable.getWriter();
     const h = createHash("sha256");
@@ -69,11 +70,12 @@ switch (mode) {
     w.releaseLock();
     await conn.closeWrite();
     const reply = await new Response(conn.readable).text();
-    result = { sent: h.digest("hex"), reply };
+    result = { sent: h.digest("hex"), reply, seconds: (performance.now() - t0) / 1000 };
     break;
   }
   case "download": {
     const bytes = Number(rest[0]);
+    const t0 = performance.now();
     const conn = await Deno.connect({ hostname: host!, port });
     const w = conn.writable.getWriter();
     await w.write(new TextEncoder().encode(`${bytes}\n`));
@@ -83,8 +85,10 @@ switch (mode) {
       h.update(chunk);
       n += chunk.length;
     }
+    const seconds = (performance.now() - t0) / 1000;
     result = {
       bytes: n,
+      seconds,
       got: h.digest("hex"),
       want: createHash("sha256").update(pattern(0, bytes)).digest("hex"),
     };
