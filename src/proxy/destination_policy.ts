@@ -82,9 +82,11 @@ export class DestinationPolicy {
   /** Counts one refusal and returns the error that reports it. */
   refuse(address: HostPort, reason: string, resolvedFrom?: string): BlockedDestinationError {
     this.#blocked++;
-    const what = resolvedFrom ? `${resolvedFrom} (${address.hostname})` : address.hostname;
+    const what = resolvedFrom
+      ? `${formatHostPort({ hostname: resolvedFrom, port: address.port })} (${address.hostname})`
+      : formatHostPort(address);
     return new BlockedDestinationError(
-      `destination ${formatHostPort({ hostname: what, port: address.port })} refused: ${reason}` +
+      `destination ${what} refused: ${reason}` +
         (this.#o.hint ? ` (${this.#o.hint})` : ""),
     );
   }

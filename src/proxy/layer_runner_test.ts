@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import type { ByteStream } from "./byte_stream.ts";
+import { FlowBus } from "./flow.ts";
+import { Http1Layer } from "./http1_layer.ts";
+import { type HeadTimeout, runLayer } from "./layer_runner.ts";
+
+const enc = new TextEncoder();
+
+/** An in-memory stream: the test pushes what the peer sends and reads what was written. */
+class MemoryStream implements ByteStream {
+  #queue: (Uint8Array | null)[] = [];
+  #wake: (() => void) | null = null;
+  written = "";
+  closedWith: { reset: boolean; at: number } | null = null;
+
+  push(text: string | null): void {
+    this.#queue.push(text === null ? null : enc.encode(text));
+    this.#wake?.();
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    for (;;) {
+      if (this.closedWith) return null;
+      if (this.#queue.length > 0) return this.#queue.shift()!;
+      await new Promise<void>((r) => (this.#wake = r));
+      this.#wake = null;
+    }
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    this.written += new TextDecoder().decode(data);
+    return Promise.resolve();
+  }
+
+  closeWrite(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(reset: boolean): void {
+    this.closedWith ??= { reset, at: Date.now() };
+    this.#wake?.();
+  }
+}
+
+function setup(ms: number) {
+  const client = new MemoryStream();
+  const server = new MemoryStream();
+  const expiries: { partial: boolean; afterRequest: boolean; at: number }[] = [];
+  const headTimeout: HeadTimeout = { ms, expired: (info) => expiries.push({ ...info, at: Date.now() }) };
+  const layer = new Http1Layer({
+    mode: "transparent",
+    scheme: "http",
+    client: { address: { hostname: "10.0.0.2", port: 40000 }, mode: "wireguard" },
+    server: { address: { hostname: "10.9.9.9", port: 80 } },
+    serverState: "open",
+    bodyLimit: 1024,
+    maxMessages: 10,
+    newId: () => "flow-1",
+  });
+  const started = Date.now();
+  const run = runLayer({
+    layer,
+    client,
+    server,
+    openServer: () => Promise.reject(new Error("not in this test")),
+    bus: new FlowBus(),
+    headTimeout,
+  });
+  return { client, server, expiries, run, started };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits for `run` to end, failing (instead of hanging) when it does not within `ms`. */
+async function ended(run: Promise<unknown>, ms = 3000): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    run.then(() => "ended"),
+    new Promise((r) => (timer = setTimeout(() => r("still running"), ms))),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "ended", `the connection was not closed within ${ms} ms`);
+}
+
+Deno.test("runLayer() closes a client that leaves its request head unfinished past the head timeout", async () => {
+  const { client, expiries, run, started } = setup(150);
+  client.push("GET /slow HTTP/1.1\r\nHost: a\r\n");
+  await sleep(60);
+  client.push("X-Trickle: 1\r\n"); // More bytes do not restart the clock.
+  await ended(run);
+  const elapsed = client.closedWith!.at - started;
+  assert.ok(elapsed >= 140 && elapsed < 1000, `closed after ${elapsed} ms`);
+  assert.deepEqual(client.closedWith?.reset, false);
+  assert.equal(expiries.length, 1);
+  assert.equal(expiries[0]!.partial, true);
+  assert.equal(expiries[0]!.afterRequest, false);
+});
+
+Deno.test("runLayer() times the wait for the next head from the end of the response, not during one", async () => {
+  const { client, server, expiries, run } = setup(150);
+  client.push("GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+  // The server takes longer than the head timeout to answer: that is not the client's wait.
+  await sleep(300);
+  assert.equal(client.closedWith, null, "still open while the response is awaited");
+  assert.match(server.written, /^GET \/a HTTP\/1\.1/);
+  server.push("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+  const responded = Date.now();
+  await ended(run);
+  assert.match(client.written, /200 OK[^]*ok$/);
+  const idle = client.closedWith!.at - responded;
+  assert.ok(idle >= 140 && idle < 1000, `keep-alive connection closed ${idle} ms after the response`);
+  assert.deepEqual(expiries.map(({ partial, afterRequest }) => ({ partial, afterRequest })), [
+    { partial: false, afterRequest: true },
+  ]);
+});
+
+Deno.test("runLayer() without a head timeout leaves a silent client alone", async () => {
+  const client = new MemoryStream();
+  const layer = new Http1Layer({
+    mode: "regular",
+    scheme: "http",
+    client: { address: { hostname: "127.0.0.1", port: 40000 }, mode: "regular" },
+    server: { address: { hostname: "", port: 0 } },
+    serverState: "none",
+    bodyLimit: 1024,
+    maxMessages: 10,
+    newId: () => "flow-1",
+  });
+  const run = runLayer({
+    layer,
+    client,
+    server: null,
+    openServer: () => Promise.reject(new Error("unused")),
+    bus: new FlowBus(),
+  });
+  client.push("GET http://a/ HTTP/1.1\r\n");
+  await sleep(200);
+  assert.equal(client.closedWith, null);
+  client.push(null);
+  await run;
+});
