@@ -42,6 +42,11 @@ export interface InterceptSettings {
   firstBytesTimeout: number;
   /** Timeout of server connections and TLS handshakes (ms). */
   connectTimeout: number;
+  /**
+   * How long an HTTP server may make no progress while a request waits on it (ms; absent or 0:
+   * no limit); see `Http1LayerOptions.serverTimeout`.
+   */
+  serverTimeout?: number;
 }
 
 /** Something that makes leaf certificates (see `src/certs`). */
@@ -159,6 +164,7 @@ export function handleProxyConnection(
       maxMessages: ctx.settings.maxMessages,
       newId: ctx.newId,
       ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
+      ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
     });
     const result = await runLayer({
       layer,
@@ -347,6 +353,7 @@ function runHttp(
     maxMessages: ctx.settings.maxMessages,
     newId: ctx.newId,
     ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
+    ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -523,11 +530,14 @@ function waitFor(socket: tls.TLSSocket, event: string, timeout: number): Promise
       socket.off(event, onOk);
       socket.off("error", onError);
       socket.off("close", onClose);
+      socket.off("end", onClose);
       resolve(result);
     }
     socket.once(event, onOk);
     socket.once("error", onError);
     socket.once("close", onClose);
+    // A client that leaves mid-handshake ends the transport; this node:tls then emits only "end".
+    socket.once("end", onClose);
   });
 }
 
