@@ -278,7 +278,7 @@ Deno.test({
       });
 
       await t.step(
-        "an upstream that breaks off mid-response resets the client and records the error",
+        "an upstream that breaks off mid-response cuts the client short and records the error",
         async () => {
           const r = await curl(["-x", proxyUrl, `http://127.0.0.1:${cutter.addr.port}/`]);
           assert.notEqual(r.code, 0);

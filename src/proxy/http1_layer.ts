@@ -73,6 +73,12 @@ export interface Http1LayerOptions {
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
 
+/**
+ * Default of {@link Http1LayerOptions.serverTimeout}: 60 s without progress, the read timeout
+ * nginx and HAProxy-style setups commonly use toward upstreams.
+ */
+export const DEFAULT_SERVER_TIMEOUT = 60_000;
+
 /** Most bytes a client may pipeline ahead of the response it waits for. */
 const PIPELINE_LIMIT = 1024 * 1024;
 type ResponseState = "idle" | "head" | "body" | "tunnel";

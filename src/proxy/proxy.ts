@@ -39,6 +39,7 @@ import {
   RateLimitedLog,
 } from "./limits.ts";
 import { parseResolvConf } from "./resolv_conf.ts";
+import { DEFAULT_SERVER_TIMEOUT } from "./http1_layer.ts";
 import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
 
@@ -97,6 +98,12 @@ export interface ProxyOptions {
   headTimeout?: number;
   /** Client connections without a byte either way for this long are closed (ms; default 10 min; 0: never). */
   idleTimeout?: number;
+  /**
+   * An HTTP server that neither sends a byte nor takes a request byte for this long while a
+   * request waits on it fails the exchange: 504 before the response head, a reset after it
+   * (ms; default 60 s; 0: no limit).
+   */
+  serverTimeout?: number;
   /**
    * Open connections allowed per client: a WireGuard peer, or an explicit-proxy client's address
    * (default 4096; 0: no cap). Beyond it new connections are refused (reset) and logged.
@@ -175,6 +182,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     maxMessages: 1000,
     firstBytesTimeout: 1500,
     connectTimeout: 10_000,
+    serverTimeout: nonNegative(options.serverTimeout ?? DEFAULT_SERVER_TIMEOUT, "serverTimeout"),
   };
   const bus = new FlowBus();
   bus.onLog(

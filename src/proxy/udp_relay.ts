@@ -280,14 +280,31 @@ export class UdpRelay {
     const problems: string[] = [];
     // Without configured resolvers, the query goes where the client sent it.
     const servers = this.#o.dnsServers.length > 0 ? this.#o.dnsServers : [datagram.dst];
+    /** A resolver's own failure answer (SERVFAIL, REFUSED...), kept in case no other does better. */
+    let failed: { answer: Uint8Array; server: HostPort } | null = null;
     for (const server of answer ? [] : servers) {
       try {
-        answer = await this.#ask(server, datagram.data);
+        const reply = await this.#ask(server, datagram.data);
+        const rcode = reply.byteLength >= 4 ? reply[3]! & 0x0f : 0;
+        if (SERVER_FAILURES.has(rcode)) {
+          // Like a stub resolver, try the next one before giving up on the query.
+          problems.push(`${formatHostPort(server)} answered ${SERVER_FAILURES.get(rcode)}`);
+          failed ??= { answer: reply, server };
+          continue;
+        }
+        answer = reply;
         flow.resolver = server;
         break;
       } catch (e) {
         problems.push(`${formatHostPort(server)}: ${describeError(e)}`);
       }
+    }
+    if (!answer && failed) {
+      // The client gets the resolver's own answer, as it would without the proxy.
+      answer = failed.answer;
+      flow.resolver = failed.server;
+      this.#stats.dnsFailures++;
+      flow.error = { message: `no resolver could answer (${problems.join("; ")})`, timestamp: Date.now() };
     }
     if (answer) {
       flow.resolver ??= { hostname: "wirescope", port: 0 };
@@ -318,7 +335,11 @@ export class UdpRelay {
       port: 0,
     });
     const timeout = this.#o.dnsTimeout ?? 4000;
-    const timer = setTimeout(() => socket.close(), timeout);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      socket.close();
+    }, timeout);
     try {
       await socket.send(query, { transport: "udp", hostname: server.hostname, port: server.port });
       for (let i = 0; i < 16; i++) {
@@ -331,7 +352,8 @@ export class UdpRelay {
       }
       throw new Error("no matching answer");
     } catch (e) {
-      if (e instanceof Deno.errors.BadResource || (e as Error).name === "BadResource") {
+      // Closing the socket ends the pending receive with BadResource or Interrupted, by version.
+      if (timedOut) {
         throw new Error(`timed out after ${timeout} ms`);
       }
       throw e;
@@ -343,6 +365,9 @@ export class UdpRelay {
     }
   }
 }
+
+/** Response codes that say the resolver failed (not that the name has no answer). */
+const SERVER_FAILURES = new Map([[2, "SERVFAIL"], [4, "NOTIMP"], [5, "REFUSED"]]);
 
 /**
  * The answer to a query for a name the proxy serves itself: the question echoed, and one A
