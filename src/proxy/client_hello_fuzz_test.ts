@@ -169,7 +169,7 @@ Deno.test("client_hello fuzz: random and mutated bytes give null, a hello or a S
         if (hello.sni !== undefined) assert.match(hello.sni, /^[!-~]+$/);
       }
     }),
-    2000,
+    4000,
   );
 });
 
@@ -181,6 +181,6 @@ Deno.test("client_hello fuzz: the classifier never throws and a decision on a pr
       const prefix = classifyFirstBytes(bytes.subarray(0, cut % (bytes.length + 1)));
       if (prefix.kind !== "need-more") assert.deepEqual(whole, prefix);
     }),
-    2000,
+    4000,
   );
 });

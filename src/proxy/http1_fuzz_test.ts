@@ -156,7 +156,7 @@ Deno.test("http1 fuzz: random and mutated request heads give null, a head or an 
       // What was parsed serializes (it holds no byte that would break framing).
       assert.deepEqual(parseRequestHead(serializeRequestHead(r.head))?.head, r.head);
     }),
-    1500,
+    3000,
   );
 });
 
@@ -172,7 +172,7 @@ Deno.test("http1 fuzz: random and mutated response heads give null, a head or an
       onlyThrows([Http1Error], () => responseFraming(method, r.head));
       assert.deepEqual(parseResponseHead(serializeResponseHead(r.head))?.head, r.head);
     }),
-    1500,
+    3000,
   );
 });
 
@@ -208,7 +208,7 @@ Deno.test("http1 fuzz: framing of arbitrary header lists is a framing or an Http
         }
       },
     ),
-    1500,
+    3000,
   );
 });
 
@@ -246,7 +246,7 @@ Deno.test("http1 fuzz: random and mutated bodies give pieces or an Http1Error, n
         if (r && f.kind === "length") assert.ok(r.used <= f.length);
       },
     ),
-    1500,
+    3000,
   );
 });
 
