@@ -72,6 +72,8 @@ console.log(`direct:  ${direct.seconds.toFixed(2)} s (origin counted ${direct.an
 const proxy = await startProxy({
   modes: [{ kind: "regular", port: 0 }],
   confdir: await Deno.makeTempDir({ prefix: "wirescope-bench-" }),
+  // The origin listens on loopback.
+  allowLocalDestinations: true,
   onLog() {},
 });
 const proxyPort = proxy.addresses[0]!.addr.port;
