@@ -141,6 +141,33 @@ function findHeadEnd(buf: Uint8Array, start: number): HeadEnd | null {
   return null;
 }
 
+/**
+ * Whether `buf` may hold a whole head, so that parsing it is worth a try: it has an empty line
+ * (LF LF or LF CR LF) at or after `from`, has reached the size limit, or starts with a CR that
+ * cannot begin an empty line. A caller that gets a head piece by piece passes how far the last
+ * check looked, so each byte is looked at a bounded number of times: parsing the whole buffer on
+ * every piece cost time quadratic in the head's size for a client sending a byte per packet.
+ *
+ * @param buf Bytes received so far.
+ * @param from How many bytes of `buf` an earlier check already found without an empty line.
+ * @param limits Size bounds for the head.
+ * @returns False only when the parser would surely ask for more bytes.
+ */
+export function mayHoldHead(
+  buf: Uint8Array,
+  from: number,
+  limits: HeadLimits = DEFAULT_HEAD_LIMITS,
+): boolean {
+  if (buf.length >= limits.maxHeadBytes) return true;
+  if (buf[0] === CR && buf.length > 1 && buf[1] !== LF) return true;
+  // An empty line's first LF may sit up to two bytes before where the last check stopped.
+  for (let i = buf.indexOf(LF, Math.max(0, from - 2)); i >= 0; i = buf.indexOf(LF, i + 1)) {
+    const next = buf[i + 1];
+    if (next === LF || (next === CR && buf[i + 2] === LF)) return true;
+  }
+  return false;
+}
+
 /** The start line and field lines of a head. */
 interface HeadLines {
   start: string;

@@ -26,6 +26,7 @@ import {
   headerValues,
   type HeadLimits,
   Http1Error,
+  mayHoldHead,
   parseRequestHead,
   parseResponseHead,
   requestFraming,
@@ -40,7 +41,14 @@ import type { LocalResponse } from "./cert_page.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 import { appendBody, boundedContent, emptyBody, formatHostPort } from "./flow.ts";
-import { concatBytes, type Layer, type LayerCommand, type LayerEvent, type Side } from "./layer.ts";
+import {
+  appendBytes,
+  concatBytes,
+  type Layer,
+  type LayerCommand,
+  type LayerEvent,
+  type Side,
+} from "./layer.ts";
 
 /** Options of {@link Http1Layer}. */
 export interface Http1LayerOptions {
@@ -91,6 +99,9 @@ export class Http1Layer implements Layer {
   #limits: HeadLimits;
   #client: Uint8Array = new Uint8Array(0);
   #serverBuf: Uint8Array = new Uint8Array(0);
+  /** How much of the buffer waiting for a head was already found to hold no empty line. */
+  #clientScan: Scan = null;
+  #serverScan: Scan = null;
   #req: RequestState = "head";
   #resp: ResponseState = "idle";
   #server: "none" | "connecting" | "open" | "failed";
@@ -148,7 +159,7 @@ export class Http1Layer implements Layer {
         // body goes up, each of them shows the server is taking it.
         if (event.from === "server" || this.#req === "body") this.#serverProgress = event.now;
         if (event.from === "client") {
-          this.#client = concatBytes(this.#client, event.data);
+          this.#client = appendBytes(this.#client, event.data);
           if (this.#req === "done" && this.#client.byteLength > PIPELINE_LIMIT) {
             // Bytes sent ahead of a response are held, not read past: a client may not run ahead
             // without bound.
@@ -167,7 +178,7 @@ export class Http1Layer implements Layer {
           }
           this.#pumpClient(event.now, out);
         } else {
-          this.#serverBuf = concatBytes(this.#serverBuf, event.data);
+          this.#serverBuf = appendBytes(this.#serverBuf, event.data);
           this.#pumpServer(event.now, out);
         }
         break;
@@ -261,12 +272,17 @@ export class Http1Layer implements Layer {
   #readRequestHead(now: number, out: LayerCommand[]): boolean {
     let parsed;
     try {
-      parsed = parseRequestHead(this.#client, this.#limits);
+      parsed = mayHoldHead(this.#client, scanned(this.#clientScan, this.#client), this.#limits)
+        ? parseRequestHead(this.#client, this.#limits)
+        : null;
     } catch (e) {
       this.#clientProtocolError(e, now, out);
       return false;
     }
-    if (!parsed) return false;
+    if (!parsed) {
+      this.#clientScan = scanOf(this.#client);
+      return false;
+    }
     const { head, size } = parsed;
     const raw = this.#client.subarray(0, size);
     this.#client = this.#client.subarray(size);
@@ -564,12 +580,17 @@ export class Http1Layer implements Layer {
   #readResponseHead(now: number, out: LayerCommand[]): boolean {
     let parsed;
     try {
-      parsed = parseResponseHead(this.#serverBuf, this.#limits);
+      parsed = mayHoldHead(this.#serverBuf, scanned(this.#serverScan, this.#serverBuf), this.#limits)
+        ? parseResponseHead(this.#serverBuf, this.#limits)
+        : null;
     } catch (e) {
       this.#serverProtocolError(e, now, out);
       return false;
     }
-    if (!parsed) return false;
+    if (!parsed) {
+      this.#serverScan = scanOf(this.#serverBuf);
+      return false;
+    }
     const { head, size } = parsed;
     const raw = this.#serverBuf.subarray(0, size);
     this.#serverBuf = this.#serverBuf.subarray(size);
@@ -991,6 +1012,24 @@ function isWebSocketUpgrade(request: RequestHead, response: ResponseHead): boole
   const upgrade = (h: [string, string][]) =>
     (headerValue(h, "upgrade") ?? "").toLowerCase().includes("websocket");
   return upgrade(request.headers) && upgrade(response.headers);
+}
+
+/**
+ * How far a buffer was searched for the end of a head. Buffers only grow at their end (see
+ * `appendBytes`), so the same backing buffer and start mean the same bytes up to `upTo`; any
+ * other buffer is searched from its start.
+ */
+type Scan = { buffer: ArrayBufferLike; offset: number; upTo: number } | null;
+
+function scanOf(buf: Uint8Array): Scan {
+  return { buffer: buf.buffer, offset: buf.byteOffset, upTo: buf.byteLength };
+}
+
+function scanned(scan: Scan, buf: Uint8Array): number {
+  return scan !== null && scan.buffer === buf.buffer && scan.offset === buf.byteOffset &&
+      scan.upTo <= buf.byteLength
+    ? scan.upTo
+    : 0;
 }
 
 /** True when a head has a bare LF line ending or empty lines before its start line. */

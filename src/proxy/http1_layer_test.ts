@@ -1306,3 +1306,23 @@ Deno.test("Http1Layer records the dialed address when the Host header holds anot
     ],
   );
 });
+
+Deno.test("Http1Layer buffers a head or a pipelined request sent a byte at a time with linear copies", () => {
+  const head = `GET / HTTP/1.1\r\nHost: example.com\r\nX-Pad: ${"p".repeat(60_000)}\r\n\r\n`;
+  const layer = http1Layer({ limits: { maxHeadBytes: 64 * 1024, maxHeaders: 10 } });
+  const wire = bytes(head);
+  const { copied } = withCopyCount(4 * wire.length, () => {
+    for (let i = 0; i < wire.length - 1; i++) {
+      assert.deepEqual(layer.handle(fromClient(wire.subarray(i, i + 1), 1)), []);
+    }
+  });
+  assert.ok(copied <= 4 * wire.length, `${copied} bytes copied for a ${wire.length}-byte head`);
+  const started = layer.handle(fromClient(wire.subarray(wire.length - 1), 2));
+  assert.deepEqual(started.map((c) => c.type), ["flow", "send"]);
+  // Held while the response is pending: 512 KiB ahead, 64 bytes at a time.
+  const ahead = new Uint8Array(64);
+  const held = withCopyCount(4 * 512 * 1024, () => {
+    for (let i = 0; i < 8192; i++) assert.deepEqual(layer.handle(fromClient(ahead, 3)), []);
+  });
+  assert.ok(held.copied <= 4 * 512 * 1024, `${held.copied} bytes copied to hold 512 KiB`);
+});

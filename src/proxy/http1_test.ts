@@ -6,6 +6,7 @@ import {
   headerValue,
   headerValues,
   Http1Error,
+  mayHoldHead,
   parseRequestHead,
   parseResponseHead,
   requestFraming,
@@ -528,4 +529,21 @@ Deno.test("serializeRequestHead() refuses parts that would break the framing", (
   const res: ResponseHead = { version: "HTTP/1.1", status: 200, reason: "OK\r\nX: y", headers: [] };
   assert.throws(() => serializeResponseHead(res), TypeError);
   assert.throws(() => serializeResponseHead({ ...res, reason: "OK", status: 42 }), TypeError);
+});
+
+Deno.test("mayHoldHead() finds an empty line at or just before where the last check stopped", () => {
+  const enc = (t: string) => new TextEncoder().encode(t);
+  const limits = { maxHeadBytes: 100, maxHeaders: 10 };
+  assert.equal(mayHoldHead(enc("GET / HTTP/1.1\r\nHost: a\r\n"), 0, limits), false);
+  assert.equal(mayHoldHead(enc("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 0, limits), true);
+  assert.equal(mayHoldHead(enc("GET / HTTP/1.1\nHost: a\n\n"), 0, limits), true);
+  // The empty line began before `from`: LF CR | LF, and LF | LF.
+  const crlf = enc("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  assert.equal(mayHoldHead(crlf, crlf.length - 1, limits), true);
+  const lf = enc("GET / HTTP/1.1\nHost: a\n\n");
+  assert.equal(mayHoldHead(lf, lf.length - 1, limits), true);
+  // At the limit, or with a CR that cannot start an empty line, the parser decides.
+  assert.equal(mayHoldHead(new Uint8Array(100).fill(0x61), 99, limits), true);
+  assert.equal(mayHoldHead(enc("\rGET"), 0, limits), true);
+  assert.equal(mayHoldHead(enc("\r"), 0, limits), false);
 });

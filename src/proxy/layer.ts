@@ -59,6 +59,35 @@ export interface Layer {
   readonly waitingForRequestHead?: boolean;
 }
 
+/** How far each buffer made by {@link appendBytes} is filled: bytes past that are free to use. */
+const filled = new WeakMap<ArrayBufferLike, number>();
+
+/**
+ * Appends `data` to `buf`, which may be a view returned by an earlier call: when `buf` ends where
+ * its backing buffer's filled part ends and there is room after it, the bytes go there and a
+ * longer view of the same buffer comes back; otherwise a buffer twice the size is made. Growing
+ * a buffer piece by piece thus copies each byte a constant number of times on average, where
+ * joining into a new array each time copies the whole buffer per piece (a client sending its
+ * head or a pipelined request one byte per packet made that quadratic). Bytes inside views
+ * handed out before are never written again.
+ */
+export function appendBytes(buf: Uint8Array, data: Uint8Array): Uint8Array {
+  if (data.byteLength === 0) return buf;
+  if (buf.byteLength === 0) return data;
+  const end = buf.byteOffset + buf.byteLength;
+  if (filled.get(buf.buffer) === end && end + data.byteLength <= buf.buffer.byteLength) {
+    new Uint8Array(buf.buffer, end, data.byteLength).set(data);
+    filled.set(buf.buffer, end + data.byteLength);
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength + data.byteLength);
+  }
+  const size = buf.byteLength + data.byteLength;
+  const out = new Uint8Array(Math.max(2 * size, 4096));
+  out.set(buf);
+  out.set(data, buf.byteLength);
+  filled.set(out.buffer, size);
+  return out.subarray(0, size);
+}
+
 /** Joins two byte arrays (returns one of them unchanged when the other is empty). */
 export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   if (a.byteLength === 0) return b;

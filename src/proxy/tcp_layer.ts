@@ -12,7 +12,7 @@
  */
 import type { ClientInfo, ServerInfo, TcpFlow, TlsInfo } from "./flow.ts";
 import { formatHostPort, recordMessage } from "./flow.ts";
-import { concatBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
+import { appendBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
 
 /** Options of {@link TcpLayer}. */
 export interface TcpLayerOptions {
@@ -124,7 +124,7 @@ export class TcpLayer implements Layer {
     if (fromClient) {
       this.flow.bytesFromClient += data.byteLength;
       if (this.#server === "open") out.push({ type: "send", to: "server", data });
-      else if (this.#server === "connecting") this.#pending = concatBytes(this.#pending, data);
+      else if (this.#server === "connecting") this.#pending = appendBytes(this.#pending, data);
     } else {
       this.flow.bytesFromServer += data.byteLength;
       out.push({ type: "send", to: "client", data });
