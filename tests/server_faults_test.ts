@@ -88,6 +88,56 @@ async function drain(conn: Deno.TcpConn): Promise<void> {
   while (Date.now() < deadline && (await conn.read(buf)) !== null) { /* dropped */ }
 }
 
+/** nginx on a free loopback port answering everything with `return 200` (bounded start). */
+async function startNginx(dir: string): Promise<{ port: number; stop(): Promise<void> }> {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const conf = `${dir}/nginx.conf`;
+  await Deno.writeTextFile(
+    conf,
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/nginx-body;
+  client_max_body_size 0;
+  server {
+    listen 127.0.0.1:${port};
+    location / { return 200 "nginx\n"; }
+  }
+}
+`,
+  );
+  const child = new Deno.Command("nginx", {
+    args: ["-c", conf, "-e", `${dir}/nginx-error.log`],
+    stdout: "null",
+    stderr: "null",
+  })
+    .spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+  };
+  for (let i = 0; i < 100; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return { port, stop };
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  await stop();
+  throw new Error(
+    `nginx did not start: ${await Deno.readTextFile(`${dir}/nginx-error.log`).catch(() => "")}`,
+  );
+}
+
 Deno.test({
   name: "broken servers end in a flow with the reason and the client never hangs",
   sanitizeOps: false,
@@ -154,6 +204,46 @@ Deno.test({
         const f = await waitFlow<HttpFlow>(flows, (f) => f.type === "http" && f.request.path === "/put");
         assert.equal(f.error, undefined);
         assert.equal(f.request.body.size, UPLOAD);
+      });
+
+      await t.step("nginx's `return 200` answering a 20 MB POST and a chunked PUT: both finish", async () => {
+        const nginx = await startNginx(dir);
+        try {
+          for (
+            const args of [["--data-binary", `@${upload}`], [
+              "-T",
+              upload,
+              "-H",
+              "Transfer-Encoding: chunked",
+            ]]
+          ) {
+            const r = await curl([
+              "-x",
+              proxyUrl,
+              ...NO_EXPECT,
+              ...args,
+              `http://127.0.0.1:${nginx.port}/nginx`,
+            ]);
+            assert.equal(r.code, 0, r.err);
+            assert.equal(r.out, "nginx\n");
+            assert.ok(r.seconds < 10, `took ${r.seconds} s`);
+          }
+          const done = flows.filter((f) => f.type === "http" && f.request.path === "/nginx") as HttpFlow[];
+          for (let i = 0; i < 100 && done.length < 2; i++) {
+            await new Promise((r) => setTimeout(r, 25));
+            done.splice(
+              0,
+              done.length,
+              ...flows.filter((f) => f.type === "http" && f.request.path === "/nginx") as HttpFlow[],
+            );
+          }
+          assert.deepEqual(done.map((f) => [f.response?.status, f.error]), [[200, undefined], [
+            200,
+            undefined,
+          ]]);
+        } finally {
+          await nginx.stop();
+        }
       });
 
       // Answers, closes its sending side, and keeps reading: the proxy must drop the rest itself.
