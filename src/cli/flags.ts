@@ -13,6 +13,7 @@ import {
   DEFAULT_IDLE_TIMEOUT,
   DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
 } from "../proxy/limits.ts";
+import { DEFAULT_SERVER_TIMEOUT } from "../proxy/http1_layer.ts";
 
 /** The most WireGuard client peers `--peers` allows: their addresses are 10.0.0.2 to 10.0.0.251. */
 const MAX_PEERS = 250;
@@ -41,6 +42,8 @@ export interface CliOptions {
   headTimeout: number;
   /** Client connections without traffic for this long are closed, in ms (0: never). */
   idleTimeout: number;
+  /** An HTTP server making no progress for this long fails the exchange, in ms (0: no limit). */
+  serverTimeout: number;
   /** Open connections allowed per client (0: no cap). */
   maxConnectionsPerClient: number;
   /** Open client connections allowed in total (0: no cap); the library's default when absent. */
@@ -117,6 +120,10 @@ Limits and access:
                              last response; 0 turns it off (default: 30)
   --idle-timeout SECONDS     close a client connection after this long without
                              a byte either way; 0 turns it off (default: 600)
+  --server-timeout SECONDS   fail an HTTP exchange whose server sends nothing and
+                             takes no request byte for this long: 504 before
+                             the response, a reset after; 0 turns it off
+                             (default: 60)
   --max-connections-per-client N
                              open connections allowed per client (WireGuard
                              peer or proxy client address); more are refused
@@ -180,6 +187,7 @@ export function parseFlags(args: string[]): CliOptions {
         "dns-server": { type: "string", multiple: true },
         "head-timeout": { type: "string" },
         "idle-timeout": { type: "string" },
+        "server-timeout": { type: "string" },
         "max-connections-per-client": { type: "string" },
         "max-connections": { type: "string" },
         "allow-local-destinations": { type: "boolean" },
@@ -210,6 +218,7 @@ export function parseFlags(args: string[]): CliOptions {
     }),
     headTimeout: parseSeconds(values["head-timeout"], "--head-timeout", DEFAULT_HEAD_TIMEOUT),
     idleTimeout: parseSeconds(values["idle-timeout"], "--idle-timeout", DEFAULT_IDLE_TIMEOUT),
+    serverTimeout: parseSeconds(values["server-timeout"], "--server-timeout", DEFAULT_SERVER_TIMEOUT),
     maxConnectionsPerClient: parseCount(
       values["max-connections-per-client"],
       "--max-connections-per-client",

@@ -23,6 +23,7 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     dnsServers: [],
     headTimeout: 30_000,
     idleTimeout: 600_000,
+    serverTimeout: 60_000,
     maxConnectionsPerClient: 4096,
     allowLocalDestinations: false,
     quiet: false,
@@ -320,6 +321,8 @@ Deno.test("parseFlags() reads the limits in seconds and counts, 0 turning one of
     "--head-timeout",
     "0.25",
     "--idle-timeout=0",
+    "--server-timeout",
+    "5",
     "--max-connections-per-client",
     "10",
     "--max-connections",
@@ -328,6 +331,7 @@ Deno.test("parseFlags() reads the limits in seconds and counts, 0 turning one of
   ]);
   assert.equal(o.headTimeout, 250);
   assert.equal(o.idleTimeout, 0);
+  assert.equal(o.serverTimeout, 5000);
   assert.equal(o.maxConnectionsPerClient, 10);
   assert.equal(o.maxConnections, 0);
   assert.equal(o.allowLocalDestinations, true);
@@ -337,7 +341,13 @@ Deno.test("parseFlags() reads the limits in seconds and counts, 0 turning one of
   assertUsageError(["--max-connections-per-client", "1.5"], /expected a whole number/);
   assertUsageError(["--max-connections", "x"], /--max-connections x/);
   for (
-    const flag of ["--head-timeout", "--idle-timeout", "--max-connections-per-client", "--max-connections"]
+    const flag of [
+      "--head-timeout",
+      "--idle-timeout",
+      "--server-timeout",
+      "--max-connections-per-client",
+      "--max-connections",
+    ]
   ) {
     assert.ok(USAGE.includes(flag), `${flag} in --help`);
   }

@@ -113,6 +113,7 @@ async function run(options: CliOptions): Promise<number> {
       ...(options.dnsServers.length > 0 ? { dnsServers: options.dnsServers } : {}),
       headTimeout: options.headTimeout,
       idleTimeout: options.idleTimeout,
+      serverTimeout: options.serverTimeout,
       maxConnectionsPerClient: options.maxConnectionsPerClient,
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
       allowLocalDestinations: options.allowLocalDestinations,
