@@ -97,7 +97,11 @@ async function run(options: CliOptions): Promise<number> {
       hostname: spec.host || "0.0.0.0",
       port: spec.port,
       privateKey: state.serverPrivateKey,
-      peers: peers.map((p) => ({ publicKey: p.publicKey })),
+      // Each client may use only the addresses its config gives it (cryptokey routing).
+      peers: peers.map((p) => ({
+        publicKey: p.publicKey,
+        allowedIps: [`${p.address4}/32`, `${p.address6}/128`],
+      })),
     });
   }
 

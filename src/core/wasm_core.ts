@@ -30,12 +30,42 @@ export interface WasmCoreOptions {
   address6?: string;
   /** Largest inner packet (default 1420, WireGuard's usual MTU). */
   mtu?: number;
-  /** Per-connection receive buffer in bytes (the TCP window; default 512 KiB). */
+  /**
+   * Largest per-connection receive buffer in bytes (the TCP window; default 512 KiB). Buffers
+   * start at `initialBuffer` and grow with use.
+   */
   rxBuffer?: number;
-  /** Per-connection send buffer in bytes (default 512 KiB). */
+  /** Largest per-connection send buffer in bytes (default 512 KiB). */
   txBuffer?: number;
-  /** Most TCP connections at once (default 4096). */
+  /**
+   * Size each connection buffer starts at, and shrinks back to after about a second with
+   * nothing in it (default 16 KiB).
+   */
+  initialBuffer?: number;
+  /**
+   * Most bytes all connection buffers together may take (default 1 GiB; the module's address
+   * space is 4 GiB). A new connection that would exceed it is refused with a reset, a buffer
+   * that would exceed it stays at its size.
+   */
+  bufferBudget?: number;
+  /** Most TCP connections at once (default 8192). */
   maxConnections?: number;
+  /** Most TCP connections of one peer (default 4096; a reset beyond). */
+  maxConnectionsPerPeer?: number;
+  /**
+   * Most TCP connections of one peer that are not established yet (default 1024); further SYNs
+   * are dropped, and an honest client sends them again a second later.
+   */
+  maxHalfOpenPerPeer?: number;
+  /** A connection not established this long after its SYN is dropped, seconds (default 5). */
+  halfOpenTimeoutSeconds?: number;
+  /**
+   * Most UDP conversations (source and destination pairs) of one peer at once (default 2048);
+   * datagrams of further ones are dropped.
+   */
+  maxUdpConversationsPerPeer?: number;
+  /** A UDP conversation ends after this long without a datagram from its peer, seconds (default 60). */
+  udpTimeoutSeconds?: number;
   /** TCP keepalive interval, seconds (default 60; 0 = off). */
   keepaliveSeconds?: number;
   /** TCP idle timeout, seconds (default 600; 0 = off). */
@@ -56,6 +86,33 @@ export interface WasmPeerOptions {
   keepalive?: number;
   /** Where to send before the peer has sent anything. */
   endpoint?: Endpoint;
+  /**
+   * Inner addresses the peer may send from and receives traffic for (cryptokey routing), as
+   * CIDR prefixes (`10.0.0.2/32`, `fd00::/64`; a bare address is one host). A prefix belongs to
+   * one peer. `["0.0.0.0/0", "::/0"]` allows any address. Absent: the peer takes the first
+   * IPv4 and the first IPv6 unicast address it sends from that no other peer owns (in the
+   * client role: any address).
+   */
+  allowedIps?: string[];
+}
+
+/**
+ * Parses a CIDR prefix (`10.0.0.0/8`, `fd00::1/128`, or a bare address) into 17 bytes: the
+ * address as 16 (IPv4 mapped) and the prefix length in the address's own family.
+ *
+ * @throws {SyntaxError} When it is not a prefix.
+ */
+export function parsePrefix(text: string, into: Uint8Array, offset = 0): void {
+  const slash = text.indexOf("/");
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  writeIp(addr, into, offset);
+  const v4 = into[offset + 10] === 0xff && into.subarray(offset, offset + 10).every((b) => b === 0);
+  const max = v4 ? 32 : 128;
+  const len = slash < 0 ? max : Number(text.slice(slash + 1));
+  if (!/^\d{1,3}$/.test(slash < 0 ? String(max) : text.slice(slash + 1)) || len > max) {
+    throw new SyntaxError(`not a CIDR prefix: ${text}`);
+  }
+  into[offset + 16] = len;
 }
 
 /** Why a connection ended (`TCP_CLOSED` reason). */
@@ -88,6 +145,9 @@ export interface CoreStats {
     id: number;
     publicKeyHex: string;
     endpoint: string | null;
+    /** The peer's allowed prefixes (empty for a peer that learns its addresses). */
+    allowedIps: string[];
+    /** Addresses a peer without `allowedIps` has taken (at most one per family). */
     addresses: string[];
     handshakes: number;
     rxBytes: number;
@@ -98,7 +158,24 @@ export interface CoreStats {
   datagramsOut: number;
   connectionsOpen: number;
   connectionsOpened: number;
+  /** SYNs refused (reset): the total connection limit. */
   connectionsRefused: number;
+  /** SYNs refused (reset): the peer's connection limit. */
+  refusedPeerLimit: number;
+  /** SYNs dropped: the peer's limit of connections not yet established. */
+  refusedHalfOpen: number;
+  /** SYNs refused (reset): the buffer budget or the module's memory was short. */
+  refusedMemory: number;
+  /** Connections dropped because they were not established in time. */
+  halfOpenTimeouts: number;
+  /** Buffer growths refused (budget or memory); those connections go on at their size. */
+  bufferGrowthRefused: number;
+  /** Bytes all connection buffers take now. */
+  bufferBytes: number;
+  /** UDP conversations the core tracks now (for the per-peer limit). */
+  udpConversations: number;
+  /** UDP datagrams dropped: a new conversation beyond the peer's limit. */
+  udpRefused: number;
   malformedInner: number;
   udpIn: number;
   udpOut: number;
@@ -115,17 +192,8 @@ interface Exports {
   ws_io(len: number): number;
   ws_result_ptr(): number;
   ws_public_key(): void;
-  ws_init(
-    now: number,
-    server: number,
-    mtu: number,
-    rx: number,
-    tx: number,
-    max: number,
-    ka: number,
-    to: number,
-  ): void;
-  ws_add_peer(now: number, hasPsk: number, keepalive: number, hasEndpoint: number): number;
+  ws_init(now: number, server: number): void;
+  ws_add_peer(now: number, hasPsk: number, keepalive: number, hasEndpoint: number, allowed: number): number;
   ws_remove_peer(now: number, id: number): number;
   ws_datagram(now: number, len: number): void;
   ws_tick(now: number): number;
@@ -199,6 +267,7 @@ export class WasmCore {
   #decoder = new TextDecoder();
   #lastEp = new Uint8Array(18);
   #lastEpValue: Endpoint = { hostname: "", port: -1 };
+  #role: "server" | "client";
 
   /** @param options See {@link WasmCoreOptions}. */
   constructor(options: WasmCoreOptions) {
@@ -214,16 +283,27 @@ export class WasmCore {
     if (v4[10] !== 0xff) throw new SyntaxError(`address4 is not an IPv4 address: ${options.address4}`);
     mem.set(v4.subarray(12), this.#io + 32);
     writeIp(options.address6 ?? "fd77:7769:7265::1", mem, this.#io + 36);
-    this.#x.ws_init(
-      options.now,
-      options.role === "server" ? 1 : 0,
+    this.#role = options.role;
+    const fields = [
       options.mtu ?? 1420,
       options.rxBuffer ?? 512 * 1024,
       options.txBuffer ?? 512 * 1024,
-      options.maxConnections ?? 4096,
+      options.initialBuffer ?? 16 * 1024,
+      options.bufferBudget ?? 2 ** 30,
+      options.maxConnections ?? 8192,
+      options.maxConnectionsPerPeer ?? 4096,
+      options.maxHalfOpenPerPeer ?? 1024,
+      (options.halfOpenTimeoutSeconds ?? 5) * 1000,
+      options.maxUdpConversationsPerPeer ?? 2048,
+      (options.udpTimeoutSeconds ?? 60) * 1000,
       options.keepaliveSeconds ?? 60,
       options.timeoutSeconds ?? 600,
-    );
+    ];
+    fields.forEach((v, i) => {
+      if (!Number.isFinite(v) || v < 0) throw new RangeError(`core setting ${i} is not a count: ${v}`);
+      this.#dv.setUint32(this.#io + 52 + 4 * i, Math.min(Math.round(v), 0xffff_ffff), true);
+    });
+    this.#x.ws_init(options.now, options.role === "server" ? 1 : 0);
   }
 
   /** The module's memory as bytes, refreshed when memory grew (growth detaches old views). */
@@ -255,7 +335,8 @@ export class WasmCore {
    * Adds a peer.
    *
    * @returns The peer id.
-   * @throws {Error} When the key is already a peer.
+   * @throws {Error} When the key is already a peer or an allowed prefix belongs to another
+   * peer; {SyntaxError} for a prefix that is not one.
    */
   addPeer(peer: WasmPeerOptions, now: number): number {
     if (peer.publicKey.length !== 32) throw new RangeError("publicKey must be 32 bytes");
@@ -266,13 +347,19 @@ export class WasmCore {
       mem.set(peer.presharedKey, this.#io + 32);
     }
     if (peer.endpoint) this.#writeEndpoint(peer.endpoint, this.#io + 64);
+    const allowed = peer.allowedIps ?? (this.#role === "client" ? ["0.0.0.0/0", "::/0"] : undefined);
+    if (allowed && 82 + 17 * allowed.length > IO_SIZE) throw new RangeError("too many allowed prefixes");
+    allowed?.forEach((p, i) => parsePrefix(p, this.#memory(), this.#io + 82 + 17 * i));
     const id = this.#x.ws_add_peer(
       now,
       peer.presharedKey ? 1 : 0,
       peer.keepalive ?? 0,
       peer.endpoint ? 1 : 0,
+      allowed ? allowed.length : -1,
     );
     if (id === -1) throw new Error("that public key is already a peer");
+    if (id === -3) throw new SyntaxError(`an allowed prefix is not valid: ${allowed?.join(", ")}`);
+    if (id === -4) throw new Error(`an allowed prefix belongs to another peer: ${allowed?.join(", ")}`);
     if (id < 0) throw new Error("no more peer ids");
     return id;
   }

@@ -43,6 +43,19 @@ export interface WireGuardPeerOptions {
   presharedKey?: string;
   /** Persistent keepalive toward the peer, in seconds. */
   keepalive?: number;
+  /**
+   * The inner addresses the peer may use (WireGuard's AllowedIPs, cryptokey routing): CIDR
+   * prefixes such as `10.0.0.2/32` and `fd00::2/128`, or bare addresses. Packets the peer sends
+   * from any other source are dropped (counted as `drops.sourceNotAllowed`), and traffic to
+   * these addresses goes to this peer. A prefix belongs to one peer (adding one that another
+   * peer has throws). `["0.0.0.0/0", "::/0"]` allows any address, for one peer.
+   *
+   * When absent, the peer takes the first IPv4 and the first IPv6 unicast address it sends
+   * from that no other peer owns, keeps them until removed, and may use no others: enough for
+   * a client with one address per family, but any peer could take a free address first, so
+   * give each peer its addresses when they are known (the command line does).
+   */
+  allowedIps?: string[];
 }
 
 /** Options of {@link listenWireGuard}. */
@@ -55,10 +68,38 @@ export interface ListenWireGuardOptions {
   privateKey: string;
   /** Peers allowed to connect. */
   peers?: WireGuardPeerOptions[];
-  /** Per-connection TCP buffers in bytes (default 512 KiB each way). */
+  /**
+   * Largest per-connection TCP buffers in bytes (default 512 KiB each way). They start at
+   * 16 KiB and grow with use, and shrink back after about a second with nothing in them.
+   */
   tcpBuffer?: number;
-  /** Most TCP connections at once (default 4096). */
+  /**
+   * Most bytes all TCP buffers together may take (default 1 GiB; the core's address space is
+   * 4 GiB). Past it new connections are refused with a reset (`refusedMemory`) and buffers stop
+   * growing (`bufferGrowthRefused`); a warning is logged.
+   */
+  bufferBudget?: number;
+  /** Most TCP connections at once (default 8192; beyond, reset and `connectionsRefused`). */
   maxConnections?: number;
+  /** Most TCP connections of one peer (default 4096; beyond, reset and `refusedPeerLimit`). */
+  maxConnectionsPerPeer?: number;
+  /**
+   * Most TCP connections of one peer not yet established (default 1024). Further SYNs are
+   * dropped (`refusedHalfOpen`); an honest client sends them again a second later.
+   */
+  maxHalfOpenPerPeer?: number;
+  /**
+   * Seconds a connection may stay not established after its SYN before it is dropped
+   * (default 5; `halfOpenTimeouts`).
+   */
+  halfOpenTimeoutSeconds?: number;
+  /**
+   * Most UDP conversations (source and destination pairs) of one peer at once (default 2048);
+   * datagrams starting further ones are dropped (`udpRefused`).
+   */
+  maxUdpConversationsPerPeer?: number;
+  /** Seconds after which a UDP conversation with no datagram from its peer ends (default 60). */
+  udpTimeoutSeconds?: number;
   /** Datagrams queued in `datagrams` before new ones are dropped (default 1024). */
   datagramQueue?: number;
   /** Log sink for warnings from the core (default: console.error). */
@@ -171,7 +212,19 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       now: performance.now(),
       rxBuffer: options.tcpBuffer ?? 512 * 1024,
       txBuffer: options.tcpBuffer ?? 512 * 1024,
-      maxConnections: options.maxConnections ?? 4096,
+      ...(options.bufferBudget !== undefined ? { bufferBudget: options.bufferBudget } : {}),
+      maxConnections: options.maxConnections ?? 8192,
+      ...(options.maxConnectionsPerPeer !== undefined
+        ? { maxConnectionsPerPeer: options.maxConnectionsPerPeer }
+        : {}),
+      ...(options.maxHalfOpenPerPeer !== undefined ? { maxHalfOpenPerPeer: options.maxHalfOpenPerPeer } : {}),
+      ...(options.halfOpenTimeoutSeconds !== undefined
+        ? { halfOpenTimeoutSeconds: options.halfOpenTimeoutSeconds }
+        : {}),
+      ...(options.maxUdpConversationsPerPeer !== undefined
+        ? { maxUdpConversationsPerPeer: options.maxUdpConversationsPerPeer }
+        : {}),
+      ...(options.udpTimeoutSeconds !== undefined ? { udpTimeoutSeconds: options.udpTimeoutSeconds } : {}),
       onOutput: (line) => this.#onLog("warn", `core: ${line}`),
     });
     this.publicKey = encodeKey(derivePublicKey(privateKey));
@@ -247,7 +300,8 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   /**
    * Adds a peer while running.
    *
-   * @throws {SyntaxError} For a malformed key; {Error} when the key is already a peer.
+   * @throws {SyntaxError} For a malformed key or prefix; {Error} when the key is already a
+   * peer or an allowed prefix belongs to another peer.
    */
   addPeer(peer: WireGuardPeerOptions): void {
     const publicKey = decodeKey(peer.publicKey, "peer public key");
@@ -256,6 +310,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       publicKey,
       ...(peer.presharedKey ? { presharedKey: decodeKey(peer.presharedKey, "preshared key") } : {}),
       ...(peer.keepalive ? { keepalive: peer.keepalive } : {}),
+      ...(peer.allowedIps ? { allowedIps: peer.allowedIps } : {}),
     }, performance.now());
     this.#peers.set(id, { publicKey: canonical, endpoint: null });
     this.#peerIds.set(canonical, id);
@@ -628,9 +683,20 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
 /**
  * Starts a WireGuard server (synchronous, like `Deno.listen`).
  *
+ * Each peer sends only from its `allowedIps` (see {@link WireGuardPeerOptions}). What one peer
+ * may hold is limited (see {@link ListenWireGuardOptions}: `maxConnectionsPerPeer`,
+ * `maxHalfOpenPerPeer`, `halfOpenTimeoutSeconds`, `maxUdpConversationsPerPeer`, and the
+ * `bufferBudget` of all connections); each refusal is counted in `stats()` and logged (the 1st,
+ * 2nd, 4th, 8th... time). Under a handshake flood the core answers with cookie replies, as
+ * WireGuard prescribes, and processes a few initiations per second from any one address.
+ *
  * @example
  * ```ts ignore
- * const listener = listenWireGuard({ port: 51820, privateKey, peers: [{ publicKey }] });
+ * const listener = listenWireGuard({
+ *   port: 51820,
+ *   privateKey,
+ *   peers: [{ publicKey, allowedIps: ["10.0.0.2/32", "fd00::2/128"] }],
+ * });
  * for await (const conn of listener) {
  *   console.log(conn.remoteAddr, "->", conn.localAddr);
  *   conn.readable.pipeTo(conn.writable); // echo

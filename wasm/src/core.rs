@@ -82,6 +82,7 @@ impl Core {
         if self.now_ms - self.last_timers >= TIMER_MS {
             self.last_timers = self.now_ms;
             self.tunnel.tick(&mut self.out);
+            self.stack.sweep(self.now, &mut self.out);
         }
         self.flush(now_ms);
         let timers = (self.last_timers + TIMER_MS - self.now_ms).max(0.0);
@@ -122,8 +123,12 @@ impl Core {
     /// Sends a whole IP packet into the tunnel, to the peer that owns its destination.
     pub fn ip_send(&mut self, now_ms: f64, pkt: &[u8]) -> Result<(), &'static str> {
         self.at(now_ms);
-        let Some(dst) = packet::destination(pkt) else { return Err("not an IP packet") };
-        let Some(peer) = self.tunnel.peer_for(dst) else { return Err("no peer owns the destination address") };
+        let Some(dst) = packet::destination(pkt) else {
+            return Err("not an IP packet");
+        };
+        let Some(peer) = self.tunnel.peer_for(dst) else {
+            return Err("no peer owns the destination address");
+        };
         self.tunnel.send(peer, pkt, &mut self.out);
         Ok(())
     }
@@ -153,17 +158,21 @@ impl Core {
         let s = &self.stack.stats;
         let mut j = String::with_capacity(512);
         j.push_str("{\"peers\":[");
-        for (i, p) in t.peers().enumerate() {
+        let mut peers: Vec<_> = t.peers().collect();
+        peers.sort_by_key(|p| p.id);
+        for (i, p) in peers.into_iter().enumerate() {
             if i > 0 {
                 j.push(',');
             }
             let key: String = p.public.iter().map(|b| format!("{b:02x}")).collect();
             let ep = p.endpoint.map(|e| format!("\"{e}\"")).unwrap_or_else(|| "null".into());
             let addrs: Vec<String> = p.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+            let allowed: Vec<String> = p.allowed.iter().map(|(a, l)| format!("\"{a}/{l}\"")).collect();
             let _ = write!(
                 j,
-                "{{\"id\":{},\"publicKeyHex\":\"{key}\",\"endpoint\":{ep},\"addresses\":[{}],\"handshakes\":{},\"rxBytes\":{},\"txBytes\":{}}}",
+                "{{\"id\":{},\"publicKeyHex\":\"{key}\",\"endpoint\":{ep},\"allowedIps\":[{}],\"addresses\":[{}],\"handshakes\":{},\"rxBytes\":{},\"txBytes\":{}}}",
                 p.id,
+                allowed.join(","),
                 addrs.join(","),
                 p.handshakes,
                 p.rx_bytes,
@@ -176,12 +185,20 @@ impl Core {
         }
         let _ = write!(
             j,
-            "}},\"datagramsIn\":{},\"datagramsOut\":{},\"connectionsOpen\":{},\"connectionsOpened\":{},\"connectionsRefused\":{},\"malformedInner\":{},\"udpIn\":{},\"udpOut\":{},\"echoReplies\":{},\"tcpRxBytes\":{},\"tcpTxBytes\":{},\"sendErrors\":{}}}",
+            "}},\"datagramsIn\":{},\"datagramsOut\":{},\"connectionsOpen\":{},\"connectionsOpened\":{},\"connectionsRefused\":{},\"refusedPeerLimit\":{},\"refusedHalfOpen\":{},\"refusedMemory\":{},\"halfOpenTimeouts\":{},\"bufferGrowthRefused\":{},\"bufferBytes\":{},\"udpConversations\":{},\"udpRefused\":{},\"malformedInner\":{},\"udpIn\":{},\"udpOut\":{},\"echoReplies\":{},\"tcpRxBytes\":{},\"tcpTxBytes\":{},\"sendErrors\":{}}}",
             t.datagrams_in,
             t.datagrams_out,
             self.stack.connection_count(),
             s.connections_opened,
             s.connections_refused,
+            s.refused_peer_limit,
+            s.refused_half_open,
+            s.refused_memory,
+            s.half_open_timeouts,
+            s.growth_refused,
+            self.stack.buffer_bytes(),
+            self.stack.udp_conversations(),
+            s.udp_refused,
             s.malformed,
             s.udp_in,
             s.udp_out,

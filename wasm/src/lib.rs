@@ -27,7 +27,7 @@ use crate::out::read_endpoint;
 use crate::stack::StackConfig;
 use crate::tunnel::{AddPeerError, PeerConfig};
 use std::cell::UnsafeCell;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The module's single mutable state. Wasm instances are single-threaded and the host never
 /// re-enters, so plain interior mutability is enough.
@@ -42,7 +42,8 @@ struct Global(UnsafeCell<State>);
 // SAFETY: the module runs on one thread (wasm32 without threads).
 unsafe impl Sync for Global {}
 
-static STATE: Global = Global(UnsafeCell::new(State { core: None, io: Vec::new(), result: (std::ptr::null(), 0), text: String::new() }));
+static STATE: Global =
+    Global(UnsafeCell::new(State { core: None, io: Vec::new(), result: (std::ptr::null(), 0), text: String::new() }));
 
 fn state() -> &'static mut State {
     // SAFETY: see `Global`; no reference outlives the exported call that took it.
@@ -88,52 +89,70 @@ pub extern "C" fn ws_public_key() {
     io[32..64].copy_from_slice(public.as_bytes());
 }
 
-/// Creates the core. io: private key (32), IPv4 address (4), IPv6 address (16).
+/// Creates the core. io: private key (32), IPv4 address (4), IPv6 address (16), then the
+/// settings as u32 little-endian, in this order: MTU, largest receive buffer, largest send
+/// buffer, initial buffer, buffer budget (bytes), most connections, most per peer, most not yet
+/// established per peer, half-open timeout (ms), most UDP conversations per peer, UDP
+/// conversation timeout (ms), TCP keepalive (s, 0 = off), TCP idle timeout (s, 0 = off).
 /// `server` = 1 accepts connections to any address; 0 is the client role.
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn ws_init(
-    now_ms: f64,
-    server: u32,
-    mtu: u32,
-    rx_buffer: u32,
-    tx_buffer: u32,
-    max_connections: u32,
-    keepalive_secs: u32,
-    timeout_secs: u32,
-) {
+pub extern "C" fn ws_init(now_ms: f64, server: u32) {
     let private: [u8; 32] = io(0..32).try_into().unwrap();
     let v4: [u8; 4] = io(32..36).try_into().unwrap();
     let v6: [u8; 16] = io(36..52).try_into().unwrap();
+    let field = |i: usize| u32::from_le_bytes(io(52 + 4 * i..56 + 4 * i).try_into().unwrap());
     let cfg = StackConfig {
         server: server != 0,
         v4: Ipv4Addr::from(v4),
         v6: Ipv6Addr::from(v6),
-        mtu: mtu as usize,
-        rx_buffer: rx_buffer as usize,
-        tx_buffer: tx_buffer as usize,
-        max_connections: max_connections as usize,
-        keepalive_secs,
-        timeout_secs,
+        mtu: field(0) as usize,
+        rx_buffer: field(1) as usize,
+        tx_buffer: field(2) as usize,
+        initial_buffer: field(3) as usize,
+        buffer_budget: field(4) as usize,
+        max_connections: field(5) as usize,
+        max_connections_per_peer: field(6) as usize,
+        max_half_open_per_peer: field(7) as usize,
+        half_open_timeout_ms: field(8) as u64,
+        max_udp_per_peer: field(9) as usize,
+        udp_timeout_ms: field(10) as u64,
+        keepalive_secs: field(11),
+        timeout_secs: field(12),
     };
     state().core = Some(Core::new(private, cfg, now_ms));
 }
 
 /// Adds a peer. io: public key (32), preshared key (32, used if `has_psk`), endpoint (18, used if
-/// `has_endpoint`). `keepalive` is in seconds, 0 = off. Returns the peer id, -1 if the key is a
-/// peer already, -2 if no ids are left.
+/// `has_endpoint`), then `allowed` prefixes of 17 bytes each (the address as 16 bytes, IPv4 as
+/// `::ffff:a.b.c.d`, then the prefix length in the address's own family). `allowed` < 0: none
+/// given, the peer learns its addresses. `keepalive` is in seconds, 0 = off. Returns the peer
+/// id, -1 if the key is a peer already, -2 if no ids are left, -3 for a bad prefix length, -4
+/// when a prefix belongs to another peer.
 #[no_mangle]
-pub extern "C" fn ws_add_peer(now_ms: f64, has_psk: u32, keepalive: u32, has_endpoint: u32) -> i32 {
+pub extern "C" fn ws_add_peer(now_ms: f64, has_psk: u32, keepalive: u32, has_endpoint: u32, allowed: i32) -> i32 {
+    let prefixes = (allowed >= 0).then(|| {
+        (0..allowed as usize)
+            .map(|i| {
+                let at = 82 + 17 * i;
+                let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(io(at..at + 16)).unwrap());
+                let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+                (ip, io(at + 16..at + 17)[0])
+            })
+            .collect()
+    });
     let cfg = PeerConfig {
         public: io(0..32).try_into().unwrap(),
         psk: (has_psk != 0).then(|| io(32..64).try_into().unwrap()),
         keepalive: (keepalive != 0).then_some(keepalive.min(u16::MAX as u32) as u16),
         endpoint: if has_endpoint != 0 { read_endpoint(io(64..82)) } else { None },
+        allowed: prefixes,
     };
     match core().add_peer(now_ms, cfg) {
         Ok(id) => id as i32,
         Err(AddPeerError::Duplicate) => -1,
         Err(AddPeerError::Exhausted) => -2,
+        Err(AddPeerError::BadPrefix) => -3,
+        Err(AddPeerError::PrefixTaken) => -4,
     }
 }
 
@@ -146,7 +165,9 @@ pub extern "C" fn ws_remove_peer(now_ms: f64, id: u32) -> u32 {
 /// One datagram from the outer socket. io: source endpoint (18), then `len` bytes.
 #[no_mangle]
 pub extern "C" fn ws_datagram(now_ms: f64, len: u32) {
-    let Some(from) = read_endpoint(io(0..18)) else { return };
+    let Some(from) = read_endpoint(io(0..18)) else {
+        return;
+    };
     core().datagram(now_ms, from, io(18..18 + len as usize));
 }
 
@@ -184,7 +205,9 @@ pub extern "C" fn ws_out_clear() {
 /// or -1.
 #[no_mangle]
 pub extern "C" fn ws_tcp_connect(now_ms: f64) -> i32 {
-    let Some(dst) = read_endpoint(io(0..18)) else { return -1 };
+    let Some(dst) = read_endpoint(io(0..18)) else {
+        return -1;
+    };
     let c = core();
     let Some(peer) = c.only_peer() else { return -1 };
     let id = c.stack().connect(peer, dst).map_or(-1, |id| id as i32);

@@ -6,8 +6,8 @@
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket, UdpRepr,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr, TcpPacket, UdpPacket, UdpRepr,
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -79,8 +79,7 @@ pub fn classify(pkt: &[u8]) -> Result<Inner<'_>, Malformed> {
         IpProtocol::Udp => {
             let udp = UdpPacket::new_checked(payload).map_err(|_| Malformed::Udp)?;
             let (s, d) = (IpAddress::from(src), IpAddress::from(dst));
-            let repr = UdpRepr::parse(&udp, &s, &d, &ChecksumCapabilities::default())
-                .map_err(|_| Malformed::Udp)?;
+            let repr = UdpRepr::parse(&udp, &s, &d, &ChecksumCapabilities::default()).map_err(|_| Malformed::Udp)?;
             Ok(Inner::Udp {
                 src: SocketAddr::new(src, repr.src_port),
                 dst: SocketAddr::new(dst, repr.dst_port),
@@ -132,7 +131,13 @@ fn emit_ip(src: IpAddr, dst: IpAddr, proto: IpProtocol, payload_len: usize, out:
 }
 
 /// Builds a UDP datagram from `src` to `dst` into `out` (replacing its contents).
-pub fn build_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8], mtu: usize, out: &mut Vec<u8>) -> Result<(), &'static str> {
+pub fn build_udp(
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    mtu: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
     if src.is_ipv4() != dst.is_ipv4() {
         return Err("source and destination are of different address families");
     }
@@ -156,11 +161,15 @@ pub fn build_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8], mtu: usize, o
 /// Builds the echo reply to an ICMP or ICMPv6 echo request into `out`; false if `pkt` is not a
 /// valid echo request.
 pub fn echo_reply(pkt: &[u8], out: &mut Vec<u8>) -> bool {
-    let Ok((src, dst, proto, payload)) = split(pkt) else { return false };
+    let Ok((src, dst, proto, payload)) = split(pkt) else {
+        return false;
+    };
     let caps = ChecksumCapabilities::default();
     match (src, dst, proto) {
         (IpAddr::V4(_), IpAddr::V4(_), IpProtocol::Icmp) => {
-            let Ok(icmp) = Icmpv4Packet::new_checked(payload) else { return false };
+            let Ok(icmp) = Icmpv4Packet::new_checked(payload) else {
+                return false;
+            };
             let Ok(Icmpv4Repr::EchoRequest { ident, seq_no, data }) = Icmpv4Repr::parse(&icmp, &caps) else {
                 return false;
             };
@@ -170,7 +179,9 @@ pub fn echo_reply(pkt: &[u8], out: &mut Vec<u8>) -> bool {
             true
         }
         (IpAddr::V6(s), IpAddr::V6(d), IpProtocol::Icmpv6) => {
-            let Ok(icmp) = Icmpv6Packet::new_checked(payload) else { return false };
+            let Ok(icmp) = Icmpv6Packet::new_checked(payload) else {
+                return false;
+            };
             let Ok(Icmpv6Repr::EchoRequest { ident, seq_no, data }) = Icmpv6Repr::parse(&s, &d, &icmp, &caps) else {
                 return false;
             };
@@ -221,7 +232,13 @@ mod tests {
         let caps = ChecksumCapabilities::default();
         let req = Icmpv4Repr::EchoRequest { ident: 7, seq_no: 9, data: b"ping!" };
         let mut pkt = Vec::new();
-        let at = emit_ip("10.0.0.2".parse().unwrap(), "1.1.1.1".parse().unwrap(), IpProtocol::Icmp, req.buffer_len(), &mut pkt);
+        let at = emit_ip(
+            "10.0.0.2".parse().unwrap(),
+            "1.1.1.1".parse().unwrap(),
+            IpProtocol::Icmp,
+            req.buffer_len(),
+            &mut pkt,
+        );
         req.emit(&mut Icmpv4Packet::new_unchecked(&mut pkt[at..]), &caps);
         assert_eq!(classify(&pkt), Ok(Inner::EchoRequest));
 

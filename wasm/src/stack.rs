@@ -6,7 +6,14 @@
 //!   right before smoltcp sees that SYN, and removed again if the SYN did not take;
 //! - each connection gets an id that is never reused, and every id the host was told about with
 //!   `TCP_OPEN` gets exactly one `TCP_CLOSED`;
-//! - a socket is freed once it is closed (or in TIME-WAIT) and the host has released it.
+//! - a socket is freed once it is closed (or in TIME-WAIT) and the host has released it;
+//! - socket buffers start at `initial_buffer` bytes and grow with use (doubling, up to
+//!   `rx_buffer`/`tx_buffer`), shrinking back once idle; their sum never exceeds
+//!   `buffer_budget`, and every buffer is reserved fallibly, so a shortage refuses a connection
+//!   or a growth instead of aborting the module;
+//! - each peer holds at most `max_connections_per_peer` connections, of which at most
+//!   `max_half_open_per_peer` not yet established (those time out after `half_open_timeout_ms`),
+//!   and at most `max_udp_per_peer` UDP conversations.
 
 use crate::out::{kind, CloseReason, Level, Out};
 use crate::packet::{self, Inner};
@@ -21,6 +28,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// How long a released connection may linger waiting for the client to finish.
 const RELEASED_TIMEOUT_SECS: u64 = 60;
 
+/// Sweeps (see [`Stack::sweep`]) a connection must be found with empty buffers before they
+/// shrink back to their initial size.
+const QUIET_SWEEPS_BEFORE_SHRINK: u8 = 4;
+
 /// Settings of the stack.
 #[derive(Clone, Debug)]
 pub struct StackConfig {
@@ -31,21 +42,72 @@ pub struct StackConfig {
     pub v6: Ipv6Addr,
     /// Largest inner packet.
     pub mtu: usize,
-    /// Per-connection receive and send buffer sizes.
+    /// Largest per-connection receive and send buffers (each starts at `initial_buffer`).
     pub rx_buffer: usize,
     pub tx_buffer: usize,
+    /// Size each buffer starts at (and shrinks back to when idle).
+    pub initial_buffer: usize,
+    /// Most bytes all connection buffers together may take.
+    pub buffer_budget: usize,
     /// Most connections at once; SYNs beyond it are answered with a reset.
     pub max_connections: usize,
+    /// Most connections of one peer (a reset beyond).
+    pub max_connections_per_peer: usize,
+    /// Most connections of one peer not yet established (further SYNs are dropped: the client
+    /// sends them again).
+    pub max_half_open_per_peer: usize,
+    /// A connection not established this long after its SYN is dropped.
+    pub half_open_timeout_ms: u64,
+    /// Most UDP conversations (source and destination pairs) of one peer at once; a
+    /// conversation ends after `udp_timeout_ms` without a datagram from the peer.
+    pub max_udp_per_peer: usize,
+    pub udp_timeout_ms: u64,
     /// TCP keepalive interval and idle timeout, in seconds (0 = off).
     pub keepalive_secs: u32,
     pub timeout_secs: u32,
+}
+
+impl Default for StackConfig {
+    fn default() -> StackConfig {
+        StackConfig {
+            server: true,
+            v4: Ipv4Addr::new(10, 0, 0, 1),
+            v6: Ipv6Addr::new(0xfd77, 0x7769, 0x7265, 0, 0, 0, 0, 1),
+            mtu: 1420,
+            rx_buffer: 512 * 1024,
+            tx_buffer: 512 * 1024,
+            initial_buffer: 16 * 1024,
+            buffer_budget: 1 << 30,
+            max_connections: 8192,
+            max_connections_per_peer: 4096,
+            max_half_open_per_peer: 1024,
+            half_open_timeout_ms: 5_000,
+            max_udp_per_peer: 2048,
+            udp_timeout_ms: 60_000,
+            keepalive_secs: 60,
+            timeout_secs: 600,
+        }
+    }
 }
 
 /// Counters reported in the stats.
 #[derive(Default, Debug)]
 pub struct StackStats {
     pub connections_opened: u64,
+    /// SYNs answered with a reset: the total connection limit.
     pub connections_refused: u64,
+    /// SYNs answered with a reset: the peer's connection limit.
+    pub refused_peer_limit: u64,
+    /// SYNs dropped: the peer's limit of connections not yet established.
+    pub refused_half_open: u64,
+    /// SYNs answered with a reset: no memory for the buffers (budget or allocation).
+    pub refused_memory: u64,
+    /// Connections dropped because they were not established in time.
+    pub half_open_timeouts: u64,
+    /// Buffer growths refused (budget or allocation); the connection goes on at its size.
+    pub growth_refused: u64,
+    /// UDP datagrams dropped: a new conversation beyond the peer's limit.
+    pub udp_refused: u64,
     pub malformed: u64,
     pub udp_in: u64,
     pub udp_out: u64,
@@ -122,6 +184,32 @@ struct Conn {
     closed_sent: bool,
     released: bool,
     shut_write: bool,
+    /// When the SYN arrived (server role) or the connection was made.
+    created: Instant,
+    /// Sweeps in a row that found both buffers empty.
+    quiet_sweeps: u8,
+}
+
+/// What one peer holds, for its limits.
+#[derive(Default, Debug)]
+struct PeerUse {
+    connections: usize,
+    half_open: usize,
+    udp: usize,
+}
+
+/// One UDP conversation a peer started.
+struct UdpConv {
+    peer: u32,
+    last: Instant,
+}
+
+/// Allocates `n` zero bytes, or None when the memory is not there (instead of aborting).
+fn zeroed(n: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, 0);
+    Some(v)
 }
 
 /// The TCP/IP stack.
@@ -134,6 +222,15 @@ pub struct Stack {
     by_tuple: HashMap<(SocketAddr, SocketAddr), u32>,
     next_conn: u32,
     next_port: u16,
+    /// Bytes of all connection buffers.
+    buffer_bytes: usize,
+    per_peer: HashMap<u32, PeerUse>,
+    udp: HashMap<(SocketAddr, SocketAddr), UdpConv>,
+    sweeps: u64,
+    /// The clock at the last input or poll.
+    now: Instant,
+    /// Log lines from calls that have no output at hand, moved to the output by `events`.
+    growth_log: Out,
     /// Counters.
     pub stats: StackStats,
 }
@@ -163,7 +260,31 @@ impl Stack {
             by_tuple: HashMap::new(),
             next_conn: 1,
             next_port: 40_000,
+            buffer_bytes: 0,
+            per_peer: HashMap::new(),
+            udp: HashMap::new(),
+            sweeps: 0,
+            now,
+            growth_log: Out::default(),
             stats: StackStats::default(),
+        }
+    }
+
+    /// Bytes all connection buffers take now.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
+    }
+
+    /// UDP conversations tracked now.
+    pub fn udp_conversations(&self) -> usize {
+        self.udp.len()
+    }
+
+    /// Counts a refusal and logs it now and then (the 1st, 2nd, 4th, 8th... time).
+    fn refuse(count: &mut u64, out: &mut Out, what: impl FnOnce(u64) -> String) {
+        *count += 1;
+        if count.is_power_of_two() {
+            out.log(Level::Warn, &what(*count));
         }
     }
 
@@ -172,11 +293,17 @@ impl Stack {
         self.conns.len()
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.cfg.rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.cfg.tx_buffer]),
-        );
+    /// A socket with initial-size buffers, or None when the budget or the memory is short.
+    fn new_socket(&mut self) -> Option<tcp::Socket<'static>> {
+        let rx = self.cfg.initial_buffer.min(self.cfg.rx_buffer).max(1);
+        let tx = self.cfg.initial_buffer.min(self.cfg.tx_buffer).max(1);
+        if self.buffer_bytes + rx + tx > self.cfg.buffer_budget {
+            return None;
+        }
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(zeroed(rx)?), tcp::SocketBuffer::new(zeroed(tx)?));
+        self.buffer_bytes += rx + tx;
+        // The window scale suits the size the receive buffer may grow to.
+        s.set_window_scale_capacity(self.cfg.rx_buffer);
         s.set_nagle_enabled(false);
         // smoltcp's default delayed ACK (10 ms, or at once for every second full segment)
         // halves the ACK datagrams of uploads: each costs a send system call here.
@@ -193,13 +320,16 @@ impl Stack {
         if self.cfg.timeout_secs > 0 {
             s.set_timeout(Some(Duration::from_secs(self.cfg.timeout_secs as u64)));
         }
-        s
+        Some(s)
     }
 
-    fn add_conn(&mut self, handle: SocketHandle, peer: u32, tuple: (SocketAddr, SocketAddr)) -> u32 {
+    fn add_conn(&mut self, handle: SocketHandle, peer: u32, tuple: (SocketAddr, SocketAddr), now: Instant) -> u32 {
         let id = self.next_conn;
         self.next_conn = self.next_conn.wrapping_add(1).max(1);
         self.by_tuple.insert(tuple, id);
+        let usage = self.per_peer.entry(peer).or_default();
+        usage.connections += 1;
+        usage.half_open += 1;
         self.conns.insert(
             id,
             Conn {
@@ -213,6 +343,8 @@ impl Stack {
                 closed_sent: false,
                 released: false,
                 shut_write: false,
+                created: now,
+                quiet_sweeps: 0,
             },
         );
         id
@@ -220,9 +352,21 @@ impl Stack {
 
     fn forget(&mut self, id: u32) {
         if let Some(c) = self.conns.remove(&id) {
-            self.sockets.remove(c.handle);
+            let s = self.sockets.remove(c.handle);
+            if let smoltcp::socket::Socket::Tcp(s) = s {
+                self.buffer_bytes -= s.recv_capacity() + s.send_capacity();
+            }
             if self.by_tuple.get(&c.tuple) == Some(&id) {
                 self.by_tuple.remove(&c.tuple);
+            }
+            if let Some(u) = self.per_peer.get_mut(&c.peer) {
+                u.connections -= 1;
+                if !c.opened {
+                    u.half_open -= 1;
+                }
+                if u.connections == 0 && u.udp == 0 {
+                    self.per_peer.remove(&c.peer);
+                }
             }
         }
     }
@@ -230,6 +374,7 @@ impl Stack {
     /// Takes one inner packet from `peer`. Replies the core makes itself (echo replies) are
     /// queued for [`Stack::take_tx`].
     pub fn input(&mut self, peer: u32, pkt: &[u8], now: Instant, out: &mut Out) {
+        self.now = now;
         let inner = match packet::classify(pkt) {
             Ok(i) => i,
             Err(_) => {
@@ -240,6 +385,9 @@ impl Stack {
         let mut fresh = None;
         match inner {
             Inner::Udp { src, dst, payload } => {
+                if !self.udp_conversation(peer, src, dst, now, out) {
+                    return;
+                }
                 self.stats.udp_in += 1;
                 return out.udp(peer, src, dst, payload);
             }
@@ -253,22 +401,37 @@ impl Stack {
             }
             Inner::Other if !self.cfg.server => return out.ip_packet(peer, pkt),
             Inner::TcpSyn { src, dst } if self.cfg.server && !self.by_tuple.contains_key(&(dst, src)) => {
+                let (open, half_open) = self.per_peer.get(&peer).map_or((0, 0), |u| (u.connections, u.half_open));
+                if half_open >= self.cfg.max_half_open_per_peer {
+                    // Dropped, not reset: an honest client that opened many at once sends the
+                    // SYN again in a second, when the others are established.
+                    let limit = self.cfg.max_half_open_per_peer;
+                    return Self::refuse(&mut self.stats.refused_half_open, out, |n| {
+                        format!("peer {peer}: {limit} connections not yet established: dropping SYN {src} -> {dst} ({n} so far)")
+                    });
+                }
                 if self.conns.len() >= self.cfg.max_connections {
-                    self.stats.connections_refused += 1;
-                    if self.stats.connections_refused.is_power_of_two() {
-                        let msg = format!(
-                            "connection limit reached ({} open): refusing {} -> {} ({} refused so far)",
-                            self.conns.len(), src, dst, self.stats.connections_refused
-                        );
-                        out.log(Level::Warn, &msg);
-                    }
-                } else {
-                    let mut s = self.new_socket();
+                    let open = self.conns.len();
+                    Self::refuse(&mut self.stats.connections_refused, out, |n| {
+                        format!("connection limit reached ({open} open): refusing {src} -> {dst} ({n} refused so far)")
+                    });
+                } else if open >= self.cfg.max_connections_per_peer {
+                    Self::refuse(&mut self.stats.refused_peer_limit, out, |n| {
+                        format!("peer {peer}: connection limit reached ({open} open): refusing {src} -> {dst} ({n} refused so far)")
+                    });
+                } else if let Some(mut s) = self.new_socket() {
                     let listen = IpListenEndpoint { addr: Some(dst.ip().into()), port: dst.port() };
                     if s.listen(listen).is_ok() {
                         let handle = self.sockets.add(s);
-                        fresh = Some(self.add_conn(handle, peer, (dst, src)));
+                        fresh = Some(self.add_conn(handle, peer, (dst, src), now));
+                    } else {
+                        self.buffer_bytes -= s.recv_capacity() + s.send_capacity();
                     }
+                } else {
+                    let (used, budget) = (self.buffer_bytes, self.cfg.buffer_budget);
+                    Self::refuse(&mut self.stats.refused_memory, out, |n| {
+                        format!("no memory for connection buffers ({used} of {budget} bytes in use): refusing {src} -> {dst} ({n} refused so far)")
+                    });
                 }
             }
             _ => {}
@@ -290,16 +453,112 @@ impl Stack {
         let src_ip: IpAddr = if dst.is_ipv4() { self.cfg.v4.into() } else { self.cfg.v6.into() };
         self.next_port = if self.next_port >= 65_000 { 40_000 } else { self.next_port + 1 };
         let local = SocketAddr::new(src_ip, self.next_port);
-        let mut s = self.new_socket();
+        let mut s = self.new_socket()?;
         let remote = IpEndpoint::new(dst.ip().into(), dst.port());
-        s.connect(self.iface.context(), remote, IpListenEndpoint { addr: Some(src_ip.into()), port: local.port() })
-            .ok()?;
+        if s.connect(self.iface.context(), remote, IpListenEndpoint { addr: Some(src_ip.into()), port: local.port() })
+            .is_err()
+        {
+            self.buffer_bytes -= s.recv_capacity() + s.send_capacity();
+            return None;
+        }
         let handle = self.sockets.add(s);
-        Some(self.add_conn(handle, peer, (local, dst)))
+        Some(self.add_conn(handle, peer, (local, dst), self.now))
+    }
+
+    /// Notes a UDP datagram from `peer`; false when it starts a conversation beyond the
+    /// peer's limit (the datagram is dropped).
+    fn udp_conversation(&mut self, peer: u32, src: SocketAddr, dst: SocketAddr, now: Instant, out: &mut Out) -> bool {
+        if let Some(c) = self.udp.get_mut(&(src, dst)) {
+            if c.peer == peer {
+                c.last = now;
+                return true;
+            }
+        }
+        let usage = self.per_peer.entry(peer).or_default();
+        if usage.udp >= self.cfg.max_udp_per_peer {
+            let limit = self.cfg.max_udp_per_peer;
+            Self::refuse(&mut self.stats.udp_refused, out, |n| {
+                format!("peer {peer}: {limit} UDP conversations: dropping {src} -> {dst} ({n} dropped so far)")
+            });
+            return false;
+        }
+        usage.udp += 1;
+        if let Some(old) = self.udp.insert((src, dst), UdpConv { peer, last: now }) {
+            // The same addresses from another peer (possible only with overlapping allowed
+            // addresses): the conversation moves.
+            if let Some(u) = self.per_peer.get_mut(&old.peer) {
+                u.udp -= 1;
+            }
+        }
+        true
+    }
+
+    /// Periodic housekeeping (the core calls it every 250 ms): drops connections not
+    /// established in time, shrinks the buffers of quiet connections, ends idle UDP
+    /// conversations.
+    pub fn sweep(&mut self, now: Instant, out: &mut Out) {
+        self.sweeps += 1;
+        let half_open_timeout = Duration::from_millis(self.cfg.half_open_timeout_ms);
+        let initial = self.cfg.initial_buffer;
+        let mut late = Vec::new();
+        for (&id, c) in self.conns.iter_mut() {
+            let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            if !c.opened {
+                if self.cfg.server && now - c.created >= half_open_timeout {
+                    late.push(id);
+                }
+                continue;
+            }
+            if s.recv_queue() == 0 && s.send_queue() == 0 {
+                c.quiet_sweeps = c.quiet_sweeps.saturating_add(1);
+            } else {
+                c.quiet_sweeps = 0;
+            }
+            if c.quiet_sweeps >= QUIET_SWEEPS_BEFORE_SHRINK {
+                let (rx, tx) = (s.recv_capacity(), s.send_capacity());
+                if rx > initial && s.try_resize_recv_buffer(initial) {
+                    self.buffer_bytes -= rx - initial;
+                }
+                if tx > initial && s.try_resize_send_buffer(initial) {
+                    self.buffer_bytes -= tx - initial;
+                }
+            }
+        }
+        for id in late {
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            s.abort();
+            let (peer, tuple) = (c.peer, c.tuple);
+            Self::refuse(&mut self.stats.half_open_timeouts, out, |n| {
+                format!(
+                    "peer {peer}: connection {} -> {} not established in time: dropped ({n} so far)",
+                    tuple.1, tuple.0
+                )
+            });
+            self.forget(id);
+        }
+        // UDP conversations: once a second is enough.
+        if self.sweeps % 4 == 0 && !self.udp.is_empty() {
+            let idle = Duration::from_millis(self.cfg.udp_timeout_ms);
+            let per_peer = &mut self.per_peer;
+            self.udp.retain(|_, c| {
+                let keep = now - c.last < idle;
+                if !keep {
+                    if let Some(u) = per_peer.get_mut(&c.peer) {
+                        u.udp -= 1;
+                    }
+                }
+                keep
+            });
+            per_peer.retain(|_, u| u.connections > 0 || u.udp > 0);
+        }
     }
 
     /// Sends what the sockets have to send and runs the stack's timers.
     pub fn poll(&mut self, now: Instant) {
+        self.now = now;
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
     }
 
@@ -318,6 +577,10 @@ impl Stack {
 
     /// Turns socket state changes into events, and frees what is finished.
     pub fn events(&mut self, out: &mut Out) {
+        if !self.growth_log.buf.is_empty() {
+            out.buf.extend_from_slice(&self.growth_log.buf);
+            self.growth_log.clear();
+        }
         let mut gone = Vec::new();
         for (&id, c) in self.conns.iter_mut() {
             let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
@@ -332,8 +595,13 @@ impl Stack {
                     State::Closed | State::TimeWait => {}
                     _ => {
                         c.opened = true;
+                        if let Some(u) = self.per_peer.get_mut(&c.peer) {
+                            u.half_open -= 1;
+                        }
                         self.stats.connections_opened += 1;
-                        let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else { continue };
+                        let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else {
+                            continue;
+                        };
                         c.tuple = (to_ep(local), to_ep(remote));
                         out.tcp_open(id, c.peer, to_ep(remote), to_ep(local));
                     }
@@ -376,24 +644,65 @@ impl Stack {
 
     /// The next contiguous run of received bytes (empty when there is none).
     pub fn peek(&mut self, id: u32) -> &[u8] {
-        let Some((c, s)) = self.socket(id) else { return &[] };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return &[];
+        };
         c.readable_sent = false;
+        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        // Half the buffer or more waiting when the host reads: the peer sends faster than one
+        // buffer per read (a window too small for the path, or a slow reader): grow it.
+        let cap = s.recv_capacity();
+        if s.recv_queue() * 2 >= cap && cap < self.cfg.rx_buffer {
+            let new = (cap * 2).min(self.cfg.rx_buffer);
+            if self.buffer_bytes + new - cap <= self.cfg.buffer_budget && s.try_resize_recv_buffer(new) {
+                self.buffer_bytes += new - cap;
+            } else {
+                let (used, budget) = (self.buffer_bytes, self.cfg.buffer_budget);
+                Self::refuse(&mut self.stats.growth_refused, &mut self.growth_log, |n| {
+                    format!("no memory to grow a receive buffer to {new} bytes ({used} of {budget} in use; {n} refused so far)")
+                });
+            }
+        }
         s.peek(usize::MAX).unwrap_or(&[])
     }
 
     /// Marks `n` received bytes as consumed by the host, opening the receive window.
     pub fn consume(&mut self, id: u32, n: usize) {
-        let Some((_, s)) = self.socket(id) else { return };
-        let taken = s.recv(|b| { let k = n.min(b.len()); (k, k) }).unwrap_or(0);
+        let Some((_, s)) = self.socket(id) else {
+            return;
+        };
+        let taken = s
+            .recv(|b| {
+                let k = n.min(b.len());
+                (k, k)
+            })
+            .unwrap_or(0);
         self.stats.tcp_rx_bytes += taken as u64;
     }
 
     /// The next contiguous free run of the send buffer; empty when full (a `TCP_WRITABLE` event
     /// follows when there is room again) or when the connection can no longer send.
     pub fn write_window(&mut self, id: u32) -> &mut [u8] {
-        let Some((c, s)) = self.socket(id) else { return &mut [] };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return &mut [];
+        };
+        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
         if !s.may_send() {
             return &mut [];
+        }
+        // Half the buffer or more unsent or unacknowledged: the host writes faster than the
+        // path drains one buffer: grow it.
+        let cap = s.send_capacity();
+        if s.send_queue() * 2 >= cap && cap < self.cfg.tx_buffer {
+            let new = (cap * 2).min(self.cfg.tx_buffer);
+            if self.buffer_bytes + new - cap <= self.cfg.buffer_budget && s.try_resize_send_buffer(new) {
+                self.buffer_bytes += new - cap;
+            } else {
+                let (used, budget) = (self.buffer_bytes, self.cfg.buffer_budget);
+                Self::refuse(&mut self.stats.growth_refused, &mut self.growth_log, |n| {
+                    format!("no memory to grow a send buffer to {new} bytes ({used} of {budget} in use; {n} refused so far)")
+                });
+            }
         }
         let w = s.send(|b| (0, (b.as_mut_ptr(), b.len()))).unwrap_or((std::ptr::null_mut(), 0));
         if w.1 == 0 {
@@ -407,8 +716,15 @@ impl Stack {
 
     /// Enqueues `n` bytes the host wrote into the last [`Stack::write_window`].
     pub fn commit(&mut self, id: u32, n: usize) -> usize {
-        let Some((_, s)) = self.socket(id) else { return 0 };
-        let done = s.send(|b| { let k = n.min(b.len()); (k, k) }).unwrap_or(0);
+        let Some((_, s)) = self.socket(id) else {
+            return 0;
+        };
+        let done = s
+            .send(|b| {
+                let k = n.min(b.len());
+                (k, k)
+            })
+            .unwrap_or(0);
         self.stats.tcp_tx_bytes += done as u64;
         done
     }
@@ -431,7 +747,9 @@ impl Stack {
     /// The host is done with the connection: it is freed as soon as it is over (now, if it
     /// never opened).
     pub fn release(&mut self, id: u32) {
-        let Some((c, s)) = self.socket(id) else { return };
+        let Some((c, s)) = self.socket(id) else {
+            return;
+        };
         c.released = true;
         if !c.closed_sent && matches!(s.state(), State::Established | State::CloseWait) && !c.shut_write {
             c.shut_write = true;
@@ -460,7 +778,9 @@ impl Stack {
 
     /// A connection's state as JSON, for diagnostics.
     pub fn info_json(&mut self, id: u32) -> String {
-        let Some((c, s)) = self.socket(id) else { return "null".into() };
+        let Some((c, s)) = self.socket(id) else {
+            return "null".into();
+        };
         let (cwnd, in_flight, remote_window, srtt_ms, rto_ms, retransmits) = s.sender_state();
         format!(
             "{{\"state\":\"{}\",\"sendQueue\":{},\"recvQueue\":{},\"canSend\":{},\"canRecv\":{},\"readableSent\":{},\"wantWrite\":{},\"finSent\":{},\"closedSent\":{},\"released\":{},\"cwnd\":{},\"inFlight\":{},\"remoteWindow\":{},\"srttMs\":{},\"rtoMs\":{},\"retransmits\":{}}}",

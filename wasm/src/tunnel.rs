@@ -4,8 +4,12 @@
 //! Invariants:
 //! - a peer's boringtun index is its id, so data and response messages find their peer by
 //!   `receiver_index >> 8` and handshake initiations by the initiator's static key (one DH);
-//! - an inner address belongs to the first peer that sends from it, until that peer is removed,
-//!   so one peer cannot take another's return traffic;
+//! - cryptokey routing: each peer has its allowed inner addresses (prefixes); a packet from a
+//!   peer is accepted only when the peer owning its source address (longest prefix) is that
+//!   peer, and a packet to the tunnel goes to the peer owning its destination. A prefix belongs
+//!   to one peer. A peer configured without allowed addresses learns one IPv4 and one IPv6
+//!   unicast address, the first it sends from that no other peer owns, and owns it until
+//!   removed (so the table grows by at most two entries per such peer);
 //! - every datagram that is not accepted is counted under one [`Drop`] reason.
 
 use crate::out::{Out, PeerEvent};
@@ -21,6 +25,16 @@ use std::sync::Arc;
 /// Handshakes per second (all peers together) before cookies are demanded. The shared limiter
 /// sees each accepted handshake twice (our check, then boringtun's), hence the factor.
 const HANDSHAKES_PER_SECOND: u64 = 2 * 100;
+
+/// Handshake initiations one source address may have processed per second, and its burst (as
+/// Linux's WireGuard): past the shared limit above, cookies prove the address, and this keeps
+/// one address with a valid cookie (or replays of a valid initiation from it) from costing more
+/// than a few key exchanges per second.
+const PER_SOURCE_PER_SECOND: f64 = 20.0;
+const PER_SOURCE_BURST: f64 = 5.0;
+/// Sources tracked for that limit at most; past it, initiations from new sources are dropped
+/// until old entries age out (a second without initiations frees an entry).
+const PER_SOURCE_TABLE: usize = 4096;
 
 /// Largest WireGuard datagram: MTU-sized inner packet plus 32 bytes of overhead, with room.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -38,25 +52,28 @@ pub enum Drop {
     UnknownIndex,
     /// boringtun refused it (replay, decryption failure, wrong state, expired session...).
     Rejected,
-    /// The inner packet's source address belongs to another peer.
-    AddressTaken,
+    /// The inner packet's source address is not one the peer may use.
+    SourceNotAllowed,
     /// An outgoing packet for an address no peer owns, or for a peer with no endpoint yet.
     NoRoute,
     /// Under load and without a valid cookie: a cookie reply was sent instead.
     CookieSent,
+    /// A handshake initiation beyond its source address's rate.
+    RateLimited,
 }
 
 impl Drop {
     /// All reasons, in the order of [`Drop::name`]'s use in the stats.
-    pub const ALL: [Drop; 8] = [
+    pub const ALL: [Drop; 9] = [
         Drop::Malformed,
         Drop::BadMac,
         Drop::UnknownPeer,
         Drop::UnknownIndex,
         Drop::Rejected,
-        Drop::AddressTaken,
+        Drop::SourceNotAllowed,
         Drop::NoRoute,
         Drop::CookieSent,
+        Drop::RateLimited,
     ];
 
     /// The name used in stats.
@@ -67,9 +84,10 @@ impl Drop {
             Drop::UnknownPeer => "unknownPeer",
             Drop::UnknownIndex => "unknownIndex",
             Drop::Rejected => "rejected",
-            Drop::AddressTaken => "addressTaken",
+            Drop::SourceNotAllowed => "sourceNotAllowed",
             Drop::NoRoute => "noRoute",
             Drop::CookieSent => "cookieSent",
+            Drop::RateLimited => "rateLimited",
         }
     }
 }
@@ -84,6 +102,86 @@ pub struct PeerConfig {
     pub keepalive: Option<u16>,
     /// Where to send to before the peer has sent anything (the client role needs it).
     pub endpoint: Option<SocketAddr>,
+    /// The inner addresses the peer may send from and receives for, as (network, prefix
+    /// length); None: it learns one address per family on first use (see the module docs).
+    pub allowed: Option<Vec<(IpAddr, u8)>>,
+}
+
+/// A prefix in its canonical form (host bits cleared), or None when the length is too long.
+pub fn prefix(addr: IpAddr, len: u8) -> Option<(IpAddr, u8)> {
+    match addr {
+        IpAddr::V4(a) if len <= 32 => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Some((IpAddr::V4((u32::from(a) & mask).into()), len))
+        }
+        IpAddr::V6(a) if len <= 128 => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            Some((IpAddr::V6((u128::from(a) & mask).into()), len))
+        }
+        _ => None,
+    }
+}
+
+fn contains(net: (IpAddr, u8), ip: IpAddr) -> bool {
+    prefix(ip, net.1).is_some_and(|p| p.0 == net.0)
+}
+
+fn is_host(net: (IpAddr, u8)) -> bool {
+    net.1 == if net.0.is_ipv4() { 32 } else { 128 }
+}
+
+/// Whether a peer without allowed addresses may learn `ip` as its address.
+fn learnable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() || a.is_link_local())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Which peer owns which inner addresses: exact addresses in a map (the usual /32 and /128),
+/// wider prefixes in a list, longest first.
+#[derive(Default)]
+struct Routes {
+    hosts: HashMap<IpAddr, u32>,
+    nets: Vec<((IpAddr, u8), u32)>,
+}
+
+impl Routes {
+    fn lookup(&self, ip: IpAddr) -> Option<u32> {
+        if let Some(id) = self.hosts.get(&ip) {
+            return Some(*id);
+        }
+        self.nets.iter().find(|(net, _)| contains(*net, ip)).map(|(_, id)| *id)
+    }
+
+    fn owner(&self, net: (IpAddr, u8)) -> Option<u32> {
+        if is_host(net) {
+            self.hosts.get(&net.0).copied()
+        } else {
+            self.nets.iter().find(|(n, _)| *n == net).map(|(_, id)| *id)
+        }
+    }
+
+    fn insert(&mut self, net: (IpAddr, u8), id: u32) {
+        if is_host(net) {
+            self.hosts.insert(net.0, id);
+        } else {
+            self.nets.push((net, id));
+            self.nets.sort_by(|a, b| b.0 .1.cmp(&a.0 .1));
+        }
+    }
+
+    fn remove(&mut self, net: (IpAddr, u8)) {
+        if is_host(net) {
+            self.hosts.remove(&net.0);
+        } else {
+            self.nets.retain(|(n, _)| *n != net);
+        }
+    }
 }
 
 /// One configured peer.
@@ -95,7 +193,11 @@ pub struct Peer {
     tunn: Tunn,
     /// The outer address the peer last sent an authenticated message from.
     pub endpoint: Option<SocketAddr>,
-    /// Inner addresses this peer has sent from.
+    /// The prefixes the peer owns (configured), empty for a peer that learns.
+    pub allowed: Vec<(IpAddr, u8)>,
+    /// Whether the peer learns its addresses (configured without allowed addresses).
+    pub learns: bool,
+    /// Addresses a learning peer has taken (at most one per family).
     pub addresses: Vec<IpAddr>,
     /// Completed handshakes.
     pub handshakes: u64,
@@ -113,11 +215,13 @@ pub struct Tunnel {
     limiter: Arc<RateLimiter>,
     peers: HashMap<u32, Peer>,
     by_key: HashMap<[u8; 32], u32>,
-    by_address: HashMap<IpAddr, u32>,
+    routes: Routes,
     next_id: u32,
     buf: Vec<u8>,
+    /// Per source address: handshake tokens left and when they were last counted (seconds).
+    sources: HashMap<IpAddr, (f64, f64)>,
     /// Drop counters, indexed like [`Drop::ALL`].
-    pub drops: [u64; 8],
+    pub drops: [u64; 9],
     /// Datagrams received and sent on the outer socket.
     pub datagrams_in: u64,
     pub datagrams_out: u64,
@@ -130,6 +234,10 @@ pub enum AddPeerError {
     Duplicate,
     /// No more peer ids (2^24 peers added over the tunnel's life).
     Exhausted,
+    /// An allowed prefix is invalid (prefix length too long for the family).
+    BadPrefix,
+    /// An allowed prefix belongs to another peer already.
+    PrefixTaken,
 }
 
 impl Tunnel {
@@ -143,10 +251,11 @@ impl Tunnel {
             public,
             peers: HashMap::new(),
             by_key: HashMap::new(),
-            by_address: HashMap::new(),
+            routes: Routes::default(),
             next_id: 1,
             buf: vec![0; MAX_DATAGRAM],
-            drops: [0; 8],
+            sources: HashMap::new(),
+            drops: [0; 9],
             datagrams_in: 0,
             datagrams_out: 0,
         }
@@ -169,6 +278,25 @@ impl Tunnel {
         if self.next_id >= 1 << 24 {
             return Err(AddPeerError::Exhausted);
         }
+        let mut allowed = Vec::new();
+        for &(addr, len) in cfg.allowed.iter().flatten() {
+            let net = prefix(addr, len).ok_or(AddPeerError::BadPrefix)?;
+            if allowed.contains(&net) {
+                continue;
+            }
+            // A configured prefix takes precedence over an address some peer learned.
+            let owner = self.routes.owner(net);
+            if owner.is_some_and(|o| !self.peers.get(&o).is_some_and(|p| p.learns)) {
+                return Err(AddPeerError::PrefixTaken);
+            }
+            allowed.push(net);
+        }
+        for &net in &allowed {
+            if let Some(learner) = self.routes.owner(net).and_then(|o| self.peers.get_mut(&o)) {
+                learner.addresses.retain(|a| *a != net.0);
+            }
+            self.routes.remove(net);
+        }
         let id = self.next_id;
         self.next_id += 1;
         let tunn = Tunn::new(
@@ -180,6 +308,9 @@ impl Tunnel {
             Some(self.limiter.clone()),
         );
         self.by_key.insert(cfg.public, id);
+        for &net in &allowed {
+            self.routes.insert(net, id);
+        }
         self.peers.insert(
             id,
             Peer {
@@ -187,6 +318,8 @@ impl Tunnel {
                 public: cfg.public,
                 tunn,
                 endpoint: cfg.endpoint,
+                learns: cfg.allowed.is_none(),
+                allowed,
                 addresses: Vec::new(),
                 handshakes: 0,
                 rx_bytes: 0,
@@ -199,10 +332,15 @@ impl Tunnel {
 
     /// Removes a peer; its inner addresses become free. Returns false if there was no such peer.
     pub fn remove_peer(&mut self, id: u32) -> bool {
-        let Some(peer) = self.peers.remove(&id) else { return false };
+        let Some(peer) = self.peers.remove(&id) else {
+            return false;
+        };
         self.by_key.remove(&peer.public);
+        for net in &peer.allowed {
+            self.routes.remove(*net);
+        }
         for a in &peer.addresses {
-            self.by_address.remove(a);
+            self.routes.hosts.remove(a);
         }
         true
     }
@@ -232,14 +370,40 @@ impl Tunnel {
                     }
                     Err(_) => return Err(Drop::BadMac),
                 }
-                let half = parse_handshake_anon(&self.private, &self.public, init)
-                    .map_err(|_| Drop::UnknownPeer)?;
+                if !self.source_may_handshake(from.ip()) {
+                    return Err(Drop::RateLimited);
+                }
+                let half = parse_handshake_anon(&self.private, &self.public, init).map_err(|_| Drop::UnknownPeer)?;
                 self.by_key.get(&half.peer_static_public).copied().ok_or(Drop::UnknownPeer)
             }
             Packet::HandshakeResponse(r) => Ok(r.receiver_idx >> 8),
             Packet::PacketCookieReply(c) => Ok(c.receiver_idx >> 8),
             Packet::PacketData(d) => Ok(d.receiver_idx >> 8),
         }
+    }
+
+    /// Takes a token of `ip`'s handshake rate; false when it has none left.
+    fn source_may_handshake(&mut self, ip: IpAddr) -> bool {
+        let now = mock_instant::MockClock::time().as_secs_f64();
+        if !self.sources.contains_key(&ip) && self.sources.len() >= PER_SOURCE_TABLE {
+            self.forget_quiet_sources(now);
+            if self.sources.len() >= PER_SOURCE_TABLE {
+                return false;
+            }
+        }
+        let (tokens, last) = self.sources.entry(ip).or_insert((PER_SOURCE_BURST, now));
+        *tokens = (*tokens + (now - *last) * PER_SOURCE_PER_SECOND).min(PER_SOURCE_BURST);
+        *last = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    /// Drops the rate entries of sources that have had a full burst back for a second.
+    fn forget_quiet_sources(&mut self, now: f64) {
+        self.sources.retain(|_, (_, last)| now - *last < 1.0);
     }
 
     /// Handles one datagram from the outer socket. Inner packets are passed to `deliver` with
@@ -256,7 +420,9 @@ impl Tunnel {
             Ok(id) => id,
             Err(why) => return self.count(why),
         };
-        let Some(peer) = self.peers.get_mut(&id) else { return self.count(Drop::UnknownIndex) };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return self.count(Drop::UnknownIndex);
+        };
         let result = peer.tunn.decapsulate(Some(from.ip()), datagram, &mut self.buf);
         let mut why = None;
         match result {
@@ -273,13 +439,13 @@ impl Tunnel {
                 }
             }
             TunnResult::WriteToTunnelV4(pkt, src) => {
-                why = accept_inner(&mut self.by_address, peer, from, IpAddr::V4(src), pkt.len());
+                why = accept_inner(&mut self.routes, peer, from, IpAddr::V4(src), pkt.len());
                 if why.is_none() {
                     deliver(id, pkt, out);
                 }
             }
             TunnResult::WriteToTunnelV6(pkt, src) => {
-                why = accept_inner(&mut self.by_address, peer, from, IpAddr::V6(src), pkt.len());
+                why = accept_inner(&mut self.routes, peer, from, IpAddr::V6(src), pkt.len());
                 if why.is_none() {
                     deliver(id, pkt, out);
                 }
@@ -293,7 +459,9 @@ impl Tunnel {
 
     /// Reports a handshake that completed, or a session that ended, since the last look.
     fn note_session(&mut self, id: u32, out: &mut Out) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let since = peer.tunn.time_since_last_handshake();
         match (peer.last_since, since) {
             (None, Some(_)) => {
@@ -310,21 +478,20 @@ impl Tunnel {
         peer.last_since = since;
     }
 
-    /// The peer an outgoing inner packet goes to: the owner of its destination address, or in
-    /// the client role (a single peer) that peer.
+    /// The peer an outgoing inner packet goes to: the owner of its destination address.
     pub fn peer_for(&self, dst: IpAddr) -> Option<u32> {
-        match self.by_address.get(&dst) {
-            Some(id) => Some(*id),
-            None if self.peers.len() == 1 => self.peers.keys().next().copied(),
-            None => None,
-        }
+        self.routes.lookup(dst)
     }
 
     /// Encrypts an inner packet to peer `id` and appends the datagram (or a handshake
     /// initiation, when there is no session yet) to `out`.
     pub fn send(&mut self, id: u32, pkt: &[u8], out: &mut Out) {
-        let Some(peer) = self.peers.get_mut(&id) else { return self.count(Drop::NoRoute) };
-        let Some(to) = peer.endpoint else { return self.count(Drop::NoRoute) };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return self.count(Drop::NoRoute);
+        };
+        let Some(to) = peer.endpoint else {
+            return self.count(Drop::NoRoute);
+        };
         peer.tx_bytes += pkt.len() as u64;
         match peer.tunn.encapsulate(pkt, &mut self.buf) {
             TunnResult::WriteToNetwork(d) => {
@@ -339,9 +506,14 @@ impl Tunnel {
     /// Runs every peer's timers (rekey, keepalive, retries, expiry); call every ~250 ms.
     pub fn tick(&mut self, out: &mut Out) {
         self.limiter.reset_count();
+        if !self.sources.is_empty() {
+            self.forget_quiet_sources(mock_instant::MockClock::time().as_secs_f64());
+        }
         let ids: Vec<u32> = self.peers.keys().copied().collect();
         for id in ids {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             if let TunnResult::WriteToNetwork(d) = peer.tunn.update_timers(&mut self.buf) {
                 if let Some(to) = peer.endpoint {
                     out.datagram(to, d);
@@ -353,21 +525,16 @@ impl Tunnel {
     }
 }
 
-/// Checks the inner source address of an accepted packet and updates the peer's bookkeeping.
-fn accept_inner(
-    by_address: &mut HashMap<IpAddr, u32>,
-    peer: &mut Peer,
-    from: SocketAddr,
-    src: IpAddr,
-    len: usize,
-) -> Option<Drop> {
-    match by_address.get(&src) {
-        Some(owner) if *owner != peer.id => return Some(Drop::AddressTaken),
-        Some(_) => {}
-        None => {
-            by_address.insert(src, peer.id);
+/// Checks the inner source address of an authenticated packet (cryptokey routing) and updates
+/// the peer's bookkeeping.
+fn accept_inner(routes: &mut Routes, peer: &mut Peer, from: SocketAddr, src: IpAddr, len: usize) -> Option<Drop> {
+    match routes.lookup(src) {
+        Some(owner) if owner == peer.id => {}
+        None if peer.learns && learnable(src) && !peer.addresses.iter().any(|a| a.is_ipv4() == src.is_ipv4()) => {
+            routes.hosts.insert(src, peer.id);
             peer.addresses.push(src);
         }
+        _ => return Some(Drop::SourceNotAllowed),
     }
     peer.endpoint = Some(from);
     peer.rx_bytes += len as u64;

@@ -1,221 +1,12 @@
 //! A client-role core and a server-role core wired back to back in one process: real WireGuard
 //! handshakes and a real TCP connection, with a driven clock.
 
+mod common;
+
+use common::*;
 use std::net::SocketAddr;
 use wirescope_core::core::Core;
-use wirescope_core::out::{kind, read_endpoint};
-use wirescope_core::stack::StackConfig;
-use wirescope_core::tunnel::PeerConfig;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Rec {
-    Datagram(SocketAddr, Vec<u8>),
-    Open(u32, u32, SocketAddr, SocketAddr),
-    Conn(u8, u32),
-    Closed(u32, u8),
-    Udp(u32, SocketAddr, SocketAddr, Vec<u8>),
-    Ip(u32, Vec<u8>),
-    Peer(u32, u8),
-    Log(String),
-}
-
-fn u16at(b: &[u8], i: usize) -> usize {
-    u16::from_le_bytes([b[i], b[i + 1]]) as usize
-}
-fn u32at(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes(b[i..i + 4].try_into().unwrap())
-}
-
-fn drain(c: &mut Core) -> Vec<Rec> {
-    let b = std::mem::take(&mut c.out.buf);
-    let mut v = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let k = b[i];
-        i += 1;
-        match k {
-            kind::DATAGRAM => {
-                let ep = read_endpoint(&b[i..]).unwrap();
-                let n = u16at(&b, i + 18);
-                v.push(Rec::Datagram(ep, b[i + 20..i + 20 + n].to_vec()));
-                i += 20 + n;
-            }
-            kind::TCP_OPEN => {
-                v.push(Rec::Open(u32at(&b, i), u32at(&b, i + 4), read_endpoint(&b[i + 8..]).unwrap(), read_endpoint(&b[i + 26..]).unwrap()));
-                i += 44;
-            }
-            kind::TCP_READABLE | kind::TCP_WRITABLE | kind::TCP_FIN => {
-                v.push(Rec::Conn(k, u32at(&b, i)));
-                i += 4;
-            }
-            kind::TCP_CLOSED => {
-                v.push(Rec::Closed(u32at(&b, i), b[i + 4]));
-                i += 5;
-            }
-            kind::UDP => {
-                let n = u16at(&b, i + 40);
-                v.push(Rec::Udp(u32at(&b, i), read_endpoint(&b[i + 4..]).unwrap(), read_endpoint(&b[i + 22..]).unwrap(), b[i + 42..i + 42 + n].to_vec()));
-                i += 42 + n;
-            }
-            kind::IP_PACKET => {
-                let n = u16at(&b, i + 4);
-                v.push(Rec::Ip(u32at(&b, i), b[i + 6..i + 6 + n].to_vec()));
-                i += 6 + n;
-            }
-            kind::PEER => {
-                v.push(Rec::Peer(u32at(&b, i), b[i + 4]));
-                i += 5;
-            }
-            kind::LOG => {
-                let n = u16at(&b, i + 1);
-                v.push(Rec::Log(String::from_utf8_lossy(&b[i + 3..i + 3 + n]).into()));
-                i += 3 + n;
-            }
-            _ => panic!("unknown record kind {k}"),
-        }
-    }
-    v
-}
-
-const SERVER_EP: &str = "127.0.0.1:51820";
-const CLIENT_EP: &str = "127.0.0.1:40000";
-
-fn cfg(server: bool, v4: &str) -> StackConfig {
-    StackConfig {
-        server,
-        v4: v4.parse().unwrap(),
-        v6: "fd77::1".parse().unwrap(),
-        mtu: 1420,
-        rx_buffer: 512 * 1024,
-        tx_buffer: 512 * 1024,
-        max_connections: 64,
-        keepalive_secs: 0,
-        timeout_secs: 0,
-    }
-}
-
-struct Pair {
-    server: Core,
-    client: Core,
-    now: f64,
-    /// Records other than datagrams, per side.
-    s_events: Vec<Rec>,
-    c_events: Vec<Rec>,
-    /// Server-to-client datagrams seen so far, and the range of them that is lost on the way.
-    down_count: usize,
-    down_lost: std::ops::Range<usize>,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let (sk, ck) = ([1u8; 32], [2u8; 32]);
-        let pub_of = |k: [u8; 32]| boringtun::x25519::PublicKey::from(&boringtun::x25519::StaticSecret::from(k)).to_bytes();
-        let now = 1000.0;
-        let mut server = Core::new(sk, cfg(true, "10.0.0.1"), now);
-        let mut client = Core::new(ck, cfg(false, "10.0.0.2"), now);
-        server.add_peer(now, PeerConfig { public: pub_of(ck), psk: None, keepalive: None, endpoint: None }).unwrap();
-        client
-            .add_peer(now, PeerConfig { public: pub_of(sk), psk: None, keepalive: None, endpoint: Some(SERVER_EP.parse().unwrap()) })
-            .unwrap();
-        Pair { server, client, now, s_events: vec![], c_events: vec![], down_count: 0, down_lost: 0..0 }
-    }
-
-    /// Moves datagrams between the two until both are quiet (bounded).
-    fn pump(&mut self) {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            for rec in drain(&mut self.client) {
-                match rec {
-                    Rec::Datagram(to, d) => {
-                        assert_eq!(to, SERVER_EP.parse().unwrap());
-                        self.server.datagram(self.now, CLIENT_EP.parse().unwrap(), &d);
-                        moved = true;
-                    }
-                    other => self.c_events.push(other),
-                }
-            }
-            for rec in drain(&mut self.server) {
-                match rec {
-                    Rec::Datagram(to, d) => {
-                        assert_eq!(to, CLIENT_EP.parse().unwrap());
-                        self.down_count += 1;
-                        if !self.down_lost.contains(&self.down_count) {
-                            self.client.datagram(self.now, SERVER_EP.parse().unwrap(), &d);
-                        }
-                        moved = true;
-                    }
-                    other => self.s_events.push(other),
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("pump did not settle");
-    }
-
-    /// Moves what each side has to send now across once, and what that makes the other side
-    /// send back only on the next step: one step is one round trip.
-    fn step(&mut self) {
-        let up = drain(&mut self.client);
-        let down = drain(&mut self.server);
-        for rec in up {
-            match rec {
-                Rec::Datagram(_, d) => self.server.datagram(self.now, CLIENT_EP.parse().unwrap(), &d),
-                other => self.c_events.push(other),
-            }
-        }
-        for rec in down {
-            match rec {
-                Rec::Datagram(_, d) => {
-                    self.down_count += 1;
-                    if !self.down_lost.contains(&self.down_count) {
-                        self.client.datagram(self.now, SERVER_EP.parse().unwrap(), &d);
-                    }
-                }
-                other => self.s_events.push(other),
-            }
-        }
-    }
-
-    fn advance(&mut self, ms: f64) {
-        self.now += ms;
-        self.server.tick(self.now);
-        self.client.tick(self.now);
-        self.pump();
-    }
-}
-
-fn write_all(c: &mut Core, id: u32, mut data: &[u8], now: f64) -> usize {
-    let mut sent = 0;
-    while !data.is_empty() {
-        let w = c.stack().write_window(id);
-        if w.is_empty() {
-            break;
-        }
-        let n = w.len().min(data.len());
-        w[..n].copy_from_slice(&data[..n]);
-        assert_eq!(c.stack().commit(id, n), n);
-        data = &data[n..];
-        sent += n;
-    }
-    c.flush(now);
-    sent
-}
-
-fn read_all(c: &mut Core, id: u32, now: f64) -> Vec<u8> {
-    let mut v = Vec::new();
-    loop {
-        let p = c.stack().peek(id).to_vec();
-        if p.is_empty() {
-            break;
-        }
-        v.extend_from_slice(&p);
-        c.stack().consume(id, p.len());
-    }
-    c.flush(now);
-    v
-}
+use wirescope_core::out::kind;
 
 #[test]
 fn handshake_completes_and_an_echo_request_is_answered() {
@@ -230,7 +21,8 @@ fn handshake_completes_and_an_echo_request_is_answered() {
     p.pump();
     assert!(p.s_events.contains(&Rec::Peer(1, 1)), "server saw a handshake: {:?}", p.s_events);
     assert!(p.c_events.contains(&Rec::Peer(1, 1)), "client saw a handshake: {:?}", p.c_events);
-    let reply = p.c_events.iter().find_map(|r| if let Rec::Ip(_, d) = r { Some(d.clone()) } else { None }).expect("echo reply");
+    let reply =
+        p.c_events.iter().find_map(|r| if let Rec::Ip(_, d) = r { Some(d.clone()) } else { None }).expect("echo reply");
     assert_eq!(&reply[12..16], &[1, 2, 3, 4]);
     assert_eq!(&reply[16..20], &[10, 0, 0, 2]);
     assert_eq!(reply[20], 0, "ICMP type echo reply");
@@ -261,7 +53,11 @@ fn tcp_connection_carries_data_both_ways_and_closes_gracefully() {
         }
         p.advance(100.0);
     }
-    let (sid, remote, local) = p.s_events.iter().find_map(|r| if let Rec::Open(id, _, r, l) = r { Some((*id, *r, *l)) } else { None }).expect("server got the connection");
+    let (sid, remote, local) = p
+        .s_events
+        .iter()
+        .find_map(|r| if let Rec::Open(id, _, r, l) = r { Some((*id, *r, *l)) } else { None })
+        .expect("server got the connection");
     assert_eq!(local, dst, "the server sees the original destination");
     assert_eq!(remote.ip().to_string(), "10.0.0.2");
 
@@ -320,25 +116,15 @@ fn a_full_window_drains_completely_once_the_receiver_reads() {
             break;
         }
         if i % 400 == 0 {
-            eprintln!("{i}: missing {} client {:?} server {:?}", written - read, p.client.stack().info_json(cid), p.server.stack().info_json(sid));
+            eprintln!(
+                "{i}: missing {} client {:?} server {:?}",
+                written - read,
+                p.client.stack().info_json(cid),
+                p.server.stack().info_json(sid)
+            );
         }
     }
     assert_eq!(read, written);
-}
-
-/// Opens a connection from the client core to the server core; (client id, server id).
-fn connect(p: &mut Pair, dst: &str) -> (u32, u32) {
-    let cid = p.client.stack().connect(1, dst.parse().unwrap()).unwrap();
-    p.client.flush(p.now);
-    p.pump();
-    for _ in 0..30 {
-        if p.s_events.iter().any(|r| matches!(r, Rec::Open(..))) {
-            break;
-        }
-        p.advance(100.0);
-    }
-    let sid = p.s_events.iter().find_map(|r| if let Rec::Open(id, ..) = r { Some(*id) } else { None }).unwrap();
-    (cid, sid)
 }
 
 fn retransmits(c: &mut Core, id: u32) -> u64 {

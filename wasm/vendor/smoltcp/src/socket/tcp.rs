@@ -576,6 +576,9 @@ pub struct Socket<'a> {
     /// If this is set, we will not send a SYN|ACK until this is unset.
     #[cfg(feature = "socket-tcp-pause-synack")]
     synack_paused: bool,
+    /// wirescope patch: the receive buffer size the window scale is chosen for (the buffer may
+    /// start smaller and grow; see `set_window_scale_capacity`).
+    window_scale_capacity: usize,
 }
 
 const DEFAULT_MSS: usize = 536;
@@ -658,6 +661,7 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+            window_scale_capacity: 0,
         }
     }
 
@@ -931,8 +935,13 @@ impl<'a> Socket<'a> {
     }
 
     fn reset(&mut self) {
-        let rx_cap_log2 =
-            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
+        // wirescope patch: the scale suits the largest the receive buffer may grow to.
+        let rx_cap_log2 = mem::size_of::<usize>() * 8
+            - self
+                .rx_buffer
+                .capacity()
+                .max(self.window_scale_capacity)
+                .leading_zeros() as usize;
 
         self.state = State::Closed;
         self.timer = Timer::new();
@@ -1248,6 +1257,33 @@ impl<'a> Socket<'a> {
         }
 
         !self.tx_buffer.is_full()
+    }
+
+    /// wirescope patch: chooses the window scale for a receive buffer that may grow to
+    /// `capacity` bytes (at most 1 GiB). Takes effect at the next `listen` or `connect`.
+    pub fn set_window_scale_capacity(&mut self, capacity: usize) {
+        self.window_scale_capacity = capacity.min(1 << 30);
+    }
+
+    /// wirescope patch: moves the receive buffer to storage of `capacity` bytes, keeping what it
+    /// holds. Shrinking needs the data to fit and no out-of-order data waiting; segments then
+    /// are cut to the space there is (the window advertised before may have been larger).
+    /// Returns false, changing nothing, when that does not hold or the memory is not there.
+    pub fn try_resize_recv_buffer(&mut self, capacity: usize) -> bool {
+        let keep = if self.assembler.is_empty() {
+            self.rx_buffer.len()
+        } else {
+            self.rx_buffer.capacity()
+        };
+        capacity >= keep && self.rx_buffer.try_resize(capacity, keep)
+    }
+
+    /// wirescope patch: moves the send buffer to storage of `capacity` bytes, keeping what it
+    /// holds (it must fit). Returns false, changing nothing, when it does not or the memory is
+    /// not there.
+    pub fn try_resize_send_buffer(&mut self, capacity: usize) -> bool {
+        let keep = self.tx_buffer.len();
+        capacity >= keep && self.tx_buffer.try_resize(capacity, keep)
     }
 
     /// Return the maximum number of bytes inside the recv buffer.
@@ -1901,6 +1937,10 @@ impl<'a> Socket<'a> {
                     // wirescope patch: a zero-length segment accepted past the edge (above)
                     // overlaps nothing.
                     let overlap_end = window_end.min(segment_end).max(overlap_start);
+                    // wirescope patch: and never past the buffer's free space, which is less
+                    // than the window advertised before when the buffer has shrunk since.
+                    let overlap_end =
+                        overlap_end.min((window_start + self.rx_buffer.window()).max(overlap_start));
 
                     // the checks done above imply this.
                     debug_assert!(overlap_start <= overlap_end);

@@ -401,6 +401,33 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     }
 }
 
+/// wirescope patch: byte rings that change size while in use.
+#[cfg(any(feature = "std", feature = "alloc"))]
+impl<'a> RingBuffer<'a, u8> {
+    /// Moves the buffer to new storage of `capacity` bytes, keeping the first `keep` bytes from
+    /// the read position (at least the allocated ones; more to keep data written past them).
+    /// The new storage is reserved with `try_reserve_exact`: when memory is short this returns
+    /// false and changes nothing, where a plain allocation would abort the program.
+    pub fn try_resize(&mut self, capacity: usize, keep: usize) -> bool {
+        let old = self.capacity();
+        let keep = keep.min(old);
+        if keep < self.length || keep > capacity {
+            return false;
+        }
+        let mut storage: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
+        if storage.try_reserve_exact(capacity).is_err() {
+            return false;
+        }
+        let first = (old - self.read_at).min(keep);
+        storage.extend_from_slice(&self.storage[self.read_at..self.read_at + first]);
+        storage.extend_from_slice(&self.storage[..keep - first]);
+        storage.resize(capacity, 0);
+        self.storage = ManagedSlice::Owned(storage);
+        self.read_at = 0;
+        true
+    }
+}
+
 impl<'a, T: 'a> From<ManagedSlice<'a, T>> for RingBuffer<'a, T> {
     fn from(slice: ManagedSlice<'a, T>) -> RingBuffer<'a, T> {
         RingBuffer::new(slice)
