@@ -45,9 +45,12 @@ export type {
   ModeAddress,
   ProxyHandle,
   ProxyOptions,
+  ProxyStats,
   RegularMode,
   WireGuardMode,
 } from "./src/proxy/proxy.ts";
+export type { LimitStats } from "./src/proxy/limits.ts";
+export { BlockedDestinationError } from "./src/proxy/destination_policy.ts";
 export { FlowBus } from "./src/proxy/flow.ts";
 export type {
   BodyRecord,
