@@ -524,8 +524,10 @@ function dnsJson(flow: DnsFlow): Record<string, unknown> {
  * Each line goes to the file with one synchronous write as soon as {@linkcode FlowLogWriter.write}
  * is called, so lines never interleave, nothing waits in a buffer of ours, and a crash of the
  * process loses no line already written. (A write to a local file costs microseconds; the proxy
- * stalls that long.) After the first failed write the error is thrown once, kept in `error`, and
- * later flows are counted in `dropped` instead of written.
+ * stalls that long.) After the first failed write (a full disk) the file is cut back to its last
+ * whole line, the error is thrown once and kept in `error`, and later flows are counted in
+ * `dropped` instead of written. A file it creates has mode 0600: flows hold whole requests and
+ * responses, cookies and tokens included.
  *
  * @example
  * ```ts ignore
@@ -539,15 +541,19 @@ export class FlowLogWriter {
   #file: Deno.FsFile | null;
   #error: Error | null = null;
   #dropped = 0;
+  /** Bytes of whole lines in the file (for a regular file; -1 for others, e.g. a pipe). */
+  #size: number;
 
-  private constructor(file: Deno.FsFile) {
+  private constructor(file: Deno.FsFile, size: number) {
     this.#file = file;
+    this.#size = size;
   }
 
-  /** Opens `path` for appending, creating it if missing. */
+  /** Opens `path` for appending, creating it (mode 0600) if missing. */
   static async open(path: string): Promise<FlowLogWriter> {
-    const file = await Deno.open(path, { append: true, create: true });
-    return new FlowLogWriter(file);
+    const file = await Deno.open(path, { append: true, create: true, mode: 0o600 });
+    const info = await file.stat();
+    return new FlowLogWriter(file, info.isFile ? info.size : -1);
   }
 
   /** The first write error, if there was one. */
@@ -576,8 +582,11 @@ export class FlowLogWriter {
       let done = file.writeSync(line);
       // A regular file takes the whole line at once; this loop is for the odd short write.
       while (done < line.byteLength) done += file.writeSync(line.subarray(done));
+      if (this.#size >= 0) this.#size += line.byteLength;
     } catch (e) {
       this.#error = e instanceof Error ? e : new Error(String(e));
+      this.#dropped++;
+      cutBack(file, this.#size);
       throw this.#error;
     }
   }
@@ -694,6 +703,17 @@ export class HarRecorder {
   }
 }
 
+/**
+ * After a failed write, cuts a file back to `size` bytes (its whole lines), so what is there
+ * stays valid JSON lines; shortening a file needs no free space. `size` -1: not a regular file.
+ */
+function cutBack(file: Deno.FsFile, size: number): void {
+  if (size < 0) return;
+  try {
+    file.truncateSync(size);
+  } catch { /* the error already reported is the one that matters */ }
+}
+
 /** Gathers text into writes of about a megabyte. */
 /**
  * A HAR file built on disk as flows complete, for long runs: each HTTP flow's entry is appended
@@ -707,6 +727,9 @@ export class HarSpool {
   #file: Deno.FsFile | null;
   #encoder = new TextEncoder();
   #entries = 0;
+  #size = 0;
+  #error: Error | null = null;
+  #dropped = 0;
 
   private constructor(path: string, file: Deno.FsFile) {
     this.path = path;
@@ -714,9 +737,11 @@ export class HarSpool {
     this.#file = file;
   }
 
-  /** Starts a spool next to `path` (an old spool there is replaced). */
+  /** Starts a spool next to `path`, mode 0600 (an old spool there is replaced). */
   static async open(path: string): Promise<HarSpool> {
-    const file = await Deno.open(`${path}.entries`, { write: true, create: true, truncate: true });
+    const spoolPath = `${path}.entries`;
+    await Deno.remove(spoolPath).catch(() => {}); // a leftover would keep its own mode
+    const file = await Deno.open(spoolPath, { write: true, createNew: true, mode: 0o600 });
     return new HarSpool(path, file);
   }
 
@@ -725,21 +750,48 @@ export class HarSpool {
     return this.#entries;
   }
 
-  /** Appends an HTTP flow's entry (other flows are ignored). */
+  /** The first write error, if there was one. */
+  get error(): Error | null {
+    return this.#error;
+  }
+
+  /** How many HTTP flows were not spooled because of a write error. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /**
+   * Appends an HTTP flow's entry (other flows are ignored). After the first failed write (a full
+   * disk) the spool is cut back to its last whole entry, the error is thrown once and kept in
+   * `error`, and later flows are counted in `dropped`; the HAR still holds what was spooled.
+   */
   add(flow: Flow): void {
     if (flow.type !== "http" || !this.#file) return;
+    if (this.#error !== null) {
+      this.#dropped++;
+      return;
+    }
     const line = this.#encoder.encode(JSON.stringify(flowToHarEntry(flow)) + "\n");
-    let done = 0;
-    while (done < line.byteLength) done += this.#file.writeSync(line.subarray(done));
+    try {
+      let done = 0;
+      while (done < line.byteLength) done += this.#file.writeSync(line.subarray(done));
+    } catch (e) {
+      this.#error = e instanceof Error ? e : new Error(String(e));
+      this.#dropped++;
+      cutBack(this.#file, this.#size);
+      throw this.#error;
+    }
+    this.#size += line.byteLength;
     this.#entries++;
   }
 
-  /** Writes the HAR file from the spool and removes the spool. */
+  /** Writes the HAR file (mode 0600) from the spool and removes the spool. */
   async finish(creator: HarCreator): Promise<void> {
     this.#file?.close();
     this.#file = null;
     const tmp = `${this.path}.tmp`;
-    const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    await Deno.remove(tmp).catch(() => {}); // a leftover would keep its own mode
+    const out = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
     try {
       const opening = JSON.stringify({ log: { version: "1.2", creator, pages: [] } });
       const chunks = new ChunkWriter(out);

@@ -65,6 +65,10 @@ export async function main(args: string[]): Promise<number> {
       console.error(`wirescope: ${e.message}`);
       return 2;
     }
+    if (e instanceof ConfdirError) {
+      console.error(`wirescope: ${e.message}`);
+      return 1;
+    }
     throw e;
   }
 }
@@ -72,8 +76,35 @@ export async function main(args: string[]): Promise<number> {
 /** A problem starting the proxy that the user can fix (port in use, unreadable file). */
 class StartError extends Error {}
 
+/** The configuration directory cannot be made or written (exit code 1: not a usage mistake). */
+class ConfdirError extends Error {}
+
+/**
+ * Makes sure `confdir` exists (mode 0700 when made) and takes a new file, before anything else
+ * is started: an unwritable one (read-only mount, no permission) ends the start with one line.
+ */
+async function checkConfdir(confdir: string): Promise<void> {
+  const probe = `${confdir}/.wirescope-write-test-${Deno.pid}`;
+  try {
+    await Deno.mkdir(confdir, { recursive: true, mode: 0o700 });
+    const file = await Deno.open(probe, { write: true, createNew: true, mode: 0o600 });
+    file.close();
+    await Deno.remove(probe);
+  } catch (e) {
+    await Deno.remove(probe).catch(() => {});
+    throw new ConfdirError(`cannot write to the confdir ${confdir}: ${osReason(e)}`);
+  }
+}
+
+/** The OS's reason from a Deno file-system error, without the call and path Deno appends. */
+function osReason(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  return message.replace(/ \(os error \d+\).*$/, "").replace(/: (open|mkdir|remove|write) '.*$/, "");
+}
+
 async function run(options: CliOptions): Promise<number> {
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+  await checkConfdir(options.confdir);
   const peerNames = new Map<string, string>();
   const modes: (WireGuardMode | RegularMode)[] = [];
   for (const spec of options.modes) {
@@ -135,7 +166,10 @@ async function run(options: CliOptions): Promise<number> {
   let log: FlowLogWriter | null = null;
   let har: HarSpool | null = null;
   try {
-    if (options.save) log = await FlowLogWriter.open(options.save);
+    if (options.save) {
+      log = await FlowLogWriter.open(options.save);
+      await warnIfShared(options.save);
+    }
   } catch (e) {
     await proxy.close(0);
     throw new StartError(`cannot open ${options.save}: ${(e as Error).message}`);
@@ -148,9 +182,11 @@ async function run(options: CliOptions): Promise<number> {
   }
   proxy.bus.subscribe((event) => {
     if (event.type !== "end") return;
-    log?.write(event.flow);
-    har?.add(event.flow);
+    // The line first: a file that cannot be written (a full disk) must not hide the flow.
     if (!options.quiet) console.log(formatFlowLine(event.flow, { color, peerNames }));
+    // Each writer throws once, at its first failed write, and then counts what it skips.
+    if (log) saveOrReport(options.save!, () => log!.write(event.flow));
+    if (har) saveOrReport(options.har!, () => har!.add(event.flow));
   });
 
   let files: ClientFiles | null;
@@ -162,13 +198,53 @@ async function run(options: CliOptions): Promise<number> {
   }
   if (!options.quiet) await printBanner(options, proxy, files);
 
-  const exitCode = await waitForSignal(proxy);
+  let exitCode = await waitForSignal(proxy);
   await log?.close();
+  if (log && log.dropped > 0) {
+    console.error(`wirescope: ${log.dropped} flows were not saved to ${options.save}`);
+    exitCode ||= 1;
+  }
   if (har && options.har) {
-    await har.finish({ name: "wirescope", version: denoJson.version });
-    if (!options.quiet) console.error(`wirescope: wrote ${options.har}`);
+    if (har.dropped > 0) {
+      console.error(`wirescope: ${har.dropped} HTTP flows are missing from ${options.har}`);
+      exitCode ||= 1;
+    }
+    try {
+      await har.finish({ name: "wirescope", version: denoJson.version });
+      if (!options.quiet) console.error(`wirescope: wrote ${options.har}`);
+    } catch (e) {
+      console.error(
+        `wirescope: cannot write ${options.har}: ${osReason(e)}; its entries are in ${har.spoolPath}`,
+      );
+      exitCode ||= 1;
+    }
   }
   return exitCode;
+}
+
+/** Runs one flow-file write; its first failure is reported once, on one line. */
+function saveOrReport(path: string, write: () => void): void {
+  try {
+    write();
+  } catch (e) {
+    console.error(
+      `wirescope: cannot write ${path}: ${
+        osReason(e)
+      }; later flows are not saved there (the proxy keeps running)`,
+    );
+  }
+}
+
+/** Warns when an existing flow file can be read by others: it will hold whole requests and responses. */
+async function warnIfShared(path: string): Promise<void> {
+  const info = await Deno.stat(path);
+  if (info.isFile && info.mode !== null && (info.mode & 0o077) !== 0) {
+    console.error(
+      `wirescope: ${path} is readable by others (mode ${
+        (info.mode & 0o777).toString(8)
+      }); it will hold full traffic (chmod 600 it)`,
+    );
+  }
 }
 
 /** Resolves at the first SIGINT/SIGTERM after a clean shutdown; a second signal exits at once. */

@@ -1,0 +1,237 @@
+/**
+ * The `wirescope` command and its files, end to end on loopback (explicit-proxy mode, curl):
+ * flow files and the confdir's secrets are created private; a full disk under `-w`/`--har`
+ * (a 1 MiB tmpfs mounted by the test) is reported once per file while every flow is still
+ * relayed and printed; an unwritable confdir ends the start with exit code 1 and one line.
+ * The mounts need root; each is removed at the end.
+ */
+import assert from "node:assert/strict";
+
+const LAUNCHER = new URL("../scripts/wirescope", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+async function sh(cmd: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) throw new Error(`${cmd.join(" ")}: ${decoder.decode(out.stderr)}`);
+}
+
+/** A tmpfs of `size` at a new directory; `options` e.g. "ro". Unmounted and removed by `close`. */
+async function tmpfs(size: string, options = ""): Promise<{ dir: string; close(): Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix: "wirescope-tmpfs-" });
+  await sh(["mount", "-t", "tmpfs", "-o", `size=${size}${options ? `,${options}` : ""}`, "tmpfs", dir]);
+  return {
+    dir,
+    async close() {
+      await sh(["umount", dir]).catch(() => sh(["umount", "-l", dir]));
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+/** `scripts/wirescope` with its output collected. */
+class Cli {
+  readonly child: Deno.ChildProcess;
+  stdout = "";
+  stderr = "";
+  #done: Promise<void>;
+
+  constructor(args: string[]) {
+    this.child = new Deno.Command(LAUNCHER, {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const collect = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
+      for await (const text of stream.pipeThrough(new TextDecoderStream())) this[key] += text;
+    };
+    this.#done = Promise.all([collect(this.child.stdout, "stdout"), collect(this.child.stderr, "stderr")])
+      .then(() => {});
+  }
+
+  async waitFor(test: () => boolean, what: string, ms = 30_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!test()) {
+      if (Date.now() > end) {
+        throw new Error(`timed out waiting for ${what}\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async stop(signal: Deno.Signal = "SIGINT", ms = 15_000): Promise<number> {
+    try {
+      this.child.kill(signal);
+    } catch { /* gone */ }
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), ms);
+    const status = await this.child.status;
+    clearTimeout(timer);
+    await this.#done;
+    return status.code;
+  }
+}
+
+/** One request through the explicit proxy; returns the body length and the status. */
+async function curl(proxyPort: number, url: string): Promise<{ code: number; bytes: number }> {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "20", "-x", `http://127.0.0.1:${proxyPort}`, url],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, bytes: out.stdout.byteLength };
+}
+
+Deno.test({
+  name: "wirescope: -w and --har files and the confdir's secrets are created private (0600, dir 0700)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-files-" });
+    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response("hi"));
+    const port = freePort();
+    // The usual umask: without an explicit mode, files would come out 0644.
+    const cli = new Cli([
+      "--confdir",
+      `${dir}/conf`,
+      "--mode",
+      `regular@127.0.0.1:${port}`,
+      "--allow-local-destinations", // the origin is on loopback
+      "--mode",
+      `wireguard@127.0.0.1:${freePort()}`,
+      "--wg-endpoint",
+      "127.0.0.1",
+      "-w",
+      `${dir}/flows.jsonl`,
+      "--har",
+      `${dir}/flows.har`,
+    ]);
+    const mode = async (path: string) => ((await Deno.stat(path)).mode! & 0o777).toString(8);
+    try {
+      await cli.waitFor(() => cli.stdout.includes("CA certificate:"), "the banner");
+      assert.deepEqual(await curl(port, `http://127.0.0.1:${origin.addr.port}/x`), { code: 0, bytes: 2 });
+      await cli.waitFor(() => /GET http:\/\/127\.0\.0\.1:\d+\/x/.test(cli.stdout), "the flow line");
+      assert.equal(await mode(`${dir}/flows.jsonl`), "600");
+      assert.equal(await mode(`${dir}/flows.har.entries`), "600");
+      assert.equal(await cli.stop("SIGINT"), 0);
+      assert.equal(await mode(`${dir}/flows.har`), "600");
+      assert.equal(await mode(`${dir}/conf`), "700");
+      for (const secret of ["wirescope-ca.pem", "wireguard.json", "wireguard-client-1.conf"]) {
+        assert.equal(await mode(`${dir}/conf/${secret}`), "600", secret);
+      }
+    } finally {
+      await cli.stop("SIGKILL").catch(() => {});
+      await origin.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "wirescope: a full disk under -w/--har is reported once per file; flows are still relayed and printed",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const disk = await tmpfs("1m");
+    const confdir = await Deno.makeTempDir({ prefix: "wirescope-full-" });
+    // 200 KB bodies: each flow takes ~200-270 KB in each file, so the 1 MiB disk fills after a few.
+    const body = "x".repeat(200_000);
+    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(body));
+    const port = freePort();
+    const save = `${disk.dir}/flows.jsonl`, har = `${disk.dir}/flows.har`;
+    const cli = new Cli([
+      "--confdir",
+      confdir,
+      "--mode",
+      `regular@127.0.0.1:${port}`,
+      "--allow-local-destinations", // the origin is on loopback
+      "-w",
+      save,
+      "--har",
+      har,
+    ]);
+    const REQUESTS = 12;
+    try {
+      await cli.waitFor(() => cli.stdout.includes("CA certificate:"), "the banner");
+      for (let i = 0; i < REQUESTS; i++) {
+        const r = await curl(port, `http://127.0.0.1:${origin.addr.port}/f${i}`);
+        assert.deepEqual(r, { code: 0, bytes: body.length }, `request ${i} is relayed whole`);
+      }
+      const lines = () => cli.stdout.match(/GET http:\/\/127\.0\.0\.1:\d+\/f\d+ << 200/g)?.length ?? 0;
+      await cli.waitFor(() => lines() === REQUESTS, "a line for every flow");
+      const complaints = (path: string) =>
+        cli.stderr.split("\n").filter((l) => l.startsWith(`wirescope: cannot write ${path}:`));
+      assert.equal(complaints(save).length, 1, cli.stderr);
+      assert.match(complaints(save)[0]!, /No space left on device; later flows are not saved there/);
+      assert.equal(complaints(har).length, 1, cli.stderr);
+      assert.doesNotMatch(cli.stderr, /flow listener failed/);
+
+      // Still serving after the disk filled.
+      assert.equal((await curl(port, `http://127.0.0.1:${origin.addr.port}/after`)).bytes, body.length);
+
+      // What was saved is whole lines, each a flow.
+      const saved = (await Deno.readTextFile(save)).split("\n");
+      assert.equal(saved.pop(), "", "the file ends with a whole line");
+      assert.ok(saved.length >= 1 && saved.length < REQUESTS, `${saved.length} flows saved`);
+      for (const line of saved) assert.equal(JSON.parse(line).response.status, 200);
+
+      // On exit: what was not saved is counted; the HAR cannot be written on the full disk either,
+      // and the spool keeps its entries. Lost flows make the exit code 1.
+      assert.equal(await cli.stop("SIGINT"), 1);
+      assert.match(
+        cli.stderr,
+        new RegExp(`wirescope: ${REQUESTS + 1 - saved.length} flows were not saved to `),
+      );
+      assert.match(cli.stderr, /HTTP flows are missing from /);
+    } finally {
+      await cli.stop("SIGKILL").catch(() => {});
+      await origin.shutdown();
+      await disk.close();
+      await Deno.remove(confdir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "wirescope: an unwritable confdir ends the start with exit code 1 and one line",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const ro = await tmpfs("64k", "ro");
+    const file = await Deno.makeTempFile();
+    try {
+      for (
+        const [confdir, reason] of [
+          [ro.dir, /Read-only file system/],
+          [`${ro.dir}/sub`, /Read-only file system/],
+          [`${file}/sub`, /Not a directory/],
+        ] as const
+      ) {
+        const out = await new Deno.Command("timeout", {
+          args: ["30", LAUNCHER, "--confdir", confdir, "--mode", `regular@127.0.0.1:${freePort()}`],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const stderr = decoder.decode(out.stderr);
+        assert.equal(out.code, 1, `${confdir}: ${stderr}`);
+        const lines = stderr.trim().split("\n");
+        assert.equal(lines.length, 1, stderr);
+        assert.ok(lines[0]!.startsWith(`wirescope: cannot write to the confdir ${confdir}: `), stderr);
+        assert.match(lines[0]!, reason);
+        assert.equal(decoder.decode(out.stdout), "");
+      }
+    } finally {
+      await ro.close();
+      await Deno.remove(file);
+    }
+  },
+});
