@@ -235,3 +235,59 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "wirescope: SIGUSR1 prints one stats line (memory, descriptors, wasm memory, timers, counters)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const confdir = await Deno.makeTempDir({ prefix: "wirescope-stats-" });
+    const child = new Deno.Command(LAUNCHER, {
+      args: [
+        "--confdir",
+        confdir,
+        "--mode",
+        `wireguard@127.0.0.1:${freePort()}`,
+        "--wg-endpoint",
+        "127.0.0.1",
+        "-q",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { WIRESCOPE_COUNT_TIMERS: "1" },
+    }).spawn();
+    let stderr = "";
+    const reading = (async () => {
+      for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
+    })();
+    try {
+      // Up once the client configuration is written (-q prints no banner).
+      for (let i = 0; i < 300; i++) {
+        if (await Deno.stat(`${confdir}/wireguard-client-1.conf`).then(() => true, () => false)) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      child.kill("SIGUSR1");
+      for (let i = 0; i < 100 && !stderr.includes("\n"); i++) await new Promise((r) => setTimeout(r, 50));
+      const line = stderr.split("\n").find((l) => l.startsWith("wirescope: stats "));
+      assert.ok(line, stderr);
+      const stats = JSON.parse(line.slice("wirescope: stats ".length));
+      assert.ok(stats.rssBytes > 0 && stats.openFds > 0, line);
+      assert.equal(stats.wasmMemoryBytes.length, 1);
+      assert.ok(stats.wasmMemoryBytes[0] > 0);
+      assert.ok(stats.timers >= 0, "timers are counted when asked");
+      assert.equal(stats.flows, 0);
+      assert.equal(typeof stats.proxy.activeConnections, "number");
+      child.kill("SIGTERM");
+      assert.equal((await child.status).code, 0);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+      await reading;
+      await Deno.remove(confdir, { recursive: true });
+    }
+  },
+});

@@ -13,6 +13,7 @@ import { type CliOptions, parseFlags, USAGE, UsageError } from "./flags.ts";
 import { formatFlowLine, formatLogLine } from "./flow_line.ts";
 import { FlowLogWriter, HarSpool } from "./flow_files.ts";
 import { primaryHostAddress } from "./host_address.ts";
+import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import {
   clientConfig,
   clientPeers,
@@ -105,6 +106,8 @@ function osReason(e: unknown): string {
 async function run(options: CliOptions): Promise<number> {
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
   await checkConfdir(options.confdir);
+  // Before anything makes timers, so that all of them are seen.
+  const timers = Deno.env.get("WIRESCOPE_COUNT_TIMERS") === "1" ? countTimers() : null;
   const peerNames = new Map<string, string>();
   const modes: (WireGuardMode | RegularMode)[] = [];
   for (const spec of options.modes) {
@@ -180,8 +183,11 @@ async function run(options: CliOptions): Promise<number> {
     await proxy.close(0);
     throw new StartError(`cannot write next to ${options.har}: ${(e as Error).message}`);
   }
+  const counts = { flows: 0, errorFlows: 0 };
   proxy.bus.subscribe((event) => {
     if (event.type !== "end") return;
+    counts.flows++;
+    if (event.flow.error !== undefined) counts.errorFlows++;
     // The line first: a file that cannot be written (a full disk) must not hide the flow.
     if (!options.quiet) console.log(formatFlowLine(event.flow, { color, peerNames }));
     // Each writer throws once, at its first failed write, and then counts what it skips.
@@ -198,7 +204,12 @@ async function run(options: CliOptions): Promise<number> {
   }
   if (!options.quiet) await printBanner(options, proxy, files);
 
+  // SIGUSR1: one line of figures on stderr (also when quiet), e.g. for watching memory over time.
+  const printStats = () =>
+    console.error(`wirescope: stats ${JSON.stringify(runtimeStats(proxy, counts, timers))}`);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR1", printStats);
   let exitCode = await waitForSignal(proxy);
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", printStats);
   await log?.close();
   if (log && log.dropped > 0) {
     console.error(`wirescope: ${log.dropped} flows were not saved to ${options.save}`);
