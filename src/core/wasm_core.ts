@@ -53,7 +53,7 @@ export interface WasmCoreOptions {
   /** Most TCP connections of one peer (default 4096; a reset beyond). */
   maxConnectionsPerPeer?: number;
   /**
-   * Most TCP connections of one peer that are not established yet (default 1024); further SYNs
+   * Most TCP connections of one peer that are not established yet (default 2048); further SYNs
    * are dropped, and an honest client sends them again a second later.
    */
   maxHalfOpenPerPeer?: number;
@@ -292,7 +292,7 @@ export class WasmCore {
       options.bufferBudget ?? 2 ** 30,
       options.maxConnections ?? 8192,
       options.maxConnectionsPerPeer ?? 4096,
-      options.maxHalfOpenPerPeer ?? 1024,
+      options.maxHalfOpenPerPeer ?? 2048,
       (options.halfOpenTimeoutSeconds ?? 5) * 1000,
       options.maxUdpConversationsPerPeer ?? 2048,
       (options.udpTimeoutSeconds ?? 60) * 1000,

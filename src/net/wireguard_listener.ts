@@ -84,7 +84,7 @@ export interface ListenWireGuardOptions {
   /** Most TCP connections of one peer (default 4096; beyond, reset and `refusedPeerLimit`). */
   maxConnectionsPerPeer?: number;
   /**
-   * Most TCP connections of one peer not yet established (default 1024). Further SYNs are
+   * Most TCP connections of one peer not yet established (default 2048). Further SYNs are
    * dropped (`refusedHalfOpen`); an honest client sends them again a second later.
    */
   maxHalfOpenPerPeer?: number;
