@@ -686,6 +686,13 @@ export class BodyDecoder {
       switch (this.#state) {
         case Chunk.Size:
         case Chunk.Trailer: {
+          if (this.#state === Chunk.Size && this.#line === "") {
+            const next = this.#plainSizeLine(chunk, pos);
+            if (next >= 0) {
+              pos = next;
+              break;
+            }
+          }
           const lf = chunk.indexOf(LF, pos);
           const end = lf < 0 ? chunk.length : lf;
           const limit = this.#state === Chunk.Size
@@ -734,6 +741,38 @@ export class BodyDecoder {
       }
     }
     return pos;
+  }
+
+  /**
+   * The common size line, hex digits and CRLF whole in `chunk`, read straight from the bytes;
+   * returns where it ends, or -1 for anything else (left to the general path, which decodes the
+   * line as text and checks it). With 1-byte chunks that path cost ~1.3 µs per chunk, 4 s for a
+   * 3 MB body; this one a small fraction of that.
+   */
+  #plainSizeLine(chunk: Uint8Array, pos: number): number {
+    let size = 0;
+    let i = pos;
+    // 13 hex digits stay below 2^52: exact, and within what #sizeLine accepts.
+    for (; i < chunk.length && i - pos < 13; i++) {
+      const c = chunk[i]!;
+      const digit = c >= 0x30 && c <= 0x39
+        ? c - 0x30
+        : c >= 0x61 && c <= 0x66
+        ? c - 0x57
+        : c >= 0x41 && c <= 0x46
+        ? c - 0x37
+        : -1;
+      if (digit < 0) break;
+      size = size * 16 + digit;
+    }
+    if (i === pos || i + 1 >= chunk.length || chunk[i] !== CR || chunk[i + 1] !== LF) return -1;
+    if (size === 0) {
+      this.#state = Chunk.Trailer;
+    } else {
+      this.#remaining = size;
+      this.#state = Chunk.Data;
+    }
+    return i + 2;
   }
 
   #sizeLine(line: string): void {

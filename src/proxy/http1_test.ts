@@ -547,3 +547,22 @@ Deno.test("mayHoldHead() finds an empty line at or just before where the last ch
   assert.equal(mayHoldHead(enc("\rGET"), 0, limits), true);
   assert.equal(mayHoldHead(enc("\r"), 0, limits), false);
 });
+
+Deno.test("BodyDecoder reads plain size lines in any case, with leading zeros, split anywhere", () => {
+  const wire = new TextEncoder().encode(
+    "000A\r\n0123456789\r\na\r\nabcdefghij\r\nF\r\n" + "z".repeat(15) + "\r\n0\r\n\r\n",
+  );
+  for (const step of [wire.length, 7, 1]) {
+    const decoder = new BodyDecoder({ kind: "chunked" });
+    const pieces: Uint8Array[] = [];
+    for (let off = 0; off < wire.length; off += step) {
+      pieces.push(...decoder.push(wire.subarray(off, off + step)).data);
+    }
+    assert.equal(decoder.done, true);
+    assert.equal(new TextDecoder().decode(concat(pieces)), "0123456789abcdefghij" + "z".repeat(15));
+  }
+  // Thirteen digits still fit; fourteen go the long way and are refused as too large.
+  const big = new BodyDecoder({ kind: "chunked" });
+  big.push(new TextEncoder().encode("0000000000001\r\nx\r\n"));
+  assert.throws(() => big.push(new TextEncoder().encode("20000000000000\r\n")), /too large/);
+});
