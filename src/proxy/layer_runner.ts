@@ -62,6 +62,8 @@ class LayerRunner {
   #o: RunLayerOptions;
   #server: ByteStream | null;
   #serverGen = 0;
+  /** The generation of the server connection whose read loop runs (-1: none). */
+  #serverReading = -1;
   #connecting: Promise<void> | null = null;
   /** The layer's own timer (see the `timer` command). */
   #layerTimer: ReturnType<typeof setTimeout> | null = null;
@@ -95,7 +97,7 @@ class LayerRunner {
     }
     if (!this.#done) {
       void this.#readLoop("client", this.#o.client, 0);
-      if (this.#server) void this.#readLoop("server", this.#server, this.#serverGen);
+      if (this.#server) this.#readServer(this.#server, this.#serverGen);
     }
     await this.#finished;
     if (this.#headTimer !== null) clearTimeout(this.#headTimer);
@@ -238,7 +240,7 @@ class LayerRunner {
         }
         this.#server = stream;
         this.#connecting = null;
-        void this.#readLoop("server", stream, gen);
+        this.#readServer(stream, gen);
         await this.#dispatch({ type: "server-connected", address: remote, now: Date.now() });
       },
       async (e) => {
@@ -246,6 +248,17 @@ class LayerRunner {
         await this.#dispatch({ type: "server-failed", message: describeError(e), now: Date.now() });
       },
     );
+  }
+
+  /**
+   * Starts the one read loop of a server connection. A connection that opened before the first
+   * events were fed (one already made, handed over at once) must not get a second loop from
+   * `run()`: two reads at once on one socket split its bytes between them, out of order.
+   */
+  #readServer(stream: ByteStream, gen: number): void {
+    if (this.#serverReading === gen) return;
+    this.#serverReading = gen;
+    void this.#readLoop("server", stream, gen);
   }
 
   async #readLoop(side: Side, stream: ByteStream, gen: number): Promise<void> {

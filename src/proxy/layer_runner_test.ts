@@ -3,6 +3,7 @@ import type { ByteStream } from "./byte_stream.ts";
 import { FlowBus } from "./flow.ts";
 import { Http1Layer } from "./http1_layer.ts";
 import { type HeadTimeout, runLayer } from "./layer_runner.ts";
+import { TcpLayer } from "./tcp_layer.ts";
 
 const enc = new TextEncoder();
 
@@ -138,4 +139,48 @@ Deno.test("runLayer() without a head timeout leaves a silent client alone", asyn
   assert.equal(client.closedWith, null);
   client.push(null);
   await run;
+});
+
+Deno.test("runLayer() reads a server connection handed over at once with one loop, not two", async () => {
+  // A CONNECT tunnel's server connection is made before the layer runs and handed over as soon
+  // as the layer asks: two read loops on it split its bytes between them, out of order.
+  const client = new MemoryStream();
+  const server = new MemoryStream();
+  let reading = 0, most = 0;
+  const read = server.read.bind(server);
+  server.read = async () => {
+    most = Math.max(most, ++reading);
+    try {
+      return await read();
+    } finally {
+      reading--;
+    }
+  };
+  const layer = new TcpLayer({
+    id: "flow-1",
+    client: { address: { hostname: "127.0.0.1", port: 40000 }, mode: "regular" },
+    server: { address: { hostname: "10.9.9.9", port: 7 } },
+    serverConnected: false,
+    messageLimit: 1024,
+    maxMessages: 10,
+    now: Date.now(),
+  });
+  const run = runLayer({
+    layer,
+    client,
+    server: null,
+    openServer: () => Promise.resolve({ stream: server, remote: { hostname: "10.9.9.9", port: 7 } }),
+    bus: new FlowBus(),
+    initialCommands: layer.start(),
+    initialEvents: [{ type: "data", from: "client", data: enc.encode("hello"), now: Date.now() }],
+  });
+  await sleep(50);
+  server.push("one");
+  server.push("two");
+  await sleep(50);
+  assert.equal(client.written, "onetwo");
+  assert.equal(most, 1, "one read at a time on the server connection");
+  client.push(null);
+  server.push(null);
+  await ended(run);
 });
