@@ -19,6 +19,10 @@ fi
 echo "== cargo test (native)"
 (cd wasm && PATH=/usr/bin:$PATH cargo test --locked --quiet)
 
+echo "== fuzz (bounded)"
+# FUZZ_SECONDS per target (default 30); FUZZ_SECONDS=0 skips it.
+if [ "${FUZZ_SECONDS:-30}" != 0 ]; then bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"; fi
+
 echo "== deno task ok"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Fuzzes the wasm core natively (wasm/fuzz: cargo-fuzz + libFuzzer) for a bounded time per
+# target: `datagram` (raw and damaged WireGuard datagrams into a server core) and `inner_packet`
+# (arbitrary inner IP packets through an established tunnel, server and client role). A panic,
+# a sanitizer report or an input running longer than 10 s fails the run; the input is kept in
+# wasm/fuzz/artifacts/<target>/ and the command to replay it is printed.
+#
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   SECONDS_PER_TARGET  default 30 (CI); give more for a longer hunt
+#   FUZZ_SEED=n         libFuzzer's random seed (default 1, so a run is repeatable)
+# Installs cargo-fuzz (from crates.io) when it is missing. Uses rustup's nightly toolchain with
+# AddressSanitizer when there is one; otherwise the stable compiler (RUSTC_BOOTSTRAP for
+# cargo-fuzz's flags) without a sanitizer, since no toolchain can be downloaded here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+secs=${1:-30}
+shift || true
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(datagram inner_packet)
+seed=${FUZZ_SEED:-1}
+
+export PATH="$HOME/.cargo/bin:$PATH"
+start=$(date +%s)
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
+
+toolchain=()
+sanitizer=(-s address)
+if command -v rustup >/dev/null && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  toolchain=(+nightly)
+else
+  export RUSTC_BOOTSTRAP=1
+  sanitizer=(-s none)
+fi
+
+cd wasm/fuzz
+# The seeds must still reach what they are for (a session, an open connection...), and every
+# committed seed and crash reproducer must replay without a panic.
+test_log=$(mktemp)
+cargo test --quiet --test seeds >"$test_log" 2>&1 || {
+  tail -n 40 "$test_log"
+  exit 1
+}
+rm -f "$test_log"
+echo "fuzz: seeds checked in $(($(date +%s) - start)) s"
+echo "fuzz: building (${toolchain[*]:-stable} ${sanitizer[*]})"
+build_log=$(mktemp)
+cargo "${toolchain[@]}" fuzz build -O "${sanitizer[@]}" >"$build_log" 2>&1 || {
+  tail -n 40 "$build_log"
+  exit 1
+}
+rm -f "$build_log"
+echo "fuzz: ready in $(($(date +%s) - start)) s"
+
+status=0
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "artifacts/$t"
+  log=$(mktemp)
+  # The committed seeds are read as a second corpus; what the run learns stays in corpus/.
+  if cargo "${toolchain[@]}" fuzz run -O "${sanitizer[@]}" "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$secs" -seed="$seed" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n1)
+    echo "fuzz: $t: ${runs:-?} runs in $secs s, ${cov:-cov: ?}, no crash"
+  else
+    status=1
+    grep -E 'panicked|ERROR: (libFuzzer|AddressSanitizer)|SUMMARY' "$log" | head -n 10 || true
+    tail -n 30 "$log"
+    crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n1)
+    echo "fuzz: $t FAILED; replay: (cd wasm/fuzz && cargo ${toolchain[*]} fuzz run -O ${sanitizer[*]} $t ${crash:-artifacts/$t/<file>})"
+  fi
+  rm -f "$log"
+done
+echo "fuzz: done in $(($(date +%s) - start)) s"
+exit "$status"
