@@ -470,16 +470,18 @@ export class Http1Layer implements Layer {
     // A server that stopped reading may have writes pending toward it: only a reset ends those.
     out.push({ type: "close", to: "server", reset: true });
     this.#server = "none";
+    // While the request body goes up, a stall can be the server not reading or the client not
+    // sending (both stop the events here): the words say what was seen, not whose fault it was.
     if (!this.#responseHeadSent) {
-      const what = this.#req === "body"
-        ? "took no more of the request body and sent no response"
-        : "sent no response";
-      this.#respondError(504, "Gateway Timeout", `${address} ${what} for ${seconds}`, now, out);
+      const text = this.#req === "body"
+        ? `no request body byte went to ${address} and no response came for ${seconds}`
+        : `${address} sent no response for ${seconds}`;
+      this.#respondError(504, "Gateway Timeout", text, now, out);
       return;
     }
     const what = this.#resp === "body"
       ? `${address} sent nothing for ${seconds} in the middle of the response body`
-      : `${address} answered, then took no more of the request body for ${seconds}`;
+      : `no request body byte went to ${address} for ${seconds} after it answered`;
     this.#failFlow(what, now, out);
     out.push({ type: "close", to: "client", reset: this.#resp === "body" });
     this.#req = "closed";

@@ -1326,3 +1326,35 @@ Deno.test("Http1Layer buffers a head or a pipelined request sent a byte at a tim
   });
   assert.ok(held.copied <= 4 * 512 * 1024, `${held.copied} bytes copied to hold 512 KiB`);
 });
+
+Deno.test("Http1Layer names a stalled request body neutrally, before and after an early answer", () => {
+  const head = "POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 10\r\n\r\n";
+  const before = "no request body byte went to 93.184.216.34:80 and no response came for 2 s";
+  play(http1Layer({ serverTimeout: 2000 }), [
+    fromClient(head + "01", 1000),
+    [flow("start", {}), send("server", head), timer(2000), send("server", "01")],
+    timerFired(3000),
+    [
+      close("server", true),
+      send("client", errorResponse(504, "Gateway Timeout", before)),
+      flow("end", { error: { message: before, timestamp: 3000 } }),
+      close("client"),
+    ],
+  ]);
+  const after = "no request body byte went to 93.184.216.34:80 for 2 s after it answered";
+  const answer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  play(http1Layer({ serverTimeout: 2000 }), [
+    fromClient(head + "01", 1000),
+    [flow("start", {}), send("server", head), timer(2000), send("server", "01")],
+    fromServer(answer, 1500),
+    [send("client", answer), flow("update", {})],
+    timerFired(3000),
+    [timer(500)],
+    timerFired(3500),
+    [
+      close("server", true),
+      flow("end", { error: { message: after, timestamp: 3500 }, response: { status: 200 } }),
+      close("client"),
+    ],
+  ]);
+});
