@@ -4,7 +4,7 @@
 use crate::out::Out;
 use crate::packet;
 use crate::stack::{Stack, StackConfig};
-use crate::tunnel::{AddPeerError, Drop, PeerConfig, Tunnel};
+use crate::tunnel::{AddPeerError, Drop, PeerConfig, Tunnel, MAX_INNER_PACKET};
 use std::fmt::Write;
 use std::net::SocketAddr;
 
@@ -123,6 +123,9 @@ impl Core {
     /// Sends a whole IP packet into the tunnel, to the peer that owns its destination.
     pub fn ip_send(&mut self, now_ms: f64, pkt: &[u8]) -> Result<(), &'static str> {
         self.at(now_ms);
+        if pkt.len() > MAX_INNER_PACKET {
+            return Err("packet longer than a WireGuard datagram can carry");
+        }
         let Some(dst) = packet::destination(pkt) else {
             return Err("not an IP packet");
         };

@@ -39,6 +39,10 @@ const PER_SOURCE_TABLE: usize = 4096;
 /// Largest WireGuard datagram: MTU-sized inner packet plus 32 bytes of overhead, with room.
 pub const MAX_DATAGRAM: usize = 65_535;
 
+/// Longest inner packet one datagram carries: a data message adds 16 bytes of header and 16 of
+/// authentication tag, and boringtun panics when the result does not fit [`MAX_DATAGRAM`].
+pub const MAX_INNER_PACKET: usize = MAX_DATAGRAM - 32;
+
 /// Reasons for dropping a datagram or an inner packet, as counted in the stats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drop {
@@ -492,6 +496,9 @@ impl Tunnel {
         let Some(to) = peer.endpoint else {
             return self.count(Drop::NoRoute);
         };
+        if pkt.len() > MAX_INNER_PACKET {
+            return self.count(Drop::Rejected);
+        }
         peer.tx_bytes += pkt.len() as u64;
         match peer.tunn.encapsulate(pkt, &mut self.buf) {
             TunnResult::WriteToNetwork(d) => {
