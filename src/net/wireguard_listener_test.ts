@@ -47,6 +47,35 @@ Deno.test("WireGuardListener adds and removes peers at run time and refuses dupl
   }
 });
 
+Deno.test("WireGuardListener takes allowed IPs per peer and reports its limits in stats()", async () => {
+  const listener = listenWireGuard({
+    hostname: "127.0.0.1",
+    port: 0,
+    privateKey: generatePrivateKey(),
+    peers: [{ publicKey: publicKeyOf(generatePrivateKey()), allowedIps: ["10.0.0.2/32", "fd00::2/128"] }],
+    maxConnectionsPerPeer: 10,
+    maxHalfOpenPerPeer: 5,
+    bufferBudget: 1 << 20,
+  });
+  try {
+    const other = publicKeyOf(generatePrivateKey());
+    assert.throws(() => listener.addPeer({ publicKey: other, allowedIps: ["10.0.0.2"] }), /another peer/);
+    assert.throws(() => listener.addPeer({ publicKey: other, allowedIps: ["10.0.0.0/40"] }), SyntaxError);
+    listener.addPeer({ publicKey: other, allowedIps: ["10.0.1.0/24"] });
+    const s = listener.stats();
+    assert.deepEqual(s.peers.map((p) => p.allowedIps), [["10.0.0.2/32", "fd00::2/128"], ["10.0.1.0/24"]]);
+    for (
+      const k of ["refusedPeerLimit", "refusedHalfOpen", "refusedMemory", "halfOpenTimeouts", "udpRefused"]
+    ) {
+      assert.equal(s[k as keyof typeof s], 0, k);
+    }
+    assert.equal(s.drops.sourceNotAllowed, 0);
+  } finally {
+    listener.close();
+    await listener.closed;
+  }
+});
+
 Deno.test("WireGuardListener.close() leaves nothing that keeps the process alive", async () => {
   // A child process that opens a listener with a peer, waits until it is ready, closes it and
   // then simply runs out of work: it must exit by itself.
