@@ -719,11 +719,12 @@ export class SqliteFlowStore implements FlowStore {
         if (exact) {
           flows.push(this.#load(row, withBodies));
         } else {
-          const stored = this.#load(row, withBodies || filter!.needsBodies);
-          if (filter!.match(stored.flow, stored)) {
-            if (!withBodies) stored.flow = decodeFlow(row.json, undefined);
-            flows.push(stored);
-          }
+          // A predicate that reads no bodies never touches the byte placeholders: a plain parse is
+          // enough to test the row, and only matches are decoded. Parsing every row with the
+          // reviver made `~hq` over 100,000 flows take 6.1 s instead of 1.3 s (bench/store.ts).
+          const candidate = filter!.needsBodies ? this.#load(row, true).flow : JSON.parse(row.json) as Flow;
+          const annotations = { marked: Number(row.marked) !== 0, comment: row.comment };
+          if (filter!.match(candidate, annotations)) flows.push(this.#load(row, withBodies));
         }
         if (flows.length === limit) return { flows, cursor: String(from) };
       }
