@@ -12,7 +12,7 @@
 //!   removed (so the table grows by at most two entries per such peer);
 //! - every datagram that is not accepted is counted under one [`Drop`] reason.
 
-use crate::out::{Out, PeerEvent};
+use crate::out::{Level, Out, PeerEvent};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -429,6 +429,7 @@ impl Tunnel {
         };
         let result = peer.tunn.decapsulate(Some(from.ip()), datagram, &mut self.buf);
         let mut why = None;
+        let mut inner_src = None;
         match result {
             TunnResult::Done => {}
             TunnResult::Err(e) => why = Some(drop_for(e)),
@@ -443,12 +444,14 @@ impl Tunnel {
                 }
             }
             TunnResult::WriteToTunnelV4(pkt, src) => {
+                inner_src = Some(IpAddr::V4(src));
                 why = accept_inner(&mut self.routes, peer, from, IpAddr::V4(src), pkt.len());
                 if why.is_none() {
                     deliver(id, pkt, out);
                 }
             }
             TunnResult::WriteToTunnelV6(pkt, src) => {
+                inner_src = Some(IpAddr::V6(src));
                 why = accept_inner(&mut self.routes, peer, from, IpAddr::V6(src), pkt.len());
                 if why.is_none() {
                     deliver(id, pkt, out);
@@ -458,6 +461,12 @@ impl Tunnel {
         self.note_session(id, out);
         if let Some(why) = why {
             self.count(why);
+            let n = self.drops[why as usize];
+            if let (Drop::SourceNotAllowed, Some(src), true) = (why, inner_src, n.is_power_of_two()) {
+                let msg =
+                    format!("peer {id}: inner source {src} is not among its allowed addresses: dropped ({n} so far)");
+                out.log(Level::Warn, &msg);
+            }
         }
     }
 

@@ -17,6 +17,8 @@ struct Net {
     got: Vec<Vec<Vec<u8>>>,
     /// Destinations of the UDP datagrams each client received.
     udp: Vec<Vec<SocketAddr>>,
+    /// The server's log lines.
+    logs: Vec<String>,
 }
 
 fn net(allowed: [Option<Vec<(IpAddr, u8)>>; 2]) -> Net {
@@ -43,7 +45,7 @@ fn net(allowed: [Option<Vec<(IpAddr, u8)>>; 2]) -> Net {
         .unwrap();
         clients.push((c, format!("127.0.0.1:{}", 40_000 + i).parse().unwrap()));
     }
-    Net { server, clients, now, got: vec![vec![], vec![]], udp: vec![vec![], vec![]] }
+    Net { server, clients, now, got: vec![vec![], vec![]], udp: vec![vec![], vec![]], logs: vec![] }
 }
 
 impl Net {
@@ -64,10 +66,14 @@ impl Net {
                 }
             }
             for rec in drain(&mut self.server) {
-                if let Rec::Datagram(to, d) = rec {
-                    let i = self.clients.iter().position(|(_, ep)| *ep == to).unwrap();
-                    self.clients[i].0.datagram(self.now, SERVER_EP.parse().unwrap(), &d);
-                    moved = true;
+                match rec {
+                    Rec::Datagram(to, d) => {
+                        let i = self.clients.iter().position(|(_, ep)| *ep == to).unwrap();
+                        self.clients[i].0.datagram(self.now, SERVER_EP.parse().unwrap(), &d);
+                        moved = true;
+                    }
+                    Rec::Log(l) => self.logs.push(l),
+                    _ => {}
                 }
             }
             if !moved {
@@ -102,6 +108,7 @@ fn a_peer_sending_from_another_peers_address_is_dropped_and_counted() {
     n.send(1, &ping([10, 0, 0, 2], [1, 2, 3, 4], 2));
     assert_eq!(stat(&n.server, "sourceNotAllowed"), 1);
     assert_eq!(n.replies_to(0, [10, 0, 0, 2]) + n.replies_to(1, [10, 0, 0, 2]), 1);
+    assert_eq!(n.logs, ["peer 2: inner source 10.0.0.2 is not among its allowed addresses: dropped (1 so far)"]);
     // And an address nobody was given.
     n.send(1, &ping([10, 0, 0, 9], [1, 2, 3, 4], 3));
     assert_eq!(stat(&n.server, "sourceNotAllowed"), 2);
