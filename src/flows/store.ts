@@ -707,9 +707,15 @@ export class SqliteFlowStore implements FlowStore {
     // When the SQL is a superset, read in larger chunks and keep what the predicate accepts.
     const chunk = exact ? limit : Math.max(limit, 500);
     // Not cached: filters are many and each is used for a few pages.
+    // The page is chosen on the flows table alone, then joined with the JSON: joined first, SQLite
+    // read the JSON of every match before sorting (newest 100 of `~d example & ~m POST` over
+    // 1,000,000 flows: 666 ms).
+    const order = descending ? "DESC" : "ASC";
     const stmt = this.#db.prepare(
-      `SELECT f.seq, f.id, f.marked, f.comment, f.ts_end, d.json FROM flows f JOIN flow_data d ON d.seq = f.seq
-       WHERE ${where.join(" AND ")} ORDER BY f.seq ${descending ? "DESC" : "ASC"} LIMIT ?`,
+      `SELECT p.seq, p.id, p.marked, p.comment, p.ts_end, d.json FROM
+         (SELECT f.seq, f.id, f.marked, f.comment, f.ts_end FROM flows f WHERE ${where.join(" AND ")}
+          ORDER BY f.seq ${order} LIMIT ?) AS p
+       JOIN flow_data d ON d.seq = p.seq ORDER BY p.seq ${order}`,
     );
     const flows: StoredFlow[] = [];
     for (;;) {
