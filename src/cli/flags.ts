@@ -86,7 +86,7 @@ export class UsageError extends Error {
 export const USAGE: string = `wirescope ${denoJson.version}: an intercepting HTTPS proxy with a WireGuard mode
 
 Usage:
-  wirescope [options]          run the proxy (wirescope = deno run -A mod.ts)
+  wirescope [options]          run the proxy (wirescope = scripts/wirescope)
   wirescope genkey             print a new private key (like wg genkey)
   wirescope pubkey < KEY       print the key's public key (like wg pubkey)
 
@@ -136,12 +136,19 @@ Limits and access:
                              this host's addresses); refused by default
 
 Output:
-  -w, --save FILE            save flows to FILE (default: do not save)
-  --har FILE                 also write flows to FILE as HAR (default: do not)
+  -w, --save FILE            append flows to FILE as JSON lines, made mode
+                             0600 (default: do not save)
+  --har FILE                 also write flows to FILE as HAR, mode 0600
+                             (default: do not)
   -q, --quiet                print only errors
   -v, --verbose              print more detail, such as each connection
   -h, --help                 show this help
   --version                  show the version
+
+Signals:
+  SIGINT, SIGTERM            stop cleanly (a second one: at once)
+  SIGUSR1                    print one line of figures: memory, descriptors,
+                             wasm memory, connections, flows (JSON, stderr)
 
 Examples:
   wirescope                  WireGuard on UDP 51820; scan the QR code it prints
