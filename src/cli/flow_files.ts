@@ -714,7 +714,6 @@ function cutBack(file: Deno.FsFile, size: number): void {
   } catch { /* the error already reported is the one that matters */ }
 }
 
-/** Gathers text into writes of about a megabyte. */
 /**
  * A HAR file built on disk as flows complete, for long runs: each HTTP flow's entry is appended
  * to `<path>.entries` right away (nothing is held in memory), and {@link HarSpool.finish} wraps
@@ -823,6 +822,7 @@ export class HarSpool {
   }
 }
 
+/** Gathers text into writes of about a megabyte. */
 class ChunkWriter {
   static readonly SIZE = 1 << 20;
   #file: Deno.FsFile;
