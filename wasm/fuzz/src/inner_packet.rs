@@ -156,7 +156,11 @@ pub fn run_inner_packet(data: &[u8]) -> crate::Reached {
             _ => {
                 // The host sends a whole IP packet (client role: a packet no socket took goes
                 // back this way).
-                let p = inp.slice(1500).to_vec();
+                let mut p = inp.slice(1500).to_vec();
+                // The host hands over up to 70,000 bytes (IO_SIZE in src/core/wasm_core.ts).
+                if inp.u8() == 0xff {
+                    p.resize((p.len() + 4_000 + inp.u16() as usize).min(70_000), 0);
+                }
                 let now = r.now;
                 let _ = r.core.ip_send(now, &p);
                 r.pump();

@@ -209,3 +209,21 @@ fn committed_inputs_replay_without_a_panic() {
         }
     }
 }
+
+/// Time per input without libFuzzer's instrumentation: `cargo test --release -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_per_input() {
+    for (name, bytes, _) in inner_seeds() {
+        let t = std::time::Instant::now();
+        for _ in 0..50 {
+            run_inner_packet(&bytes);
+        }
+        println!("inner_packet {name}: {:?} per input", t.elapsed() / 50);
+    }
+    let t = std::time::Instant::now();
+    for _ in 0..50 {
+        wirescope_core_fuzz::Rig::established(true);
+    }
+    println!("handshake alone: {:?}", t.elapsed() / 50);
+}
