@@ -3,6 +3,8 @@
  *
  *   HTTP :8080   POST /upload → JSON {bytes, sha256} of the body; GET /ws → WebSocket echo;
  *                GET /cut → promises 100,000 bytes, sends 1,000 and closes (a broken server)
+ *   HTTP :8082   answers every request at its head with `early`, then reads and drops the body
+ *                (as nginx's `return 200` does)
  *   TCP  :7      echo
  *   UDP  :7      echo
  *   UDP  :53     a DNS server for tests: `A` questions get 10.11.12.13, others NXDOMAIN
@@ -43,6 +45,25 @@ const cut = Deno.listen({ hostname: host, port: 8081 });
       await conn.read(buf);
       const head = "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
       await conn.write(new TextEncoder().encode(head + "x".repeat(1000)));
+      conn.close();
+    })().catch(() => {});
+  }
+})();
+
+// A server that answers before it has read the request body.
+const early = Deno.listen({ hostname: host, port: 8082 });
+(async () => {
+  for await (const conn of early) {
+    (async () => {
+      const buf = new Uint8Array(65536);
+      let head = "";
+      while (!head.includes("\r\n\r\n")) {
+        const n = await conn.read(buf);
+        if (n === null) return;
+        head += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      await conn.write(new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nearly\n"));
+      while ((await conn.read(buf)) !== null) { /* dropped */ }
       conn.close();
     })().catch(() => {});
   }

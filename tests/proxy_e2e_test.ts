@@ -171,6 +171,26 @@ Deno.test({
         }
       });
 
+      await t.step("uploads to an origin that answers before reading the body finish", async () => {
+        const file = await Deno.makeTempFile();
+        try {
+          await sh(["sh", "-c", `head -c ${20 * MB} /dev/zero > ${file}`]);
+          // Before the fix the chunked PUT hung until curl's timeout and the POST was reset.
+          for (
+            const args of [["--data-binary", `@${file}`], ["-T", file, "-H", "Transfer-Encoding: chunked"]]
+          ) {
+            const started = performance.now();
+            const out = await curl(["-H", "Expect:", ...args, `http://${o}:8082/early`]);
+            assert.equal(out, "early\n");
+            assert.ok(performance.now() - started < 15_000, "the upload finished promptly");
+          }
+          const done = flows.filter((f) => f.type === "http" && f.request.path === "/early");
+          assert.ok(done.every((f) => f.error === undefined), done.map(describe).join(" | "));
+        } finally {
+          await Deno.remove(file);
+        }
+      });
+
       await t.step("WebSocket echo, messages recorded both ways", async () => {
         const r = await nsClient(client, ["ws", `ws://${o}:8080/ws`, "-", "hello websocket"]);
         assert.equal(r.reply, "hello websocket");
