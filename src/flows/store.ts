@@ -182,7 +182,7 @@ CREATE TABLE flows (
 CREATE INDEX flows_type ON flows (type);
 CREATE INDEX flows_ts_start ON flows (ts_start);
 CREATE INDEX flows_host ON flows (host_id);
-CREATE INDEX flows_host_alt ON flows (host_alt_id) WHERE host_alt_id <> 0;
+CREATE INDEX flows_host_alt ON flows (host_alt_id);
 CREATE INDEX flows_method ON flows (method_id);
 CREATE INDEX flows_status ON flows (status);
 CREATE INDEX flows_peer ON flows (peer);
