@@ -135,6 +135,10 @@ function httpLine(flow: HttpFlow, paint: Paint): string {
     paint(printable(request.method), "bold"),
     truncateMiddle(printable(request.url), MAX_URL_LENGTH),
   ];
+  // The URL names where the bytes went; a Host header naming something else is shown beside it.
+  if (request.hostHeader !== undefined) {
+    parts.push(paint(`(Host: ${printable(request.hostHeader)})`, "yellow"));
+  }
   if (response !== undefined) {
     const status = `${response.status}${response.reason === "" ? "" : " " + printable(response.reason)}`;
     parts.push("<<", paint(status, ...statusStyle(response.status)), formatSize(response.body.size));

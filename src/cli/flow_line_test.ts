@@ -296,3 +296,12 @@ Deno.test("truncateMiddle() keeps short text and cuts long text to the limit", (
   assert.equal(truncateMiddle("abc", 5), "abc");
   assert.equal(truncateMiddle("abcdefghij", 5), "ab…ij");
 });
+
+Deno.test("formatFlowLine() shows a Host header that names another host than the URL", () => {
+  const flow = httpFlow();
+  flow.request.hostHeader = "other.example";
+  assert.equal(
+    formatFlowLine(flow),
+    "10.0.0.2:51234: GET https://example.com/a?b=1 (Host: other.example) << 200 OK 1.2k 12ms",
+  );
+});
