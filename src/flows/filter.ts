@@ -61,6 +61,7 @@ export class FilterSyntaxError extends SyntaxError {
   /** The problem alone, without the column. */
   readonly reason: string;
 
+  /** An error about `expression` at 1-based `column`. */
   constructor(reason: string, column: number, expression: string) {
     super(`filter: ${reason} at column ${column}`);
     this.name = "FilterSyntaxError";
@@ -124,6 +125,7 @@ export interface FlowAnnotations {
 export interface SqlFilter {
   /** A boolean SQL expression over the columns of the flows table (see {@link toSql}). */
   sql: string;
+  /** The values of its `?` placeholders, in order. */
   params: (string | number)[];
   /** True when the SQL selects exactly the flows the predicate does; false: a superset. */
   exact: boolean;
@@ -133,6 +135,7 @@ export interface SqlFilter {
 export interface Filter {
   /** The expression as given. */
   readonly expression: string;
+  /** Its parsed tree. */
   readonly ast: FilterNode;
   /** True when the predicate reads bodies or message contents (`~b`, `~bq`, `~bs`). */
   readonly needsBodies: boolean;

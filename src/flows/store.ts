@@ -35,7 +35,9 @@ export const DEFAULT_BODY_LIMIT = 64 * 1024 * 1024;
 
 /** A stored flow and what the user added to it. */
 export interface StoredFlow {
+  /** The flow as it was stored. */
   flow: Flow;
+  /** True when the user marked it. */
   marked: boolean;
   /** "" when none. */
   comment: string;
@@ -59,6 +61,7 @@ export interface FlowQuery {
   newestFirst?: boolean;
   /** Only flows that started at or after / before this time (ms since the epoch). */
   since?: number;
+  /** Only flows that started before this time (ms since the epoch). */
   until?: number;
   /** Load bodies and message contents (default true); without, they come back empty. */
   withBodies?: boolean;
@@ -66,6 +69,7 @@ export interface FlowQuery {
 
 /** One page of a query. */
 export interface FlowPage {
+  /** The flows of the page, in the query's order. */
   flows: StoredFlow[];
   /** Pass as `after` (or `before` when going newest first) for the next page; absent at the end. */
   cursor?: string;
@@ -79,6 +83,7 @@ export interface FlowStoreStats {
   bytes: number;
   /** Flows dropped by retention, and their bytes. */
   dropped: number;
+  /** Bytes of the flows dropped by retention. */
   droppedBytes: number;
   /** Writes that failed (disk full, I/O error); each was reported through `onError`. */
   writeErrors: number;
@@ -109,12 +114,15 @@ export interface FlowStore {
   setMarked(id: string, marked: boolean): Promise<boolean>;
   /** Sets a flow's comment ("" removes it); false when there is no such flow. */
   setComment(id: string, comment: string): Promise<boolean>;
+  /** Counters (synchronous: a remote store keeps its own). */
   stats(): FlowStoreStats;
+  /** Writes what is pending and closes. */
   close(): Promise<void>;
 }
 
 /** A store that cannot be opened: not a wirescope store, a newer schema, a corrupt file. */
 export class FlowStoreError extends Error {
+  /** An error with a message naming the file and the problem. */
   constructor(message: string) {
     super(message);
     this.name = "FlowStoreError";
@@ -123,11 +131,13 @@ export class FlowStoreError extends Error {
 
 /** What retention dropped, for a log line. */
 export interface RetentionEvent {
-  /** Flows dropped now, and their bytes. */
+  /** Flows dropped now. */
   flows: number;
+  /** Their bytes. */
   bytes: number;
   /** What the store holds afterwards. */
   remainingBytes: number;
+  /** The limit that was exceeded. */
   maxBytes: number;
 }
 
@@ -192,8 +202,10 @@ CREATE TABLE flow_blobs (seq INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB N
 `;
 
 /** A flow as JSON with its bytes set apart. */
-interface EncodedFlow {
+export interface EncodedFlow {
+  /** The flow with each `Uint8Array` replaced by a numbered placeholder. */
   json: string;
+  /** The bytes, by placeholder number. */
   blobs: Uint8Array[];
   /** Bodies or messages cut to the body limit. */
   cut: number;
@@ -329,6 +341,7 @@ interface Row {
 export class SqliteFlowStore implements FlowStore {
   /** The file it is on. */
   readonly path: string;
+  /** True when opened with `readOnly`. */
   readonly readOnly: boolean;
   #db: DatabaseSync;
   #bodyLimit: number;
