@@ -467,6 +467,7 @@ export class Http1Layer implements Layer {
     }
     const address = formatHostPort(this.#serverAddress ?? this.#o.server.address);
     const seconds = `${limit / 1000} s`;
+    this.#logClient(`server timeout (${seconds}) hit on ${address}`, out);
     // A server that stopped reading may have writes pending toward it: only a reset ends those.
     out.push({ type: "close", to: "server", reset: true });
     this.#server = "none";

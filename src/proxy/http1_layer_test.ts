@@ -1116,6 +1116,7 @@ Deno.test("Http1Layer answers 504 when the server sends nothing for the server t
     [flow("start", {}), send("server", request), timer(5000)],
     timerFired(6000),
     [
+      log("info", "10.0.0.2:50000: server timeout (5 s) hit on 93.184.216.34:80"),
       close("server", true),
       send("client", errorResponse(504, "Gateway Timeout", text)),
       flow("end", { error: { message: text, timestamp: 6000 }, response: { status: 504 } }),
@@ -1142,6 +1143,7 @@ Deno.test("Http1Layer counts server progress and re-arms its timer for the time 
     [timer(4000)],
     timerFired(13000),
     [
+      log("info", /server timeout \(5 s\) hit/),
       close("server", true),
       flow("end", { error: { message: text, timestamp: 13000 }, response: { body: body("xy") } }),
       close("client", true),
@@ -1335,6 +1337,7 @@ Deno.test("Http1Layer names a stalled request body neutrally, before and after a
     [flow("start", {}), send("server", head), timer(2000), send("server", "01")],
     timerFired(3000),
     [
+      log("info", /server timeout \(2 s\) hit/),
       close("server", true),
       send("client", errorResponse(504, "Gateway Timeout", before)),
       flow("end", { error: { message: before, timestamp: 3000 } }),
@@ -1352,6 +1355,7 @@ Deno.test("Http1Layer names a stalled request body neutrally, before and after a
     [timer(500)],
     timerFired(3500),
     [
+      log("info", /server timeout \(2 s\) hit/),
       close("server", true),
       flow("end", { error: { message: after, timestamp: 3500 }, response: { status: 200 } }),
       close("client"),
