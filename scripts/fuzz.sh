@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes the wasm core natively (wasm/fuzz: cargo-fuzz + libFuzzer) for a bounded time per
 # target: `datagram` (raw and damaged WireGuard datagrams into a server core) and `inner_packet`
-# (arbitrary inner IP packets through an established tunnel, server and client role). A panic,
-# a sanitizer report or an input running longer than 10 s fails the run; the input is kept in
-# wasm/fuzz/artifacts/<target>/ and the command to replay it is printed.
+# (arbitrary inner IP packets through an established tunnel, server and client role), optimized
+# but with debug assertions and overflow checks (-a): a counter that runs below zero is a
+# defect even where the release build would wrap silently. A panic, a sanitizer report or an
+# input running longer than 10 s fails the run; the input is kept in wasm/fuzz/artifacts/<target>/
+# and the command to replay it is printed.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET  default 30 (CI); give more for a longer hunt
@@ -50,7 +52,7 @@ rm -f "$test_log"
 echo "fuzz: seeds checked in $(($(date +%s) - start)) s"
 echo "fuzz: building (${toolchain[*]:-default toolchain} ${sanitizer[*]})"
 build_log=$(mktemp)
-cargo "${toolchain[@]}" fuzz build -O "${sanitizer[@]}" >"$build_log" 2>&1 || {
+cargo "${toolchain[@]}" fuzz build -O -a "${sanitizer[@]}" >"$build_log" 2>&1 || {
   tail -n 40 "$build_log"
   exit 1
 }
@@ -65,7 +67,7 @@ for t in "${targets[@]}"; do
   # stays in corpus/ (not committed).
   extra=("seeds/$t")
   [ -d "regressions/$t" ] && extra+=("regressions/$t")
-  if cargo "${toolchain[@]}" fuzz run -O "${sanitizer[@]}" "$t" "corpus/$t" "${extra[@]}" -- \
+  if cargo "${toolchain[@]}" fuzz run -O -a "${sanitizer[@]}" "$t" "corpus/$t" "${extra[@]}" -- \
     -max_total_time="$secs" -seed="$seed" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
@@ -76,7 +78,7 @@ for t in "${targets[@]}"; do
     grep -E 'panicked|ERROR: (libFuzzer|AddressSanitizer)|SUMMARY' "$log" | head -n 10 || true
     tail -n 30 "$log"
     crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n1)
-    echo "fuzz: $t FAILED; replay: (cd wasm/fuzz && ${RUSTC_BOOTSTRAP:+RUSTC_BOOTSTRAP=1 }cargo ${toolchain[*]} fuzz run -O ${sanitizer[*]} $t ${crash:-artifacts/$t/<file>})"
+    echo "fuzz: $t FAILED; replay: (cd wasm/fuzz && ${RUSTC_BOOTSTRAP:+RUSTC_BOOTSTRAP=1 }cargo ${toolchain[*]} fuzz run -O -a ${sanitizer[*]} $t ${crash:-artifacts/$t/<file>})"
   fi
   rm -f "$log"
 done

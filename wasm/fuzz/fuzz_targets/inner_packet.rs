@@ -2,8 +2,8 @@
 //! (raw bytes, or IPv4/IPv6 packets with TCP, UDP, ICMP or other payloads whose headers and
 //! checksums are mostly right), the core decrypts them and hands them to packet.rs and the
 //! TCP/IP stack. The core runs in the server role (accepting connections to any address) or in
-//! the client role; time passes and the host reads, writes, closes and releases connections in
-//! between. The core must never panic.
+//! the client role; time passes and the host reads, writes, closes and releases connections (and
+//! removes and re-adds the peer) in between. The core must never panic.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

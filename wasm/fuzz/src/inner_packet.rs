@@ -2,8 +2,8 @@
 //! (raw bytes, or IPv4/IPv6 packets with TCP, UDP, ICMP or other payloads whose headers and
 //! checksums are mostly right), the core decrypts them and hands them to packet.rs and the
 //! TCP/IP stack. The core runs in the server role (accepting connections to any address) or in
-//! the client role; time passes and the host reads, writes, closes and releases connections in
-//! between. The core must never panic.
+//! the client role; time passes and the host reads, writes, closes and releases connections (and
+//! removes and re-adds the peer) in between. The core must never panic.
 use crate::{address, ip_packet, tcp_segment, transport, Input, Rig, ICMP, ICMPV6, TCP, UDP};
 use std::net::{IpAddr, SocketAddr};
 
@@ -103,7 +103,7 @@ pub fn run_inner_packet(data: &[u8]) -> crate::Reached {
         if inp.is_empty() {
             break;
         }
-        match inp.u8() % 8 {
+        match inp.u8() % 9 {
             0 => {
                 let p = inp.slice(1500).to_vec();
                 r.send_inner(&p);
@@ -153,6 +153,7 @@ pub fn run_inner_packet(data: &[u8]) -> crate::Reached {
                 }
                 r.pump();
             }
+            8 => r.readd_peer(),
             _ => {
                 // The host sends a whole IP packet (client role: a packet no socket took goes
                 // back this way).

@@ -194,6 +194,28 @@ impl Rig {
         r
     }
 
+    /// The host removes the peer (its connections are reset) and adds it again; the peer then
+    /// starts a new handshake with the new entry.
+    pub fn readd_peer(&mut self) {
+        let now = self.now;
+        self.core.remove_peer(now, self.peer_id);
+        let endpoint = if self.server { None } else { Some(self.peer_ep) };
+        let cfg = PeerConfig {
+            public: public_of(PEER_KEY),
+            psk: None,
+            keepalive: None,
+            endpoint,
+            allowed: peer_allowed(self.server),
+        };
+        self.peer_id = self.core.add_peer(now, cfg).unwrap();
+        self.peer = Tunn::new(StaticSecret::from(PEER_KEY), PublicKey::from(public_of(CORE_KEY)), None, None, 77, None);
+        if let TunnResult::WriteToNetwork(d) = self.peer.format_handshake_initiation(&mut self.buf, false) {
+            let d = d.to_vec();
+            self.send_to_core(&d);
+        }
+        self.pump();
+    }
+
     /// What this run reached so far.
     pub fn reached(&self) -> Reached {
         Reached {

@@ -114,6 +114,18 @@ fn inner_seeds() -> Vec<Seed> {
     tick(&mut s, 200);
     out.push(("client_connect", s.0, |r| r.connections == 1 && r.received >= 2));
 
+    // The host removes the peer while a connection is open and adds it back; the peer
+    // handshakes again and opens another.
+    let mut s = Script::default();
+    s.u8(1);
+    tcp(&mut s, false, 40_010, 80, 5, 0, SYN, &[]);
+    answer(&mut s, ACK, b"x", false);
+    s.u8(8);
+    tcp(&mut s, false, 40_011, 80, 5, 0, SYN, &[]);
+    answer(&mut s, ACK, b"y", false);
+    tick(&mut s, 250);
+    out.push(("readd_peer", s.0, |r| r.session && r.connections == 2));
+
     // Many SYNs: the connection limit and refusals.
     let mut s = Script::default();
     s.u8(1);
