@@ -14,6 +14,7 @@ import {
   DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
 } from "../proxy/limits.ts";
 import { DEFAULT_SERVER_TIMEOUT } from "../proxy/http1_layer.ts";
+import type { WireGuardLimits } from "../proxy/proxy.ts";
 
 /** The most WireGuard client peers `--peers` allows: their addresses are 10.0.0.2 to 10.0.0.251. */
 const MAX_PEERS = 250;
@@ -50,6 +51,8 @@ export interface CliOptions {
   maxConnections?: number;
   /** Whether clients may reach this host's own addresses (loopback, link-local, interfaces). */
   allowLocalDestinations: boolean;
+  /** The WireGuard data plane's limits per peer (values given on the command line only). */
+  wgLimits: WireGuardLimits;
   /** The file to save flows to. */
   save?: string;
   /** The HAR file to write flows to. */
@@ -135,6 +138,21 @@ Limits and access:
                              (loopback, link-local such as 169.254.169.254,
                              this host's addresses); refused by default
 
+WireGuard data plane (per peer; refusals are counted and logged):
+  --wg-max-half-open N       TCP connections not yet established; further SYNs
+                             are dropped (default: 2048)
+  --wg-half-open-timeout SECONDS
+                             drop a connection not established this long after
+                             its SYN (default: 5)
+  --wg-max-udp-conversations N
+                             UDP conversations at once (default: 2048)
+  --wg-udp-timeout SECONDS   end a UDP conversation after this long without a
+                             datagram from the peer (default: 60)
+  --wg-buffer-budget MIB     memory all TCP buffers may take together, in MiB,
+                             of the core's 4096; past it new connections are
+                             reset (default: 1024)
+  (open TCP connections per peer follow --max-connections-per-client)
+
 Output:
   -w, --save FILE            append flows to FILE as JSON lines, made mode
                              0600 (default: do not save)
@@ -198,6 +216,11 @@ export function parseFlags(args: string[]): CliOptions {
         "max-connections-per-client": { type: "string" },
         "max-connections": { type: "string" },
         "allow-local-destinations": { type: "boolean" },
+        "wg-max-half-open": { type: "string" },
+        "wg-half-open-timeout": { type: "string" },
+        "wg-max-udp-conversations": { type: "string" },
+        "wg-udp-timeout": { type: "string" },
+        "wg-buffer-budget": { type: "string" },
         save: { type: "string", short: "w" },
         har: { type: "string" },
         quiet: { type: "boolean", short: "q" },
@@ -232,6 +255,7 @@ export function parseFlags(args: string[]): CliOptions {
       DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ),
     allowLocalDestinations: values["allow-local-destinations"] ?? false,
+    wgLimits: parseWgLimits(values),
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
     help: values.help ?? false,
@@ -347,6 +371,37 @@ function parseSeconds(text: string | undefined, flag: string, fallback: number):
     throw new UsageError(`${flag} ${text}: expected a number of seconds (0 turns it off)`);
   }
   return Math.round(n * 1000);
+}
+
+/** The `--wg-*` limits given on the command line (the core's defaults stand for the others). */
+function parseWgLimits(values: Record<string, unknown>): WireGuardLimits {
+  const limits: WireGuardLimits = {};
+  const text = (name: string) => values[name] as string | undefined;
+  const positive = (name: string, max: number): number | undefined => {
+    const t = text(name);
+    if (t === undefined) return undefined;
+    const n = /^\d+(\.\d+)?$/.test(t) ? Number(t) : NaN;
+    if (!(n > 0 && n <= max)) throw new UsageError(`--${name} ${t}: expected a number from 1 to ${max}`);
+    return n;
+  };
+  const whole = (name: string, max: number) => {
+    const n = positive(name, max);
+    if (n !== undefined && !Number.isInteger(n)) {
+      throw new UsageError(`--${name} ${text(name)}: expected a whole number`);
+    }
+    return n;
+  };
+  const halfOpen = whole("wg-max-half-open", 1_000_000);
+  if (halfOpen !== undefined) limits.maxHalfOpenPerPeer = halfOpen;
+  const halfOpenTimeout = positive("wg-half-open-timeout", 3600);
+  if (halfOpenTimeout !== undefined) limits.halfOpenTimeoutSeconds = halfOpenTimeout;
+  const udp = whole("wg-max-udp-conversations", 1_000_000);
+  if (udp !== undefined) limits.maxUdpConversationsPerPeer = udp;
+  const udpTimeout = positive("wg-udp-timeout", 86_400);
+  if (udpTimeout !== undefined) limits.udpTimeoutSeconds = udpTimeout;
+  const budget = whole("wg-buffer-budget", 4096);
+  if (budget !== undefined) limits.bufferBudget = budget * 1024 * 1024;
+  return limits;
 }
 
 /** Parses a whole number of connections (0: no cap). */

@@ -26,6 +26,7 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     serverTimeout: 60_000,
     maxConnectionsPerClient: 4096,
     allowLocalDestinations: false,
+    wgLimits: {},
     quiet: false,
     verbose: false,
     help: false,
@@ -354,4 +355,31 @@ Deno.test("parseFlags() reads the limits in seconds and counts, 0 turning one of
   assert.match(USAGE, /--allow-local-destinations/);
   assert.match(USAGE, /default: 30\)/);
   assert.match(USAGE, /default: 600\)/);
+});
+
+Deno.test("parseFlags() reads the WireGuard data plane's limits", () => {
+  const o = parseFlags([
+    "--wg-max-half-open",
+    "100",
+    "--wg-half-open-timeout",
+    "2.5",
+    "--wg-max-udp-conversations=50",
+    "--wg-udp-timeout",
+    "30",
+    "--wg-buffer-budget",
+    "256",
+  ]);
+  assert.deepEqual(o.wgLimits, {
+    maxHalfOpenPerPeer: 100,
+    halfOpenTimeoutSeconds: 2.5,
+    maxUdpConversationsPerPeer: 50,
+    udpTimeoutSeconds: 30,
+    bufferBudget: 256 * 1024 * 1024,
+  });
+  assertUsageError(["--wg-max-half-open", "0"], /--wg-max-half-open 0: expected a number from 1/);
+  assertUsageError(["--wg-buffer-budget", "5000"], /--wg-buffer-budget 5000/);
+  assertUsageError(["--wg-max-udp-conversations", "1.5"], /expected a whole number/);
+  for (const flag of ["--wg-max-half-open", "--wg-half-open-timeout", "--wg-max-udp-conversations"]) {
+    assert.ok(USAGE.includes(flag), `${flag} in --help`);
+  }
 });

@@ -136,6 +136,7 @@ async function run(options: CliOptions): Promise<number> {
         publicKey: p.publicKey,
         allowedIps: [`${p.address4}/32`, `${p.address6}/128`],
       })),
+      limits: options.wgLimits,
     });
   }
 

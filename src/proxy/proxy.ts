@@ -7,6 +7,7 @@
 import { CertificateAuthority } from "../certs/certificate_authority.ts";
 import {
   listenWireGuard,
+  type ListenWireGuardOptions,
   type WireGuardListener,
   type WireGuardPeerOptions,
 } from "../net/wireguard_listener.ts";
@@ -54,7 +55,23 @@ export interface WireGuardMode {
   privateKey: string;
   /** Client peers allowed to connect. */
   peers: WireGuardPeerOptions[];
+  /**
+   * The data plane's own limits per peer (see {@link listenWireGuard}). The open-connection cap
+   * per peer follows {@link ProxyOptions.maxConnectionsPerClient} unless given here.
+   */
+  limits?: WireGuardLimits;
 }
+
+/** Limits of the WireGuard data plane that a mode may set. */
+export type WireGuardLimits = Pick<
+  ListenWireGuardOptions,
+  | "bufferBudget"
+  | "maxConnectionsPerPeer"
+  | "maxHalfOpenPerPeer"
+  | "halfOpenTimeoutSeconds"
+  | "maxUdpConversationsPerPeer"
+  | "udpTimeoutSeconds"
+>;
 
 /** Explicit proxy mode: clients send absolute-form requests and CONNECT to a TCP port. */
 export interface RegularMode {
@@ -161,6 +178,9 @@ export interface ProxyHandle {
   readonly closed: Promise<void>;
 }
 
+/** TCP connections one WireGuard core holds at most (its default too). */
+const CORE_MAX_CONNECTIONS = 8192;
+
 /** Starts the proxy with the given modes. */
 export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   const confdir = options.confdir ?? defaultConfdir();
@@ -255,6 +275,11 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
           port: mode.port,
           privateKey: mode.privateKey,
           peers: mode.peers,
+          // One cap per client: the proxy's per-client cap also bounds what the core holds per peer
+          // (no proxy cap: the core's total cap is the only one).
+          maxConnectionsPerPeer: limiter.limits.maxConnectionsPerClient || CORE_MAX_CONNECTIONS,
+          maxConnections: CORE_MAX_CONNECTIONS,
+          ...mode.limits,
           onLog: (level, message) => bus.log(level, message),
         });
         await listener.ready;
