@@ -262,25 +262,19 @@ export class FlowBus {
   }
 }
 
-/** Where appended bytes of a body record go: a buffer that grows by doubling, up to the limit. */
-interface BodyBuffer {
-  buffer: Uint8Array;
-  kept: number;
-}
-
-const bodyBuffers = new WeakMap<BodyRecord, BodyBuffer>();
+/** The buffer behind each record's `content` that {@link appendBody} made and may write past. */
+const bodyBuffers = new WeakMap<BodyRecord, Uint8Array>();
 
 /**
  * Appends to a bounded body record in amortised constant time per byte. The kept prefix lives in
- * a buffer that doubles when full (capped at `limit`), and `content` becomes a view of its
- * filled part: nothing is joined or copied again when the record is read. Copying the whole
- * prefix into a new array for every piece made recording quadratic: a 3 MB body sent in 1-byte
- * chunks took 11.6 s and held the event loop the whole time.
+ * a buffer that doubles when full (capped at `limit`), and `content` is a view of its filled
+ * part: nothing is joined or copied again when the record is read. Copying the whole prefix into
+ * a new array for every piece made recording quadratic: a 3 MB body sent in 1-byte chunks took
+ * 11.6 s and held the event loop the whole time.
  */
 export function appendBody(body: BodyRecord, data: Uint8Array, limit: number): void {
   body.size += data.byteLength;
-  let state = bodyBuffers.get(body);
-  const kept = state ? state.kept : body.content.byteLength;
+  const kept = body.content.byteLength;
   const room = limit - kept;
   if (room <= 0) {
     if (data.byteLength > 0) body.truncated = true;
@@ -289,29 +283,20 @@ export function appendBody(body: BodyRecord, data: Uint8Array, limit: number): v
   if (data.byteLength === 0) return;
   const take = data.byteLength <= room ? data : data.subarray(0, room);
   if (take.byteLength < data.byteLength) body.truncated = true;
-  if (!state) {
-    state = { buffer: body.content, kept };
-    bodyBuffers.set(body, state);
-    const s = state;
-    Object.defineProperty(body, "content", {
-      enumerable: true,
-      configurable: true,
-      get: () => s.buffer.subarray(0, s.kept),
-      set: (value: Uint8Array) => {
-        s.buffer = value;
-        s.kept = value.byteLength;
-      },
-    });
-  }
-  const needed = state.kept + take.byteLength;
-  if (needed > state.buffer.byteLength) {
-    const grown = new Uint8Array(Math.min(limit, Math.max(needed, 2 * state.buffer.byteLength, 256)));
-    grown.set(state.buffer.subarray(0, state.kept));
-    state.buffer = grown;
+  const needed = kept + take.byteLength;
+  let buffer = bodyBuffers.get(body);
+  // Only a buffer made here for this record, still behind its content, is written past the end.
+  if (
+    !buffer || buffer.buffer !== body.content.buffer || body.content.byteOffset !== 0 ||
+    needed > buffer.byteLength
+  ) {
+    buffer = new Uint8Array(Math.min(limit, Math.max(needed, 2 * kept, 256)));
+    buffer.set(body.content);
+    bodyBuffers.set(body, buffer);
   }
   // Bytes below `kept` are never written again, so views handed out earlier stay as they were.
-  state.buffer.set(take, state.kept);
-  state.kept = needed;
+  buffer.set(take, kept);
+  body.content = buffer.subarray(0, needed);
 }
 
 /** An empty body record. */
