@@ -235,6 +235,19 @@ Deno.test("store: a foreign, newer, or corrupt file is refused with the reason",
     );
 
     assert.throws(() => SqliteFlowStore.open(`${dir}/missing/x.db`), FlowStoreError);
+
+    // A store cut short (a copy interrupted, a full disk): refused when opened, not misread later.
+    const whole = `${dir}/whole.db`;
+    const store = SqliteFlowStore.open(whole);
+    fill(store, 300);
+    store.closeSync();
+    const truncated = `${dir}/truncated.db`;
+    const data = Deno.readFileSync(whole);
+    Deno.writeFileSync(truncated, data.subarray(0, data.byteLength >> 1));
+    assert.throws(
+      () => SqliteFlowStore.open(truncated, { readOnly: true }),
+      (e) => e instanceof FlowStoreError && /truncated\.db: database disk image is malformed/.test(e.message),
+    );
   });
 });
 
