@@ -13,6 +13,8 @@ packages=(
   wireguard-go wireguard-tools iproute2 iputils-ping curl iperf3 nginx-light openssl
   # benchmark (deno task bench): an HTTP load generator, and venv for mitmproxy and matplotlib
   wrk python3-venv
+  # HTTP/2 interop tests (src/proxy/http2/interop_test.ts): nghttp, a client on nghttp2
+  nghttp2-client
 )
 # Node runs npm, which brings Deno; a Node from elsewhere (as on this project's machines) is kept.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
