@@ -463,6 +463,12 @@ export function formatSoak(r: SoakResult, command: string): string {
     ...r.logLines.slice(0, 20).map((l) => `- \`${l}\``),
     "",
     `Exit code after SIGINT: ${r.cliExitCode}.`,
+    "",
+    "How measured: RSS and descriptors from /proc/PID of the command (`scripts/wirescope` execs Deno, so that " +
+    "is the proxy); wasm memory (linear memory of the core: it grows, never shrinks), JS heap, external memory, " +
+    "pending timers (global setTimeout/setInterval, counted with WIRESCOPE_COUNT_TIMERS=1) and open client " +
+    "connections from its SIGUSR1 stats line. Flows and their errors from its -w file; workload failures are " +
+    "operations whose bytes or answer were wrong, or that failed or timed out (20 s).",
   ];
   return lines.join("\n") + "\n";
 }
