@@ -43,4 +43,11 @@ if [ ! -e node_modules/.bin/deno ] || [ package-lock.json -nt node_modules/.pack
   echo "setup: npm install"
   npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
+
+# HTTP/2 conformance (src/proxy/http2/h2spec_test.ts): h2spec is a Go module, built once with the
+# machine's Go toolchain into Go's bin directory, at a pinned version.
+if command -v go >/dev/null && [ ! -x "$(go env GOPATH)/bin/h2spec" ]; then
+  echo "setup: go install h2spec"
+  go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+fi
 node_modules/.bin/deno --version | head -n1

@@ -920,30 +920,39 @@ export class Http2Connection {
     return id;
   }
 
-  /** Sends a header block on an open stream (a response, or a client's request trailers via `sendTrailers`). */
-  sendHeaders(streamId: number, headers: readonly HeaderField[], endStream: boolean): void {
+  /**
+   * Sends a header block on an open stream (a response; trailers go through `sendTrailers`).
+   * Returns false, sending nothing, when the stream has been closed meanwhile.
+   */
+  sendHeaders(streamId: number, headers: readonly HeaderField[], endStream: boolean): boolean {
     const s = this.sendable(streamId);
+    if (!s) return false;
     if (s.pendingBytes > 0 || s.pendingEnd) throw new Error("headers after queued data: use sendTrailers()");
     this.writeHeaders(s, headers, endStream);
+    return true;
   }
 
   /** Queues body bytes; they go out as the peer's windows allow (`bufferedData` shows what waits). */
-  sendData(streamId: number, data: Uint8Array, endStream = false): void {
+  sendData(streamId: number, data: Uint8Array, endStream = false): boolean {
     const s = this.sendable(streamId);
+    if (!s) return false;
     if (data.length > 0) {
       s.pending.push(data);
       s.pendingBytes += data.length;
     }
     if (endStream) s.pendingEnd = true;
     this.flush();
+    return true;
   }
 
   /** Ends the stream with trailers, after the queued data. */
-  sendTrailers(streamId: number, headers: readonly HeaderField[]): void {
+  sendTrailers(streamId: number, headers: readonly HeaderField[]): boolean {
     const s = this.sendable(streamId);
+    if (!s) return false;
     s.pendingTrailers = [...headers];
     s.pendingEnd = true;
     this.flush();
+    return true;
   }
 
   /** Resets a stream (RST_STREAM); queued data is dropped. */
@@ -971,9 +980,17 @@ export class Http2Connection {
     });
   }
 
-  private sendable(streamId: number): Stream {
+  /**
+   * The stream to send on; null when it has been closed (reset by either side, or by a GOAWAY):
+   * the events of one `receive()` can hold a request and its reset, so sending on a stream that
+   * just went away is normal and a no-op. Sending on a stream never opened is a bug: it throws.
+   */
+  private sendable(streamId: number): Stream | null {
     const s = this.streams.get(streamId);
-    if (!s) throw new Error(`stream ${streamId} is not open`);
+    if (!s) {
+      if (this.isIdle(streamId)) throw new Error(`stream ${streamId} was never opened`);
+      return null;
+    }
     if (s.state === "half-closed-local" || s.pendingEnd) throw new Error(`stream ${streamId} already ended`);
     return s;
   }

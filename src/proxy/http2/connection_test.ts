@@ -430,3 +430,15 @@ Deno.test("h2 property: random and mutated frame streams only end in events and 
     { seed: 44487, numRuns: 2000 },
   );
 });
+
+Deno.test("h2 connection: a request and its RST_STREAM in one read; answering it is a no-op, the connection lives", () => {
+  // h2spec generic/2.4: the events of one receive() hold the request and its reset.
+  const c = new RawClient();
+  const ev = c.send(c.headers(1), f({ type: "rst_stream", streamId: 1, code: ErrorCode.CANCEL }));
+  assert.deepEqual(ev.map((e) => e.type), ["headers", "reset"]);
+  assert.equal(c.server.sendHeaders(1, [[":status", "200"]], true), false);
+  assert.equal(c.server.sendData(1, new Uint8Array(3), true), false);
+  assert.throws(() => c.server.sendHeaders(3, [[":status", "200"]], true), /never opened/);
+  c.send(f({ type: "ping", ack: false, data: new Uint8Array(8) }));
+  assert.deepEqual(frames(c.server.output()).map((x) => x.type), ["ping"]);
+});

@@ -321,10 +321,67 @@ async function probeBackpressure(): Promise<void> {
   await new Promise<void>((r) => server.close(() => r()));
 }
 
+/** (c) and (d) again with both ends over the in-memory Duplex pair: no sockets, like bench:h2codec. */
+async function probeInMemory(): Promise<void> {
+  const [clientSide, serverSide] = duplexPair();
+  const server = http2.createServer();
+  const big = new Uint8Array(64 * 1024);
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => {});
+    if (headers[":path"] !== "/big") {
+      stream.respond({ ":status": 200, "content-type": "text/plain", "content-length": "5" });
+      return void stream.end("hello");
+    }
+    stream.respond({ ":status": 200 });
+    let sent = 0;
+    const pump = () => {
+      while (sent < 256 * 2 ** 20) {
+        sent += big.length;
+        if (!stream.write(big)) return void stream.once("drain", pump);
+      }
+      stream.end();
+    };
+    pump();
+  });
+  server.emit("connection", serverSide);
+  const client = http2.connect("http://duplex.invalid", { createConnection: () => clientSide });
+  const one = (path: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = client.request({ ":path": path, "user-agent": "probe", accept: "*/*" });
+      let n = 0;
+      req.on("error", reject);
+      req.on("data", (d: Uint8Array) => n += d.length);
+      req.on("end", () => resolve(n));
+      req.end();
+    });
+  for (let i = 0; i < 200; i++) await one("/x");
+  const n = 5000;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i += 10) await Promise.all(Array.from({ length: 10 }, () => one("/x")));
+  const wall = performance.now() - t0;
+  const cpu = process.cpuUsage(c0);
+  console.log(
+    `(c) node:http2 both ends over an in-memory Duplex: ${(n / wall).toFixed(1)} k req/s, ` +
+      `CPU ${((cpu.user + cpu.system) / n).toFixed(1)} µs/request (both ends)`,
+  );
+  const c1 = process.cpuUsage();
+  const t1 = performance.now();
+  const got = await one("/big");
+  const s = (performance.now() - t1) / 1000;
+  const cpu1 = process.cpuUsage(c1);
+  console.log(
+    `(d) node:http2 256 MiB body over an in-memory Duplex: ${(got / 2 ** 20 / s).toFixed(0)} MiB/s, ` +
+      `CPU ${((cpu1.user + cpu1.system) / 1e6 / (got / 2 ** 30)).toFixed(2)} s/GiB (both ends)`,
+  );
+  client.destroy();
+}
+
 const which = Deno.args[0] ?? "all";
 if (which === "all" || which === "a") await probeBadFrames();
 if (which === "all" || which === "b") await probeDuplex();
 if (which === "all" || which === "c") await probeCpu();
 if (which === "all" || which === "d") await probeBackpressure();
+if (which === "all" || which === "m") await probeInMemory();
 console.log(`uncaught exceptions: ${uncaught.length} ${uncaught.slice(0, 3).join(" | ")}`);
 Deno.exit(0);
