@@ -23,6 +23,8 @@
  * - Rapid reset (CVE-2023-44487) and its variant of provoked stream errors: every stream reset
  *   by the peer or by us because of the peer takes a token from a bucket (`resetBurst`, refilled
  *   at `resetRate` a second); an empty bucket is GOAWAY ENHANCE_YOUR_CALM.
+ * - Frames that cost work and do nothing (§10.5: empty DATA without END_STREAM, PRIORITY,
+ *   unknown types) take tokens from a second bucket (`idleFrameBurst`, `idleFrameRate`).
  * - SETTINGS/PING floods: more than `maxQueuedControlFrames` answers (ACKs, RST_STREAMs) queued
  *   and not yet taken by `output()` is GOAWAY ENHANCE_YOUR_CALM.
  * - Stream ids going backwards, frames on idle streams, flow-control violations: the connection
@@ -78,6 +80,10 @@ export interface ConnectionOptions {
   resetBurst?: number;
   /** ... and refilled per second. Default 100. */
   resetRate?: number;
+  /** Frames that do nothing (empty DATA, PRIORITY, unknown types) allowed in a burst. Default 1000. */
+  idleFrameBurst?: number;
+  /** ... and refilled per second. Default 1000. */
+  idleFrameRate?: number;
   /** ACKs and RST_STREAMs in answer to the peer, queued and not yet taken by `output()`. Default 1000. */
   maxQueuedControlFrames?: number;
   /** Closed stream ids remembered (to tell STREAM_CLOSED from PROTOCOL_ERROR). Default 1024. */
@@ -191,8 +197,8 @@ export class Http2Connection {
   private block:
     | { streamId: number; parts: Uint8Array[]; bytes: number; frames: number; endStream: boolean }
     | null = null;
-  private resetTokens: number;
-  private resetClock = -1;
+  private readonly resets: TokenBucket;
+  private readonly idleFrames: TokenBucket;
   /** GOAWAY sent (no new peer streams past `goawaySentLast`). */
   private goawaySentLast = -1;
   /** GOAWAY received: its last stream id. */
@@ -229,6 +235,8 @@ export class Http2Connection {
       maxContinuationFrames: options.maxContinuationFrames ?? 64,
       resetBurst: options.resetBurst ?? 200,
       resetRate: options.resetRate ?? 100,
+      idleFrameBurst: options.idleFrameBurst ?? 1000,
+      idleFrameRate: options.idleFrameRate ?? 1000,
       maxQueuedControlFrames: options.maxQueuedControlFrames ?? 1000,
       closedStreamsRemembered: options.closedStreamsRemembered ?? 1024,
     };
@@ -242,7 +250,8 @@ export class Http2Connection {
     this.prefaceSeen = role === "server" ? 0 : PREFACE.length;
     this.nextLocalStreamId = role === "client" ? 1 : 2;
     this.connRecvWindow = 65535;
-    this.resetTokens = this.o.resetBurst;
+    this.resets = new TokenBucket(this.o.resetBurst, this.o.resetRate);
+    this.idleFrames = new TokenBucket(this.o.idleFrameBurst, this.o.idleFrameRate);
 
     if (role === "client") this.out.push(PREFACE);
     const settings: [number, number][] = [];
@@ -357,6 +366,7 @@ export class Http2Connection {
     }
     switch (f.type) {
       case "data":
+        if (f.data.length === 0 && !f.endStream) this.idleFrame(now, "empty DATA");
         return this.onData(f.streamId, f.data, f.endStream, f.data.length + (f.padLength ?? 0));
       case "headers":
         if (f.endHeaders) return this.onHeaderBlock(f.streamId, f.block, f.endStream);
@@ -388,6 +398,7 @@ export class Http2Connection {
         return this.onHeaderBlock(b.streamId, all, b.endStream);
       }
       case "priority":
+        this.idleFrame(now, "PRIORITY");
         return; // allowed in any state, even idle (§5.1); priorities are not acted on (§5.3.2)
       case "rst_stream":
         return this.onReset(f.streamId, f.code, now);
@@ -404,6 +415,7 @@ export class Http2Connection {
       case "window_update":
         return this.onWindowUpdate(f.streamId, f.increment);
       case "unknown":
+        this.idleFrame(now, "unknown-type");
         return; // §4.1: ignore unknown types
     }
   }
@@ -690,18 +702,22 @@ export class Http2Connection {
   }
 
   private spendResetToken(now: number): void {
-    if (this.resetClock >= 0 && now > this.resetClock) {
-      this.resetTokens = Math.min(
-        this.o.resetBurst,
-        this.resetTokens + ((now - this.resetClock) * this.o.resetRate) / 1000,
-      );
-    }
-    this.resetClock = now;
-    if (--this.resetTokens < 0) {
+    if (!this.resets.take(now)) {
       this.counters.floodsStopped++;
       throw connectionError(
         ErrorCode.ENHANCE_YOUR_CALM,
         `stream resets past ${this.o.resetBurst} at once or ${this.o.resetRate}/s`,
+      );
+    }
+  }
+
+  /** A frame that does nothing: fine now and then, a flood past the bucket (§10.5). */
+  private idleFrame(now: number, what: string): void {
+    if (!this.idleFrames.take(now)) {
+      this.counters.floodsStopped++;
+      throw connectionError(
+        ErrorCode.ENHANCE_YOUR_CALM,
+        `${what} frames past ${this.o.idleFrameBurst} at once or ${this.o.idleFrameRate}/s`,
       );
     }
   }
@@ -1046,5 +1062,22 @@ export class Http2Connection {
         }
       }
     }
+  }
+}
+
+/** Tokens refilled at `rate` a second up to `burst`, by the time given (ms). */
+class TokenBucket {
+  private tokens: number;
+  private clock = -1;
+  constructor(private readonly burst: number, private readonly rate: number) {
+    this.tokens = burst;
+  }
+  /** Takes a token; false when none is left. */
+  take(now: number): boolean {
+    if (this.clock >= 0 && now > this.clock) {
+      this.tokens = Math.min(this.burst, this.tokens + ((now - this.clock) * this.rate) / 1000);
+    }
+    if (now > this.clock) this.clock = now;
+    return --this.tokens >= 0;
   }
 }

@@ -442,3 +442,66 @@ Deno.test("h2 connection: a request and its RST_STREAM in one read; answering it
   c.send(f({ type: "ping", ack: false, data: new Uint8Array(8) }));
   assert.deepEqual(frames(c.server.output()).map((x) => x.type), ["ping"]);
 });
+
+Deno.test("h2 attack: floods of frames that do nothing (empty DATA, PRIORITY, unknown) are GOAWAY ENHANCE_YOUR_CALM", () => {
+  const post: HeaderField[] = [[":method", "POST"], [":scheme", "https"], [":path", "/"], [
+    ":authority",
+    "a",
+  ]];
+  const floods = [
+    f({ type: "data", streamId: 1, data: new Uint8Array(0), endStream: false }),
+    f({ type: "priority", streamId: 1, priority: { exclusive: false, dependency: 0, weight: 16 } }),
+    f({ type: "unknown", frameType: 0x42, flags: 0, streamId: 0, payload: new Uint8Array(0) }),
+  ];
+  for (const frame of floods) {
+    const c = new RawClient();
+    c.send(c.headers(1, post, false));
+    c.send(join(Array.from({ length: 5000 }, () => frame)));
+    assert.equal(c.server.failed?.code, ErrorCode.ENHANCE_YOUR_CALM);
+    // A few of them, spread out in time, are fine.
+    const d = new RawClient();
+    d.send(d.headers(1, post, false));
+    for (let i = 0; i < 3000; i++) {
+      d.now = i * 2;
+      d.send(frame);
+    }
+    assert.equal(d.server.failed, null);
+  }
+});
+
+Deno.test("h2 client: 1xx then the final response, trailers, and GOAWAY refusing the streams above its last id", () => {
+  const client = new Http2Connection("client", { autoConsume: true });
+  client.output();
+  const enc = new Encoder();
+  client.receive(f(SETTINGS), 0);
+  const a = client.request(GET, true), b = client.request(GET, true), c = client.request(GET, true);
+  assert.deepEqual([a, b, c], [1, 3, 5]);
+  const resp = (id: number, fields: HeaderField[], endStream: boolean) =>
+    f({ type: "headers", streamId: id, block: enc.encode(fields), endStream, endHeaders: true });
+  const ev = client.receive(
+    join([
+      resp(1, [[":status", "103"], ["link", "</a.css>; rel=preload"]], false),
+      resp(1, [[":status", "200"]], false),
+      f({ type: "data", streamId: 1, data: Uint8Array.of(1, 2), endStream: false }),
+      resp(1, [["grpc-status", "0"]], true),
+      f({ type: "goaway", lastStreamId: 3, code: ErrorCode.NO_ERROR, debug: new Uint8Array(0) }),
+    ]),
+    0,
+  );
+  assert.deepEqual(
+    ev.map((e) => e.type === "headers" ? e.kind : e.type === "reset" ? `reset ${e.streamId}` : e.type),
+    [
+      "informational",
+      "response",
+      "data",
+      "trailers",
+      "goaway",
+      "reset 5",
+    ],
+  );
+  assert.throws(() => client.request(GET, true), /going away/);
+  // A server that turns push on: PROTOCOL_ERROR.
+  const d = new Http2Connection("client");
+  d.receive(f({ type: "settings", ack: false, settings: [[2, 1]] }), 0);
+  assert.equal(d.failed?.code, ErrorCode.PROTOCOL_ERROR);
+});
