@@ -9,6 +9,7 @@
  * (b) sans-IO: whether `http2.connect` / a server accept an arbitrary `Duplex` instead of a socket.
  * (c) CPU per small request: `node:http2` client and server in this process.
  * (d) backpressure: a server writing to a client that does not read; RSS and `write()` results.
+ * `serve PORT` runs a node:http2 server for h2spec.
  * @module
  */
 import http2 from "node:http2";
@@ -375,6 +376,25 @@ async function probeInMemory(): Promise<void> {
       `CPU ${((cpu1.user + cpu1.system) / 1e6 / (got / 2 ** 30)).toFixed(2)} s/GiB (both ends)`,
   );
   client.destroy();
+}
+
+/**
+ * `serve PORT`: a node:http2 h2c server answering every request, for h2spec by hand
+ * (`h2spec -p PORT --strict`). Its handler checks `stream.destroyed`: without that, a request and
+ * its RST_STREAM in one read (h2spec generic/2.4) made `respond()` throw out of the 'stream'
+ * event and the process exit.
+ */
+if (Deno.args[0] === "serve") {
+  const server = http2.createServer();
+  server.on("stream", (stream) => {
+    stream.on("error", () => {});
+    if (stream.destroyed) return;
+    stream.respond({ ":status": 200 });
+    stream.end("ok");
+  });
+  server.on("sessionError", () => {});
+  server.listen(Number(Deno.args[1] ?? 8444), "127.0.0.1");
+  await new Promise(() => {});
 }
 
 const which = Deno.args[0] ?? "all";
