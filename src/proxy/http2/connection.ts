@@ -88,6 +88,8 @@ export interface ConnectionOptions {
   maxQueuedControlFrames?: number;
   /** Closed stream ids remembered (to tell STREAM_CLOSED from PROTOCOL_ERROR). Default 1024. */
   closedStreamsRemembered?: number;
+  /** How long the peer has to acknowledge our SETTINGS (ms) before SETTINGS_TIMEOUT. Default 10,000. */
+  settingsTimeout?: number;
 }
 
 /** What `receive()` reports. */
@@ -218,7 +220,11 @@ export class Http2Connection {
   };
   private events: Http2Event[] = [];
 
-  constructor(role: Role, options: ConnectionOptions = {}) {
+  /** When the peer must have acknowledged our SETTINGS by (ms), or null once it has. */
+  private settingsDeadline: number | null;
+
+  /** `now` (ms, the driver's clock) starts the SETTINGS acknowledgement timer. */
+  constructor(role: Role, options: ConnectionOptions = {}, now = 0) {
     this.role = role;
     const maxHeaderListSize = options.maxHeaderListSize ?? 65536;
     this.o = {
@@ -239,6 +245,7 @@ export class Http2Connection {
       idleFrameRate: options.idleFrameRate ?? 1000,
       maxQueuedControlFrames: options.maxQueuedControlFrames ?? 1000,
       closedStreamsRemembered: options.closedStreamsRemembered ?? 1024,
+      settingsTimeout: options.settingsTimeout ?? 10_000,
     };
     this.reader = new FrameReader(this.o.maxFrameSize);
     // Until the peer ACKs our SETTINGS it may use the default 4096 table.
@@ -270,10 +277,30 @@ export class Http2Connection {
     }
     this.frame({ type: "settings", ack: false, settings });
     this.unackedSettings++;
+    this.settingsDeadline = now + this.o.settingsTimeout;
     if (this.o.connectionWindowSize > 65535) {
       this.frame({ type: "window_update", streamId: 0, increment: this.o.connectionWindowSize - 65535 });
       this.connRecvWindow = this.o.connectionWindowSize;
     }
+  }
+
+  /** When the driver must call {@link timer} next (ms on its clock), or null for never. */
+  deadline(): number | null {
+    return this.failed ? null : this.settingsDeadline;
+  }
+
+  /** The time asked for by {@link deadline} has come: SETTINGS not acknowledged is SETTINGS_TIMEOUT (§6.5.3). */
+  timer(now: number): Http2Event[] {
+    this.events = [];
+    if (!this.failed && this.settingsDeadline !== null && now >= this.settingsDeadline) {
+      this.fail(
+        connectionError(
+          ErrorCode.SETTINGS_TIMEOUT,
+          `SETTINGS not acknowledged in ${this.o.settingsTimeout} ms`,
+        ),
+      );
+    }
+    return this.events;
   }
 
   /** Counters (a copy). */
@@ -526,7 +553,11 @@ export class Http2Connection {
     }
   }
 
-  /** The application has taken `n` body bytes of `streamId`: re-open the windows for them. */
+  /**
+   * The application has taken `n` body bytes of `streamId`: re-open the windows for them. Call it
+   * for every byte of every `data` event, also after the stream ended or was reset, or the
+   * connection window shrinks for good.
+   */
   consume(streamId: number, n: number): void {
     const s = this.streams.get(streamId);
     if (s) this.consumeOn(s, n);
@@ -725,7 +756,7 @@ export class Http2Connection {
   private onSettings(ack: boolean, settings: [number, number][]): void {
     if (ack) {
       if (this.unackedSettings === 0) return; // an unsolicited ACK: ignored
-      this.unackedSettings--;
+      if (--this.unackedSettings === 0) this.settingsDeadline = null;
       // Our settings are in force now.
       this.decoder.maxTableSize = this.o.headerTableSize;
       if (this.decoder.table.maxSize > this.o.headerTableSize) {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type ConnectionOptions, Http2Connection, type Http2Event } from "./connection.ts";
-import { ErrorCode, type Frame, FrameReader, PREFACE, serializeFrame } from "./frames.ts";
+import { ErrorCode, errorName, type Frame, FrameReader, PREFACE, serializeFrame } from "./frames.ts";
 import { Encoder, type HeaderField } from "./hpack.ts";
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -504,4 +504,21 @@ Deno.test("h2 client: 1xx then the final response, trailers, and GOAWAY refusing
   const d = new Http2Connection("client");
   d.receive(f({ type: "settings", ack: false, settings: [[2, 1]] }), 0);
   assert.equal(d.failed?.code, ErrorCode.PROTOCOL_ERROR);
+});
+
+Deno.test("h2 connection: SETTINGS not acknowledged in time is GOAWAY SETTINGS_TIMEOUT", () => {
+  const s = new Http2Connection("server", { settingsTimeout: 5000 }, 1000);
+  s.output();
+  assert.equal(s.deadline(), 6000);
+  s.receive(join([PREFACE, f(SETTINGS)]), 2000);
+  assert.deepEqual(s.timer(5999), []);
+  const ev = s.timer(6000);
+  assert.deepEqual(ev.map((e) => e.type === "goaway" ? errorName(e.code) : e.type), ["SETTINGS_TIMEOUT"]);
+  assert.deepEqual(frames(s.output()).map((x) => x.type), ["settings", "goaway"]);
+  assert.equal(s.deadline(), null);
+  // Acknowledged: no deadline any more.
+  const t = new Http2Connection("server", {}, 0);
+  t.receive(join([PREFACE, f(SETTINGS), f({ type: "settings", ack: true, settings: [] })]), 10);
+  assert.equal(t.deadline(), null);
+  assert.deepEqual(t.timer(1e9), []);
 });
