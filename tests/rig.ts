@@ -305,7 +305,11 @@ export async function nsClient(
   args: string[],
   seconds = 60,
 ): Promise<Record<string, unknown>> {
+  // No update check: from inside the namespace it would go through the tunnel to a host the
+  // rig does not have (the origin's DNS answers every name), and show up as an error flow.
   const out = await client.exec([
+    "env",
+    "DENO_NO_UPDATE_CHECK=1",
     "timeout",
     String(seconds),
     Deno.execPath(),
