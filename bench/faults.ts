@@ -174,6 +174,11 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(clientKeyFile, clientKey + "\n", { mode: 0o600 });
   const rows: Row[] = [];
   const t0 = performance.now();
+  const loadAverage = () => Deno.readTextFileSync("/proc/loadavg").split(" ")[0];
+  const commit =
+    (await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], cwd: root }).output()
+      .then((o) => new TextDecoder().decode(o.stdout).trim()).catch(() => "")) || "unknown";
+  const loadBefore = loadAverage();
   try {
     await rig.remove();
     await rig.create(clientKeyFile);
@@ -248,7 +253,9 @@ async function main(): Promise<void> {
     "workloads served in its own process, TCP ended by the wasm core's smoltcp) or to wireguard-go with kernel " +
     `routing to the same workloads (TCP ended by Linux). ${MIB} MiB each way per cell, one run; every ` +
     "transfer arrived intact (sha256 of the bytes received equals the sender's; a mismatch ends the bench). " +
-    "Impairments apply to every datagram in both directions, so handshakes and ACKs are impaired too.",
+    "Impairments apply to every datagram in both directions, so handshakes and ACKs are impaired too. " +
+    `Commit ${commit}; load average ${loadBefore} at the start, ${loadAverage()} at the end (other work on ` +
+    "the machine shares its cores; figures vary with it).",
     "",
     "| setting | wirescope down (Mbit/s) | wireguard-go down | wirescope up (Mbit/s) | wireguard-go up |",
     "| --- | --- | --- | --- | --- |",
