@@ -506,6 +506,6 @@ if (import.meta.main) {
   const text = formatSoak(result, command);
   console.log(text);
   await Deno.writeTextFile(values.out, `# Soak\n\n${text}`);
-  await Deno.writeTextFile(values.out.replace(/\.md$/, ".json"), JSON.stringify(result, null, 1) + "\n");
+  await Deno.writeTextFile(values.out.replace(/\.md$/, ".json"), JSON.stringify(result, null, 2) + "\n");
   console.error(`soak: wrote ${values.out}`);
 }
