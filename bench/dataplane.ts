@@ -18,7 +18,7 @@ import { median } from "./report.ts";
 import { startServer } from "./servers.ts";
 import { udpBound } from "./mitmproxy_server.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
-import { spawnWatched, type WatchedProcess } from "./watched_process.ts";
+import { startInNamespace, type WatchedProcess } from "./watched_process.ts";
 import { type ClientContext, echoRoundTrips, nsClient, ping } from "./workloads.ts";
 
 const quick = Deno.args.includes("--quick");
@@ -48,25 +48,12 @@ const root = new URL("..", import.meta.url).pathname;
 const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: "", caFile: "" };
 const log = (msg: string) => console.error(`bench:dataplane: ${msg}`);
 
-/**
- * Spawns `cmd` in the server namespace (`ip netns exec` execs it, so the pid is the program's)
- * and waits, bounded, until `ready` says it is up.
- */
-async function startInServerNs(
+/** Spawns `cmd` in the server namespace and waits (bounded) until `ready`. */
+const startInServerNs = (
   what: string,
   cmd: string[],
   ready: (p: WatchedProcess) => Promise<boolean> | boolean,
-): Promise<WatchedProcess> {
-  const p = spawnWatched(["ip", "netns", "exec", SERVER_NS, ...cmd], { cwd: root });
-  for (let i = 0; !(await ready(p)); i++) {
-    if (p.exited() || i >= 600) {
-      await p.stop();
-      throw new Error(`${what} did not start; its output:\n${p.tail.slice(-20).join("\n")}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return p;
-}
+) => startInNamespace(SERVER_NS, what, cmd, ready, root);
 
 type Figures = Record<string, number[]>;
 

@@ -23,7 +23,7 @@ import {
 import { BenchRig } from "./bench_rig.ts";
 import { udpBound } from "./mitmproxy_server.ts";
 import { startServer } from "./servers.ts";
-import { spawnWatched, type WatchedProcess } from "./watched_process.ts";
+import { startInNamespace, type WatchedProcess } from "./watched_process.ts";
 import { type ClientContext, nsClient } from "./workloads.ts";
 
 /** One impairment setting of the bench. */
@@ -72,21 +72,11 @@ const ctx: ClientContext = { ns: CLIENT_NS, target: TARGET, host: "", caFile: ""
 const log = (msg: string) => console.error(`bench:faults: ${msg}`);
 
 /** Spawns `cmd` in the server namespace and waits (bounded) until `ready`. */
-async function startInServerNs(
+const startInServerNs = (
   what: string,
   cmd: string[],
   ready: (p: WatchedProcess) => Promise<boolean> | boolean,
-): Promise<WatchedProcess> {
-  const p = spawnWatched(["ip", "netns", "exec", SERVER_NS, ...cmd], { cwd: root });
-  for (let i = 0; !(await ready(p)); i++) {
-    if (p.exited() || i >= 600) {
-      await p.stop();
-      throw new Error(`${what} did not start; its output:\n${p.tail.slice(-20).join("\n")}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return p;
-}
+) => startInNamespace(SERVER_NS, what, cmd, ready, root);
 
 /** A small echo, retried (bounded) until it works: the handshake (lost datagrams are retried every 5 s). */
 async function handshake(): Promise<void> {

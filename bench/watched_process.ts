@@ -70,3 +70,26 @@ export function spawnWatched(
     })();
   return { child, tail, stop, exited: () => exited };
 }
+
+/**
+ * Spawns `cmd` inside network namespace `ns` (`ip netns exec` execs it, so the pid is the
+ * program's) and waits, bounded (60 s), until `ready` says it is up; stops it and throws with its
+ * last output lines when it exits or never gets ready.
+ */
+export async function startInNamespace(
+  ns: string,
+  what: string,
+  cmd: string[],
+  ready: (p: WatchedProcess) => Promise<boolean> | boolean,
+  cwd: string,
+): Promise<WatchedProcess> {
+  const p = spawnWatched(["ip", "netns", "exec", ns, ...cmd], { cwd });
+  for (let i = 0; !(await ready(p)); i++) {
+    if (p.exited() || i >= 600) {
+      await p.stop();
+      throw new Error(`${what} did not start; its output:\n${p.tail.slice(-20).join("\n")}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return p;
+}
