@@ -15,6 +15,10 @@ import {
 } from "../proxy/limits.ts";
 import { DEFAULT_SERVER_TIMEOUT } from "../proxy/http1_layer.ts";
 import type { WireGuardLimits } from "../proxy/proxy.ts";
+import { compileFilter, FilterSyntaxError } from "../flows/filter.ts";
+
+/** Runs kept under `<confdir>/flows/` when `--store` is not given. */
+export const KEPT_RUNS = 10;
 
 /** The most WireGuard client peers `--peers` allows: their addresses are 10.0.0.2 to 10.0.0.251. */
 const MAX_PEERS = 250;
@@ -53,6 +57,20 @@ export interface CliOptions {
   allowLocalDestinations: boolean;
   /** The WireGuard data plane's limits per peer (values given on the command line only). */
   wgLimits: WireGuardLimits;
+  /** The flow store file (`--store`); absent: a fresh file per run under `<confdir>/flows/`. */
+  store?: string;
+  /** Whether `--no-store` turned the flow store off. */
+  noStore: boolean;
+  /** `--store-max` in bytes: the oldest flows are dropped beyond it (absent: no cap). */
+  storeMax?: number;
+  /** `-f`: only flows matching it are printed (checked to parse). */
+  viewFilter?: string;
+  /** `--save-filter`: only flows matching it are stored and written to `-w`/`--har`. */
+  saveFilter?: string;
+  /** `-r`: a saved run to print before (or instead of) a live run. */
+  read?: string;
+  /** Whether a `--mode` was given (with `-r` and none, nothing is run live). */
+  modesGiven: boolean;
   /** The file to save flows to. */
   save?: string;
   /** The HAR file to write flows to. */
@@ -153,6 +171,21 @@ WireGuard data plane (per peer; refusals are counted and logged):
                              reset (default: 1024)
   (open TCP connections per peer follow --max-connections-per-client)
 
+Flows:
+  --store FILE               record flows in this SQLite flow store (default: a
+                             new file per run in CONFDIR/flows/, named by the
+                             start time; the newest ${KEPT_RUNS} runs are kept)
+  --no-store                 do not record flows on disk
+  --store-max SIZE           drop the oldest flows once the store holds more,
+                             e.g. 500M, 2G (default: no cap)
+  -f, --view-filter EXPR     print only flows matching EXPR (mitmproxy's filter
+                             language: ~d example.com & ~m POST; default: all)
+  --save-filter EXPR         store and write (-w, --har) only flows matching
+                             EXPR (default: all)
+  -r, --read FILE            print the flows of a saved run (a flow store, a
+                             HAR file or -w JSON lines), -f applied; then exit,
+                             or run the --mode given too
+
 Output:
   -w, --save FILE            append flows to FILE as JSON lines, made mode
                              0600 (default: do not save)
@@ -174,6 +207,7 @@ Examples:
   wirescope --mode wireguard --mode regular@127.0.0.1:8080
   wirescope --mode regular@[::1]:0 --ignore-hosts '(^|\\.)apple\\.com'
   wirescope -w flows.out --har flows.har --upstream-ca corp-ca.pem
+  wirescope -r ~/.wirescope/flows/2026-01-02T03-04-05Z.db -f '~d example & ~m POST'
 `;
 
 /**
@@ -221,6 +255,12 @@ export function parseFlags(args: string[]): CliOptions {
         "wg-max-udp-conversations": { type: "string" },
         "wg-udp-timeout": { type: "string" },
         "wg-buffer-budget": { type: "string" },
+        store: { type: "string" },
+        "no-store": { type: "boolean" },
+        "store-max": { type: "string" },
+        "view-filter": { type: "string", short: "f" },
+        "save-filter": { type: "string" },
+        read: { type: "string", short: "r" },
         save: { type: "string", short: "w" },
         har: { type: "string" },
         quiet: { type: "boolean", short: "q" },
@@ -256,6 +296,8 @@ export function parseFlags(args: string[]): CliOptions {
     ),
     allowLocalDestinations: values["allow-local-destinations"] ?? false,
     wgLimits: parseWgLimits(values),
+    noStore: values["no-store"] ?? false,
+    modesGiven: (values.mode ?? []).length > 0,
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
     help: values.help ?? false,
@@ -269,6 +311,23 @@ export function parseFlags(args: string[]): CliOptions {
   }
   if (values.save !== undefined) options.save = checkParentDir(values.save, "--save");
   if (values.har !== undefined) options.har = checkParentDir(values.har, "--har");
+  if (values.store !== undefined) options.store = checkParentDir(values.store, "--store");
+  if (values["store-max"] !== undefined) options.storeMax = parseSize(values["store-max"], "--store-max");
+  if (options.noStore && (options.store !== undefined || options.storeMax !== undefined)) {
+    throw new UsageError(
+      `--no-store cannot be used with --${options.store !== undefined ? "store" : "store-max"}`,
+    );
+  }
+  if (values["view-filter"] !== undefined) {
+    options.viewFilter = checkFilter(values["view-filter"], "--view-filter");
+  }
+  if (values["save-filter"] !== undefined) {
+    options.saveFilter = checkFilter(values["save-filter"], "--save-filter");
+  }
+  if (values.read !== undefined) {
+    if (values.read === "") throw new UsageError("--read needs a file name, not an empty string");
+    options.read = values.read;
+  }
 
   if (options.ignoreHosts.length > 0 && options.allowHosts.length > 0) {
     throw new UsageError("--ignore-hosts and --allow-hosts cannot be used together");
@@ -352,6 +411,30 @@ function expandHome(path: string, flag: string): string {
     throw new UsageError(`cannot expand ~ in ${flag} ${path}: HOME is not set`);
   }
   return home + path.slice(1);
+}
+
+/** Parses a size such as `500M`, `2G`, `1.5g`, `4096` (bytes; K, M, G, T are powers of 1024). */
+export function parseSize(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(text.trim());
+  const units: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+  const n = m ? Math.floor(Number(m[1]) * units[m[2]!.toLowerCase()]!) : NaN;
+  if (!(n >= 1024 * 1024 && n <= 2 ** 53)) {
+    throw new UsageError(`${flag} ${text}: expected a size of at least 1M, such as 500M or 2G`);
+  }
+  return n;
+}
+
+/** Checks that a filter expression parses; the error names the column. */
+function checkFilter(text: string, flag: string): string {
+  try {
+    compileFilter(text);
+  } catch (e) {
+    if (e instanceof FilterSyntaxError) {
+      throw new UsageError(`${flag} ${JSON.stringify(text)}: ${e.reason} at column ${e.column}`);
+    }
+    throw new UsageError(`${flag} ${JSON.stringify(text)}: ${(e as Error).message}`);
+  }
+  return text;
 }
 
 /** Parses `--peers`. */

@@ -27,6 +27,8 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     maxConnectionsPerClient: 4096,
     allowLocalDestinations: false,
     wgLimits: {},
+    noStore: false,
+    modesGiven: false,
     quiet: false,
     verbose: false,
     help: false,
@@ -303,6 +305,12 @@ Deno.test("USAGE mentions every flag and gives examples", () => {
       "--dns-server",
       "-w, --save",
       "--har",
+      "--store FILE",
+      "--no-store",
+      "--store-max SIZE",
+      "-f, --view-filter EXPR",
+      "--save-filter EXPR",
+      "-r, --read FILE",
       "-q, --quiet",
       "-v, --verbose",
       "-h, --help",
@@ -382,4 +390,58 @@ Deno.test("parseFlags() reads the WireGuard data plane's limits", () => {
   for (const flag of ["--wg-max-half-open", "--wg-half-open-timeout", "--wg-max-udp-conversations"]) {
     assert.ok(USAGE.includes(flag), `${flag} in --help`);
   }
+});
+
+Deno.test("parseFlags() reads --store, --no-store and --store-max sizes", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const o = parseFlags(["--store", `${dir}/run.db`, "--store-max", "500M"]);
+    assert.equal(o.store, `${dir}/run.db`);
+    assert.equal(o.storeMax, 500 * 1024 * 1024);
+    assert.equal(parseFlags(["--store-max", "2G"]).storeMax, 2 * 1024 ** 3);
+    assert.equal(parseFlags(["--store-max=1.5g"]).storeMax, 1.5 * 1024 ** 3);
+    assert.equal(parseFlags(["--store-max", "64MiB"]).storeMax, 64 * 1024 ** 2);
+    assert.equal(parseFlags(["--no-store"]).noStore, true);
+    assert.equal(parseFlags([]).store, undefined);
+    assertUsageError(
+      ["--store-max", "lots"],
+      /^--store-max lots: expected a size of at least 1M, such as 500M or 2G$/,
+    );
+    assertUsageError(["--store-max", "10k"], /at least 1M/);
+    assertUsageError(
+      ["--store", "/no/such/dir/run.db"],
+      /^--store \/no\/such\/dir\/run\.db: cannot use directory/,
+    );
+    assertUsageError(["--store", dir], /is a directory/);
+    assertUsageError(["--no-store", "--store", `${dir}/x.db`], /--no-store cannot be used with --store/);
+    assertUsageError(["--no-store", "--store-max", "1G"], /--no-store cannot be used with --store-max/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseFlags() checks -f/--view-filter and --save-filter, naming the column of a mistake", () => {
+  const o = parseFlags(["-f", "~m POST", "--save-filter", "~d example.com & !~c 404"]);
+  assert.equal(o.viewFilter, "~m POST");
+  assert.equal(o.saveFilter, "~d example.com & !~c 404");
+  assert.equal(parseFlags(["--view-filter=~q"]).viewFilter, "~q");
+  assertUsageError(
+    ["-f", "~m ("],
+    /^--view-filter "~m \(": expected a regex after ~m, found '\(' at column 4$/,
+  );
+  assertUsageError(
+    ["--save-filter", "~d a & ~zz"],
+    /^--save-filter "~d a & ~zz": unknown operator ~zz at column 8$/,
+  );
+  assertUsageError(["-f", "(~q"], /never closed at column 1/);
+});
+
+Deno.test("parseFlags() reads -r/--read and tells whether a --mode was given", () => {
+  const o = parseFlags(["-r", "old.db"]);
+  assert.equal(o.read, "old.db");
+  assert.equal(o.modesGiven, false);
+  const both = parseFlags(["--read", "old.db", "--mode", "wireguard"]);
+  assert.equal(both.read, "old.db");
+  assert.equal(both.modesGiven, true);
+  assertUsageError(["-r", ""], /--read needs a file name/);
 });

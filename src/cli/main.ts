@@ -9,7 +9,12 @@ import { generatePrivateKey, publicKeyOf } from "../core/keys.ts";
 import { formatHostPort } from "../proxy/flow.ts";
 import { type ProxyHandle, type RegularMode, startProxy, type WireGuardMode } from "../proxy/proxy.ts";
 import { CERT_PAGE_HOST } from "../proxy/cert_page.ts";
-import { type CliOptions, parseFlags, USAGE, UsageError } from "./flags.ts";
+import { type CliOptions, KEPT_RUNS, parseFlags, USAGE, UsageError } from "./flags.ts";
+import { compileFilter, type Filter } from "../flows/filter.ts";
+import { FlowFileError, openFlowFile } from "../flows/flow_file.ts";
+import { FlowStoreError, SqliteFlowStore } from "../flows/store.ts";
+import { formatSize } from "./flow_line.ts";
+import type { Flow } from "../proxy/flow.ts";
 import { formatFlowLine, formatLogLine } from "./flow_line.ts";
 import { FlowLogWriter, HarSpool } from "./flow_files.ts";
 import { primaryHostAddress } from "./host_address.ts";
@@ -62,7 +67,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     return await run(options);
   } catch (e) {
-    if (e instanceof UsageError || e instanceof StartError) {
+    if (e instanceof UsageError || e instanceof StartError || e instanceof FlowFileError) {
       console.error(`wirescope: ${e.message}`);
       return 2;
     }
@@ -103,8 +108,97 @@ function osReason(e: unknown): string {
   return message.replace(/ \(os error \d+\).*$/, "").replace(/: (open|mkdir|remove|write) '.*$/, "");
 }
 
+/** Prints the flows of a saved run (`-r`), the view filter applied. */
+async function printSavedRun(path: string, viewFilter: Filter | undefined, color: boolean): Promise<number> {
+  const file = await openFlowFile(path);
+  let n = 0;
+  try {
+    for await (const flow of file.flows(viewFilter)) {
+      console.log(formatFlowLine(flow, { color }));
+      n++;
+    }
+  } finally {
+    file.close();
+  }
+  return n;
+}
+
+/**
+ * Opens the flow store: `--store FILE`, or a new file per run in `<confdir>/flows/` named by the
+ * start time, after removing the oldest runs there so that the newest {@link KEPT_RUNS} remain.
+ */
+async function openStore(options: CliOptions): Promise<SqliteFlowStore | undefined> {
+  if (options.noStore) return undefined;
+  let path = options.store;
+  if (path === undefined) {
+    const dir = `${options.confdir}/flows`;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    await pruneRuns(dir, KEPT_RUNS - 1, options.quiet);
+    const stamp = new Date().toISOString().replace(/:/g, "-");
+    path = `${dir}/${stamp}.db`;
+    if (await exists(path)) path = `${dir}/${stamp}-${Deno.pid}.db`;
+  }
+  let reported = false;
+  try {
+    // Made 0600 before SQLite opens it: flows hold whole requests and responses.
+    if (!(await exists(path))) (await Deno.open(path, { write: true, create: true, mode: 0o600 })).close();
+    return SqliteFlowStore.open(path, {
+      ...(options.storeMax !== undefined ? { maxBytes: options.storeMax } : {}),
+      onRetention: (e) => {
+        if (options.quiet) return;
+        console.error(
+          `wirescope: the flow store is over --store-max ${
+            formatSize(e.maxBytes)
+          }: dropped the ${e.flows} oldest flows (${formatSize(e.bytes)}), ${
+            formatSize(e.remainingBytes)
+          } kept`,
+        );
+      },
+      onError: (e) => {
+        if (reported) return;
+        reported = true;
+        console.error(`wirescope: ${e.message}`);
+      },
+    });
+  } catch (e) {
+    if (e instanceof FlowStoreError) throw new StartError(e.message);
+    throw new StartError(`cannot open the flow store ${path}: ${osReason(e)}`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes the oldest `*.db` runs (and their -wal/-shm files) in `dir` until `keep` remain. */
+async function pruneRuns(dir: string, keep: number, quiet: boolean): Promise<void> {
+  const runs: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.isFile && /^\d{4}-\d\d-\d\dT[\d.-]+Z(-\d+)?\.db$/.test(entry.name)) runs.push(entry.name);
+  }
+  // The names are start times in ISO form: their order is the order of the runs.
+  runs.sort();
+  for (const name of runs.slice(0, Math.max(0, runs.length - keep))) {
+    for (const suffix of ["", "-wal", "-shm"]) await Deno.remove(`${dir}/${name}${suffix}`).catch(() => {});
+    if (!quiet) {
+      console.error(`wirescope: removed the oldest flow store ${dir}/${name} (keeping ${KEPT_RUNS} runs)`);
+    }
+  }
+}
+
 async function run(options: CliOptions): Promise<number> {
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+  const viewFilter = options.viewFilter === undefined ? undefined : compileFilter(options.viewFilter);
+  const saveFilter = options.saveFilter === undefined ? undefined : compileFilter(options.saveFilter);
+  if (options.read !== undefined) {
+    await printSavedRun(options.read, viewFilter, color);
+    if (!options.modesGiven) return 0;
+  }
   await checkConfdir(options.confdir);
   // Before anything makes timers, so that all of them are seen.
   const timers = Deno.env.get("WIRESCOPE_COUNT_TIMERS") === "1" ? countTimers() : null;
@@ -140,9 +234,12 @@ async function run(options: CliOptions): Promise<number> {
     });
   }
 
+  const store = await openStore(options);
   let proxy: ProxyHandle;
   try {
     proxy = await startProxy({
+      ...(store ? { store } : {}),
+      ...(saveFilter ? { storeFilter: saveFilter } : {}),
       modes,
       confdir: options.confdir,
       ignoreHosts: options.ignoreHosts,
@@ -163,8 +260,14 @@ async function run(options: CliOptions): Promise<number> {
       },
     });
   } catch (e) {
+    await store?.close();
     throw new StartError((e as Error).message);
   }
+  const closeStore = async () => {
+    if (!store) return;
+    await store.close();
+    if (!options.quiet) console.error(`wirescope: flows stored in ${store.path}`);
+  };
 
   // Flow files first, so nothing that completes after start-up is missed.
   let log: FlowLogWriter | null = null;
@@ -176,21 +279,32 @@ async function run(options: CliOptions): Promise<number> {
     }
   } catch (e) {
     await proxy.close(0);
+    await closeStore();
     throw new StartError(`cannot open ${options.save}: ${(e as Error).message}`);
   }
   try {
     if (options.har) har = await HarSpool.open(options.har);
   } catch (e) {
     await proxy.close(0);
+    await closeStore();
     throw new StartError(`cannot write next to ${options.har}: ${(e as Error).message}`);
   }
   const counts = { flows: 0, errorFlows: 0 };
+  const printLine = (flow: Flow) => {
+    if (!options.quiet && (!viewFilter || viewFilter.match(flow))) {
+      console.log(formatFlowLine(flow, { color, peerNames }));
+    }
+  };
+  // With a store, a flow's line is printed once its batch is committed (some ms after its end):
+  // every printed flow is then in the store, also after a SIGKILL.
+  proxy.recorder?.onCommit((flows) => flows.forEach(printLine));
   proxy.bus.subscribe((event) => {
     if (event.type !== "end") return;
     counts.flows++;
     if (event.flow.error !== undefined) counts.errorFlows++;
     // The line first: a file that cannot be written (a full disk) must not hide the flow.
-    if (!options.quiet) console.log(formatFlowLine(event.flow, { color, peerNames }));
+    if (!proxy.recorder) printLine(event.flow);
+    if (saveFilter && !saveFilter.match(event.flow)) return;
     // Each writer throws once, at its first failed write, and then counts what it skips.
     if (log) saveOrReport(options.save!, () => log!.write(event.flow));
     if (har) saveOrReport(options.har!, () => har!.add(event.flow));
@@ -201,6 +315,7 @@ async function run(options: CliOptions): Promise<number> {
     files = await writeClientFiles(options, proxy);
   } catch (e) {
     await proxy.close(0);
+    await closeStore();
     throw new StartError((e as Error).message);
   }
   if (!options.quiet) await printBanner(options, proxy, files);
@@ -211,6 +326,7 @@ async function run(options: CliOptions): Promise<number> {
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR1", printStats);
   let exitCode = await waitForSignal(proxy);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", printStats);
+  await closeStore();
   await log?.close();
   if (log && log.dropped > 0) {
     console.error(`wirescope: ${log.dropped} flows were not saved to ${options.save}`);

@@ -40,6 +40,9 @@ import {
   RateLimitedLog,
 } from "./limits.ts";
 import { parseResolvConf } from "./resolv_conf.ts";
+import type { FlowStore } from "../flows/store.ts";
+import type { Filter } from "../flows/filter.ts";
+import { FlowRecorder, type FlowRecorderStats } from "../flows/recorder.ts";
 import { DEFAULT_SERVER_TIMEOUT } from "./http1_layer.ts";
 import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
@@ -137,6 +140,14 @@ export interface ProxyOptions {
    * destinations are refused (TCP: reset or 502, UDP: dropped) and recorded as flows.
    */
   allowLocalDestinations?: boolean;
+  /**
+   * Where flows are recorded as they progress (see src/flows/recorder.ts: live flows a few times
+   * a second, ended ones in group commits every 25 ms). Absent or false: nothing is recorded.
+   * The proxy flushes it on close but does not close it: the caller owns it.
+   */
+  store?: FlowStore | false;
+  /** Only ended flows matching this filter expression are recorded (default: all). */
+  storeFilter?: string | Filter;
 }
 
 /** Counters of a running proxy. */
@@ -152,6 +163,8 @@ export interface ProxyStats {
   blockedDestinations: number;
   /** Errors of the explicit-proxy TCP listeners' accept calls (e.g. out of descriptors), retried. */
   acceptErrors: number;
+  /** The recorder's counters, when a store is given. */
+  store?: FlowRecorderStats;
 }
 
 /** Where a mode listens. */
@@ -171,6 +184,10 @@ export interface ProxyHandle {
   readonly addresses: ModeAddress[];
   /** The WireGuard listeners (one per WireGuard mode), e.g. to add peers at run time. */
   readonly wireguard: WireGuardListener[];
+  /** The flow store given in the options (query it with `store.query({ filter })`). */
+  readonly store?: FlowStore;
+  /** What writes flows to the store; `onCommit` tells when ended flows are in it. */
+  readonly recorder?: FlowRecorder;
   /** Counters. */
   stats(): ProxyStats;
   /** Stops accepting, cuts open connections after `grace` ms (default 2000), and resolves when done. */
@@ -210,6 +227,12 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       if (e.level === "warn" || e.level === "error") console.error(`wirescope: ${e.message}`);
     }),
   );
+  const store = options.store || undefined;
+  const recorder = store === undefined ? undefined : new FlowRecorder(store, {
+    ...(options.storeFilter !== undefined ? { filter: options.storeFilter } : {}),
+    onLog: (level, message) => bus.log(level, message),
+  });
+  if (recorder) bus.subscribe((event) => recorder.handle(event));
   const caMaterial: CaMaterial = {
     pem: ca.certPem,
     der: ca.certDer,
@@ -453,6 +476,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       await Promise.race([pending, new Promise((r) => setTimeout(r, 1000))]);
       await Promise.all(wireguard.map((l) => l.closed));
       limiter.close();
+      recorder?.close();
       resolveClosed();
     })();
     return closing;
@@ -523,7 +547,10 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       limits: limiter.stats(),
       blockedDestinations: policy.blocked,
       acceptErrors,
+      ...(recorder ? { store: recorder.stats() } : {}),
     }),
+    ...(store ? { store } : {}),
+    ...(recorder ? { recorder } : {}),
     close,
     closed,
   };
