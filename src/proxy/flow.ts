@@ -115,6 +115,8 @@ export interface HttpRequestRecord {
    */
   hostHeader?: string;
   body: BodyRecord;
+  /** Trailer fields after the body (HTTP/2), in wire order. */
+  trailers?: Headers1;
   /** When the first byte of the request arrived and when its last byte did (ms since the epoch). */
   timestampStart: number;
   timestampEnd?: number;
@@ -127,6 +129,8 @@ export interface HttpResponseRecord {
   httpVersion: string;
   headers: Headers1;
   body: BodyRecord;
+  /** Trailer fields after the body (HTTP/2), in wire order. */
+  trailers?: Headers1;
   timestampStart: number;
   timestampEnd?: number;
 }
@@ -165,6 +169,8 @@ interface FlowBase {
 /** An HTTP request and its response (and, after an upgrade, the WebSocket messages). */
 export interface HttpFlow extends FlowBase {
   type: "http";
+  /** The HTTP/2 stream id on the client's connection (HTTP/2 flows only). */
+  streamId?: number;
   request: HttpRequestRecord;
   response?: HttpResponseRecord;
   websocket?: {

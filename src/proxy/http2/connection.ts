@@ -334,6 +334,11 @@ export class Http2Connection {
     return this.streams.size;
   }
 
+  /** Whether stream `streamId` is open (in any open or half-closed state). */
+  hasStream(streamId: number): boolean {
+    return this.streams.has(streamId);
+  }
+
   /** Outbound bytes of a stream still waiting for the peer's windows. */
   bufferedData(streamId: number): number {
     return this.streams.get(streamId)?.pendingBytes ?? 0;

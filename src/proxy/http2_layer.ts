@@ -1,0 +1,591 @@
+/**
+ * HTTP/2 relay layer: two sans-IO {@link Http2Connection}s, one in the server role toward the
+ * client and one in the client role toward the upstream, with each client stream mapped to one
+ * upstream stream. Header lists go across as they arrived (wire order, pseudo-fields first),
+ * bodies and trailers stream through, resets and GOAWAY are passed on, and every stream is
+ * recorded as one {@link HttpFlow} (`HTTP/2.0`, with its client-side stream id).
+ *
+ * Flow control crosses the proxy: body bytes taken from one side are given back to that side
+ * (`consume()`, which re-opens its windows) only once the other side has actually sent them, i.e.
+ * once they left that connection's per-stream queue. A slow reader on one side therefore stops
+ * the other side's sender at its stream window (and all of them at the connection window), and
+ * the proxy holds at most those windows per connection.
+ *
+ * Events: bytes, end of stream and errors from either side; the result of `open-server` (h2c,
+ * where the layer opens the upstream itself); `timer` (SETTINGS acknowledgement deadlines).
+ * Commands: send/close a side, open the server, flow start/update/end, log lines, timer.
+ *
+ * Invariants:
+ * - Every stream that got a flow `start` gets exactly one flow `end`, with an `error` when the
+ *   stream was reset by either side or by the proxy, or a connection failed under it.
+ * - A connection error on one side (its peer broke the protocol) ends that side with the GOAWAY
+ *   the codec wrote; the other side gets a graceful GOAWAY and its open streams are reset.
+ * - Once either side sent GOAWAY, the layer closes both connections when no stream is left.
+ * @module
+ */
+import {
+  type ConnectionOptions,
+  Http2Connection,
+  type Http2Event,
+  type Http2Stats,
+} from "./http2/connection.ts";
+import { ErrorCode, errorName } from "./http2/frames.ts";
+import type { HeaderField } from "./http2/hpack.ts";
+import type { ClientInfo, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
+import { appendBody, emptyBody, formatHostPort } from "./flow.ts";
+import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
+
+/** Options of {@link Http2Layer}. */
+export interface Http2LayerOptions {
+  /** `https` inside TLS, `http` for prior-knowledge h2c. */
+  scheme: "http" | "https";
+  client: ClientInfo;
+  /** The upstream (the original destination, or the CONNECT target). */
+  server: ServerInfo;
+  tls?: TlsInfo;
+  /** True when the driver already has the server connection; otherwise the layer opens it. */
+  serverConnected: boolean;
+  /** Bytes of each body kept in a flow. */
+  bodyLimit: number;
+  /** Makes flow ids. */
+  newId: () => string;
+  now: number;
+  /** Codec settings toward the client (server role). */
+  clientSide?: ConnectionOptions;
+  /** Codec settings toward the upstream (client role). */
+  serverSide?: ConnectionOptions;
+}
+
+/**
+ * Each stream's receive window on both sides: 256 KiB (the codec's default 64 KiB window took
+ * one window-update round trip per 64 KiB through two connections). The connection windows (1 MiB
+ * by default) bound what the proxy holds per connection and direction whatever the stream count.
+ */
+const STREAM_WINDOW = 256 * 1024;
+
+interface StreamPair {
+  /** Client-side stream id. */
+  down: number;
+  /** Upstream stream id (null when it could not be opened). */
+  up: number | null;
+  flow: HttpFlow;
+  /** Request body bytes taken from the client and not yet given back with consume(). */
+  requestOwed: number;
+  /** Response body bytes taken from the upstream and not yet given back. */
+  responseOwed: number;
+  requestDone: boolean;
+  responseDone: boolean;
+  /** Response headers were sent to the client (a failure after this is a reset, not a 502). */
+  responseStarted: boolean;
+}
+
+/** Relays HTTP/2 between a client and an upstream and records each stream. */
+export class Http2Layer implements Layer {
+  readonly #o: Http2LayerOptions;
+  /** Toward the client (server role). */
+  readonly down: Http2Connection;
+  /** Toward the upstream (client role). */
+  readonly up: Http2Connection;
+  readonly #byDown = new Map<number, StreamPair>();
+  readonly #byUp = new Map<number, StreamPair>();
+  #server: "connecting" | "open" | "failed" | "closed";
+  #serverFailure = "";
+  #started = false;
+  #done = false;
+  /** Either side sent GOAWAY (or the upstream is gone): close once no stream is left. */
+  #goingAway = false;
+  #armed: number | null = null;
+
+  constructor(options: Http2LayerOptions) {
+    this.#o = options;
+    this.down = new Http2Connection(
+      "server",
+      { initialWindowSize: STREAM_WINDOW, ...options.clientSide },
+      options.now,
+    );
+    this.up = new Http2Connection(
+      "client",
+      { initialWindowSize: STREAM_WINDOW, ...options.serverSide },
+      options.now,
+    );
+    this.#server = options.serverConnected ? "open" : "connecting";
+  }
+
+  /** Codec counters of both sides. */
+  stats(): { client: Http2Stats; server: Http2Stats; streams: number } {
+    return { client: this.down.stats(), server: this.up.stats(), streams: this.#byDown.size };
+  }
+
+  /** The commands that start the layer: our SETTINGS to both sides, opening the upstream (h2c). */
+  start(): LayerCommand[] {
+    this.#started = true;
+    const out: LayerCommand[] = [];
+    if (this.#server === "connecting") out.push({ type: "open-server", address: this.#o.server.address });
+    this.#flush(this.#o.now, out);
+    return out;
+  }
+
+  handle(event: LayerEvent): LayerCommand[] {
+    const out: LayerCommand[] = [];
+    if (!this.#started) out.push(...this.start());
+    if (this.#done) return out;
+    const now = event.now;
+    switch (event.type) {
+      case "data":
+        if (event.from === "client") {
+          for (const ev of this.down.receive(event.data, now)) this.#fromClient(ev, now, out);
+        } else {
+          for (const ev of this.up.receive(event.data, now)) this.#fromServer(ev, now, out);
+        }
+        break;
+      case "eof":
+      case "error": {
+        const what = event.type === "eof" ? "closed the connection" : `connection failed: ${event.message}`;
+        if (event.from === "client") this.#clientGone(`client ${what}`, now, out);
+        else this.#serverGone(`server ${what}`, now, out);
+        break;
+      }
+      case "server-connected":
+        this.#server = "open";
+        this.#o.server.peerAddress = event.address;
+        this.#o.server.timestampConnected = now;
+        break;
+      case "server-failed":
+        this.#server = "failed";
+        this.#serverFailure = `cannot connect to ${formatHostPort(this.#o.server.address)}: ${event.message}`;
+        out.push({ type: "log", level: "warn", message: this.#serverFailure });
+        for (const pair of [...this.#byDown.values()]) {
+          this.#answerLocally(pair, this.#serverFailure, now, out);
+        }
+        this.#goingAway = true;
+        this.down.goaway(ErrorCode.NO_ERROR, "upstream unreachable");
+        break;
+      case "timer":
+        for (const ev of this.down.timer(now)) this.#fromClient(ev, now, out);
+        for (const ev of this.up.timer(now)) this.#fromServer(ev, now, out);
+        this.#armed = null;
+        break;
+    }
+    this.#flush(now, out);
+    return out;
+  }
+
+  // ---- client side -------------------------------------------------------------------------
+
+  #fromClient(ev: Http2Event, now: number, out: LayerCommand[]): void {
+    switch (ev.type) {
+      case "headers": {
+        if (ev.kind === "request") return this.#request(ev.streamId, ev.headers, ev.endStream, now, out);
+        const pair = this.#byDown.get(ev.streamId);
+        if (!pair) return;
+        // Trailers (the only other kind a server-role connection reports).
+        pair.flow.request.trailers = regularFields(ev.headers);
+        if (pair.up !== null) this.up.sendTrailers(pair.up, ev.headers);
+        this.#requestEnded(pair, now, out);
+        return;
+      }
+      case "data": {
+        const pair = this.#byDown.get(ev.streamId);
+        if (!pair) {
+          this.down.consume(ev.streamId, ev.data.byteLength);
+          return;
+        }
+        appendBody(pair.flow.request.body, ev.data, this.#o.bodyLimit);
+        pair.requestOwed += ev.data.byteLength;
+        if (pair.up !== null) this.up.sendData(pair.up, ev.data, ev.endStream);
+        if (ev.endStream) this.#requestEnded(pair, now, out);
+        return;
+      }
+      case "reset": {
+        const pair = this.#byDown.get(ev.streamId);
+        if (!pair) return;
+        if (pair.up !== null) this.up.reset(pair.up, ev.remote ? ev.code : ErrorCode.CANCEL);
+        const message = ev.remote
+          ? `client reset the stream (${errorName(ev.code)})`
+          : `stream reset by the proxy (${errorName(ev.code)}): ${ev.message ?? "client error"}`;
+        this.#fail(pair, message, now, out);
+        return;
+      }
+      case "goaway":
+        if (ev.remote) {
+          // The client opens no more streams: finish the open ones, then close.
+          this.#goingAway = true;
+          return;
+        }
+        // The client broke the protocol: the codec queued its GOAWAY; the upstream goes too.
+        out.push({
+          type: "log",
+          level: "warn",
+          message: `HTTP/2 connection error from client ${formatHostPort(this.#o.client.address)}: ${
+            errorName(ev.code)
+          } ${ev.debug}`,
+        });
+        for (const pair of [...this.#byDown.values()]) {
+          if (pair.up !== null) this.up.reset(pair.up, ErrorCode.CANCEL);
+          this.#fail(pair, `client connection error: ${errorName(ev.code)} ${ev.debug}`, now, out);
+        }
+        this.up.goaway(ErrorCode.NO_ERROR);
+        this.#closeBoth(out);
+        return;
+      default:
+        return; // settings, acks, writable: the credit pass in #flush handles windows
+    }
+  }
+
+  #request(
+    streamId: number,
+    headers: HeaderField[],
+    endStream: boolean,
+    now: number,
+    out: LayerCommand[],
+  ): void {
+    const flow = this.#newFlow(streamId, headers, now);
+    const pair: StreamPair = {
+      down: streamId,
+      up: null,
+      flow,
+      requestOwed: 0,
+      responseOwed: 0,
+      requestDone: false,
+      responseDone: false,
+      responseStarted: false,
+    };
+    this.#byDown.set(streamId, pair);
+    out.push({ type: "flow", event: "start", flow });
+    if (endStream) {
+      pair.requestDone = true;
+      flow.request.timestampEnd = now;
+    }
+    if (this.#server === "failed" || this.#server === "closed") {
+      this.#answerLocally(pair, this.#serverFailure || "the upstream connection is gone", now, out);
+      return;
+    }
+    try {
+      pair.up = this.up.request(headers, endStream);
+    } catch (e) {
+      // The upstream's concurrency limit, or it is going away: the client may retry elsewhere.
+      this.down.reset(streamId, ErrorCode.REFUSED_STREAM);
+      this.#fail(pair, `upstream refused a new stream: ${(e as Error).message}`, now, out);
+      return;
+    }
+    this.#byUp.set(pair.up, pair);
+  }
+
+  #requestEnded(pair: StreamPair, now: number, out: LayerCommand[]): void {
+    pair.requestDone = true;
+    pair.flow.request.timestampEnd = now;
+    if (pair.responseDone) this.#endFlow(pair, now, out);
+  }
+
+  // ---- server side -------------------------------------------------------------------------
+
+  #fromServer(ev: Http2Event, now: number, out: LayerCommand[]): void {
+    switch (ev.type) {
+      case "headers": {
+        const pair = this.#byUp.get(ev.streamId);
+        if (!pair) return;
+        if (ev.kind === "informational") {
+          this.down.sendHeaders(pair.down, ev.headers, false);
+          return;
+        }
+        if (ev.kind === "trailers") {
+          if (pair.flow.response) pair.flow.response.trailers = regularFields(ev.headers);
+          this.down.sendTrailers(pair.down, ev.headers);
+          this.#responseEnded(pair, now, out);
+          return;
+        }
+        const status = Number(ev.headers.find(([n]) => n === ":status")?.[1] ?? "0");
+        pair.flow.response = {
+          status,
+          reason: "",
+          httpVersion: "HTTP/2.0",
+          headers: regularFields(ev.headers),
+          body: emptyBody(),
+          timestampStart: now,
+        };
+        pair.responseStarted = true;
+        this.down.sendHeaders(pair.down, ev.headers, ev.endStream);
+        out.push({ type: "flow", event: "update", flow: pair.flow });
+        if (ev.endStream) this.#responseEnded(pair, now, out);
+        return;
+      }
+      case "data": {
+        const pair = this.#byUp.get(ev.streamId);
+        if (!pair) {
+          this.up.consume(ev.streamId, ev.data.byteLength);
+          return;
+        }
+        if (pair.flow.response) appendBody(pair.flow.response.body, ev.data, this.#o.bodyLimit);
+        pair.responseOwed += ev.data.byteLength;
+        this.down.sendData(pair.down, ev.data, ev.endStream);
+        if (ev.endStream) this.#responseEnded(pair, now, out);
+        return;
+      }
+      case "reset": {
+        const pair = this.#byUp.get(ev.streamId);
+        if (!pair) return;
+        if (ev.remote) {
+          // REFUSED_STREAM (also what a GOAWAY's unprocessed streams get) tells the client to retry.
+          this.down.reset(pair.down, ev.code);
+          this.#fail(pair, `server reset the stream (${errorName(ev.code)})`, now, out);
+        } else if (!pair.responseStarted) {
+          this.#answerLocally(
+            pair,
+            `server broke HTTP/2 on this stream: ${ev.message ?? errorName(ev.code)}`,
+            now,
+            out,
+          );
+        } else {
+          this.down.reset(pair.down, ErrorCode.INTERNAL_ERROR);
+          this.#fail(
+            pair,
+            `server broke HTTP/2 on this stream: ${ev.message ?? errorName(ev.code)}`,
+            now,
+            out,
+          );
+        }
+        return;
+      }
+      case "goaway":
+        if (ev.remote) {
+          // Streams past its last id were reset by the codec (REFUSED_STREAM, passed on above);
+          // the client opens no more, the rest finish.
+          if (!this.#goingAway) this.down.goaway(ErrorCode.NO_ERROR, "upstream is going away");
+          this.#goingAway = true;
+          if (ev.code !== ErrorCode.NO_ERROR) {
+            out.push({
+              type: "log",
+              level: "info",
+              message: `upstream ${formatHostPort(this.#o.server.address)} sent GOAWAY ${
+                errorName(ev.code)
+              } ${ev.debug}`,
+            });
+          }
+          return;
+        }
+        out.push({
+          type: "log",
+          level: "warn",
+          message: `HTTP/2 connection error from server ${formatHostPort(this.#o.server.address)}: ${
+            errorName(ev.code)
+          } ${ev.debug}`,
+        });
+        this.#upstreamLost(`server connection error: ${errorName(ev.code)} ${ev.debug}`, now, out);
+        return;
+      default:
+        return;
+    }
+  }
+
+  #responseEnded(pair: StreamPair, now: number, out: LayerCommand[]): void {
+    pair.responseDone = true;
+    if (pair.flow.response) pair.flow.response.timestampEnd = now;
+    if (pair.requestDone) this.#endFlow(pair, now, out);
+    else if (pair.up === null || !this.up.hasStream(pair.up)) {
+      // The upstream answered before the request body ended and closed its side: the rest of the
+      // request body has nowhere to go (the codec drops it; its credit is given back).
+      this.#endFlow(pair, now, out);
+    }
+  }
+
+  // ---- failures ----------------------------------------------------------------------------
+
+  /** The client connection is gone: every stream fails, the upstream is told and closed. */
+  #clientGone(message: string, now: number, out: LayerCommand[]): void {
+    for (const pair of [...this.#byDown.values()]) {
+      if (pair.up !== null) this.up.reset(pair.up, ErrorCode.CANCEL);
+      this.#fail(pair, message, now, out);
+    }
+    this.up.goaway(ErrorCode.NO_ERROR);
+    this.#closeBoth(out);
+  }
+
+  /** The upstream connection ended (closed, failed or broke the protocol). */
+  #serverGone(message: string, now: number, out: LayerCommand[]): void {
+    this.#upstreamLost(message, now, out);
+  }
+
+  #upstreamLost(message: string, now: number, out: LayerCommand[]): void {
+    this.#serverFailure = message;
+    if (this.#server === "open" || this.#server === "connecting") {
+      const bytes = this.up.output();
+      if (this.#server === "open" && bytes.byteLength > 0) {
+        out.push({ type: "send", to: "server", data: bytes });
+      }
+      out.push({ type: "close", to: "server", reset: false });
+    }
+    this.#server = "closed";
+    for (const pair of [...this.#byDown.values()]) {
+      // The upstream streams are gone with their connection (these resets are never sent).
+      if (pair.up !== null) this.up.reset(pair.up, ErrorCode.CANCEL);
+      if (pair.flow.timestampEnd !== undefined) continue;
+      if (!pair.responseStarted) this.#answerLocally(pair, message, now, out);
+      else {
+        this.down.reset(pair.down, ErrorCode.INTERNAL_ERROR);
+        this.#fail(pair, message, now, out);
+      }
+    }
+    if (!this.#goingAway) this.down.goaway(ErrorCode.NO_ERROR, "upstream connection ended");
+    this.#goingAway = true;
+  }
+
+  /** Answers a stream with 502 and the reason (no upstream to send it to), and fails its flow. */
+  #answerLocally(pair: StreamPair, reason: string, now: number, out: LayerCommand[]): void {
+    if (pair.up !== null) this.up.reset(pair.up, ErrorCode.CANCEL);
+    const body = new TextEncoder().encode(`wirescope: ${reason}\n`);
+    const headers: HeaderField[] = [
+      [":status", "502"],
+      ["content-type", "text/plain; charset=utf-8"],
+      ["content-length", String(body.byteLength)],
+    ];
+    if (this.down.hasStream(pair.down) && !pair.responseStarted) {
+      pair.responseStarted = true;
+      if (this.down.sendHeaders(pair.down, headers, false)) this.down.sendData(pair.down, body, true);
+      pair.flow.response = {
+        status: 502,
+        reason: "Bad Gateway",
+        httpVersion: "HTTP/2.0",
+        headers: headers.slice(1).map(([n, v]) => [n, v]),
+        body: { content: body, size: body.byteLength, truncated: false },
+        timestampStart: now,
+        timestampEnd: now,
+      };
+    }
+    this.#fail(pair, reason, now, out);
+  }
+
+  #fail(pair: StreamPair, message: string, now: number, out: LayerCommand[]): void {
+    if (pair.flow.timestampEnd === undefined) pair.flow.error = { message, timestamp: now };
+    this.#endFlow(pair, now, out);
+  }
+
+  #endFlow(pair: StreamPair, now: number, out: LayerCommand[]): void {
+    const flow = pair.flow;
+    if (flow.timestampEnd !== undefined) return;
+    flow.timestampEnd = now;
+    out.push({ type: "flow", event: "end", flow });
+  }
+
+  #closeBoth(out: LayerCommand[]): void {
+    if (this.#done) return;
+    this.#done = true;
+    const toClient = this.down.output();
+    if (toClient.byteLength > 0) out.push({ type: "send", to: "client", data: toClient });
+    if (this.#server === "open") {
+      const toServer = this.up.output();
+      if (toServer.byteLength > 0) out.push({ type: "send", to: "server", data: toServer });
+    }
+    if (this.#server === "open" || this.#server === "connecting") {
+      out.push({ type: "close", to: "server", reset: false });
+    }
+    this.#server = "closed";
+    out.push({ type: "close", to: "client", reset: false });
+  }
+
+  // ---- after every event -------------------------------------------------------------------
+
+  /**
+   * Gives back the credit of body bytes that have left the proxy, drops finished streams, writes
+   * both codecs' output, closes when going away with nothing left, and re-arms the timer.
+   */
+  #flush(now: number, out: LayerCommand[]): void {
+    if (this.#done) return;
+    for (const pair of [...this.#byDown.values()]) {
+      if (pair.requestOwed > 0) {
+        const sent = pair.requestOwed - (pair.up === null ? 0 : this.up.bufferedData(pair.up));
+        if (sent > 0) {
+          this.down.consume(pair.down, sent);
+          pair.requestOwed -= sent;
+        }
+      }
+      if (pair.responseOwed > 0 && pair.up !== null) {
+        const sent = pair.responseOwed - this.down.bufferedData(pair.down);
+        if (sent > 0) {
+          this.up.consume(pair.up, sent);
+          pair.responseOwed -= sent;
+        }
+      }
+      const downOpen = this.down.hasStream(pair.down);
+      const upOpen = pair.up !== null && this.up.hasStream(pair.up);
+      if (!downOpen && !upOpen && pair.requestOwed === 0 && pair.responseOwed === 0) {
+        if (pair.flow.timestampEnd === undefined) {
+          // Both streams closed without either end being seen here: should not happen; keep the
+          // invariant that every started flow ends.
+          this.#fail(pair, "stream closed", now, out);
+        }
+        this.#byDown.delete(pair.down);
+        if (pair.up !== null) this.#byUp.delete(pair.up);
+      } else if (!downOpen && upOpen && pair.up !== null && pair.flow.timestampEnd !== undefined) {
+        // The client's stream is gone (reset, or answered locally): the upstream one goes too.
+        this.up.reset(pair.up, ErrorCode.CANCEL);
+      }
+    }
+    if (this.#goingAway && this.#byDown.size === 0) {
+      this.#closeBoth(out);
+      return;
+    }
+    const toClient = this.down.output();
+    if (toClient.byteLength > 0) out.push({ type: "send", to: "client", data: toClient });
+    if (this.#server === "open") {
+      const toServer = this.up.output();
+      if (toServer.byteLength > 0) out.push({ type: "send", to: "server", data: toServer });
+    }
+    if (this.down.failed) {
+      this.#closeBoth(out);
+      return;
+    }
+    const deadlines = [this.down.deadline(), this.up.deadline()].filter((d): d is number => d !== null);
+    const next = deadlines.length > 0 ? Math.min(...deadlines) : null;
+    if (next !== null && next !== this.#armed) {
+      this.#armed = next;
+      out.push({ type: "timer", delay: Math.max(0, next - now) });
+    }
+  }
+
+  #newFlow(streamId: number, headers: HeaderField[], now: number): HttpFlow {
+    const pseudo = (name: string) => headers.find(([n]) => n === name)?.[1];
+    const method = pseudo(":method") ?? "";
+    const scheme = pseudo(":scheme") ?? this.#o.scheme;
+    const authority = pseudo(":authority") ?? this.#o.server.hostname ??
+      formatHostPort(this.#o.server.address);
+    const { host, port } = splitAuthority(authority, this.#o.server.address.port);
+    const path = method === "CONNECT" ? authority : pseudo(":path") ?? "";
+    const flow: HttpFlow = {
+      id: this.#o.newId(),
+      type: "http",
+      client: this.#o.client,
+      server: { ...this.#o.server },
+      timestampStart: now,
+      streamId,
+      request: {
+        method,
+        scheme,
+        host,
+        port,
+        path,
+        url: method === "CONNECT" ? authority : `${scheme}://${authority}${path}`,
+        httpVersion: "HTTP/2.0",
+        headers: regularFields(headers),
+        body: emptyBody(),
+        timestampStart: now,
+      },
+    };
+    if (this.#o.tls) flow.tls = this.#o.tls;
+    return flow;
+  }
+}
+
+/** The fields of a header list without its pseudo-fields, as [name, value] pairs. */
+function regularFields(headers: HeaderField[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (const [name, value] of headers) if (!name.startsWith(":")) out.push([name, value]);
+  return out;
+}
+
+/** Host and port of an `:authority` (`host`, `host:port`, `[v6]:port`). */
+function splitAuthority(authority: string, defaultPort: number): { host: string; port: number } {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(authority);
+  if (!m) return { host: authority, port: defaultPort };
+  const host = m[1]!.startsWith("[") ? m[1]!.slice(1, -1) : m[1]!;
+  return { host, port: m[2] ? Number(m[2]) : defaultPort };
+}

@@ -1,0 +1,415 @@
+import assert from "node:assert/strict";
+import { Http2Layer, type Http2LayerOptions } from "./http2_layer.ts";
+import { Http2Connection, type Http2Event } from "./http2/connection.ts";
+import { ErrorCode, PREFACE, serializeFrame } from "./http2/frames.ts";
+import type { HeaderField } from "./http2/hpack.ts";
+import type { HttpFlow } from "./flow.ts";
+import type { LayerCommand, LayerEvent, Side } from "./layer.ts";
+import { counter, fromClient, latin1, play, send, timer } from "./_playbook.ts";
+
+const SERVER = { hostname: "origin.test", port: 443 };
+const GET: HeaderField[] = [
+  [":method", "GET"],
+  [":scheme", "https"],
+  [":authority", "origin.test"],
+  [":path", "/a?b=1"],
+  ["user-agent", "t/1"],
+  ["x-second", "2"],
+  ["accept", "*/*"],
+];
+const POST: HeaderField[] = [
+  [":method", "POST"],
+  [":scheme", "https"],
+  [":authority", "origin.test"],
+  [":path", "/up"],
+  ["content-type", "application/grpc"],
+  ["te", "trailers"],
+];
+
+function options(extra: Partial<Http2LayerOptions> = {}): Http2LayerOptions {
+  return {
+    scheme: "https",
+    client: { address: { hostname: "10.0.0.2", port: 50000 }, mode: "wireguard" },
+    server: { address: SERVER, hostname: "origin.test" },
+    serverConnected: true,
+    bodyLimit: 1024,
+    newId: counter(),
+    now: 0,
+    ...extra,
+  };
+}
+
+/**
+ * The layer between two real codec endpoints: a client (the app) and a server (the origin).
+ * `pump()` moves bytes until everyone is quiet; what each endpoint saw is kept.
+ */
+class Rig {
+  readonly layer: Http2Layer;
+  readonly client = new Http2Connection("client");
+  readonly server = new Http2Connection("server");
+  readonly clientEvents: Http2Event[] = [];
+  readonly serverEvents: Http2Event[] = [];
+  readonly flows: { event: string; flow: HttpFlow }[] = [];
+  readonly closed = new Set<Side>();
+  readonly commands: LayerCommand[] = [];
+  /** Bytes the layer sent to the server before it was connected would be a bug. */
+  serverUp: boolean;
+  now = 1;
+
+  constructor(extra: Partial<Http2LayerOptions> = {}) {
+    this.layer = new Http2Layer(options(extra));
+    this.serverUp = extra.serverConnected ?? true;
+    this.apply(this.layer.start());
+  }
+
+  apply(commands: LayerCommand[]): void {
+    for (const c of commands) {
+      this.commands.push(c);
+      if (c.type === "send") {
+        assert.ok(!this.closed.has(c.to), `send to closed ${c.to}`);
+        if (c.to === "client") this.clientEvents.push(...this.client.receive(c.data, this.now));
+        else {
+          assert.ok(this.serverUp, "bytes sent to a server not yet connected");
+          this.serverEvents.push(...this.server.receive(c.data, this.now));
+        }
+      } else if (c.type === "flow") this.flows.push({ event: c.event, flow: c.flow as HttpFlow });
+      else if (c.type === "close") this.closed.add(c.to);
+    }
+  }
+
+  event(e: LayerEvent): void {
+    this.apply(this.layer.handle(e));
+  }
+
+  /** Moves bytes both ways until neither endpoint has anything to say. */
+  pump(): void {
+    for (let i = 0; i < 10_000; i++) {
+      this.now++;
+      const c = this.client.output();
+      const s = this.serverUp ? this.server.output() : new Uint8Array(0);
+      if (c.byteLength === 0 && s.byteLength === 0) return;
+      if (c.byteLength > 0 && !this.closed.has("client")) this.event(fromClient(c, this.now));
+      if (s.byteLength > 0 && this.serverUp && !this.closed.has("server")) {
+        this.event({ type: "data", from: "server", data: s, now: this.now });
+      }
+    }
+    throw new Error("pump did not settle");
+  }
+
+  of<T extends Http2Event["type"]>(events: Http2Event[], type: T): Extract<Http2Event, { type: T }>[] {
+    return events.filter((e): e is Extract<Http2Event, { type: T }> => e.type === type);
+  }
+
+  body(events: Http2Event[], streamId: number): string {
+    return this.of(events, "data").filter((e) => e.streamId === streamId).map((e) => latin1(e.data)).join("");
+  }
+
+  ended(): HttpFlow[] {
+    return this.flows.filter((f) => f.event === "end").map((f) => f.flow);
+  }
+}
+
+Deno.test("http2 layer: start writes SETTINGS both ways and arms the SETTINGS timer (playbook)", () => {
+  const layer = new Http2Layer(options());
+  const ours = new Http2Connection("server", { initialWindowSize: 256 * 1024 }).output();
+  const theirs = new Http2Connection("client", { initialWindowSize: 256 * 1024 }).output();
+  const settingsAck = serializeFrame({ type: "settings", ack: true, settings: [] });
+  play(layer, [
+    // The client's preface and empty SETTINGS: the layer starts (our SETTINGS to both sides, the
+    // upstream's with the preface) and acknowledges the client's.
+    fromClient(latin1(PREFACE) + latin1(serializeFrame({ type: "settings", ack: false, settings: [] })), 0),
+    [
+      send("client", latin1(ours)),
+      send("server", latin1(theirs)),
+      timer(10_000),
+      send("client", latin1(settingsAck)),
+    ],
+  ]);
+});
+
+Deno.test("http2 layer: a request and its response cross with header lists in wire order, one flow", () => {
+  const r = new Rig();
+  const id = r.client.request(GET, true);
+  r.pump();
+  const req = r.of(r.serverEvents, "headers");
+  assert.equal(req.length, 1);
+  assert.deepEqual(req[0]!.headers, GET);
+  assert.equal(req[0]!.endStream, true);
+  const response: HeaderField[] = [[":status", "200"], ["x-b", "1"], ["content-type", "text/plain"], [
+    "x-a",
+    "2",
+  ]];
+  r.server.sendHeaders(req[0]!.streamId, response, false);
+  r.server.sendData(req[0]!.streamId, new TextEncoder().encode("hello"), true);
+  r.pump();
+  const resp = r.of(r.clientEvents, "headers");
+  assert.deepEqual(resp.map((h) => h.headers), [response]);
+  assert.equal(r.body(r.clientEvents, id), "hello");
+  assert.deepEqual(r.flows.map((f) => f.event), ["start", "update", "end"]);
+  const flow = r.flows[0]!.flow;
+  assert.equal(flow.streamId, id);
+  assert.equal(flow.request.httpVersion, "HTTP/2.0");
+  assert.equal(flow.request.method, "GET");
+  assert.equal(flow.request.url, "https://origin.test/a?b=1");
+  assert.deepEqual(flow.request.headers, [["user-agent", "t/1"], ["x-second", "2"], ["accept", "*/*"]]);
+  assert.equal(flow.response?.status, 200);
+  assert.equal(flow.response?.httpVersion, "HTTP/2.0");
+  assert.equal(latin1(flow.response!.body.content), "hello");
+  assert.equal(flow.error, undefined);
+  assert.equal(r.closed.size, 0);
+});
+
+Deno.test("http2 layer: a stream reset by the client resets the upstream stream; the flow records it", () => {
+  const r = new Rig();
+  const id = r.client.request(POST, false);
+  r.client.sendData(id, new TextEncoder().encode("part"));
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  r.client.reset(id, ErrorCode.CANCEL);
+  r.pump();
+  assert.deepEqual(r.of(r.serverEvents, "reset").map((e) => [e.streamId, e.code, e.remote]), [[
+    up,
+    ErrorCode.CANCEL,
+    true,
+  ]]);
+  const [flow] = r.ended();
+  assert.match(flow!.error!.message, /client reset the stream \(CANCEL\)/);
+  assert.equal(latin1(flow!.request.body.content), "part");
+  // The connection keeps serving.
+  const next = r.client.request(GET, true);
+  r.pump();
+  r.server.sendHeaders(r.of(r.serverEvents, "headers")[1]!.streamId, [[":status", "204"]], true);
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === next)?.headers[0]?.[1], "204");
+});
+
+Deno.test("http2 layer: an upstream reset mid-body reaches the client with its code", () => {
+  const r = new Rig();
+  const id = r.client.request(GET, true);
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  r.server.sendHeaders(up, [[":status", "200"]], false);
+  r.server.sendData(up, new Uint8Array(3000).fill(65));
+  r.pump();
+  r.server.reset(up, ErrorCode.INTERNAL_ERROR);
+  r.pump();
+  assert.equal(r.body(r.clientEvents, id).length, 3000);
+  assert.deepEqual(r.of(r.clientEvents, "reset").map((e) => [e.streamId, e.code, e.remote]), [[
+    id,
+    ErrorCode.INTERNAL_ERROR,
+    true,
+  ]]);
+  const [flow] = r.ended();
+  assert.match(flow!.error!.message, /server reset the stream \(INTERNAL_ERROR\)/);
+  assert.equal(flow!.response!.body.size, 3000);
+});
+
+Deno.test("http2 layer: trailers cross both ways and are recorded", () => {
+  const r = new Rig();
+  const id = r.client.request(POST, false);
+  r.client.sendData(id, new Uint8Array([0, 0, 0, 0, 2, 8, 1]));
+  r.client.sendTrailers(id, [["x-req-trailer", "yes"]]);
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  assert.deepEqual(
+    r.of(r.serverEvents, "headers").map((h) => h.kind),
+    ["request", "trailers"],
+  );
+  r.server.sendHeaders(up, [[":status", "200"], ["content-type", "application/grpc"]], false);
+  r.server.sendData(up, new Uint8Array([0, 0, 0, 0, 0]));
+  r.server.sendTrailers(up, [["grpc-status", "0"], ["grpc-message", "ok"]]);
+  r.pump();
+  const got = r.of(r.clientEvents, "headers");
+  assert.deepEqual(got.map((h) => h.kind), ["response", "trailers"]);
+  assert.deepEqual(got[1]!.headers, [["grpc-status", "0"], ["grpc-message", "ok"]]);
+  const [flow] = r.ended();
+  assert.equal(flow!.error, undefined);
+  assert.deepEqual(flow!.request.trailers, [["x-req-trailer", "yes"]]);
+  assert.deepEqual(flow!.response!.trailers, [["grpc-status", "0"], ["grpc-message", "ok"]]);
+  assert.equal(flow!.request.body.size, 7);
+});
+
+Deno.test("http2 layer: a client that does not read holds the upstream at the windows (backpressure)", () => {
+  const r = new Rig();
+  const id = r.client.request(GET, true);
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  const size = 4 * 1024 * 1024;
+  const body = new Uint8Array(size);
+  for (let i = 0; i < size; i++) body[i] = (i * 7 + 3) & 0xff;
+  r.server.sendHeaders(up, [[":status", "200"]], false);
+  r.server.sendData(up, body, true);
+  r.pump();
+  // The client never consumed: it has its 64 KiB stream window's worth; the proxy holds at most
+  // its own 256 KiB stream window; the rest waits in the origin.
+  const atClient = r.body(r.clientEvents, id).length;
+  assert.equal(atClient, 65535);
+  const inProxy = r.layer.down.bufferedData(id);
+  assert.ok(inProxy <= 256 * 1024, `proxy holds ${inProxy}`);
+  assert.ok(r.server.bufferedData(up) >= size - atClient - 256 * 1024, "the origin still holds the rest");
+  // Now the client reads: everything arrives, intact.
+  let consumed = 0;
+  for (let i = 0; i < 1000 && consumed < size; i++) {
+    const seen = r.of(r.clientEvents, "data").reduce((n, e) => n + e.data.byteLength, 0);
+    r.client.consume(id, seen - consumed);
+    consumed = seen;
+    r.pump();
+  }
+  const all = r.of(r.clientEvents, "data").filter((e) => e.streamId === id);
+  const joined = new Uint8Array(all.reduce((n, e) => n + e.data.byteLength, 0));
+  let o = 0;
+  for (const e of all) {
+    joined.set(e.data, o);
+    o += e.data.byteLength;
+  }
+  assert.equal(joined.byteLength, size);
+  assert.deepEqual(joined, body);
+  assert.equal(r.ended()[0]!.response!.body.size, size);
+  assert.equal(r.ended()[0]!.response!.body.content.byteLength, 1024, "recording bounded by bodyLimit");
+});
+
+Deno.test("http2 layer: a slow upstream holds a client upload at the windows (backpressure)", () => {
+  const r = new Rig();
+  const id = r.client.request(POST, false);
+  const size = 2 * 1024 * 1024;
+  r.client.sendData(id, new Uint8Array(size).fill(9), true);
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  const atServer = r.body(r.serverEvents, up).length;
+  assert.equal(atServer, 65535);
+  assert.ok(r.layer.up.bufferedData(up) <= 256 * 1024);
+  assert.ok(r.client.bufferedData(id) >= size - atServer - 256 * 1024);
+});
+
+Deno.test("http2 layer: upstream GOAWAY refuses streams past its last id, finishes the rest, then closes", () => {
+  const r = new Rig();
+  const a = r.client.request(GET, true);
+  const b = r.client.request(GET, true);
+  r.pump();
+  const [upA] = r.of(r.serverEvents, "headers").map((h) => h.streamId);
+  // The origin says it processed only the first stream.
+  r.server.output();
+  r.event({
+    type: "data",
+    from: "server",
+    data: serializeFrame({
+      type: "goaway",
+      lastStreamId: upA!,
+      code: ErrorCode.NO_ERROR,
+      debug: new Uint8Array(),
+    }),
+    now: r.now,
+  });
+  r.pump();
+  assert.deepEqual(r.of(r.clientEvents, "reset").map((e) => [e.streamId, e.code]), [[
+    b,
+    ErrorCode.REFUSED_STREAM,
+  ]]);
+  assert.equal(r.of(r.clientEvents, "goaway").length, 1);
+  assert.equal(r.closed.size, 0, "stream 1 still open");
+  // A stream the client opens now is refused by the proxy's own GOAWAY (the client peer knows).
+  assert.throws(() => r.client.request(GET, true), /going away/);
+  r.server.sendHeaders(upA!, [[":status", "200"]], true);
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === a)?.headers[0]?.[1], "200");
+  assert.deepEqual([...r.closed].sort(), ["client", "server"]);
+  const ended = r.ended();
+  assert.equal(ended.length, 2);
+  assert.match(ended.find((f) => f.streamId === b)!.error!.message, /REFUSED_STREAM/);
+  assert.equal(ended.find((f) => f.streamId === a)!.error, undefined);
+});
+
+Deno.test("http2 layer: client GOAWAY lets open streams finish, then both sides close", () => {
+  const r = new Rig();
+  const a = r.client.request(GET, true);
+  r.pump();
+  r.client.goaway(ErrorCode.NO_ERROR);
+  r.pump();
+  assert.equal(r.closed.size, 0);
+  r.server.sendHeaders(r.of(r.serverEvents, "headers")[0]!.streamId, [[":status", "200"]], true);
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === a)?.headers[0]?.[1], "200");
+  assert.deepEqual([...r.closed].sort(), ["client", "server"]);
+});
+
+Deno.test("http2 layer: a client breaking the protocol gets GOAWAY; its upstream streams are reset", () => {
+  const r = new Rig();
+  r.client.request(POST, false);
+  r.pump();
+  // DATA on stream 0 is a connection error (PROTOCOL_ERROR).
+  r.event(
+    fromClient(
+      serializeFrame({ type: "data", streamId: 0, data: new Uint8Array(1), endStream: false }),
+      r.now,
+    ),
+  );
+  const goaway = r.of(r.clientEvents, "goaway");
+  assert.deepEqual(goaway.map((g) => [g.code, g.remote]), [[ErrorCode.PROTOCOL_ERROR, true]]);
+  assert.deepEqual(r.of(r.serverEvents, "reset").map((e) => e.code), [ErrorCode.CANCEL]);
+  assert.deepEqual([...r.closed].sort(), ["client", "server"]);
+  assert.match(r.ended()[0]!.error!.message, /client connection error: PROTOCOL_ERROR/);
+  assert.ok(r.commands.some((c) => c.type === "log" && /connection error from client/.test(c.message)));
+});
+
+Deno.test("http2 layer: a malformed upstream response becomes a 502 for the client", () => {
+  const r = new Rig();
+  const id = r.client.request(GET, true);
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  // An uppercase field name is malformed (RFC 9113 §8.2.1): the proxy's codec resets the stream.
+  r.server.sendHeaders(up, [[":status", "200"], ["X-Upper", "1"]], true);
+  r.pump();
+  const h = r.of(r.clientEvents, "headers").find((e) => e.streamId === id);
+  assert.equal(h?.headers[0]?.[1], "502");
+  assert.match(r.body(r.clientEvents, id), /server broke HTTP\/2/);
+  assert.match(r.ended()[0]!.error!.message, /server broke HTTP\/2/);
+});
+
+Deno.test("http2 layer: h2c opens the upstream itself; an unreachable one answers 502 and closes", () => {
+  const r = new Rig({ serverConnected: false, scheme: "http" });
+  assert.deepEqual(r.commands.filter((c) => c.type === "open-server"), [{
+    type: "open-server",
+    address: SERVER,
+  }]);
+  const id = r.client.request(GET, true);
+  r.pump();
+  r.event({ type: "server-failed", message: "connection refused", now: r.now });
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === id)?.headers[0]?.[1], "502");
+  assert.match(r.body(r.clientEvents, id), /cannot connect to origin\.test:443: connection refused/);
+  assert.equal(r.of(r.clientEvents, "goaway").length, 1);
+  assert.ok(r.closed.has("client"));
+});
+
+Deno.test("http2 layer: h2c requests made before the upstream is up go out once it is", () => {
+  const r = new Rig({ serverConnected: false, scheme: "http" });
+  const id = r.client.request(GET, true);
+  r.pump();
+  assert.equal(r.serverEvents.length, 0);
+  r.serverUp = true;
+  r.event({ type: "server-connected", address: { hostname: "127.0.0.1", port: 443 }, now: r.now });
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  r.server.sendHeaders(up, [[":status", "200"]], true);
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === id)?.headers[0]?.[1], "200");
+  assert.equal(r.ended()[0]!.error, undefined);
+});
+
+Deno.test("http2 layer: the upstream closing mid-response resets the client stream and goes away", () => {
+  const r = new Rig();
+  const id = r.client.request(GET, true);
+  r.pump();
+  const up = r.of(r.serverEvents, "headers")[0]!.streamId;
+  r.server.sendHeaders(up, [[":status", "200"]], false);
+  r.server.sendData(up, new Uint8Array(10));
+  r.pump();
+  r.event({ type: "eof", from: "server", now: r.now });
+  assert.deepEqual(r.of(r.clientEvents, "reset").map((e) => [e.streamId, e.code]), [[
+    id,
+    ErrorCode.INTERNAL_ERROR,
+  ]]);
+  assert.equal(r.of(r.clientEvents, "goaway").length, 1);
+  assert.deepEqual([...r.closed].sort(), ["client", "server"]);
+  assert.match(r.ended()[0]!.error!.message, /server closed the connection/);
+});
