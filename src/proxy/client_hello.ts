@@ -32,6 +32,8 @@ export type Classification =
   | { kind: "need-more" }
   | { kind: "tls"; hello: ClientHello }
   | { kind: "http" }
+  /** The HTTP/2 connection preface (`PRI * HTTP/2.0...`): prior-knowledge h2c, or h2 inside TLS. */
+  | { kind: "h2" }
   | { kind: "tcp" };
 
 /** The most bytes of the stream (records, headers included) a ClientHello may take. */
@@ -58,8 +60,8 @@ function fail(reason: string): never {
  *
  * A TLS handshake record yields `tls` once the whole ClientHello is in; bytes that begin like a
  * TLS record but do not hold a valid ClientHello yield `tcp` (they are relayed untouched rather
- * than rejected). A request line such as `GET / HTTP/1.1` yields `http`. While the bytes are
- * still a plausible start of either, the answer is `need-more`.
+ * than rejected). A request line such as `GET / HTTP/1.1` yields `http`; the HTTP/2 connection
+ * preface yields `h2`. While the bytes are still a plausible start of any, the answer is `need-more`.
  *
  * @param buf Every byte the client has sent so far.
  * @returns The classification.
@@ -83,7 +85,19 @@ export function classifyFirstBytes(buf: Uint8Array): Classification {
     }
     return hello === null ? { kind: "need-more" } : { kind: "tls", hello };
   }
+  const preface = matchesH2Preface(buf);
+  if (preface !== "no") return { kind: preface };
   return { kind: scanRequestLine(buf) };
+}
+
+/** `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, the connection preface of HTTP/2 (RFC 9113 §3.4). */
+const H2_PREFACE = [..."PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"].map((c) => c.charCodeAt(0));
+
+/** Whether `buf` starts with the HTTP/2 preface (`h2`), is a shorter start of it, or not. */
+function matchesH2Preface(buf: Uint8Array): "h2" | "need-more" | "no" {
+  const n = Math.min(buf.length, H2_PREFACE.length);
+  for (let i = 0; i < n; i++) if (buf[i] !== H2_PREFACE[i]) return "no";
+  return n === H2_PREFACE.length ? "h2" : "need-more";
 }
 
 const SP = 0x20, CR = 0x0d, LF = 0x0a;

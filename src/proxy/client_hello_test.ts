@@ -300,7 +300,6 @@ Deno.test("classifyFirstBytes() treats other protocols and odd request lines as 
   for (
     const first of [
       "SSH-2.0-OpenSSH_9.6\r\n",
-      "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
       "get / HTTP/1.1\r\n",
       " GET / HTTP/1.1\r\n",
       "GET  / HTTP/1.1\r\n",
@@ -438,4 +437,18 @@ Deno.test("classifyFirstBytes() reads the hello node:tls sends", async () => {
   const result = classifyFirstBytes(bytes);
   assert.equal(result.kind === "tls" && result.hello.sni, "example.test");
   assert.deepEqual(result.kind === "tls" && result.hello.alpn, ["h2", "http/1.1"]);
+});
+
+Deno.test("classifyFirstBytes() takes the HTTP/2 preface for h2 (prior-knowledge h2c), waits on its start", () => {
+  const preface = new TextEncoder().encode(
+    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+  );
+  assert.equal(classifyFirstBytes(preface).kind, "h2");
+  assert.equal(classifyFirstBytes(preface.subarray(0, 24)).kind, "h2");
+  for (const n of [1, 3, 14, 16, 23]) {
+    assert.equal(classifyFirstBytes(preface.subarray(0, n)).kind, "need-more");
+  }
+  // A method that merely starts like it is still HTTP/1.
+  assert.equal(classifyFirstBytes(new TextEncoder().encode("PRI /x HTTP/1.1\r\n")).kind, "http");
+  assert.equal(classifyFirstBytes(new TextEncoder().encode("PRI * HTTP/2.1\r\n\r\n")).kind, "tcp");
 });

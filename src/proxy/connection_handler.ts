@@ -12,6 +12,7 @@ import { classifyFirstBytes, type ClientHello } from "./client_hello.ts";
 import type { CertificateSummary, ClientInfo, FlowBus, HostPort, ServerInfo, TlsInfo } from "./flow.ts";
 import { formatHostPort } from "./flow.ts";
 import { Http1Layer, type Http1LayerOptions } from "./http1_layer.ts";
+import { Http2Layer } from "./http2_layer.ts";
 import { concatBytes, type LayerEvent } from "./layer.ts";
 import {
   describeError,
@@ -270,6 +271,9 @@ async function handle(ctx: ProxyContext, conn: IncomingConnection, resources: Re
     await interceptTls(ctx, conn, stream, first.bytes, kind.hello, resources);
   } else if (kind.kind === "http") {
     await runHttp(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
+  } else if (kind.kind === "h2") {
+    // Prior-knowledge h2c: the upstream is spoken to the same way.
+    await runHttp2(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
   } else {
     await runTcp(ctx, conn.client, server, stream, null, first.bytes, undefined);
   }
@@ -401,6 +405,41 @@ function runHttp(
   });
 }
 
+/** Relays HTTP/2 (h2 inside TLS when both sides agreed on it, or prior-knowledge h2c). */
+function runHttp2(
+  ctx: ProxyContext,
+  client: ClientInfo,
+  server: ServerInfo,
+  stream: ByteStream,
+  serverStream: ByteStream | null,
+  first: Uint8Array,
+  scheme: "http" | "https",
+  tlsInfo: TlsInfo | undefined,
+): Promise<unknown> {
+  const layer = new Http2Layer({
+    scheme,
+    client,
+    server,
+    ...(tlsInfo ? { tls: tlsInfo } : {}),
+    serverConnected: serverStream !== null,
+    bodyLimit: ctx.settings.bodyLimit,
+    newId: ctx.newId,
+    now: Date.now(),
+  });
+  const events: LayerEvent[] = first.byteLength > 0
+    ? [{ type: "data", from: "client", data: first, now: Date.now() }]
+    : [];
+  return runLayer({
+    layer,
+    client: stream,
+    server: serverStream,
+    openServer: ctx.connect,
+    bus: ctx.bus,
+    initialCommands: layer.start(),
+    initialEvents: events,
+  });
+}
+
 function headTimeoutOf(ctx: ProxyContext, client: ClientInfo): { headTimeout?: HeadTimeout } {
   const limit = ctx.headTimeout?.(client);
   return limit ? { headTimeout: limit } : {};
@@ -443,9 +482,13 @@ async function interceptTls(
   }
 
   // Upstream first: its certificate names fill in for a missing SNI, and its ALPN choice is what
-  // we offer the client. HTTP/2 is not spoken yet, so only other protocols are passed on.
-  const alpn = hello.alpn.filter((p) => p !== "h2" && p !== "h3");
+  // we offer the client. h2 is offered when the client offered it: if the upstream takes it, both
+  // sides speak HTTP/2 through the Http2Layer; if it takes http/1.1 the client is offered that
+  // (translating a client's h2 to an HTTP/1.1 upstream is not done yet). h3 is not TCP.
+  const alpn = hello.alpn.filter((p) => p !== "h3");
   const upstreamOptions = { servername: name, alpn };
+  // Connections the HTTP/1 and TCP layers open again must not end up speaking h2.
+  const h1Options = { servername: name, alpn: alpn.filter((p) => p !== "h2") };
   let upstream: UpstreamTls | null = null;
   let failure = "";
   try {
@@ -494,9 +537,25 @@ async function interceptTls(
   const clientVersion = socket.getProtocol();
   if (clientVersion) tlsInfo.clientVersion = clientVersion;
   const clientStream = byteStreamOfNodeSocket(socket, gate);
-  // A client that agreed on HTTP/1.1 by ALPN speaks HTTP, however long it waits before its request
-  // (browsers open connections ahead of use): no classification. Otherwise, look at its first bytes.
+  // A client that agreed on HTTP/1.1 (or h2) by ALPN speaks HTTP, however long it waits before its
+  // request (browsers open connections ahead of use): no classification. Otherwise, look at its
+  // first bytes.
   const agreed = typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : "";
+  if (agreed === "h2" && upstream?.alpn === "h2") {
+    // Both sides agreed on HTTP/2 (we offered the client only what the upstream chose).
+    forgetUpstream(); // the layer runner closes it from here on
+    await runHttp2(
+      ctx,
+      conn.client,
+      server,
+      clientStream,
+      upstream.stream,
+      new Uint8Array(0),
+      "https",
+      tlsInfo,
+    );
+    return;
+  }
   const port = destination.port;
   const inner = agreed === "http/1.1" || agreed === "http/1.0"
     ? { bytes: new Uint8Array(0), stream: clientStream, http: true }
@@ -509,7 +568,7 @@ async function interceptTls(
       http: false,
     };
   const reopen = (address: HostPort) =>
-    connectUpstreamTls(ctx.settings, ctx.connect, address, upstreamOptions).then((u) => ({
+    connectUpstreamTls(ctx.settings, ctx.connect, address, h1Options).then((u) => ({
       stream: u.stream,
       remote: u.remote,
     }));
