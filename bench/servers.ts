@@ -97,6 +97,8 @@ async function startWirescope(s: ServerSetup): Promise<BenchServer> {
     // The origins listen on the server namespace's loopback (an address of its host).
     "--allow-local-destinations",
     "-q",
+    // Extra CLI flags for a comparison run, e.g. WIRESCOPE_BENCH_ARGS=--no-store.
+    ...(Deno.env.get("WIRESCOPE_BENCH_ARGS")?.split(" ").filter((a) => a !== "") ?? []),
   ]);
   try {
     await waitFor(

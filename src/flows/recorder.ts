@@ -67,6 +67,15 @@ function canBatch(store: FlowStore): store is BatchingStore {
   return typeof (store as Partial<BatchingStore>).batch === "function";
 }
 
+/** A store that commits later (e.g. {@link WorkerFlowStore}): `committed` resolves when done. */
+interface DeferredStore extends FlowStore {
+  committed(): Promise<void>;
+}
+
+function isDeferred(store: FlowStore): store is DeferredStore {
+  return typeof (store as Partial<DeferredStore>).committed === "function";
+}
+
 /** Carries flow events into a store in throttled, grouped writes. */
 export class FlowRecorder {
   /** The store written to. */
@@ -85,6 +94,10 @@ export class FlowRecorder {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #listeners = new Set<(flows: Flow[]) => void>();
   #closed = false;
+  /** The chain of `onCommit` notifications, in batch order. */
+  #telling: Promise<void> = Promise.resolve();
+  /** The store's failed writes when last looked at. */
+  #errorsSeen: number;
   #stats: FlowRecorderStats = {
     stored: 0,
     filteredOut: 0,
@@ -107,6 +120,7 @@ export class FlowRecorder {
     this.#flushDelay = options.flushDelay ?? 25;
     this.#maxBatch = Math.max(1, options.maxBatch ?? 256);
     this.#onLog = options.onLog;
+    this.#errorsSeen = store.stats().writeErrors;
   }
 
   /** Takes one flow event (subscribe this to the proxy's FlowBus). */
@@ -155,6 +169,8 @@ export class FlowRecorder {
       live.push(flow);
     }
     const toStore = ended.filter((f) => this.#filter === undefined || this.#filter.match(f));
+    // A store that commits later reports failures of earlier batches by now.
+    if (!this.#stats.stopped && this.store.stats().writeErrors > this.#errorsSeen) this.#stop(undefined);
     if (!this.#stats.stopped && (live.length > 0 || toStore.length > 0)) {
       const before = this.store.stats().writeErrors;
       let failure: unknown;
@@ -169,6 +185,7 @@ export class FlowRecorder {
         failure = e;
       }
       const failed = failure !== undefined || this.store.stats().writeErrors > before;
+      this.#errorsSeen = this.store.stats().writeErrors;
       if (failed) {
         this.#stop(failure);
         this.#stats.notStored += toStore.length;
@@ -187,13 +204,27 @@ export class FlowRecorder {
     this.#stats.filteredOut += ended.length - toStore.length;
     for (const f of ended) this.#lastWrite.delete(f.id);
     if (this.#live.size > 0 && !this.#stats.stopped && !this.#closed) this.#schedule();
-    if (ended.length > 0) {
-      for (const listener of this.#listeners) {
-        try {
-          listener(ended);
-        } catch { /* one listener's failure is not the recorder's */ }
+    if (ended.length > 0 && this.#listeners.size > 0) {
+      const tell = () => {
+        for (const listener of this.#listeners) {
+          try {
+            listener(ended);
+          } catch { /* one listener's failure is not the recorder's */ }
+        }
+      };
+      // Batches are acknowledged in order, so listeners hear of them in order.
+      if (isDeferred(this.store) && toStore.length > 0 && !this.#stats.stopped) {
+        const done = this.store.committed();
+        this.#telling = this.#telling.then(() => done).then(tell, tell);
+      } else {
+        this.#telling = this.#telling.then(tell);
       }
     }
+  }
+
+  /** Resolves when every batch so far is committed and its listeners told. */
+  settled(): Promise<void> {
+    return this.#telling;
   }
 
   #stop(failure: unknown): void {

@@ -477,6 +477,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       await Promise.all(wireguard.map((l) => l.closed));
       limiter.close();
       recorder?.close();
+      await recorder?.settled();
       resolveClosed();
     })();
     return closing;

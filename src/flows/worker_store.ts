@@ -1,0 +1,246 @@
+/**
+ * {@link WorkerFlowStore}: the SQLite flow store with its writes in a Worker, so that a busy
+ * proxy does not spend its one thread in SQLite.
+ *
+ * Why: a flow written by {@link SqliteFlowStore} costs about 80 µs of CPU even in batches of 100
+ * (JSON encoding, the row and its indexes, the blobs; `deno run -A /tmp/mb.ts`-style loop over
+ * `syntheticFlow(i, 100)`, see bench/store_load.ts for the end-to-end figure). At 6,000 HTTPS
+ * requests a second that is half the main thread: recording on the main thread cut the proxy's
+ * req/s by 44% (bench/store_load.ts). Here the main thread only copies each batch of flows to the
+ * worker (structured clone), and the worker encodes and commits them.
+ *
+ * Reads (`query`, `get`, `count`) and the rare edits (`delete`, `setMarked`...) run on a
+ * connection of the main thread: WAL mode lets them read while the worker writes. `put` and
+ * `end` are queued and sent at the end of the current `batch` (or task); {@link committed}
+ * resolves once everything sent so far is committed: a flow is *ended for the store* then, and
+ * survives a SIGKILL. Counters are the worker's as of its last acknowledgement.
+ * @module
+ */
+import type { Flow } from "../proxy/flow.ts";
+import type { Filter } from "./filter.ts";
+import {
+  type FlowPage,
+  type FlowQuery,
+  type FlowStore,
+  FlowStoreError,
+  type FlowStoreStats,
+  type RetentionEvent,
+  SqliteFlowStore,
+  type SqliteFlowStoreOptions,
+  type StoredFlow,
+} from "./store.ts";
+import type { FromWorker, ToWorker } from "./store_worker.ts";
+
+/** Options of {@link WorkerFlowStore.open}: those of {@link SqliteFlowStore} but read-only. */
+export type WorkerFlowStoreOptions = Omit<SqliteFlowStoreOptions, "readOnly">;
+
+/** The SQLite flow store, written from a Worker. */
+export class WorkerFlowStore implements FlowStore {
+  /** The file it is on. */
+  readonly path: string;
+  #reader: SqliteFlowStore;
+  #worker: Worker;
+  #options: WorkerFlowStoreOptions;
+  #outbox: { flow: Flow; ended: boolean }[] = [];
+  #sendScheduled = false;
+  #inBatch = false;
+  #seq = 0;
+  #acked = 0;
+  #waiters: { seq: number; resolve: () => void }[] = [];
+  #stats: FlowStoreStats;
+  #closed = false;
+  #closedByWorker: Promise<void>;
+  #onClosed!: () => void;
+
+  private constructor(
+    path: string,
+    reader: SqliteFlowStore,
+    worker: Worker,
+    options: WorkerFlowStoreOptions,
+  ) {
+    this.path = path;
+    this.#reader = reader;
+    this.#worker = worker;
+    this.#options = options;
+    this.#stats = reader.stats();
+    this.#closedByWorker = new Promise((r) => (this.#onClosed = r));
+  }
+
+  /**
+   * Opens (or creates) the store at `path` and starts its writer. Throws
+   * {@link FlowStoreError} as {@link SqliteFlowStore.open} does.
+   */
+  static async open(path: string, options: WorkerFlowStoreOptions = {}): Promise<WorkerFlowStore> {
+    // Made (and checked) here, so that the worker opens a file that is surely a store.
+    const reader = SqliteFlowStore.open(path, options);
+    const worker = new Worker(new URL("./store_worker.ts", import.meta.url), { type: "module" });
+    const opened = await new Promise<FromWorker>((resolve) => {
+      worker.onmessage = (e: MessageEvent<FromWorker>) => resolve(e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        resolve({ kind: "opened", error: e.message });
+      };
+      const message: ToWorker = {
+        kind: "open",
+        path,
+        options: {
+          ...(options.bodyLimit !== undefined ? { bodyLimit: options.bodyLimit } : {}),
+          ...(options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}),
+        },
+      };
+      worker.postMessage(message);
+    });
+    if (opened.kind === "opened" && opened.error !== undefined) {
+      worker.terminate();
+      reader.closeSync();
+      throw new FlowStoreError(opened.error);
+    }
+    const store = new WorkerFlowStore(path, reader, worker, options);
+    worker.onmessage = (e: MessageEvent<FromWorker>) => store.#receive(e.data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      store.#report(`the flow store's writer failed: ${e.message}`);
+    };
+    return store;
+  }
+
+  #receive(m: FromWorker): void {
+    if (m.kind === "closed") {
+      this.#onClosed();
+      return;
+    }
+    if (m.kind !== "ack") return;
+    this.#acked = m.seq;
+    this.#stats = m.stats;
+    for (const message of m.errors) this.#report(message);
+    for (const r of m.retention) {
+      try {
+        this.#options.onRetention?.(r);
+      } catch { /* the reporter's failure */ }
+    }
+    while (this.#waiters.length > 0 && this.#waiters[0]!.seq <= this.#acked) this.#waiters.shift()!.resolve();
+  }
+
+  #report(message: string): void {
+    try {
+      this.#options.onError?.(new FlowStoreError(message));
+    } catch { /* nowhere to report */ }
+  }
+
+  #queue(flow: Flow, ended: boolean): void {
+    if (this.#closed) {
+      this.#stats.writeErrors++;
+      this.#report("flow store write failed: the flow store is closed");
+      return;
+    }
+    this.#outbox.push({ flow, ended });
+    if (this.#inBatch || this.#sendScheduled) return;
+    this.#sendScheduled = true;
+    queueMicrotask(() => this.#send());
+  }
+
+  #send(): void {
+    this.#sendScheduled = false;
+    if (this.#outbox.length === 0) return;
+    const message: ToWorker = { kind: "write", seq: ++this.#seq, writes: this.#outbox };
+    this.#outbox = [];
+    try {
+      this.#worker.postMessage(message);
+    } catch (e) {
+      this.#stats.writeErrors++;
+      this.#report(`flow store write failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** {@inheritDoc FlowStore.put} */
+  put(flow: Flow): void {
+    this.#queue(flow, false);
+  }
+
+  /** {@inheritDoc FlowStore.end} (durable once {@link committed} resolves). */
+  end(flow: Flow): void {
+    this.#queue(flow, true);
+  }
+
+  /** Sends the writes `fn` makes to the worker as one transaction. */
+  batch(fn: () => void): void {
+    if (this.#inBatch) {
+      fn();
+      return;
+    }
+    this.#inBatch = true;
+    try {
+      fn();
+    } finally {
+      this.#inBatch = false;
+    }
+    this.#send();
+  }
+
+  /** Resolves when every write made so far is committed (or has failed and been reported). */
+  committed(): Promise<void> {
+    this.#send();
+    const seq = this.#seq;
+    if (seq <= this.#acked || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ seq, resolve }));
+  }
+
+  /** {@inheritDoc FlowStore.get} */
+  get(id: string): Promise<StoredFlow | undefined> {
+    return this.#reader.get(id);
+  }
+
+  /** {@inheritDoc FlowStore.query} */
+  query(query?: FlowQuery): Promise<FlowPage> {
+    return this.#reader.query(query);
+  }
+
+  /** {@inheritDoc FlowStore.count} */
+  count(filter?: string | Filter): Promise<number> {
+    return this.#reader.count(filter);
+  }
+
+  /** {@inheritDoc FlowStore.delete} */
+  async delete(ids: string[]): Promise<number> {
+    await this.committed();
+    return this.#reader.delete(ids);
+  }
+
+  /** {@inheritDoc FlowStore.clear} */
+  async clear(): Promise<void> {
+    await this.committed();
+    return this.#reader.clear();
+  }
+
+  /** {@inheritDoc FlowStore.setMarked} */
+  async setMarked(id: string, marked: boolean): Promise<boolean> {
+    await this.committed();
+    return this.#reader.setMarked(id, marked);
+  }
+
+  /** {@inheritDoc FlowStore.setComment} */
+  async setComment(id: string, comment: string): Promise<boolean> {
+    await this.committed();
+    return this.#reader.setComment(id, comment);
+  }
+
+  /** {@inheritDoc FlowStore.stats} */
+  stats(): FlowStoreStats {
+    return { ...this.#stats };
+  }
+
+  /** Commits what is queued, stops the worker and closes (the WAL is checkpointed into the file). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.committed();
+    this.#closed = true;
+    const message: ToWorker = { kind: "close" };
+    this.#worker.postMessage(message);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#closedByWorker, new Promise((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
+    this.#worker.terminate();
+    for (const w of this.#waiters.splice(0)) w.resolve();
+    this.#reader.closeSync();
+  }
+}
