@@ -4,7 +4,8 @@
  *
  * HAR follows http://www.softwareishard.com/blog/har-12-spec/. What the spec has no field for is
  * added under names starting with `_`, as the spec allows: `_id`, `_client`, `_server`, `_tls`,
- * `_error`, `_websocketMessages`, and `_encoding`/`_truncated` on bodies.
+ * `_error`, `_websocketMessages`, `_encoding`/`_truncated` on bodies, and for HTTP/2 (whose
+ * `httpVersion` is `HTTP/2.0` and `headersSize` -1) `_streamId` and `_trailers`.
  *
  * Choices:
  * - Bodies are recorded as a bounded prefix of the payload with transfer coding removed but
@@ -87,6 +88,8 @@ export interface HarRequest {
   postData?: HarPostData;
   headersSize: number;
   bodySize: number;
+  /** Trailer fields (HTTP/2). */
+  _trailers?: HarNameValue[];
 }
 
 /** A response body. */
@@ -112,6 +115,8 @@ export interface HarResponse {
   redirectURL: string;
   headersSize: number;
   bodySize: number;
+  /** Trailer fields (HTTP/2). */
+  _trailers?: HarNameValue[];
 }
 
 /** Phases of an entry in milliseconds; -1 where it does not apply. */
@@ -157,6 +162,8 @@ export interface HarEntry {
   _websocketMessages?: HarWebSocketMessage[];
   _websocketMessagesDropped?: number;
   _websocketClose?: { code: number; reason: string };
+  /** The HTTP/2 stream id on the client's connection. */
+  _streamId?: number;
 }
 
 /** A HAR file. */
@@ -252,6 +259,7 @@ export function flowToHarEntry(flow: HttpFlow): HarEntry {
     if (request.body.truncated) postData._truncated = true;
     harRequest.postData = postData;
   }
+  if (request.trailers !== undefined) harRequest._trailers = headerList(request.trailers);
 
   const entry: HarEntry = {
     startedDateTime: iso(request.timestampStart),
@@ -274,6 +282,7 @@ export function flowToHarEntry(flow: HttpFlow): HarEntry {
   entry.connection = String(flow.client.address.port);
   if (flow.tls !== undefined) entry._tls = flow.tls;
   if (flow.error !== undefined) entry._error = errorJson(flow.error);
+  if (flow.streamId !== undefined) entry._streamId = flow.streamId;
   if (flow.websocket !== undefined) {
     entry._websocketMessages = flow.websocket.messages.map(websocketMessage);
     entry._websocketMessagesDropped = flow.websocket.messagesDropped;
@@ -286,7 +295,7 @@ export function flowToHarEntry(flow: HttpFlow): HarEntry {
 
 function harResponse(flow: HttpFlow, response: NonNullable<HttpFlow["response"]>): HarResponse {
   const mimeType = headerValue(response.headers, "content-type") ?? "";
-  return {
+  const har: HarResponse = {
     status: response.status,
     statusText: response.reason,
     httpVersion: response.httpVersion,
@@ -303,6 +312,8 @@ function harResponse(flow: HttpFlow, response: NonNullable<HttpFlow["response"]>
     // A 101 has no body; the bytes after it belong to the WebSocket.
     bodySize: flow.websocket !== undefined ? 0 : response.body.size,
   };
+  if (response.trailers !== undefined) har._trailers = headerList(response.trailers);
+  return har;
 }
 
 function missingResponse(): HarResponse {
@@ -471,6 +482,7 @@ function httpJson(flow: HttpFlow): Record<string, unknown> {
     response: flow.response === undefined ? null : entry.response,
     timings: entry.timings,
     serverIPAddress: entry.serverIPAddress ?? null,
+    streamId: flow.streamId ?? null,
     websocket: ws === undefined ? null : {
       messages: entry._websocketMessages ?? [],
       messagesDropped: ws.messagesDropped,

@@ -417,6 +417,29 @@ Deno.test("flowToHarEntry() fills the request: cookies, query string, text postD
   assert.equal(entry.request.headersSize, head.length);
 });
 
+Deno.test("flowToHarEntry() and flowToJson() carry an HTTP/2 flow: version, stream id, trailers", () => {
+  const flow = postFlow();
+  flow.streamId = 5;
+  flow.request.httpVersion = "HTTP/2.0";
+  flow.request.trailers = [["x-checksum", "1"]];
+  flow.response!.httpVersion = "HTTP/2.0";
+  flow.response!.reason = "";
+  flow.response!.trailers = [["grpc-status", "0"]];
+  const entry = flowToHarEntry(flow);
+  validateHar({ log: { version: "1.2", creator: { name: "t", version: "0" }, entries: [entry] } });
+  assert.equal(entry.request.httpVersion, "HTTP/2.0");
+  assert.equal(entry.response.httpVersion, "HTTP/2.0");
+  assert.equal(entry.request.headersSize, -1);
+  assert.equal(entry.response.headersSize, -1);
+  assert.equal(entry._streamId, 5);
+  assert.deepEqual(entry.request._trailers, [{ name: "x-checksum", value: "1" }]);
+  assert.deepEqual(entry.response._trailers, [{ name: "grpc-status", value: "0" }]);
+  const json = JSON.parse(JSON.stringify(flowToJson(flow)));
+  assert.equal(json.streamId, 5);
+  assert.equal(json.request.httpVersion, "HTTP/2.0");
+  assert.deepEqual(json.response._trailers, [{ name: "grpc-status", value: "0" }]);
+});
+
 Deno.test("flowToHarEntry() fills the response: decoded gzip content, Set-Cookie, redirect", () => {
   const flow = postFlow();
   const { response } = flowToHarEntry(flow);

@@ -7,6 +7,7 @@
  * peer 1: TCP 93.184.215.14:443 (example.com) ↑517b ↓4.1k 1.2s
  * peer 1: DNS A example.com → 93.184.215.14 (NOERROR) 3ms
  * 10.0.0.2:51236: GET https://down.example/ << ERROR: connection refused
+ * 10.0.0.2:51240: GET https://h2.example/ HTTP/2.0 << 200 512b 8ms
  * ```
  *
  * Everything taken from the wire (URLs, reasons, host names, error messages) has its control
@@ -139,6 +140,8 @@ function httpLine(flow: HttpFlow, paint: Paint): string {
   if (request.hostHeader !== undefined) {
     parts.push(paint(`(Host: ${printable(request.hostHeader)})`, "yellow"));
   }
+  // HTTP/1.x is the default and not shown; other versions are.
+  if (/^HTTP\/[23]/.test(request.httpVersion)) parts.push(paint(printable(request.httpVersion), "dim"));
   if (response !== undefined) {
     const status = `${response.status}${response.reason === "" ? "" : " " + printable(response.reason)}`;
     parts.push("<<", paint(status, ...statusStyle(response.status)), formatSize(response.body.size));

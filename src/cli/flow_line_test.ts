@@ -114,6 +114,18 @@ Deno.test("formatFlowLine() shows an HTTP exchange: client, method, URL, status,
   );
 });
 
+Deno.test("formatFlowLine() shows HTTP/2.0 beside the URL (HTTP/1.x is not shown)", () => {
+  const flow = httpFlow();
+  flow.request.httpVersion = "HTTP/2.0";
+  flow.response!.httpVersion = "HTTP/2.0";
+  flow.response!.reason = "";
+  flow.streamId = 3;
+  assert.equal(
+    formatFlowLine(flow),
+    "10.0.0.2:51234: GET https://example.com/a?b=1 HTTP/2.0 << 200 1.2k 12ms",
+  );
+});
+
 Deno.test("formatFlowLine() names a WireGuard peer from peerNames and falls back to the address", () => {
   const flow = streamFlow("tcp");
   const names = new Map([["cGVlcjE=", "peer 1"]]);
