@@ -10,6 +10,9 @@ import { reserveSlot, sh } from "./rig.ts";
 const SERVER = new URL("./origin_server.ts", import.meta.url).pathname;
 
 /** A running origin namespace. */
+/** The port where nginx speaks HTTP/2 over TLS (443 stays HTTP/1.1 only). */
+export const H2_PORT = 9443;
+
 export class OriginNamespace {
   /** The origin's address (where its servers listen). */
   readonly address: string;
@@ -241,6 +244,7 @@ http {
   sendfile on;
   server {
     listen ${address}:443 ssl;${options.plainHttp ? `\n    listen ${address}:80;` : ""}
+    listen ${address}:${H2_PORT} ssl http2;
     ssl_certificate ${dir}/server.pem;
     ssl_certificate_key ${dir}/server.key;
     root ${dir}/www;

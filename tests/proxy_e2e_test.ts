@@ -11,7 +11,7 @@ import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
 import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
 import { nsClient, Rig, sh } from "./rig.ts";
-import { OriginNamespace } from "./origin_ns.ts";
+import { H2_PORT, OriginNamespace } from "./origin_ns.ts";
 
 const MB = 1 << 20;
 
@@ -153,6 +153,56 @@ Deno.test({
         assert.equal(f.response?.body.size, origin.bigSize);
         assert.equal(f.response?.body.truncated, true);
         assert.ok(f.response!.body.content.byteLength <= 1024 * 1024);
+      });
+
+      await t.step("HTTP/2 through the tunnel: curl --http2 100 MB intact, nghttp 100 streams", async () => {
+        const out = await client.exec([
+          "sh",
+          "-c",
+          `curl -sS --http2 --max-time 120 --cacert ${ca} --resolve origin.test:${H2_PORT}:${o} ` +
+          `-w '%{stderr}%{http_version}' https://origin.test:${H2_PORT}/big.bin 2>/tmp/h2v-$$ | sha256sum; ` +
+          `cat /tmp/h2v-$$; rm -f /tmp/h2v-$$`,
+        ]);
+        assert.equal(out.split(" ")[0], origin.bigSha256);
+        assert.match(out, /\n2$/, "curl spoke HTTP/2 to the proxy");
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.path === "/big.bin" && f.request.httpVersion === "HTTP/2.0",
+          "h2 big",
+        );
+        assert.equal(f.response?.body.size, origin.bigSize);
+        assert.equal(f.response?.httpVersion, "HTTP/2.0");
+        assert.equal(f.tls?.alpn, "h2");
+        assert.equal(f.client.peer?.publicKey, client.publicKey);
+        assert.ok(f.response!.body.content.byteLength <= 1024 * 1024);
+        // 100 requests on one connection, all in flight at once (nghttp does not check
+        // certificates; the proxy's leaf for a bare IP carries the origin's names).
+        const stat = await client.exec([
+          "nghttp",
+          "-n",
+          "-s",
+          "-m",
+          "100",
+          "--max-concurrent-streams=100",
+          `https://${o}:${H2_PORT}/small.txt`,
+        ]);
+        assert.match(stat, /200/);
+        const small = flows.filter((f): f is HttpFlow =>
+          f.type === "http" && f.request.httpVersion === "HTTP/2.0" && f.request.path === "/small.txt"
+        );
+        for (let i = 0; i < 100 && small.length < 100; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          small.splice(
+            0,
+            small.length,
+            ...flows.filter((f): f is HttpFlow =>
+              f.type === "http" && f.request.httpVersion === "HTTP/2.0" && f.request.path === "/small.txt"
+            ),
+          );
+        }
+        assert.equal(small.length, 100);
+        assert.ok(small.every((f) => f.response?.status === 200 && f.error === undefined));
+        assert.equal(new Set(small.map((f) => f.streamId)).size, 100, "100 streams of one connection");
       });
 
       await t.step("20 MB upload arrives intact", async () => {
