@@ -57,7 +57,7 @@ export interface WasmCoreOptions {
    * are dropped, and an honest client sends them again a second later.
    */
   maxHalfOpenPerPeer?: number;
-  /** A connection not established this long after its SYN is dropped, seconds (default 5). */
+  /** A connection not established this long after its SYN is dropped, seconds (default 15). */
   halfOpenTimeoutSeconds?: number;
   /**
    * Most UDP conversations (source and destination pairs) of one peer at once (default 2048);
@@ -293,7 +293,7 @@ export class WasmCore {
       options.maxConnections ?? 8192,
       options.maxConnectionsPerPeer ?? 4096,
       options.maxHalfOpenPerPeer ?? 2048,
-      (options.halfOpenTimeoutSeconds ?? 5) * 1000,
+      (options.halfOpenTimeoutSeconds ?? 15) * 1000,
       options.maxUdpConversationsPerPeer ?? 2048,
       (options.udpTimeoutSeconds ?? 60) * 1000,
       options.keepaliveSeconds ?? 60,

@@ -90,7 +90,7 @@ export interface ListenWireGuardOptions {
   maxHalfOpenPerPeer?: number;
   /**
    * Seconds a connection may stay not established after its SYN before it is dropped
-   * (default 5; `halfOpenTimeouts`).
+   * (default 15; `halfOpenTimeouts`).
    */
   halfOpenTimeoutSeconds?: number;
   /**
