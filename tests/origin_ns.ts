@@ -12,6 +12,8 @@ const SERVER = new URL("./origin_server.ts", import.meta.url).pathname;
 /** A running origin namespace. */
 /** The port where nginx speaks HTTP/2 over TLS (443 stays HTTP/1.1 only). */
 export const H2_PORT = 9443;
+/** The port where nginx speaks HTTP/2 in clear text, prior knowledge only (h2c; with `plainHttp`). */
+export const H2C_PORT = 9080;
 
 export class OriginNamespace {
   /** The origin's address (where its servers listen). */
@@ -243,7 +245,9 @@ http {
   keepalive_timeout 120s;
   sendfile on;
   server {
-    listen ${address}:443 ssl;${options.plainHttp ? `\n    listen ${address}:80;` : ""}
+    listen ${address}:443 ssl;${
+    options.plainHttp ? `\n    listen ${address}:80;\n    listen ${address}:${H2C_PORT} http2;` : ""
+  }
     listen ${address}:${H2_PORT} ssl http2;
     ssl_certificate ${dir}/server.pem;
     ssl_certificate_key ${dir}/server.key;

@@ -11,7 +11,7 @@ import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
 import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
 import { nsClient, Rig, sh } from "./rig.ts";
-import { H2_PORT, OriginNamespace } from "./origin_ns.ts";
+import { H2_PORT, H2C_PORT, OriginNamespace } from "./origin_ns.ts";
 
 const MB = 1 << 20;
 
@@ -203,6 +203,16 @@ Deno.test({
         assert.equal(small.length, 100);
         assert.ok(small.every((f) => f.response?.status === 200 && f.error === undefined));
         assert.equal(new Set(small.map((f) => f.streamId)).size, 100, "100 streams of one connection");
+        // Prior-knowledge h2c: the preface is recognised and both sides speak h2 in clear text.
+        const h2c = await curl(["--http2-prior-knowledge", `http://${o}:${H2C_PORT}/small.txt`]);
+        assert.equal(h2c, "hello from nginx\n");
+        const c = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.scheme === "http" && f.request.port === H2C_PORT,
+          "h2c",
+        );
+        assert.equal(c.request.httpVersion, "HTTP/2.0");
+        assert.equal(c.response?.status, 200);
       });
 
       await t.step("20 MB upload arrives intact", async () => {

@@ -129,6 +129,20 @@ export class Http2Layer implements Layer {
     const out: LayerCommand[] = [];
     if (!this.#started) out.push(...this.start());
     if (this.#done) return out;
+    try {
+      this.#handle(event, out);
+    } catch (e) {
+      // A bug here must cost this connection only: its flows end with the reason, both sides close.
+      const message = `HTTP/2 relay failed: ${(e as Error).message ?? String(e)}`;
+      out.push({ type: "log", level: "error", message });
+      for (const pair of this.#byDown.values()) this.#fail(pair, message, event.now, out);
+      this.#done = true;
+      out.push({ type: "close", to: "server", reset: true }, { type: "close", to: "client", reset: true });
+    }
+    return out;
+  }
+
+  #handle(event: LayerEvent, out: LayerCommand[]): void {
     const now = event.now;
     switch (event.type) {
       case "data":
@@ -167,7 +181,6 @@ export class Http2Layer implements Layer {
         break;
     }
     this.#flush(now, out);
-    return out;
   }
 
   // ---- client side -------------------------------------------------------------------------
@@ -546,7 +559,7 @@ export class Http2Layer implements Layer {
     const pseudo = (name: string) => headers.find(([n]) => n === name)?.[1];
     const method = pseudo(":method") ?? "";
     const scheme = pseudo(":scheme") ?? this.#o.scheme;
-    const authority = pseudo(":authority") ?? this.#o.server.hostname ??
+    const authority = pseudo(":authority") ?? pseudo("host") ?? this.#o.server.hostname ??
       formatHostPort(this.#o.server.address);
     const { host, port } = splitAuthority(authority, this.#o.server.address.port);
     const path = method === "CONNECT" ? authority : pseudo(":path") ?? "";

@@ -413,3 +413,18 @@ Deno.test("http2 layer: the upstream closing mid-response resets the client stre
   assert.deepEqual([...r.closed].sort(), ["client", "server"]);
   assert.match(r.ended()[0]!.error!.message, /server closed the connection/);
 });
+
+Deno.test("http2 layer: an internal failure ends that connection's flows with the reason and closes both sides", () => {
+  const r = new Rig();
+  r.client.request(POST, false);
+  r.pump();
+  r.layer.up.sendData = () => {
+    throw new Error("boom");
+  };
+  r.client.sendData(1, new Uint8Array(5));
+  r.pump();
+  assert.deepEqual([...r.closed].sort(), ["client", "server"]);
+  assert.match(r.ended()[0]!.error!.message, /HTTP\/2 relay failed: boom/);
+  assert.ok(r.commands.some((c) => c.type === "close" && c.reset));
+  assert.ok(r.commands.some((c) => c.type === "log" && c.level === "error"));
+});
