@@ -1,0 +1,56 @@
+/**
+ * A quick HTTP/2 figure through the proxy: h2load in a wireguard-go client namespace (tests/rig.ts)
+ * against nginx in an origin namespace (tests/origin_ns.ts), through `startProxy()` in WireGuard
+ * mode in this process; the same load over HTTP/1.1 through the proxy, and h2 straight from the
+ * host to nginx (no proxy, no tunnel) as the ceiling. Needs root.
+ *
+ * `node_modules/.bin/deno run -A bench/h2_proxy.ts [requests=20000]`
+ * @module
+ */
+import { generatePrivateKey } from "../mod.ts";
+import { startProxy } from "../src/proxy/proxy.ts";
+import { Rig, sh } from "../tests/rig.ts";
+import { H2_PORT, OriginNamespace } from "../tests/origin_ns.ts";
+
+const requests = Number(Deno.args[0] ?? 20000);
+const origin = await OriginNamespace.create(["origin.test"], 1 << 20);
+const confdir = await Deno.makeTempDir({ prefix: "wirescope-h2bench-" });
+const proxy = await startProxy({
+  modes: [{ kind: "wireguard", port: 0, privateKey: generatePrivateKey(), peers: [] }],
+  confdir,
+  upstreamCa: [origin.caFile],
+  dnsServers: [{ hostname: origin.address, port: 53 }],
+  flowBuffer: 100,
+  onLog: () => {},
+});
+const wg = proxy.wireguard[0]!;
+let rig: Rig | null = null;
+/** h2load's "finished in" and "requests:" lines. */
+const summary = (out: string) =>
+  out.split("\n").filter((l) => /^finished in|^requests:|^time for request:/.test(l)).join("\n  ");
+try {
+  rig = await Rig.create(1, wg.publicKey, wg.addr.port, (publicKey) => wg.addPeer({ publicKey }));
+  const client = rig.clients[0]!;
+  const o = origin.address;
+  const n = String(requests);
+  const runs: [string, () => Promise<string>][] = [
+    [
+      "h2 through the proxy (10 connections x 10 streams)",
+      () => client.exec(["h2load", "-n", n, "-c", "10", "-m", "10", `https://${o}:${H2_PORT}/small.txt`]),
+    ],
+    [
+      "HTTP/1.1 through the proxy (10 connections)",
+      () => client.exec(["h2load", "--h1", "-n", n, "-c", "10", `https://${o}/small.txt`]),
+    ],
+    [
+      "h2 from the host straight to nginx (ceiling)",
+      () => sh(["h2load", "-n", n, "-c", "10", "-m", "10", `https://${o}:${H2_PORT}/small.txt`]),
+    ],
+  ];
+  for (const [name, run] of runs) console.log(`${name}:\n  ${summary(await run())}`);
+} finally {
+  await rig?.close();
+  await proxy.close(100);
+  await origin.close();
+  await Deno.remove(confdir, { recursive: true }).catch(() => {});
+}
