@@ -15,6 +15,15 @@ import { H2_PORT, H2C_PORT, OriginNamespace } from "./origin_ns.ts";
 
 const MB = 1 << 20;
 
+/** Where scripts/setup.sh built h2spec (`go install`). */
+async function h2specPath(): Promise<string> {
+  const out = await new Deno.Command("go", { args: ["env", "GOPATH"], stdout: "piped", stderr: "null" })
+    .output()
+    .catch(() => null);
+  const gopath = out?.success ? new TextDecoder().decode(out.stdout).trim() : `${Deno.env.get("HOME")}/go`;
+  return `${gopath}/bin/h2spec`;
+}
+
 /** Waits (bounded) for a completed flow that matches. */
 async function flowWhere<T extends Flow>(
   flows: Flow[],
@@ -214,6 +223,21 @@ Deno.test({
         assert.equal(c.request.httpVersion, "HTTP/2.0");
         assert.equal(c.response?.status, 200);
       });
+
+      await t.step(
+        "h2spec --strict through the tunnel: the proxy's client-facing h2 side conforms",
+        async () => {
+          const out = await client.exec([
+            "sh",
+            "-c",
+            `${await h2specPath()} -t -k -h ${o} -p ${H2_PORT} --strict --timeout 5 2>&1; true`,
+          ]);
+          const summary = out.match(/(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed/);
+          assert.ok(summary, out.slice(-2000));
+          assert.equal(summary[4], "0", out.slice(out.indexOf("Failures:")));
+          assert.ok(Number(summary[1]) >= 146, summary[0]);
+        },
+      );
 
       await t.step("20 MB upload arrives intact", async () => {
         const file = await Deno.makeTempFile();
