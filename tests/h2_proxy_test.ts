@@ -108,6 +108,68 @@ function resetOrigin(key: string, cert: string): { port: number; close(): void }
   return { port: listener.addr.port, close: () => listener.close() };
 }
 
+/**
+ * A local port that forwards each connection through the explicit proxy with CONNECT to
+ * `target`: tools without proxy support (h2spec) reach the proxy's interception this way.
+ */
+function connectShim(proxyPort: number, target: string): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+    try {
+      await from.readable.pipeTo(to.writable);
+    } catch { /* either side went away */ }
+    try {
+      to.close();
+    } catch { /* closed */ }
+  };
+  const serve = async (conn: Deno.Conn) => {
+    try {
+      const up = await Deno.connect({ hostname: "127.0.0.1", port: proxyPort });
+      await up.write(new TextEncoder().encode(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`));
+      // Read the proxy's answer up to the end of its head (it sends nothing more before us).
+      let head = "";
+      const buf = new Uint8Array(1);
+      while (!head.endsWith("\r\n\r\n") && head.length < 4096) {
+        const n = await up.read(buf);
+        if (n === null) throw new Error("proxy closed");
+        head += String.fromCharCode(buf[0]!);
+      }
+      if (!head.startsWith("HTTP/1.1 200")) throw new Error(head);
+      void pipe(conn, up);
+      void pipe(up, conn);
+    } catch {
+      conn.close();
+    }
+  };
+  (async () => {
+    for await (const conn of listener) void serve(conn);
+  })().catch(() => {});
+  return { port: listener.addr.port, close: () => listener.close() };
+}
+
+async function h2specPath(): Promise<string> {
+  const out = await new Deno.Command("go", { args: ["env", "GOPATH"], stdout: "piped", stderr: "null" })
+    .output()
+    .catch(() => null);
+  const gopath = out?.success ? decoder.decode(out.stdout).trim() : `${Deno.env.get("HOME")}/go`;
+  return `${gopath}/bin/h2spec`;
+}
+
+/** Runs h2spec --strict against 127.0.0.1:`port` and returns its summary. */
+async function h2spec(
+  port: number,
+  tls: boolean,
+): Promise<{ summary: string; failed: string; text: string }> {
+  const out = await new Deno.Command(await h2specPath(), {
+    args: [...(tls ? ["-t", "-k"] : []), "-h", "127.0.0.1", "-p", String(port), "--strict", "--timeout", "5"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = decoder.decode(out.stdout);
+  const m = text.match(/(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed/);
+  return { summary: m?.[0] ?? "", failed: m?.[4] ?? "?", text };
+}
+
 function listen(server: { listen(port: number, host: string, cb: () => void): unknown; address(): unknown }) {
   return new Promise<number>((resolve) =>
     server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
@@ -259,6 +321,22 @@ Deno.test({
         const [f] = await waitFlows(flows, (f) => f.request.scheme === "http" && f.request.path === "/hello");
         assert.equal(f!.request.httpVersion, "HTTP/2.0");
         assert.equal(f!.response?.status, 200);
+      });
+
+      await t.step("h2spec --strict against the proxy's client-facing h2 side (TLS and h2c)", async () => {
+        for (
+          const [target, tls] of [[`127.0.0.1:${h2Port}`, true], [`127.0.0.1:${h2cPort}`, false]] as const
+        ) {
+          const shim = connectShim(proxy.addresses[0]!.addr.port, target);
+          try {
+            const r = await h2spec(shim.port, tls);
+            assert.ok(r.summary, r.text.slice(-2000));
+            assert.equal(r.failed, "0", r.text.slice(r.text.indexOf("Failures:")));
+            assert.ok(Number(r.summary.split(" ")[0]) >= 146, r.summary);
+          } finally {
+            shim.close();
+          }
+        }
       });
 
       await t.step(
