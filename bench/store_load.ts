@@ -30,6 +30,15 @@ async function run(cmd: string, cmdArgs: string[]): Promise<void> {
   if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
 }
 
+/** CPU time (user + system, all threads) of a process so far, in ms. */
+function cpuMs(pid: number, thread = false): number {
+  // With `thread`, the main thread alone (its task id is the process id).
+  const stat = Deno.readTextFileSync(thread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 (1-based) of the whole line, in clock ticks (100 Hz).
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 async function waitForPort(port: number, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -78,7 +87,10 @@ try {
   children.push(origin);
   await waitForPort(originPort);
 
-  const measure = async (store: boolean, round: number): Promise<number> => {
+  const measure = async (
+    store: boolean,
+    round: number,
+  ): Promise<{ rate: number; cpu: number; main: number }> => {
     const port = freePort();
     const confdir = `${dir}/conf`;
     const proxy = new Deno.Command(Deno.execPath(), {
@@ -129,24 +141,42 @@ try {
         return n / ((performance.now() - t0) / 1000);
       };
       await curl(1000); // warm-up: connections, certificates, JIT
-      return await curl(REQUESTS);
+      const cpu0 = cpuMs(proxy.pid);
+      const main0 = cpuMs(proxy.pid, true);
+      const rate = await curl(REQUESTS);
+      // The proxy's CPU per request (µs), worker included, and its main thread's alone: steadier
+      // than req/s on a shared machine.
+      return {
+        rate,
+        cpu: ((cpuMs(proxy.pid) - cpu0) * 1000) / REQUESTS,
+        main: ((cpuMs(proxy.pid, true) - main0) * 1000) / REQUESTS,
+      };
     } finally {
       proxy.kill("SIGTERM");
       await proxy.status;
     }
   };
 
-  const off: number[] = [];
-  const on: number[] = [];
+  const off: { rate: number; cpu: number; main: number }[] = [];
+  const on: { rate: number; cpu: number; main: number }[] = [];
   for (let i = 0; i < ROUNDS; i++) {
     off.push(await measure(false, i));
     on.push(await measure(true, i));
+    const [x, y] = [off.at(-1)!, on.at(-1)!];
     console.log(
-      `round ${i + 1}: store off ${off.at(-1)!.toFixed(0)} req/s, on ${on.at(-1)!.toFixed(0)} req/s`,
+      `round ${i + 1}: store off ${x.rate.toFixed(0)} req/s ${x.cpu.toFixed(0)} µs CPU/req ` +
+        `(main thread ${x.main.toFixed(0)}), on ${y.rate.toFixed(0)} req/s ${y.cpu.toFixed(0)} µs CPU/req ` +
+        `(main thread ${y.main.toFixed(0)})`,
     );
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const a = median(off), b = median(on);
+  const a = median(off.map((r) => r.rate)), b = median(on.map((r) => r.rate));
+  const ca = median(off.map((r) => r.cpu)), cb = median(on.map((r) => r.cpu));
+  const ma = median(off.map((r) => r.main)), mb = median(on.map((r) => r.main));
+  console.log(
+    `proxy CPU per request (median): store off ${ca.toFixed(0)} µs, on ${cb.toFixed(0)} µs; ` +
+      `main thread alone: off ${ma.toFixed(0)} µs, on ${mb.toFixed(0)} µs`,
+  );
   console.log(
     `HTTPS req/s through the explicit proxy (curl, ${CONNECTIONS} connections, ${REQUESTS} requests, median of ${ROUNDS}): ` +
       `store off ${a.toFixed(0)}, store on ${b.toFixed(0)} (${((b / a - 1) * 100).toFixed(1)}%)`,

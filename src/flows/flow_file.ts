@@ -401,6 +401,11 @@ export function flowFromHarEntry(entry: unknown, index = 0, top?: Json): HttpFlo
       timestampEnd: start + total,
     };
   }
+  // The Host header is set apart when it names another host than the URL (transparent mode).
+  const hostField = flow.request.headers.find(([n]) => n.toLowerCase() === "host")?.[1];
+  if (hostField !== undefined && parsed && hostField.trim().toLowerCase() !== parsed.host.toLowerCase()) {
+    flow.request.hostHeader = hostField;
+  }
   const end = optTime(top?.timestampEnd);
   flow.timestampEnd = end ?? start + total;
   const tls = top?.tls ?? entry._tls;
@@ -408,6 +413,8 @@ export function flowFromHarEntry(entry: unknown, index = 0, top?: Json): HttpFlo
   const error = top?.error ?? entry._error;
   if (isObject(error) && typeof error.message === "string") {
     flow.error = { message: error.message, timestamp: optTime(error.timestamp) ?? flow.timestampEnd };
+    // HAR has no end time of its own: a failed exchange without a response ended with its error.
+    if (end === undefined && !flow.response) flow.timestampEnd = flow.error.timestamp;
   }
   const ws = top ? top.websocket : entry._websocketMessages;
   if (top && isObject(ws)) {

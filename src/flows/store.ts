@@ -263,6 +263,41 @@ function hostPort(a: { hostname: string; port: number }): string {
   return `${a.hostname}:${a.port}`;
 }
 
+/** What of a flow {@link SqliteFlowStore.writeRow} needs: structured-cloneable, small. */
+export interface FlowRow {
+  /** The flow's fields that are columns of their own. */
+  flow: {
+    id: string;
+    type: Flow["type"];
+    timestampStart: number;
+    timestampEnd?: number;
+    server: { address: { port: number } };
+    error?: { message: string };
+  };
+  /** Whether the flow has ended. */
+  ended: boolean;
+  c: ReturnType<typeof columnsOf>;
+  encoded: EncodedFlow;
+}
+
+/** Makes a flow ready for {@link SqliteFlowStore.writeRow}. */
+export function flowRow(flow: Flow, ended: boolean, bodyLimit: number = DEFAULT_BODY_LIMIT): FlowRow {
+  const row: FlowRow = {
+    flow: {
+      id: flow.id,
+      type: flow.type,
+      timestampStart: flow.timestampStart,
+      server: { address: { port: flow.server.address.port } },
+    },
+    ended,
+    c: columnsOf(flow),
+    encoded: encodeFlow(flow, bodyLimit),
+  };
+  if (flow.timestampEnd !== undefined) row.flow.timestampEnd = flow.timestampEnd;
+  if (flow.error !== undefined) row.flow.error = { message: flow.error.message };
+  return row;
+}
+
 /** The metadata columns of a flow (names as text; ids are looked up when written). */
 function columnsOf(flow: Flow) {
   let host = "";
@@ -350,6 +385,8 @@ export class SqliteFlowStore implements FlowStore {
   #onError: ((error: Error) => void) | undefined;
   #stats: FlowStoreStats = { flows: 0, bytes: 0, dropped: 0, droppedBytes: 0, writeErrors: 0, bodiesCut: 0 };
   #names = new Map<string, number>();
+  /** Flows written live and not yet ended by this store (their rows are updated in place). */
+  #liveIds = new Set<string>();
   #inBatch = false;
   #closed = false;
   #stmts: Record<string, StatementSync> = {};
@@ -449,18 +486,29 @@ export class SqliteFlowStore implements FlowStore {
   }
 
   #write(flow: Flow, ended: boolean): void {
+    this.#writeRow(flowRow(flow, ended, this.#bodyLimit));
+  }
+
+  /**
+   * Writes a flow made ready by {@link flowRow} (where the flow lives, e.g. on the proxy's thread,
+   * while this runs in a worker). Never throws: a failure is counted and reported.
+   */
+  writeRow(row: FlowRow): void {
+    this.#safely("write", () => {
+      this.#writeRow(row);
+      if (row.ended && !this.#inBatch) this.#retain();
+    });
+  }
+
+  #writeRow(row: FlowRow): void {
     if (this.#closed) throw new FlowStoreError("the flow store is closed");
     if (this.readOnly) throw new FlowStoreError(`${this.path} is open read-only`);
-    const c = columnsOf(flow);
-    const encoded = encodeFlow(flow, this.#bodyLimit);
+    const { flow, c, encoded, ended } = row;
     let bytes = ROW_OVERHEAD + encoded.json.length;
     for (const b of encoded.blobs) bytes += b.byteLength;
     const own = !this.#inBatch;
     if (own) this.#db.exec("BEGIN IMMEDIATE");
     try {
-      const previous = this.#stmt("SELECT seq, bytes FROM flows WHERE id = ?").get(flow.id) as
-        | { seq: number; bytes: number }
-        | undefined;
       const values = [
         flow.type,
         flow.timestampStart,
@@ -485,7 +533,23 @@ export class SqliteFlowStore implements FlowStore {
         bytes,
       ];
       let seq: number;
-      if (previous) {
+      // A flow this store has not written live is most likely new: inserted without looking it
+      // up first (the lookup cost ~10% of a write); an old one is updated as below.
+      const inserted = this.#liveIds.has(flow.id) ? undefined : this.#stmt(
+        `INSERT INTO flows (id, type, ts_start, ts_end, client, server, peer, peer_name, host_id, host_alt_id,
+           port, method_id, url, url_alt, status, has_response, websocket, has_error, error, request_size,
+           response_size, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO NOTHING RETURNING seq`,
+      ).get(flow.id, ...values) as { seq: number } | undefined;
+      const previous = inserted
+        ? undefined
+        : this.#stmt("SELECT seq, bytes FROM flows WHERE id = ?").get(flow.id) as
+          | { seq: number; bytes: number }
+          | undefined;
+      if (inserted) {
+        seq = Number(inserted.seq);
+        this.#stats.flows++;
+      } else if (previous) {
         seq = Number(previous.seq);
         this.#stmt(
           `UPDATE flows SET type = ?, ts_start = ?, ts_end = ?, client = ?, server = ?, peer = ?, peer_name = ?,
@@ -511,6 +575,8 @@ export class SqliteFlowStore implements FlowStore {
         if (b.byteLength > 0) insertBlob.run(seq, i, b);
       });
       if (own) this.#db.exec("COMMIT");
+      if (ended) this.#liveIds.delete(flow.id);
+      else this.#liveIds.add(flow.id);
       this.#stats.bytes += bytes;
       this.#stats.bodiesCut += encoded.cut;
     } catch (e) {

@@ -5,13 +5,12 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import type { Flow } from "../proxy/flow.ts";
-import { type RetentionEvent, SqliteFlowStore, type SqliteFlowStoreOptions } from "./store.ts";
+import { type FlowRow, type RetentionEvent, SqliteFlowStore, type SqliteFlowStoreOptions } from "./store.ts";
 
 /** Messages to the worker. */
 export type ToWorker =
   | { kind: "open"; path: string; options: Pick<SqliteFlowStoreOptions, "bodyLimit" | "maxBytes"> }
-  | { kind: "write"; seq: number; writes: { flow: Flow; ended: boolean }[] }
+  | { kind: "write"; seq: number; rows: FlowRow[] }
   | { kind: "close" };
 
 /** Messages from the worker. */
@@ -56,10 +55,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       if (s) {
         try {
           s.batch(() => {
-            for (const w of m.writes) {
-              if (w.ended) s.end(w.flow);
-              else s.put(w.flow);
-            }
+            for (const row of m.rows) s.writeRow(row);
           });
         } catch (e) {
           commitFailures++;
