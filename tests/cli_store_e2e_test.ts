@@ -241,3 +241,92 @@ Deno.test({
     }
   },
 });
+
+async function sh(cmd: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) throw new Error(`${cmd.join(" ")}: ${decoder.decode(out.stderr)}`);
+}
+
+Deno.test({
+  name: "wirescope: a full disk under the store is one log line; recording stops, the proxy keeps serving",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-store-full-" });
+    const disk = await Deno.makeTempDir({ prefix: "wirescope-tmpfs-" });
+    await sh(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk]);
+    // 200 KB bodies: the 1 MiB disk is full after a few flows.
+    const body = "x".repeat(200_000);
+    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(body));
+    const o = origin.addr.port;
+    const port = freePort();
+    const cli = new Cli([
+      "--confdir",
+      `${dir}/conf`,
+      "--mode",
+      `regular@127.0.0.1:${port}`,
+      "--allow-local-destinations",
+      "--store",
+      `${disk}/run.db`,
+    ]);
+    const REQUESTS = 12;
+    try {
+      await cli.waitFor(() => cli.stdout.includes("CA certificate:"), "the banner");
+      for (let i = 0; i < REQUESTS; i++) assert.equal(await curl(port, `http://127.0.0.1:${o}/f${i}`), 0);
+      await cli.waitFor(() => flowLines(cli.stdout, o).length === REQUESTS, "a line for every flow");
+      const complaints = cli.stderr.split("\n").filter((l) => /flow store/.test(l) && /fail/.test(l));
+      assert.ok(complaints.length >= 1 && complaints.length <= 2, cli.stderr);
+      assert.match(cli.stderr, /full|disk|space/i);
+      assert.match(cli.stderr, /recording stopped \(the proxy keeps running\)/);
+      assert.equal(await curl(port, `http://127.0.0.1:${o}/after`), 0, "still serving");
+      await cli.waitFor(() => flowLines(cli.stdout, o).length === REQUESTS + 1, "the line of the last flow");
+      assert.equal(await cli.stop("SIGINT"), 0);
+    } finally {
+      await cli.stop("SIGKILL").catch(() => {});
+      await origin.shutdown();
+      await sh(["umount", disk]).catch(() => sh(["umount", "-l", disk]));
+      await Deno.remove(disk, { recursive: true });
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "wirescope: --store-max drops the oldest flows with a log line",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-store-max-" });
+    const body = "y".repeat(200_000);
+    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(body));
+    const o = origin.addr.port;
+    const port = freePort();
+    const cli = new Cli([
+      "--confdir",
+      `${dir}/conf`,
+      "--mode",
+      `regular@127.0.0.1:${port}`,
+      "--allow-local-destinations",
+      "--store",
+      `${dir}/run.db`,
+      "--store-max",
+      "1M",
+    ]);
+    try {
+      await cli.waitFor(() => cli.stdout.includes("CA certificate:"), "the banner");
+      for (let i = 0; i < 12; i++) assert.equal(await curl(port, `http://127.0.0.1:${o}/m${i}`), 0);
+      await cli.waitFor(() => flowLines(cli.stdout, o).length === 12, "a line for every flow");
+      assert.equal(await cli.stop("SIGINT"), 0);
+      assert.match(cli.stderr, /the flow store is over --store-max 1\.0m: dropped the \d+ oldest flows/);
+      const read = await wirescope(["-r", `${dir}/run.db`]);
+      const kept = flowLines(read.stdout, o);
+      assert.ok(kept.length >= 3 && kept.length < 12, `${kept.length} flows kept`);
+      assert.match(kept.at(-1)!, /\/m11 << 200/, "the newest flows are the ones kept");
+    } finally {
+      await cli.stop("SIGKILL").catch(() => {});
+      await origin.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
