@@ -2,9 +2,10 @@
  * The recorder: what carries a running proxy's flow events into a {@link FlowStore} without
  * putting a transaction on the hot path for each of them.
  *
- * - `start` and `update` mark a flow as due for a `put`; a live flow is written at most once per
- *   `updateInterval` (default 500 ms), so a long download that updates on every chunk costs a
- *   few writes per second, not one per chunk.
+ * - `start` and `update` mark a flow as due for a `put`; a live flow is written once it has been
+ *   live for `updateInterval` (default 500 ms) and at most once per `updateInterval` after that,
+ *   so a long download that updates on every chunk costs a few writes per second, not one per
+ *   chunk, and the many short flows are written once, when they end.
  * - `end` queues the flow; queued flows are written together in one transaction (the store's
  *   `batch`, when it has one) `flushDelay` ms after the first of them (default 25 ms), or at once
  *   when `maxBatch` of them (default 256) are waiting. A flow that starts and ends within one
@@ -87,7 +88,7 @@ export class FlowRecorder {
   #onLog: FlowRecorderOptions["onLog"];
   /** Live flows due for a write, by id. */
   #live = new Map<string, Flow>();
-  /** When each live flow was last written (ms, `performance.now()`), by id. */
+  /** When each live flow was last written, or started (ms, `performance.now()`), by id. */
   #lastWrite = new Map<string, number>();
   /** Ended flows waiting for the batch. */
   #ended: Flow[] = [];
@@ -136,6 +137,10 @@ export class FlowRecorder {
     }
     if (this.#filter !== undefined || this.#stats.stopped) return;
     this.#live.set(flow.id, flow);
+    // Counted from its start: a flow that ends within `updateInterval` is never written live.
+    if (event.type === "start" && !this.#lastWrite.has(flow.id)) {
+      this.#lastWrite.set(flow.id, performance.now());
+    }
     this.#schedule();
   }
 
