@@ -75,6 +75,14 @@ export type {
 export { CertificateAuthority, namesFromCertificate } from "./src/certs/mod.ts";
 export type { Leaf, LeafHost } from "./src/certs/mod.ts";
 export { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder, HarSpool } from "./src/cli/flow_files.ts";
+export { SqliteFlowStore } from "./src/flows/store.ts";
+export type { FlowPage, FlowQuery, FlowStore, FlowStoreStats, StoredFlow } from "./src/flows/store.ts";
+export { WorkerFlowStore } from "./src/flows/worker_store.ts";
+export { FlowRecorder } from "./src/flows/recorder.ts";
+export type { FlowRecorderOptions, FlowRecorderStats } from "./src/flows/recorder.ts";
+export { compileFilter, FilterSyntaxError } from "./src/flows/filter.ts";
+export type { Filter } from "./src/flows/filter.ts";
+export { FlowFileError, openFlowFile } from "./src/flows/flow_file.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");

@@ -276,7 +276,7 @@ export interface FlowRow {
   };
   /** Whether the flow has ended. */
   ended: boolean;
-  c: ReturnType<typeof columnsOf>;
+  c: FlowColumns;
   encoded: EncodedFlow;
 }
 
@@ -299,7 +299,25 @@ export function flowRow(flow: Flow, ended: boolean, bodyLimit: number = DEFAULT_
 }
 
 /** The metadata columns of a flow (names as text; ids are looked up when written). */
-function columnsOf(flow: Flow) {
+export interface FlowColumns {
+  host: string;
+  hostAlt: string;
+  method: string;
+  url: string;
+  urlAlt: string;
+  status: number;
+  hasResponse: number;
+  websocket: number;
+  requestSize: number;
+  responseSize: number;
+  client: string;
+  server: string;
+  peer: string;
+  peerName: string;
+}
+
+/** The metadata columns of a flow (names as text; ids are looked up when written). */
+function columnsOf(flow: Flow): FlowColumns {
   let host = "";
   let hostAlt = "";
   let method = "";
