@@ -77,6 +77,13 @@ interface StreamPair {
   responseDone: boolean;
   /** Response headers were sent to the client (a failure after this is a reset, not a 502). */
   responseStarted: boolean;
+  /**
+   * A request waiting for the upstream's concurrency limit, with what came of it so far (its
+   * body is not given back to the client until it is sent, so the client's windows bound it).
+   */
+  waiting:
+    | { headers: HeaderField[]; chunks: Uint8Array[]; end: boolean; trailers: HeaderField[] | null }
+    | null;
 }
 
 /** Relays HTTP/2 between a client and an upstream and records each stream. */
@@ -95,6 +102,10 @@ export class Http2Layer implements Layer {
   /** Either side sent GOAWAY (or the upstream is gone): close once no stream is left. */
   #goingAway = false;
   #armed: number | null = null;
+  /** Requests waiting for room under the upstream's SETTINGS_MAX_CONCURRENT_STREAMS, oldest first. */
+  #waiting: StreamPair[] = [];
+  /** The upstream sent GOAWAY: no new upstream streams. */
+  #upstreamGoaway = false;
 
   constructor(options: Http2LayerOptions) {
     this.#o = options;
@@ -193,7 +204,10 @@ export class Http2Layer implements Layer {
         if (!pair) return;
         // Trailers (the only other kind a server-role connection reports).
         pair.flow.request.trailers = regularFields(ev.headers);
-        if (pair.up !== null) this.up.sendTrailers(pair.up, ev.headers);
+        if (pair.waiting) {
+          pair.waiting.trailers = ev.headers;
+          pair.waiting.end = true;
+        } else if (pair.up !== null) this.up.sendTrailers(pair.up, ev.headers);
         this.#requestEnded(pair, now, out);
         return;
       }
@@ -205,7 +219,10 @@ export class Http2Layer implements Layer {
         }
         appendBody(pair.flow.request.body, ev.data, this.#o.bodyLimit);
         pair.requestOwed += ev.data.byteLength;
-        if (pair.up !== null) this.up.sendData(pair.up, ev.data, ev.endStream);
+        if (pair.waiting) {
+          pair.waiting.chunks.push(ev.data);
+          if (ev.endStream) pair.waiting.end = true;
+        } else if (pair.up !== null) this.up.sendData(pair.up, ev.data, ev.endStream);
         if (ev.endStream) this.#requestEnded(pair, now, out);
         return;
       }
@@ -262,6 +279,7 @@ export class Http2Layer implements Layer {
       requestDone: false,
       responseDone: false,
       responseStarted: false,
+      waiting: null,
     };
     this.#byDown.set(streamId, pair);
     out.push({ type: "flow", event: "start", flow });
@@ -271,6 +289,12 @@ export class Http2Layer implements Layer {
     }
     if (this.#server === "failed" || this.#server === "closed") {
       this.#answerLocally(pair, this.#serverFailure || "the upstream connection is gone", now, out);
+      return;
+    }
+    if (!this.#upstreamGoaway && !this.up.failed && !this.up.canOpenStream()) {
+      // The upstream's concurrency limit is reached: the request waits for a stream to end.
+      pair.waiting = { headers, chunks: [], end: endStream, trailers: null };
+      this.#waiting.push(pair);
       return;
     }
     try {
@@ -337,7 +361,11 @@ export class Http2Layer implements Layer {
       case "reset": {
         const pair = this.#byUp.get(ev.streamId);
         if (!pair) return;
-        if (ev.remote) {
+        if (ev.remote && ev.code === ErrorCode.NO_ERROR && pair.responseDone) {
+          // A complete response, then "stop sending the request" (RFC 9113 §8.1): not an error.
+          this.down.reset(pair.down, ev.code);
+          this.#endFlow(pair, now, out);
+        } else if (ev.remote) {
           // REFUSED_STREAM (also what a GOAWAY's unprocessed streams get) tells the client to retry.
           this.down.reset(pair.down, ev.code);
           this.#fail(pair, `server reset the stream (${errorName(ev.code)})`, now, out);
@@ -365,6 +393,13 @@ export class Http2Layer implements Layer {
           // the client opens no more, the rest finish.
           if (!this.#goingAway) this.down.goaway(ErrorCode.NO_ERROR, "upstream is going away");
           this.#goingAway = true;
+          this.#upstreamGoaway = true;
+          for (const pair of this.#waiting) {
+            if (!pair.waiting) continue;
+            this.down.reset(pair.down, ErrorCode.REFUSED_STREAM);
+            this.#fail(pair, "upstream went away before the request could be sent", now, out);
+          }
+          this.#waiting = [];
           if (ev.code !== ErrorCode.NO_ERROR) {
             out.push({
               type: "log",
@@ -468,6 +503,7 @@ export class Http2Layer implements Layer {
   }
 
   #fail(pair: StreamPair, message: string, now: number, out: LayerCommand[]): void {
+    pair.waiting = null;
     if (pair.flow.timestampEnd === undefined) pair.flow.error = { message, timestamp: now };
     this.#endFlow(pair, now, out);
   }
@@ -503,8 +539,9 @@ export class Http2Layer implements Layer {
    */
   #flush(now: number, out: LayerCommand[]): void {
     if (this.#done) return;
+    this.#startWaiting();
     for (const pair of [...this.#byDown.values()]) {
-      if (pair.requestOwed > 0) {
+      if (pair.requestOwed > 0 && !pair.waiting) {
         const sent = pair.requestOwed - (pair.up === null ? 0 : this.up.bufferedData(pair.up));
         if (sent > 0) {
           this.down.consume(pair.down, sent);
@@ -552,6 +589,24 @@ export class Http2Layer implements Layer {
     if (next !== null && next !== this.#armed) {
       this.#armed = next;
       out.push({ type: "timer", delay: Math.max(0, next - now) });
+    }
+  }
+
+  /** Opens upstream streams for waiting requests while the upstream's limit allows. */
+  #startWaiting(): void {
+    while (this.#waiting.length > 0 && this.up.canOpenStream()) {
+      const pair = this.#waiting.shift()!;
+      const w = pair.waiting;
+      if (!w) continue; // failed or reset meanwhile
+      pair.waiting = null;
+      const headersOnly = w.end && w.chunks.length === 0 && w.trailers === null;
+      const up = this.up.request(w.headers, headersOnly);
+      pair.up = up;
+      this.#byUp.set(up, pair);
+      w.chunks.forEach((chunk, i) => {
+        this.up.sendData(up, chunk, w.end && w.trailers === null && i === w.chunks.length - 1);
+      });
+      if (w.trailers !== null) this.up.sendTrailers(up, w.trailers);
     }
   }
 

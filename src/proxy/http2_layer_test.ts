@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Http2Layer, type Http2LayerOptions } from "./http2_layer.ts";
-import { Http2Connection, type Http2Event } from "./http2/connection.ts";
+import { type ConnectionOptions, Http2Connection, type Http2Event } from "./http2/connection.ts";
 import { ErrorCode, PREFACE, serializeFrame } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
 import type { HttpFlow } from "./flow.ts";
@@ -46,7 +46,7 @@ function options(extra: Partial<Http2LayerOptions> = {}): Http2LayerOptions {
 class Rig {
   readonly layer: Http2Layer;
   readonly client = new Http2Connection("client");
-  readonly server = new Http2Connection("server");
+  readonly server: Http2Connection;
   readonly clientEvents: Http2Event[] = [];
   readonly serverEvents: Http2Event[] = [];
   readonly flows: { event: string; flow: HttpFlow }[] = [];
@@ -56,7 +56,8 @@ class Rig {
   serverUp: boolean;
   now = 1;
 
-  constructor(extra: Partial<Http2LayerOptions> = {}) {
+  constructor(extra: Partial<Http2LayerOptions> = {}, origin: ConnectionOptions = {}) {
+    this.server = new Http2Connection("server", origin);
     this.layer = new Http2Layer(options(extra));
     this.serverUp = extra.serverConnected ?? true;
     this.apply(this.layer.start());
@@ -427,4 +428,50 @@ Deno.test("http2 layer: an internal failure ends that connection's flows with th
   assert.match(r.ended()[0]!.error!.message, /HTTP\/2 relay failed: boom/);
   assert.ok(r.commands.some((c) => c.type === "close" && c.reset));
   assert.ok(r.commands.some((c) => c.type === "log" && c.level === "error"));
+});
+
+Deno.test("http2 layer: requests past the upstream's concurrency limit wait, body and trailers kept, then go", () => {
+  const r = new Rig({}, { maxConcurrentStreams: 1 });
+  r.pump(); // SETTINGS both ways: the layer learns the origin's limit of 1
+  const a = r.client.request(GET, true);
+  const b = r.client.request(POST, false);
+  r.client.sendData(b, new TextEncoder().encode("body"));
+  r.client.sendTrailers(b, [["x-t", "1"]]);
+  r.pump();
+  assert.equal(r.of(r.serverEvents, "headers").length, 1, "only one stream at the origin");
+  assert.equal(r.flows.filter((f) => f.event === "start").length, 2);
+  r.server.sendHeaders(r.of(r.serverEvents, "headers")[0]!.streamId, [[":status", "200"]], true);
+  r.pump();
+  const heads = r.of(r.serverEvents, "headers");
+  assert.deepEqual(heads.map((h) => h.kind), ["request", "request", "trailers"]);
+  assert.deepEqual(heads[1]!.headers, POST);
+  const upB = heads[1]!.streamId;
+  assert.equal(r.body(r.serverEvents, upB), "body");
+  r.server.sendHeaders(upB, [[":status", "201"]], true);
+  r.pump();
+  const answers = r.of(r.clientEvents, "headers");
+  assert.equal(answers.find((h) => h.streamId === a)?.headers[0]?.[1], "200");
+  assert.equal(answers.find((h) => h.streamId === b)?.headers[0]?.[1], "201");
+  assert.deepEqual(r.ended().map((f) => f.error), [undefined, undefined]);
+});
+
+Deno.test("http2 layer: a waiting request reset by the client is dropped; the next one goes", () => {
+  const r = new Rig({}, { maxConcurrentStreams: 1 });
+  r.pump();
+  r.client.request(GET, true);
+  const b = r.client.request(POST, false);
+  const c = r.client.request(GET, true);
+  r.client.sendData(b, new Uint8Array(1000));
+  r.pump();
+  r.client.reset(b, ErrorCode.CANCEL);
+  r.pump();
+  r.server.sendHeaders(r.of(r.serverEvents, "headers")[0]!.streamId, [[":status", "200"]], true);
+  r.pump();
+  const heads = r.of(r.serverEvents, "headers");
+  assert.equal(heads.length, 2);
+  assert.deepEqual(heads[1]!.headers, GET);
+  r.server.sendHeaders(heads[1]!.streamId, [[":status", "204"]], true);
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === c)?.headers[0]?.[1], "204");
+  assert.match(r.ended().find((f) => f.streamId === b)!.error!.message, /client reset/);
 });

@@ -334,6 +334,12 @@ export class Http2Connection {
     return this.streams.size;
   }
 
+  /** Whether `request()` may open a stream now (no GOAWAY, below the peer's concurrency limit). */
+  canOpenStream(): boolean {
+    return this.role === "client" && !this.failed && this.goawayReceivedLast < 0 &&
+      this.localOpen < this.peerMaxConcurrent;
+  }
+
   /** Whether stream `streamId` is open (in any open or half-closed state). */
   hasStream(streamId: number): boolean {
     return this.streams.has(streamId);
