@@ -229,7 +229,8 @@ export class FlowRecorder {
 
   /** Resolves when every batch so far is committed and its listeners told. */
   settled(): Promise<void> {
-    return this.#telling;
+    const store = this.store;
+    return this.#telling.then(() => (isDeferred(store) ? store.committed() : undefined));
   }
 
   #stop(failure: unknown): void {
