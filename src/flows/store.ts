@@ -23,7 +23,7 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type { Flow } from "../proxy/flow.ts";
+import type { BodyRecord, Flow, MessageRecord } from "../proxy/flow.ts";
 import { alternateHost, alternateUrl, compileFilter, type Filter, peerName } from "./filter.ts";
 
 /** The schema this code writes and reads. */
@@ -217,6 +217,60 @@ export interface EncodedFlow {
  * body record's `truncated` becomes true).
  */
 export function encodeFlow(flow: Flow, bodyLimit: number): EncodedFlow {
+  return encodeKnownShape(flow, bodyLimit) ?? encodeAnyShape(flow, bodyLimit);
+}
+
+/**
+ * {@link encodeFlow} for flows whose bytes are where the flow types put them (bodies and
+ * messages): copies only the objects on the way to them and stringifies natively, about a third
+ * cheaper than walking every object. Undefined when some other byte array turned up (it would
+ * have been written as `{"0":…}`, `{}` or, for a Buffer, `{"type":"Buffer","data":[…]}`; JSON
+ * escapes the quotes of such text inside strings, so only real objects match).
+ */
+function encodeKnownShape(flow: Flow, bodyLimit: number): EncodedFlow | undefined {
+  const blobs: Uint8Array[] = [];
+  let cut = 0;
+  const bytes = (b: Uint8Array) => {
+    if (b.byteLength > bodyLimit) {
+      b = b.subarray(0, bodyLimit);
+      cut++;
+    }
+    blobs.push(b);
+    return { [BYTES_KEY]: blobs.length - 1 };
+  };
+  const body = (r: BodyRecord) =>
+    r.content.byteLength > bodyLimit
+      ? { ...r, content: bytes(r.content), truncated: true }
+      : { ...r, content: bytes(r.content) };
+  const messages = (list: MessageRecord[]) => list.map((m) => ({ ...m, content: bytes(m.content) }));
+  let copy: unknown;
+  switch (flow.type) {
+    case "http":
+      copy = {
+        ...flow,
+        request: { ...flow.request, body: body(flow.request.body) },
+        ...(flow.response ? { response: { ...flow.response, body: body(flow.response.body) } } : {}),
+        ...(flow.websocket
+          ? { websocket: { ...flow.websocket, messages: messages(flow.websocket.messages) } }
+          : {}),
+      };
+      break;
+    case "tcp":
+    case "udp":
+      copy = { ...flow, messages: messages(flow.messages) };
+      break;
+    default:
+      copy = flow;
+  }
+  const json = JSON.stringify(copy);
+  // An empty byte array is written as `{}`: anything that looks like one takes the slow path too.
+  if (json.includes('{"0":') || json.includes("{}") || json.includes('{"type":"Buffer","data":[')) {
+    return undefined;
+  }
+  return { json, blobs, cut };
+}
+
+function encodeAnyShape(flow: Flow, bodyLimit: number): EncodedFlow {
   const blobs: Uint8Array[] = [];
   let cut = 0;
   const walk = (value: unknown): unknown => {

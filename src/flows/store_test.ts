@@ -381,3 +381,20 @@ Deno.test("store: two readers query while another process writes", async () => {
     }
   });
 });
+
+Deno.test("store: bytes outside bodies and messages, and Buffers, still round-trip (the slow path)", async () => {
+  await withDir(async (dir) => {
+    const { Buffer } = await import("node:buffer");
+    const odd = structuredClone(sampleFlows().get) as HttpFlow & { extra?: unknown };
+    odd.id = "00000000-0000-4000-8000-0000000000ee";
+    odd.extra = { raw: new Uint8Array([1, 2, 3]), none: new Uint8Array(0) };
+    odd.response!.body.content = Buffer.from("a buffer body");
+    const store = SqliteFlowStore.open(`${dir}/odd.db`);
+    store.end(odd);
+    const back = store.getSync(odd.id)!.flow as HttpFlow & { extra: { raw: Uint8Array; none: Uint8Array } };
+    assert.deepEqual([...back.extra.raw], [1, 2, 3]);
+    assert.ok(back.extra.none instanceof Uint8Array && back.extra.none.byteLength === 0);
+    assert.equal(new TextDecoder().decode(back.response!.body.content), "a buffer body");
+    store.closeSync();
+  });
+});
