@@ -118,6 +118,10 @@ pub struct Pair {
     /// Server-to-client datagrams seen so far, and the range of them that is lost on the way.
     pub down_count: usize,
     pub down_lost: std::ops::Range<usize>,
+    /// In [`Pair::step`]: how many of the client's datagrams are lost after each lost
+    /// server datagram (its duplicate ACKs), and how many are still to lose.
+    pub acks_lost_per_loss: usize,
+    pub acks_to_lose: usize,
 }
 
 impl Pair {
@@ -146,7 +150,17 @@ impl Pair {
                 },
             )
             .unwrap();
-        Pair { server, client, now, s_events: vec![], c_events: vec![], down_count: 0, down_lost: 0..0 }
+        Pair {
+            server,
+            client,
+            now,
+            s_events: vec![],
+            c_events: vec![],
+            down_count: 0,
+            down_lost: 0..0,
+            acks_lost_per_loss: 0,
+            acks_to_lose: 0,
+        }
     }
 
     /// Moves datagrams between the two until both are quiet (bounded).
@@ -190,7 +204,13 @@ impl Pair {
         let down = drain(&mut self.server);
         for rec in up {
             match rec {
-                Rec::Datagram(_, d) => self.server.datagram(self.now, CLIENT_EP.parse().unwrap(), &d),
+                Rec::Datagram(_, d) => {
+                    if self.acks_to_lose > 0 {
+                        self.acks_to_lose -= 1;
+                    } else {
+                        self.server.datagram(self.now, CLIENT_EP.parse().unwrap(), &d);
+                    }
+                }
                 other => self.c_events.push(other),
             }
         }
@@ -200,6 +220,8 @@ impl Pair {
                     self.down_count += 1;
                     if !self.down_lost.contains(&self.down_count) {
                         self.client.datagram(self.now, SERVER_EP.parse().unwrap(), &d);
+                    } else {
+                        self.acks_to_lose += self.acks_lost_per_loss;
                     }
                 }
                 other => self.s_events.push(other),

@@ -2389,6 +2389,24 @@ impl<'a> Socket<'a> {
             _ => {}
         }
 
+        // wirescope patch (RFC 6675's IsLost): with SACK, the first hole is lost once more than
+        // two segments' worth above it has been SACKed, however few ACKs said so. A Linux client
+        // behind wireguard-go's GRO receives the segments after a hole coalesced and answers
+        // them with one duplicate ACK, not three: counting ACKs left every such loss to the
+        // retransmission timer (download at 5% loss: 2.2 Mbit/s, cwnd mostly 1-8 segments).
+        if self.remote_has_sack
+            && self.recovery_point.is_none()
+            && self.rtte.rto_count == 0
+            && matches!(self.timer, Timer::Retransmit { .. })
+            && self.sacked_len > 0
+        {
+            let sacked: usize = self.sacked[..self.sacked_len].iter().map(|&(a, b)| b - a).sum();
+            if sacked > 2 * self.remote_mss {
+                self.timer.set_for_fast_retransmit();
+                net_debug!("started fast retransmit ({} octets SACKed)", sacked);
+            }
+        }
+
         // start/stop the Zero Window Probe timer.
         if self.remote_win_len == 0
             && !self.tx_buffer.is_empty()
