@@ -31,7 +31,7 @@ import {
 } from "./http2/connection.ts";
 import { ErrorCode, errorName } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
-import type { ClientInfo, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
+import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
 import { appendBody, emptyBody, formatHostPort } from "./flow.ts";
 import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
 
@@ -614,10 +614,22 @@ export class Http2Layer implements Layer {
     const pseudo = (name: string) => headers.find(([n]) => n === name)?.[1];
     const method = pseudo(":method") ?? "";
     const scheme = pseudo(":scheme") ?? this.#o.scheme;
-    const authority = pseudo(":authority") ?? pseudo("host") ?? this.#o.server.hostname ??
-      formatHostPort(this.#o.server.address);
-    const { host, port } = splitAuthority(authority, this.#o.server.address.port);
+    const given = pseudo(":authority") ?? pseudo("host");
+    const destination = this.#o.server.address;
+    const known = this.#o.tls?.sni ?? this.#o.server.hostname;
+    let authority = given ?? known ?? formatHostPort(destination);
+    let { host, port } = splitAuthority(authority, destination.port);
     const path = method === "CONNECT" ? authority : pseudo(":path") ?? "";
+    // The stream goes where the connection goes, whatever its authority says (as with HTTP/1's
+    // Host header): the URL names that destination, and the authority is kept beside it.
+    const mismatch = given !== undefined && method !== "CONNECT" &&
+      namesAnotherHost(given, known, destination);
+    if (mismatch) {
+      host = known ?? destination.hostname;
+      port = destination.port;
+      const bare = host.includes(":") ? `[${host}]` : host;
+      authority = port === (scheme === "https" ? 443 : 80) ? bare : `${bare}:${port}`;
+    }
     const flow: HttpFlow = {
       id: this.#o.newId(),
       type: "http",
@@ -639,6 +651,7 @@ export class Http2Layer implements Layer {
       },
     };
     if (this.#o.tls) flow.tls = this.#o.tls;
+    if (mismatch) flow.request.hostHeader = given;
     return flow;
   }
 }
@@ -648,6 +661,21 @@ function regularFields(headers: HeaderField[]): [string, string][] {
   const out: [string, string][] = [];
   for (const [name, value] of headers) if (!name.startsWith(":")) out.push([name, value]);
   return out;
+}
+
+const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:.]*)$/i;
+
+/**
+ * True when an authority names another host (or port) than the connection's destination: the
+ * name the client asked for (`known`: SNI) or, without one, the address it dialed when the
+ * authority holds an address too (a name against a bare address cannot be checked and is believed).
+ */
+function namesAnotherHost(authority: string, known: string | undefined, destination: HostPort): boolean {
+  const { host, port } = splitAuthority(authority, -1);
+  if (port !== -1 && port !== destination.port) return true;
+  const norm = (h: string) => h.toLowerCase().replace(/\.$/, "");
+  if (known !== undefined) return norm(host) !== norm(known);
+  return IP_LITERAL.test(host) && norm(host) !== norm(destination.hostname);
 }
 
 /** Host and port of an `:authority` (`host`, `host:port`, `[v6]:port`). */

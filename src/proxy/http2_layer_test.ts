@@ -475,3 +475,24 @@ Deno.test("http2 layer: a waiting request reset by the client is dropped; the ne
   assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === c)?.headers[0]?.[1], "204");
   assert.match(r.ended().find((f) => f.streamId === b)!.error!.message, /client reset/);
 });
+
+Deno.test("http2 layer: an :authority naming another host than the SNI is kept beside the real URL", () => {
+  const r = new Rig({ tls: { sni: "origin.test", alpnOffered: ["h2"], alpn: "h2", passthrough: false } });
+  const fronted: HeaderField[] = [
+    [":method", "GET"],
+    [":scheme", "https"],
+    [":authority", "hidden.test"],
+    [":path", "/x"],
+  ];
+  r.client.request(fronted, true);
+  r.client.request(GET, true);
+  r.pump();
+  // Forwarded as sent: the proxy records, it does not rewrite.
+  assert.deepEqual(r.of(r.serverEvents, "headers")[0]!.headers, fronted);
+  const [a, b] = r.flows.filter((f) => f.event === "start").map((f) => f.flow);
+  assert.equal(a!.request.url, "https://origin.test/x");
+  assert.equal(a!.request.host, "origin.test");
+  assert.equal(a!.request.hostHeader, "hidden.test");
+  assert.equal(b!.request.url, "https://origin.test/a?b=1");
+  assert.equal(b!.request.hostHeader, undefined);
+});
