@@ -51,6 +51,17 @@ function onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHe
   } else if (path.startsWith("/item/")) {
     stream.respond({ ":status": 200 });
     stream.end(`item ${path.slice(6)}`);
+  } else if (path === "/sha256") {
+    const hash = createHash("sha256");
+    let size = 0;
+    stream.on("data", (chunk: Uint8Array) => {
+      hash.update(chunk);
+      size += chunk.byteLength;
+    });
+    stream.on("end", () => {
+      stream.respond({ ":status": 200 });
+      stream.end(`${size} ${hash.digest("hex")}`);
+    });
   } else if (path.startsWith("/big/")) {
     const size = Number(path.slice(5));
     stream.respond({ ":status": 200, "content-length": String(size) });
@@ -329,6 +340,29 @@ Deno.test({
         );
         assert.equal(f!.response!.body.size, size);
         assert.ok(f!.response!.body.content.byteLength <= 1024 * 1024, "recording bounded");
+        await Deno.remove(file);
+      });
+
+      await t.step("a 32 MiB upload arrives intact", async () => {
+        const size = 32 * 1024 * 1024;
+        const file = `${dir}/up`;
+        const hash = createHash("sha256");
+        const f = await Deno.open(file, { write: true, create: true });
+        for (let o = 0; o < size; o += 1 << 20) {
+          const chunk = pattern(o, 1 << 20);
+          hash.update(chunk);
+          await f.write(chunk);
+        }
+        f.close();
+        const r = await curl([...via, "--http2", "--data-binary", `@${file}`, `${origin}/sha256`], 60);
+        assert.equal(r.code, 0, r.err);
+        assert.equal(r.out, `${size} ${hash.digest("hex")}`);
+        const [flow] = await waitFlows(
+          flows,
+          (f) => f.request.path === "/sha256" && f.timestampEnd !== undefined,
+        );
+        assert.equal(flow!.request.body.size, size);
+        assert.equal(flow!.request.httpVersion, "HTTP/2.0");
         await Deno.remove(file);
       });
 
