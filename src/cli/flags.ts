@@ -161,7 +161,7 @@ WireGuard data plane (per peer; refusals are counted and logged):
                              are dropped (default: 2048)
   --wg-half-open-timeout SECONDS
                              drop a connection not established this long after
-                             its SYN (default: 5)
+                             its SYN (default: 15)
   --wg-max-udp-conversations N
                              UDP conversations at once (default: 2048)
   --wg-udp-timeout SECONDS   end a UDP conversation after this long without a
