@@ -236,6 +236,9 @@ async function run(options: CliOptions): Promise<number> {
     });
   }
 
+  // From before the ports open: a stop asked for while starting must not end the process by the
+  // signal's default action (exit 130/143, files unflushed).
+  const stop = catchStopSignals();
   const store = await openStore(options);
   let proxy: ProxyHandle;
   try {
@@ -326,7 +329,7 @@ async function run(options: CliOptions): Promise<number> {
   const printStats = () =>
     console.error(`wirescope: stats ${JSON.stringify(runtimeStats(proxy, counts, timers))}`);
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR1", printStats);
-  let exitCode = await waitForSignal(proxy);
+  let exitCode = await stop.then(() => proxy.close(3000)).then(() => 0, () => 1);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", printStats);
   await closeStore();
   await log?.close();
@@ -377,8 +380,8 @@ async function warnIfShared(path: string): Promise<void> {
   }
 }
 
-/** Resolves at the first SIGINT/SIGTERM after a clean shutdown; a second signal exits at once. */
-function waitForSignal(proxy: ProxyHandle): Promise<number> {
+/** Resolves at the first SIGINT/SIGTERM (the caller then shuts down); a second signal exits at once. */
+function catchStopSignals(): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
     const onSignal = () => {
@@ -388,7 +391,7 @@ function waitForSignal(proxy: ProxyHandle): Promise<number> {
       }
       stopping = true;
       console.error("wirescope: shutting down (again to exit at once)");
-      proxy.close(3000).then(() => resolve(0), () => resolve(1));
+      resolve();
     };
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
