@@ -7,63 +7,7 @@
  */
 import assert from "node:assert/strict";
 
-const LAUNCHER = new URL("../scripts/wirescope", import.meta.url).pathname;
-const decoder = new TextDecoder();
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
-/** `scripts/wirescope` with its output collected. */
-class Cli {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  #done: Promise<void>;
-
-  constructor(args: string[]) {
-    this.child = new Deno.Command(LAUNCHER, {
-      args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    const collect = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
-      for await (const text of stream.pipeThrough(new TextDecoderStream())) this[key] += text;
-    };
-    this.#done = Promise.all([collect(this.child.stdout, "stdout"), collect(this.child.stderr, "stderr")])
-      .then(() => {});
-  }
-
-  async waitFor(test: () => boolean, what: string, ms = 30_000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!test()) {
-      if (Date.now() > end) {
-        throw new Error(`timed out waiting for ${what}\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  async stop(signal: Deno.Signal = "SIGINT", ms = 15_000): Promise<number> {
-    try {
-      this.child.kill(signal);
-    } catch { /* gone */ }
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, ms);
-    const status = await this.child.status;
-    clearTimeout(timer);
-    await this.#done;
-    return status.code;
-  }
-}
+import { Cli, decoder, freePort, LAUNCHER, sh } from "./cli_process.ts";
 
 /** Runs the command to its end. */
 async function wirescope(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -241,12 +185,6 @@ Deno.test({
     }
   },
 });
-
-async function sh(cmd: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${cmd.join(" ")}: ${decoder.decode(out.stderr)}`);
-}
 
 Deno.test({
   name: "wirescope: a full disk under the store is one log line; recording stops, the proxy keeps serving",
