@@ -51,7 +51,7 @@ export type {
 } from "./src/proxy/proxy.ts";
 export type { LimitStats } from "./src/proxy/limits.ts";
 export { BlockedDestinationError } from "./src/proxy/destination_policy.ts";
-export { FlowBus } from "./src/proxy/flow.ts";
+export { FlowBus } from "./src/flows/flow.ts";
 export type {
   BodyRecord,
   CertificateSummary,
@@ -71,10 +71,12 @@ export type {
   TcpFlow,
   TlsInfo,
   UdpFlow,
-} from "./src/proxy/flow.ts";
+} from "./src/flows/flow.ts";
 export { CertificateAuthority, namesFromCertificate } from "./src/certs/mod.ts";
 export type { Leaf, LeafHost } from "./src/certs/mod.ts";
-export { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder, HarSpool } from "./src/cli/flow_files.ts";
+export { flowToHarEntry } from "./src/flows/har.ts";
+export { HarRecorder, HarSpool } from "./src/flows/har_file.ts";
+export { FlowLogWriter, flowToJson } from "./src/flows/json_lines.ts";
 export { SqliteFlowStore } from "./src/flows/store.ts";
 export type { FlowPage, FlowQuery, FlowStore, FlowStoreStats, StoredFlow } from "./src/flows/store.ts";
 export { WorkerFlowStore } from "./src/flows/worker_store.ts";

@@ -10,7 +10,7 @@
  */
 import process from "node:process";
 import { compileFilter } from "../src/flows/filter.ts";
-import type { Flow } from "../src/proxy/flow.ts";
+import type { Flow } from "../src/flows/flow.ts";
 import { SqliteFlowStore } from "../src/flows/store.ts";
 import { syntheticFlow } from "../src/flows/testdata/flows.ts";
 

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { startProxy } from "../src/proxy/proxy.ts";
 import { Http2Connection } from "../src/proxy/http2/connection.ts";
 import { ErrorCode } from "../src/proxy/http2/frames.ts";
-import type { Flow, HttpFlow } from "../src/proxy/flow.ts";
+import type { Flow, HttpFlow } from "../src/flows/flow.ts";
 
 const decoder = new TextDecoder();
 

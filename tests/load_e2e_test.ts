@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
-import type { Flow } from "../src/proxy/flow.ts";
+import type { Flow } from "../src/flows/flow.ts";
 import { Rig, type RigClient } from "./rig.ts";
 import { OriginNamespace } from "./origin_ns.ts";
 

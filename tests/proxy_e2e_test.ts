@@ -9,7 +9,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
-import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
+import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../src/flows/flow.ts";
 import { nsClient, Rig, sh } from "./rig.ts";
 import { H2_PORT, H2C_PORT, OriginNamespace } from "./origin_ns.ts";
 

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { generatePrivateKey } from "../src/core/keys.ts";
-import type { Flow, HttpFlow, LogEvent, TcpFlow, UdpFlow } from "../src/proxy/flow.ts";
+import type { Flow, HttpFlow, LogEvent, TcpFlow, UdpFlow } from "../src/flows/flow.ts";
 import { type ProxyHandle, type ProxyOptions, startProxy } from "../src/proxy/proxy.ts";
 import { type ClientConn, WgClient } from "./wg_client.ts";
 import { socketsOnPorts } from "./sockets.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { startProxy } from "../src/proxy/proxy.ts";
 import { SqliteFlowStore } from "../src/flows/store.ts";
 import { WorkerFlowStore } from "../src/flows/worker_store.ts";
-import type { HttpFlow } from "../src/proxy/flow.ts";
+import type { HttpFlow } from "../src/flows/flow.ts";
 
 async function curl(args: string[]): Promise<number> {
   const o = await new Deno.Command("curl", { args: ["-sS", "--max-time", "10", "-o", "/dev/null", ...args] })

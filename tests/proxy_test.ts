@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import tls from "node:tls";
 import { startProxy } from "../src/proxy/proxy.ts";
 import { isPrivateAddress } from "../src/proxy/proxy.ts";
-import type { Flow, HttpFlow, TcpFlow } from "../src/proxy/flow.ts";
+import type { Flow, HttpFlow, TcpFlow } from "../src/flows/flow.ts";
 import { sh } from "./rig.ts";
 
 const decoder = new TextDecoder();

@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { startProxy } from "../src/proxy/proxy.ts";
-import type { DnsFlow, Flow, HttpFlow, LogEvent } from "../src/proxy/flow.ts";
-import { FlowBus } from "../src/proxy/flow.ts";
+import type { DnsFlow, Flow, HttpFlow, LogEvent } from "../src/flows/flow.ts";
+import { FlowBus } from "../src/flows/flow.ts";
 import { buildDnsErrorResponse, buildDnsQuery, parseDnsMessage } from "../src/proxy/dns_message.ts";
 import { type RelayDatagram, UdpRelay } from "../src/proxy/udp_relay.ts";
 

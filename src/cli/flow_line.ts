@@ -14,8 +14,8 @@
  * characters escaped, so a hostile peer cannot move the cursor or recolor the terminal.
  * @module
  */
-import type { DnsFlow, Flow, HttpFlow, LogEvent, TcpFlow, UdpFlow } from "../proxy/flow.ts";
-import { formatHostPort } from "../proxy/flow.ts";
+import type { DnsFlow, Flow, HttpFlow, LogEvent, TcpFlow, UdpFlow } from "../flows/flow.ts";
+import { formatHostPort } from "../flows/flow.ts";
 
 /** Options of {@linkcode formatFlowLine}. */
 export interface FlowLineOptions {

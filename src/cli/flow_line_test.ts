@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { DnsFlow, HttpFlow, MessageRecord, TcpFlow, UdpFlow } from "../proxy/flow.ts";
+import type { DnsFlow, HttpFlow, MessageRecord, TcpFlow, UdpFlow } from "../flows/flow.ts";
 import type { DnsMessage } from "../proxy/dns_message.ts";
 import { formatDuration, formatFlowLine, formatLogLine, formatSize, truncateMiddle } from "./flow_line.ts";
 

@@ -6,7 +6,7 @@
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { generatePrivateKey, publicKeyOf } from "../core/keys.ts";
-import { formatHostPort } from "../proxy/flow.ts";
+import { formatHostPort } from "../flows/flow.ts";
 import { type ProxyHandle, type RegularMode, startProxy, type WireGuardMode } from "../proxy/proxy.ts";
 import { CERT_PAGE_HOST } from "../proxy/cert_page.ts";
 import { type CliOptions, KEPT_RUNS, parseFlags, USAGE, UsageError } from "./flags.ts";
@@ -15,9 +15,10 @@ import { FlowFileError, openFlowFile } from "../flows/flow_file.ts";
 import { FlowStoreError } from "../flows/store.ts";
 import { WorkerFlowStore } from "../flows/worker_store.ts";
 import { formatSize } from "./flow_line.ts";
-import type { Flow } from "../proxy/flow.ts";
+import type { Flow } from "../flows/flow.ts";
 import { formatFlowLine, formatLogLine } from "./flow_line.ts";
-import { FlowLogWriter, HarSpool } from "./flow_files.ts";
+import { HarSpool } from "../flows/har_file.ts";
+import { FlowLogWriter } from "../flows/json_lines.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import {

@@ -50,7 +50,7 @@
  */
 import type { DnsMessage } from "../proxy/dns_message.ts";
 import type { Headers1 } from "../proxy/http1.ts";
-import type { Flow, HttpFlow, MessageRecord } from "../proxy/flow.ts";
+import type { Flow, HttpFlow, MessageRecord } from "./flow.ts";
 
 /** A syntax error in a filter expression, with the 1-based column it points at. */
 export class FilterSyntaxError extends SyntaxError {

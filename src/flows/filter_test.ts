@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { check } from "../proxy/_fuzz.ts";
-import type { Flow } from "../proxy/flow.ts";
+import type { Flow } from "./flow.ts";
 import {
   compileFilter,
   FilterSyntaxError,

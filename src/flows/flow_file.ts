@@ -22,7 +22,7 @@ import type {
   HttpFlow,
   MessageRecord,
   ServerInfo,
-} from "../proxy/flow.ts";
+} from "./flow.ts";
 import type { Headers1 } from "../proxy/http1.ts";
 import type { DnsMessage } from "../proxy/dns_message.ts";
 import type { Filter } from "./filter.ts";

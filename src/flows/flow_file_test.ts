@@ -4,8 +4,9 @@
  * from another tool loads; every kind of bad file fails with one line naming it.
  */
 import assert from "node:assert/strict";
-import type { Flow, HttpFlow } from "../proxy/flow.ts";
-import { flowToHarEntry, flowToJson } from "../cli/flow_files.ts";
+import type { Flow, HttpFlow } from "./flow.ts";
+import { flowToHarEntry } from "./har.ts";
+import { flowToJson } from "./json_lines.ts";
 import { formatFlowLine } from "../cli/flow_line.ts";
 import { compileFilter } from "./filter.ts";
 import { FlowFileError, openFlowFile } from "./flow_file.ts";

@@ -23,7 +23,7 @@
  * being reported to `onCommit`, counted as not stored.
  * @module
  */
-import type { Flow, FlowEvent } from "../proxy/flow.ts";
+import type { Flow, FlowEvent } from "./flow.ts";
 import { compileFilter, type Filter } from "./filter.ts";
 import type { FlowStore } from "./store.ts";
 

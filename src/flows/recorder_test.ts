@@ -5,7 +5,7 @@
  * the same through the worker-backed store.
  */
 import assert from "node:assert/strict";
-import type { Flow, HttpFlow } from "../proxy/flow.ts";
+import type { Flow, HttpFlow } from "./flow.ts";
 import { FlowRecorder } from "./recorder.ts";
 import { type FlowStore, type FlowStoreStats, SqliteFlowStore } from "./store.ts";
 import { WorkerFlowStore } from "./worker_store.ts";

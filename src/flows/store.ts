@@ -23,7 +23,7 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type { BodyRecord, Flow, MessageRecord } from "../proxy/flow.ts";
+import type { BodyRecord, Flow, MessageRecord } from "./flow.ts";
 import { alternateHost, alternateUrl, compileFilter, type Filter, peerName } from "./filter.ts";
 
 /** The schema this code writes and reads. */

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { appendBody, emptyBody, type Flow, type HttpFlow } from "../proxy/flow.ts";
+import { appendBody, emptyBody, type Flow, type HttpFlow } from "./flow.ts";
 import { compileFilter } from "./filter.ts";
 import {
   type FlowStore,

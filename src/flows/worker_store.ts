@@ -16,7 +16,7 @@
  * survives a SIGKILL. Counters are the worker's as of its last acknowledgement.
  * @module
  */
-import type { Flow } from "../proxy/flow.ts";
+import type { Flow } from "./flow.ts";
 import type { Filter } from "./filter.ts";
 import {
   DEFAULT_BODY_LIMIT,

@@ -16,7 +16,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { HostPort, LogEvent } from "./flow.ts";
+import type { HostPort, LogEvent } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
 
 /** A command as a playbook expects it. */

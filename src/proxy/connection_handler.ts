@@ -9,8 +9,15 @@ import tls from "node:tls";
 import type { ByteStream } from "./byte_stream.ts";
 import { byteStreamOfNodeSocket, nodeDuplexOf, ReadGate } from "./byte_stream.ts";
 import { classifyFirstBytes, type ClientHello } from "./client_hello.ts";
-import type { CertificateSummary, ClientInfo, FlowBus, HostPort, ServerInfo, TlsInfo } from "./flow.ts";
-import { formatHostPort } from "./flow.ts";
+import type {
+  CertificateSummary,
+  ClientInfo,
+  FlowBus,
+  HostPort,
+  ServerInfo,
+  TlsInfo,
+} from "../flows/flow.ts";
+import { formatHostPort } from "../flows/flow.ts";
 import { Http1Layer, type Http1LayerOptions } from "./http1_layer.ts";
 import { Http2Layer } from "./http2_layer.ts";
 import { concatBytes, type LayerEvent } from "./layer.ts";

@@ -12,7 +12,7 @@
  */
 import { lookup } from "node:dns/promises";
 import { formatIp, writeIp } from "../net/ip.ts";
-import { formatHostPort, type HostPort } from "./flow.ts";
+import { formatHostPort, type HostPort } from "../flows/flow.ts";
 
 /** A connection the policy refused; the message names the address, the reason and the way out. */
 export class BlockedDestinationError extends Error {

@@ -38,9 +38,9 @@ import {
 } from "./http1.ts";
 import { WebSocketReader } from "./websocket.ts";
 import type { LocalResponse } from "./cert_page.ts";
-import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
+import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { TcpLayer } from "./tcp_layer.ts";
-import { appendBody, boundedContent, emptyBody, formatHostPort } from "./flow.ts";
+import { appendBody, boundedContent, emptyBody, formatHostPort } from "../flows/flow.ts";
 import {
   appendBytes,
   concatBytes,

@@ -21,7 +21,7 @@ import {
   timerFired,
   tunnel,
 } from "./_playbook.ts";
-import type { ClientInfo, HostPort, HttpFlow } from "./flow.ts";
+import type { ClientInfo, HostPort, HttpFlow } from "../flows/flow.ts";
 import { Http1Layer, type Http1LayerOptions } from "./http1_layer.ts";
 import type { LayerCommand } from "./layer.ts";
 

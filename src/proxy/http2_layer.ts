@@ -31,8 +31,8 @@ import {
 } from "./http2/connection.ts";
 import { ErrorCode, errorName } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
-import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "./flow.ts";
-import { appendBody, emptyBody, formatHostPort } from "./flow.ts";
+import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
+import { appendBody, emptyBody, formatHostPort } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
 
 /** Options of {@link Http2Layer}. */

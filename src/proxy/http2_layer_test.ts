@@ -3,7 +3,7 @@ import { Http2Layer, type Http2LayerOptions } from "./http2_layer.ts";
 import { type ConnectionOptions, Http2Connection, type Http2Event } from "./http2/connection.ts";
 import { ErrorCode, PREFACE, serializeFrame } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
-import type { HttpFlow } from "./flow.ts";
+import type { HttpFlow } from "../flows/flow.ts";
 import type { LayerCommand, LayerEvent, Side } from "./layer.ts";
 import { counter, fromClient, latin1, play, send, timer } from "./_playbook.ts";
 

@@ -6,7 +6,7 @@
  * exact commands that come back.
  * @module
  */
-import type { Flow, HostPort, LogEvent } from "./flow.ts";
+import type { Flow, HostPort, LogEvent } from "../flows/flow.ts";
 
 /** One side of a proxied connection. */
 export type Side = "client" | "server";

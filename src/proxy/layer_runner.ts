@@ -5,7 +5,7 @@
  * @module
  */
 import type { ByteStream } from "./byte_stream.ts";
-import type { FlowBus, HostPort } from "./flow.ts";
+import type { FlowBus, HostPort } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
 
 /** A connection to a server, as opened by the driver. */

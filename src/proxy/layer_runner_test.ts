@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { ByteStream } from "./byte_stream.ts";
-import { FlowBus } from "./flow.ts";
+import { FlowBus } from "../flows/flow.ts";
 import { Http1Layer } from "./http1_layer.ts";
 import { type HeadTimeout, runLayer } from "./layer_runner.ts";
 import { TcpLayer } from "./tcp_layer.ts";

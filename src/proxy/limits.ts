@@ -10,7 +10,7 @@
  * @module
  */
 import type { ByteStream } from "./byte_stream.ts";
-import type { LogEvent } from "./flow.ts";
+import type { LogEvent } from "../flows/flow.ts";
 import type { HeadTimeout } from "./layer_runner.ts";
 
 /**

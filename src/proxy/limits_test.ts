@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { ByteStream } from "./byte_stream.ts";
-import type { LogEvent } from "./flow.ts";
+import type { LogEvent } from "../flows/flow.ts";
 import { ConnectionLimiter, defaultMaxConnections, RateLimitedLog } from "./limits.ts";
 
 function collect() {

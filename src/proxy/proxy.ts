@@ -27,7 +27,7 @@ import {
   formatHostPort,
   type HostPort,
   type LogEvent,
-} from "./flow.ts";
+} from "../flows/flow.ts";
 import { describeError } from "./layer_runner.ts";
 import { DestinationPolicy } from "./destination_policy.ts";
 import {

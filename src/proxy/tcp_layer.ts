@@ -10,8 +10,8 @@
  * sides finished or either failed, and a failure on one side resets the other.
  * @module
  */
-import type { ClientInfo, ServerInfo, TcpFlow, TlsInfo } from "./flow.ts";
-import { formatHostPort, recordMessage } from "./flow.ts";
+import type { ClientInfo, ServerInfo, TcpFlow, TlsInfo } from "../flows/flow.ts";
+import { formatHostPort, recordMessage } from "../flows/flow.ts";
 import { appendBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
 
 /** Options of {@link TcpLayer}. */

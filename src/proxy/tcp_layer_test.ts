@@ -13,7 +13,7 @@ import {
   send,
   shutdown,
 } from "./_playbook.ts";
-import type { ClientInfo, HostPort } from "./flow.ts";
+import type { ClientInfo, HostPort } from "../flows/flow.ts";
 import { TcpLayer, type TcpLayerOptions } from "./tcp_layer.ts";
 
 const CLIENT: ClientInfo = { address: { hostname: "10.0.0.2", port: 50000 }, mode: "wireguard" };

@@ -14,8 +14,8 @@
  * @module
  */
 import { buildDnsErrorResponse, parseDnsMessage } from "./dns_message.ts";
-import type { ClientInfo, DnsFlow, FlowBus, HostPort, UdpFlow } from "./flow.ts";
-import { formatHostPort, recordMessage } from "./flow.ts";
+import type { ClientInfo, DnsFlow, FlowBus, HostPort, UdpFlow } from "../flows/flow.ts";
+import { formatHostPort, recordMessage } from "../flows/flow.ts";
 import { describeError } from "./layer_runner.ts";
 
 /** A datagram from the tunnel, or one to send into it. */

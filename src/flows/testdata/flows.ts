@@ -13,7 +13,7 @@ import type {
   MessageRecord,
   TcpFlow,
   UdpFlow,
-} from "../../proxy/flow.ts";
+} from "../flow.ts";
 
 const te = new TextEncoder();
 /** Bytes of a string. */

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
-import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "../proxy/flow.ts";
-import { FlowLogWriter, flowToHarEntry, flowToJson, HarRecorder, HarSpool } from "./flow_files.ts";
+import type { DnsFlow, Flow, HttpFlow, TcpFlow, UdpFlow } from "./flow.ts";
+import { flowToHarEntry } from "./har.ts";
+import { HarRecorder, HarSpool } from "./har_file.ts";
+import { FlowLogWriter, flowToJson } from "./json_lines.ts";
 
 const T0 = Date.UTC(2024, 4, 1, 12, 0, 0);
 const utf8 = new TextEncoder();

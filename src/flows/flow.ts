@@ -8,8 +8,8 @@
  * contents are kept up to a bounded prefix; the full size is always recorded.
  * @module
  */
-import type { Headers1 } from "./http1.ts";
-import type { DnsMessage } from "./dns_message.ts";
+import type { Headers1 } from "../proxy/http1.ts";
+import type { DnsMessage } from "../proxy/dns_message.ts";
 
 /** A host and port. */
 export interface HostPort {
