@@ -46,6 +46,7 @@ export class DestinationPolicy {
   #ownRead = -Infinity;
   #ownFailed = false;
   #exempt: Set<string>;
+  #never: { ip: string; port: number }[] = [];
   #blocked = 0;
 
   constructor(options: DestinationPolicyOptions) {
@@ -68,8 +69,12 @@ export class DestinationPolicy {
    * Counts nothing; see {@link refuse}.
    */
   blockReason(ip: string, port?: number): string | null {
-    if (this.#o.allowLocal) return null;
     const bytes = parseIp(ip);
+    if (port !== undefined && bytes && this.#never.length > 0) {
+      const never = this.#neverReason(bytes, port);
+      if (never) return never;
+    }
+    if (this.#o.allowLocal) return null;
     if (!bytes) return null;
     const canonical = formatIp(bytes);
     if (port !== undefined && this.#exempt.has(exemptKey(canonical, port))) return null;
@@ -97,7 +102,7 @@ export class DestinationPolicy {
    * With `allowLocal`, `address` comes back as it is (the connection resolves it as before).
    */
   async resolve(address: HostPort): Promise<HostPort[]> {
-    if (this.#o.allowLocal) return [address];
+    if (this.#o.allowLocal && !this.#never.some((n) => n.port === address.port)) return [address];
     const literal = canonicalLiteral(address.hostname);
     if (literal !== null) {
       const reason = this.blockReason(literal, address.port);
@@ -118,6 +123,34 @@ export class DestinationPolicy {
       throw this.refuse({ hostname: firstReason.ip, port: address.port }, firstReason.reason, name);
     }
     return allowed;
+  }
+
+  /**
+   * Makes an address unreachable through the proxy whatever `allowLocal` says (the web UI's own
+   * listening address: a page a client loads through the proxy must not drive it). An unspecified
+   * `hostname` (`0.0.0.0`, `::`) stands for every local address on that port. Any local address on
+   * the port is refused, as connecting to one of them may reach the listener. Returns a function
+   * that lifts it.
+   */
+  protect(address: HostPort): () => void {
+    const b = parseIp(address.hostname);
+    const entry = { ip: b ? formatIp(b) : address.hostname.toLowerCase(), port: address.port };
+    this.#never.push(entry);
+    return () => {
+      const i = this.#never.indexOf(entry);
+      if (i >= 0) this.#never.splice(i, 1);
+    };
+  }
+
+  #neverReason(bytes: Uint8Array, port: number): string | null {
+    const canonical = formatIp(bytes);
+    for (const n of this.#never) {
+      if (n.port !== port) continue;
+      if (n.ip === canonical || localAddressKind(bytes) || this.#ownAddresses().has(canonical)) {
+        return "the address of wirescope's own web UI (never reachable through the proxy)";
+      }
+    }
+    return null;
   }
 
   #ownAddresses(): Set<string> {

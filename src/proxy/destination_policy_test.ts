@@ -122,3 +122,28 @@ Deno.test("DestinationPolicy reads the host's own addresses from its interfaces"
   // The real resolver: localhost is this host.
   await assert.rejects(policy.resolve({ hostname: "localhost", port: 9 }), /loopback/);
 });
+
+Deno.test("DestinationPolicy.protect() refuses the web UI's address even with allowLocal", async () => {
+  const policy = new DestinationPolicy({
+    allowLocal: true,
+    ownAddresses: () => ["10.9.8.7"],
+    resolve: (name) => Promise.resolve(name === "localhost" ? ["127.0.0.1", "::1"] : ["10.9.8.7"]),
+  });
+  const lift = policy.protect({ hostname: "127.0.0.1", port: 8081 });
+  for (const hostname of ["127.0.0.1", "[::1]", "0.0.0.0", "localhost", "10.9.8.7", "me.example"]) {
+    await assert.rejects(
+      policy.resolve({ hostname, port: 8081 }),
+      (e: Error) => e instanceof BlockedDestinationError && /web UI/.test(e.message),
+      hostname,
+    );
+  }
+  // Other ports and other hosts stay as allowLocal leaves them.
+  assert.deepEqual(await policy.resolve({ hostname: "localhost", port: 8082 }), [
+    { hostname: "localhost", port: 8082 },
+  ]);
+  assert.equal(policy.blockReason("93.184.216.34", 8081), null);
+  lift();
+  assert.deepEqual(await policy.resolve({ hostname: "127.0.0.1", port: 8081 }), [
+    { hostname: "127.0.0.1", port: 8081 },
+  ]);
+});

@@ -188,6 +188,12 @@ export interface ProxyHandle {
   readonly store?: FlowStore;
   /** What writes flows to the store; `onCommit` tells when ended flows are in it. */
   readonly recorder?: FlowRecorder;
+  /**
+   * Makes an address unreachable through the proxy even with `allowLocalDestinations` (the web
+   * UI's listening address; an unspecified host stands for every local address on the port).
+   * Returns a function that lifts it.
+   */
+  protectDestination(address: HostPort): () => void;
   /** Counters. */
   stats(): ProxyStats;
   /** Stops accepting, cuts open connections after `grace` ms (default 2000), and resolves when done. */
@@ -552,6 +558,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     }),
     ...(store ? { store } : {}),
     ...(recorder ? { recorder } : {}),
+    protectDestination: (address) => policy.protect(address),
     close,
     closed,
   };
