@@ -10,6 +10,7 @@
  */
 import type { Headers1 } from "../proxy/http1.ts";
 import type { DnsMessage } from "../proxy/dns_message.ts";
+import { countGrpcBody, endGrpcFlow, type GrpcMessages } from "./grpc.ts";
 
 /** A host and port. */
 export interface HostPort {
@@ -117,6 +118,8 @@ export interface HttpRequestRecord {
   body: BodyRecord;
   /** Trailer fields after the body (HTTP/2), in wire order. */
   trailers?: Headers1;
+  /** The gRPC messages of the body (counts and sizes), when its content type is gRPC's. */
+  grpc?: GrpcMessages;
   /** When the first byte of the request arrived and when its last byte did (ms since the epoch). */
   timestampStart: number;
   timestampEnd?: number;
@@ -131,6 +134,11 @@ export interface HttpResponseRecord {
   body: BodyRecord;
   /** Trailer fields after the body (HTTP/2), in wire order. */
   trailers?: Headers1;
+  /**
+   * The gRPC messages of the body and the call's status (from the trailers), when the request
+   * was gRPC; complete once the flow ended.
+   */
+  grpc?: GrpcMessages;
   timestampStart: number;
   timestampEnd?: number;
 }
@@ -303,6 +311,28 @@ export function appendBody(body: BodyRecord, data: Uint8Array, limit: number): v
   // Bytes below `kept` are never written again, so views handed out earlier stay as they were.
   buffer.set(take, kept);
   body.content = buffer.subarray(0, needed);
+}
+
+/**
+ * Appends a piece of a request's or response's body: to the bounded body record
+ * ({@linkcode appendBody}), and for a gRPC body to its message counts (`record.grpc`).
+ */
+export function appendRecordBody(
+  record: HttpRequestRecord | HttpResponseRecord,
+  data: Uint8Array,
+  limit: number,
+): void {
+  appendBody(record.body, data, limit);
+  countGrpcBody(record, data);
+}
+
+/**
+ * Finishes what is derived from an HTTP flow's bodies when the flow ends (before its `end` event):
+ * for a gRPC call, a message cut short marks its side incomplete and the status comes from the
+ * trailers. Layers that append with {@linkcode appendRecordBody} call it once per flow.
+ */
+export function endHttpFlow(flow: HttpFlow): void {
+  endGrpcFlow(flow);
 }
 
 /** An empty body record. */

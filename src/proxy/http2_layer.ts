@@ -32,7 +32,7 @@ import {
 import { ErrorCode, errorName } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
-import { appendBody, emptyBody, formatHostPort } from "../flows/flow.ts";
+import { appendRecordBody, emptyBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
 
 /** Options of {@link Http2Layer}. */
@@ -217,7 +217,7 @@ export class Http2Layer implements Layer {
           this.down.consume(ev.streamId, ev.data.byteLength);
           return;
         }
-        appendBody(pair.flow.request.body, ev.data, this.#o.bodyLimit);
+        appendRecordBody(pair.flow.request, ev.data, this.#o.bodyLimit);
         pair.requestOwed += ev.data.byteLength;
         if (pair.waiting) {
           pair.waiting.chunks.push(ev.data);
@@ -352,7 +352,7 @@ export class Http2Layer implements Layer {
           this.up.consume(ev.streamId, ev.data.byteLength);
           return;
         }
-        if (pair.flow.response) appendBody(pair.flow.response.body, ev.data, this.#o.bodyLimit);
+        if (pair.flow.response) appendRecordBody(pair.flow.response, ev.data, this.#o.bodyLimit);
         pair.responseOwed += ev.data.byteLength;
         this.down.sendData(pair.down, ev.data, ev.endStream);
         if (ev.endStream) this.#responseEnded(pair, now, out);
@@ -512,6 +512,7 @@ export class Http2Layer implements Layer {
     const flow = pair.flow;
     if (flow.timestampEnd !== undefined) return;
     flow.timestampEnd = now;
+    endHttpFlow(flow);
     out.push({ type: "flow", event: "end", flow });
   }
 
