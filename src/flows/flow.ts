@@ -179,6 +179,13 @@ export interface HttpFlow extends FlowBase {
   type: "http";
   /** The HTTP/2 stream id on the client's connection (HTTP/2 flows only). */
   streamId?: number;
+  /**
+   * Set when replay made this flow: `client` for a recorded request sent again (`replayOf` names
+   * the original), `server` for a request answered from a recording without reaching the server.
+   */
+  replay?: "client" | "server";
+  /** The id of the recorded flow this one replays. */
+  replayOf?: string;
   request: HttpRequestRecord;
   response?: HttpResponseRecord;
   websocket?: {

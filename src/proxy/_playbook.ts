@@ -18,6 +18,7 @@
 import assert from "node:assert/strict";
 import type { HostPort, LogEvent } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
+import type { RequestVerdict } from "./request_hook.ts";
 
 /** A command as a playbook expects it. */
 export type Expected =
@@ -29,10 +30,21 @@ export type Expected =
   /** `flow` holds only the fields to compare (nested objects are compared field by field too). */
   | { type: "flow"; event: "start" | "update" | "end"; flow: Record<string, unknown> }
   | { type: "log"; level: LogEvent["level"]; message: string | RegExp }
-  | { type: "timer"; delay: number };
+  | { type: "timer"; delay: number }
+  | { type: "request-hook"; flow: Record<string, unknown> };
 
 /** An event followed by the commands it must produce, any number of times. */
 export type Script = (LayerEvent | Expected[])[];
+
+/** The request hook's verdict arriving. */
+export function hookResult(verdict: RequestVerdict, now: number): LayerEvent {
+  return { type: "hook-result", verdict, now };
+}
+
+/** A `request-hook` command for a flow with these fields. */
+export function askHook(fields: Record<string, unknown>): Expected {
+  return { type: "request-hook", flow: fields };
+}
 
 /** Bytes as latin1 text: one character per byte. */
 export function latin1(bytes: Uint8Array): string {
@@ -171,6 +183,8 @@ function readable(command: LayerCommand): unknown {
       };
     case "flow":
       return { type: "flow", event: command.event, flow: plain(command.flow) };
+    case "request-hook":
+      return { type: "request-hook", flow: plain(command.flow) };
     default:
       return command;
   }
@@ -223,5 +237,7 @@ function describe(event: LayerEvent): string {
       return `server failed: ${event.message}`;
     case "timer":
       return "timer";
+    case "hook-result":
+      return `hook verdict: ${typeof event.verdict === "object" ? event.verdict.status : event.verdict}`;
   }
 }

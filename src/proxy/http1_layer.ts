@@ -38,6 +38,7 @@ import {
 } from "./http1.ts";
 import { WebSocketReader } from "./websocket.ts";
 import type { LocalResponse } from "./cert_page.ts";
+import type { RequestVerdict } from "./request_hook.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 import { appendBody, boundedContent, emptyBody, formatHostPort } from "../flows/flow.ts";
@@ -77,6 +78,12 @@ export interface Http1LayerOptions {
    * a reset of the client after it. Absent: no limit. Tunnels (WebSocket, CONNECT) are not timed.
    */
   serverTimeout?: number;
+  /**
+   * Hold each request until the request hook has judged it (see request_hook.ts): the head and
+   * the body (up to `bodyLimit` bytes) are read, a `request-hook` command goes out, and nothing
+   * is sent to the server, nor is it dialed, before the `hook-result` event says to go on.
+   */
+  requestHook?: boolean;
 }
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
@@ -127,6 +134,15 @@ export class Http1Layer implements Layer {
    * body is read and dropped, so the client can finish sending and read the answer.
    */
   #discarding = false;
+  /**
+   * The request hook's part in the current request: `body` while its body is read and held,
+   * `asking` while the verdict is awaited.
+   */
+  #hold: "none" | "body" | "asking" = "none";
+  /** Request body bytes (as they came) held for the hook. */
+  #heldWire: Uint8Array = new Uint8Array(0);
+  /** Where the current request goes. */
+  #target: HostPort | null = null;
 
   constructor(options: Http1LayerOptions) {
     this.#o = options;
@@ -160,7 +176,7 @@ export class Http1Layer implements Layer {
         if (event.from === "server" || this.#req === "body") this.#serverProgress = event.now;
         if (event.from === "client") {
           this.#client = appendBytes(this.#client, event.data);
-          if (this.#req === "done" && this.#client.byteLength > PIPELINE_LIMIT) {
+          if ((this.#req === "done" || this.#hold === "asking") && this.#client.byteLength > PIPELINE_LIMIT) {
             // Bytes sent ahead of a response are held, not read past: a client may not run ahead
             // without bound.
             this.#failFlow(
@@ -211,6 +227,9 @@ export class Http1Layer implements Layer {
       case "timer":
         this.#onTimer(event.now, out);
         break;
+      case "hook-result":
+        this.#onVerdict(event.verdict, event.now, out);
+        break;
     }
     return out;
   }
@@ -224,7 +243,11 @@ export class Http1Layer implements Layer {
           if (this.#client.byteLength === 0 || !this.#readRequestHead(now, out)) return;
           break;
         case "body": {
-          if ((this.#server !== "open" && !this.#discarding) || this.#client.byteLength === 0) return;
+          if (this.#hold === "asking") return;
+          const holding = this.#hold === "body";
+          if ((this.#server !== "open" && !this.#discarding && !holding) || this.#client.byteLength === 0) {
+            return;
+          }
           const body = this.#requestBody!;
           let used, data;
           try {
@@ -244,6 +267,15 @@ export class Http1Layer implements Layer {
             return;
           }
           const wire = this.#client.subarray(0, used);
+          if (holding) {
+            this.#heldWire = appendBytes(this.#heldWire, wire);
+            this.#forwardRecorded("server", wire.subarray(0, 0), data, "request", out);
+            this.#client = this.#client.subarray(used);
+            if (body.done) this.#requestComplete(now, out);
+            // A body longer than what a flow keeps is judged on its start; the rest streams on.
+            if (body.done || this.#heldWire.byteLength >= this.#o.bodyLimit) this.#askHook(out);
+            return;
+          }
           this.#forwardRecorded(
             "server",
             this.#discarding ? wire.subarray(0, 0) : wire,
@@ -364,7 +396,24 @@ export class Http1Layer implements Layer {
     this.#responseHeadSent = false;
     this.#closeAfter = wantsClose(head.version, head.headers);
     this.#req = "body";
+    this.#target = target;
 
+    if (this.#o.requestHook) {
+      this.#hold = "body";
+      this.#heldWire = new Uint8Array(0);
+      if (this.#requestBody.done) {
+        this.#requestComplete(now, out);
+        this.#askHook(out);
+        return false;
+      }
+      return true;
+    }
+    return this.#toServer(now, out);
+  }
+
+  /** Sends the current request on: opens (or reuses) the server connection and sends the head. */
+  #toServer(now: number, out: LayerCommand[]): boolean {
+    const target = this.#target!;
     if (this.#server === "failed") {
       this.#badGateway(now, out);
       return false;
@@ -382,8 +431,51 @@ export class Http1Layer implements Layer {
       out.push({ type: "open-server", address: target });
     }
     this.#sendRequestHead(now, out);
-    if (this.#requestBody.done) this.#requestComplete(now, out);
+    if (this.#requestBody!.done && this.#req === "body") this.#requestComplete(now, out);
     return true;
+  }
+
+  /** Asks the request hook about the current request. */
+  #askHook(out: LayerCommand[]): void {
+    this.#hold = "asking";
+    out.push({ type: "request-hook", flow: this.#flow! });
+  }
+
+  /** Carries out the request hook's verdict on the held request. */
+  #onVerdict(verdict: RequestVerdict, now: number, out: LayerCommand[]): void {
+    if (this.#hold !== "asking") return;
+    this.#hold = "none";
+    const held = this.#heldWire;
+    this.#heldWire = new Uint8Array(0);
+    const flow = this.#flow!;
+    if (verdict === undefined) {
+      // On to the server, with the body bytes held so far right behind the head.
+      this.#pendingHead = concatBytes(this.#pendingHead ?? new Uint8Array(0), held);
+      if (!this.#toServer(now, out)) return;
+      this.#pumpClient(now, out);
+      if (this.#clientEof && this.#req === "body" && this.#server === "open") this.#onClientEof(now, out);
+      return;
+    }
+    this.#pendingHead = null;
+    if (verdict === "kill") {
+      this.#failFlow("killed by the request hook", now, out);
+      out.push({ type: "close", to: "client", reset: true });
+      if (this.#server === "open" || this.#server === "connecting") {
+        out.push({ type: "close", to: "server", reset: false });
+      }
+      this.#server = "none";
+      this.#req = "closed";
+      this.#done = true;
+      return;
+    }
+    if (verdict.replay) flow.replay = verdict.replay;
+    // A body not read to its end cannot be skipped on a kept-alive connection.
+    const close = this.#req !== "done" || this.#closeAfter || this.#clientEof;
+    this.#resp = "idle";
+    this.#writeLocal(verdict, close, now, out);
+    this.#requestHead = null;
+    this.#requestBody = null;
+    if (!close && this.#client.byteLength > 0) this.#pumpClient(now, out);
   }
 
   #pendingHead: Uint8Array | null = null;
@@ -396,9 +488,14 @@ export class Http1Layer implements Layer {
     now: number,
     out: LayerCommand[],
   ): void {
-    const flow = this.#flow!;
     // A request body would have to be read and thrown away; closing afterwards is simpler.
     const close = framing.kind !== "none" || wantsClose(head.version, head.headers);
+    this.#writeLocal(local, close, now, out);
+  }
+
+  /** Sends a local response, records it in the flow, ends the flow, and closes when told. */
+  #writeLocal(local: LocalResponse, close: boolean, now: number, out: LayerCommand[]): void {
+    const flow = this.#flow!;
     const headers: [string, string][] = [...local.headers, ["connection", close ? "close" : "keep-alive"]];
     const text = `HTTP/1.1 ${local.status} ${local.reason}\r\n${
       headers.map(([k, v]) => `${k}: ${v}\r\n`).join("")
@@ -491,6 +588,8 @@ export class Http1Layer implements Layer {
 
   #onClientEof(now: number, out: LayerCommand[]): void {
     this.#clientEof = true;
+    // Judged once the request hook has spoken.
+    if (this.#hold === "asking") return;
     if (this.#req === "tunnel") {
       this.#finishTunnel(now, out);
       return;
@@ -517,6 +616,7 @@ export class Http1Layer implements Layer {
       try {
         this.#requestBody.end();
         this.#requestComplete(now, out);
+        if (this.#hold === "body") this.#askHook(out);
         return;
       } catch {
         this.#failFlow("client closed the connection before the request body was complete", now, out);

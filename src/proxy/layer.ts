@@ -6,7 +6,8 @@
  * exact commands that come back.
  * @module
  */
-import type { Flow, HostPort, LogEvent } from "../flows/flow.ts";
+import type { Flow, HostPort, HttpFlow, LogEvent } from "../flows/flow.ts";
+import type { RequestVerdict } from "./request_hook.ts";
 
 /** One side of a proxied connection. */
 export type Side = "client" | "server";
@@ -23,7 +24,9 @@ export type LayerEvent =
   /** The connection asked for with `open-server` could not be made. */
   | { type: "server-failed"; message: string; now: number }
   /** The time asked for with the last `timer` command has come. */
-  | { type: "timer"; now: number };
+  | { type: "timer"; now: number }
+  /** The request hook's verdict on the flow of the last `request-hook` command (see request_hook.ts). */
+  | { type: "hook-result"; verdict: RequestVerdict; now: number };
 
 /** What the driver must do. */
 export type LayerCommand =
@@ -45,7 +48,9 @@ export type LayerCommand =
    * Deliver a `timer` event `delay` ms from now. A layer has one timer: this replaces a pending
    * one. Layers keep their own deadlines and re-arm on a `timer` event that came too early.
    */
-  | { type: "timer"; delay: number };
+  | { type: "timer"; delay: number }
+  /** Ask the request hook about `flow`; its verdict comes back as a `hook-result` event. */
+  | { type: "request-hook"; flow: HttpFlow };
 
 /** A sans-IO layer. */
 export interface Layer {

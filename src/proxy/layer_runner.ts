@@ -5,8 +5,9 @@
  * @module
  */
 import type { ByteStream } from "./byte_stream.ts";
-import type { FlowBus, HostPort } from "../flows/flow.ts";
+import type { FlowBus, HostPort, HttpFlow } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
+import { callRequestHook, type RequestHook } from "./request_hook.ts";
 
 /** A connection to a server, as opened by the driver. */
 export interface OpenedServer {
@@ -51,6 +52,8 @@ export interface RunLayerOptions {
   initialEvents?: LayerEvent[];
   /** Closes the connection when a request head does not come in time. */
   headTimeout?: HeadTimeout;
+  /** Answers the layer's `request-hook` commands (absent: every request goes on). */
+  requestHook?: RequestHook;
 }
 
 /** Drives `layer` until it closes the client side (or hands it off as a tunnel). */
@@ -198,6 +201,9 @@ class LayerRunner {
         case "log":
           this.#o.bus.log(cmd.level, cmd.message);
           break;
+        case "request-hook":
+          this.#askHook(cmd.flow);
+          break;
         case "timer":
           if (this.#layerTimer !== null) clearTimeout(this.#layerTimer);
           this.#layerTimer = setTimeout(() => {
@@ -209,6 +215,19 @@ class LayerRunner {
     }
     if (waits.length === 0) return Promise.resolve();
     return waits.length === 1 ? waits[0]!.then(() => {}) : Promise.all(waits).then(() => {});
+  }
+
+  /** Calls the request hook and feeds its verdict back; a hook that fails lets the request go on. */
+  #askHook(flow: HttpFlow): void {
+    const hook = this.#o.requestHook;
+    const asked = hook ? callRequestHook(hook, flow) : Promise.resolve({ verdict: undefined });
+    void asked.then(async (outcome) => {
+      if ("error" in outcome) {
+        this.#o.bus.log("error", `request hook failed on ${flow.request.url}: ${outcome.error}`);
+      }
+      const verdict = "error" in outcome ? undefined : outcome.verdict;
+      await this.#dispatch({ type: "hook-result", verdict, now: Date.now() });
+    });
   }
 
   #stream(side: Side): ByteStream | null {

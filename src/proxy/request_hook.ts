@@ -1,0 +1,48 @@
+/**
+ * The request hook: a function the proxy calls for each HTTP request once the request (head and
+ * body) is in, before the server is contacted for it. It may let the request go on, answer it
+ * itself (the server is then never dialed for it), or kill the exchange. Server replay is built
+ * on it; addons will be too.
+ *
+ * The layers stay sans-IO: a layer that wants the hook's verdict returns a `request-hook`
+ * command, the driver calls the hook (awaiting it when it is async) and feeds the verdict back as
+ * a `hook-result` event.
+ * @module
+ */
+import type { HttpFlow } from "../flows/flow.ts";
+import type { LocalResponse } from "./cert_page.ts";
+
+export type { LocalResponse };
+
+/**
+ * What a hook decided: `undefined` lets the request go to the server; a response answers the
+ * client with it (recorded in the flow, with `flow.replay` set when the hook says so); `"kill"`
+ * closes the client connection and records the flow as killed.
+ */
+export type RequestVerdict = HookResponse | "kill" | undefined;
+
+/** A response made by a hook. */
+export interface HookResponse extends LocalResponse {
+  /** Marks the flow as answered by server replay (`flow.replay = "server"`). */
+  replay?: "server";
+}
+
+/**
+ * Called with the flow of each request once its head and body are in (the body as far as the
+ * proxy keeps it: `flow.request.body.truncated` tells when the body was longer). The flow must
+ * not be changed by the hook. A hook that throws or rejects lets the request go on; the error is
+ * logged.
+ */
+export type RequestHook = (flow: HttpFlow) => RequestVerdict | Promise<RequestVerdict>;
+
+/** Calls `hook`, turning a throw or a rejection into `{ error }`. */
+export async function callRequestHook(
+  hook: RequestHook,
+  flow: HttpFlow,
+): Promise<{ verdict: RequestVerdict } | { error: string }> {
+  try {
+    return { verdict: await hook(flow) };
+  } catch (e) {
+    return { error: e instanceof Error ? e.message : String(e) };
+  }
+}
