@@ -25,7 +25,7 @@
  * | `~e`          | flows with an error                                                             |
  * | `~h re`       | a request or response header line `name: value`; `~hq`, `~hs` one side only     |
  * | `~m re`       | HTTP method                                                                     |
- * | `~marked`     | marked flows                                                                    |
+ * | `~marked`     | marked flows; `~marker re` flows whose mark's name matches (`:default:` plain)  |
  * | `~q`          | HTTP or DNS flow without a response yet; `~s` with one                          |
  * | `~t re`       | Content-Type of request or response; `~tq`, `~ts` one side only                 |
  * | `~u re`       | the HTTP URL (also with the Host header's host), or the DNS question name       |
@@ -97,6 +97,7 @@ export type FilterRegexOp =
   | "hq"
   | "hs"
   | "m"
+  | "marker"
   | "peer"
   | "src"
   | "t"
@@ -113,12 +114,24 @@ export type FilterNode =
   | { kind: "regex"; op: FilterRegexOp; pattern: string; regex: RegExp; column: number }
   | { kind: "code"; code: number; column: number };
 
-/** What a flow store knows about a flow besides the flow itself. */
+/**
+ * What a flow store knows about a flow besides the flow itself. Where a field is absent, the
+ * flow's own `marked` / `comment` stand (a flow read from a file carries them).
+ */
 export interface FlowAnnotations {
   /** True when the user marked the flow. */
   marked?: boolean;
+  /** The mark's name (`:default:` for a plain mark; "" when unmarked). */
+  mark?: string;
   /** The user's comment ("" when none). */
   comment?: string;
+}
+
+/** The mark's name of a flow: the annotations' when they say, else the flow's own. */
+function markOf(flow: Flow, ann: FlowAnnotations): string {
+  if (ann.mark !== undefined) return ann.mark;
+  if (ann.marked !== undefined) return ann.marked ? ":default:" : "";
+  return flow.marked ?? "";
 }
 
 /** An SQL `WHERE` fragment with its positional parameters. */
@@ -169,6 +182,7 @@ const REGEX_OPS: ReadonlySet<string> = new Set<FilterRegexOp>([
   "hq",
   "hs",
   "m",
+  "marker",
   "peer",
   "src",
   "t",
@@ -177,7 +191,7 @@ const REGEX_OPS: ReadonlySet<string> = new Set<FilterRegexOp>([
   "u",
 ]);
 /** mitmproxy operators wirescope has no data for yet. */
-const UNSUPPORTED_OPS: ReadonlySet<string> = new Set(["replay", "replayq", "replays", "meta", "marker"]);
+const UNSUPPORTED_OPS: ReadonlySet<string> = new Set(["replay", "replayq", "replays", "meta"]);
 
 /** Longest expression accepted, in characters. */
 export const MAX_FILTER_LENGTH = 16_384;
@@ -559,7 +573,9 @@ function evaluateRegex(
     case "bs":
       return bodyMatch(re, flow, "server");
     case "comment":
-      return search(re, ann.comment ?? "");
+      return search(re, ann.comment ?? flow.comment ?? "");
+    case "marker":
+      return search(re, markOf(flow, ann));
     case "d": {
       if (flow.type !== "http") return false;
       if (search(re, flow.request.host)) return true;
@@ -639,7 +655,7 @@ function evaluate(node: FilterNode, flow: Flow, ann: FlowAnnotations): boolean {
         case "e":
           return flow.error !== undefined;
         case "marked":
-          return ann.marked === true;
+          return markOf(flow, ann) !== "";
         case "q":
           return (flow.type === "http" || flow.type === "dns") && flow.response === undefined;
         case "s":
@@ -667,7 +683,7 @@ function evaluate(node: FilterNode, flow: Flow, ann: FlowAnnotations): boolean {
  * - `has_error` INTEGER: 1 when the flow has an error
  * - `client`, `server` TEXT: `host:port` of the client and the server address (no brackets)
  * - `peer` TEXT: the peer's public key (''); `peer_name` TEXT: its name ('')
- * - `marked` INTEGER 0/1; `comment` TEXT ('')
+ * - `marked` INTEGER 0/1; `mark` TEXT, the mark's name (''); `comment` TEXT ('')
  *
  * Regex values are translated when they are plain text (letters, digits, escaped punctuation,
  * `.` as any character, optional `^` and `$`): into `LIKE … ESCAPE '\'`, which is
@@ -812,6 +828,8 @@ function regexSql(op: FilterRegexOp, pattern: string): SqlFilter {
       return on(["server"]);
     case "comment":
       return on(["comment"]);
+    case "marker":
+      return on(["mark"]);
     case "peer": {
       if (like === undefined) return ANY;
       return {

@@ -370,7 +370,11 @@ function storeWithFlows(): {
   });
   for (const name of NAMES) {
     const ann = ANNOTATIONS[name];
-    if (ann?.marked) store.database.prepare("UPDATE flows SET marked = 1 WHERE id = ?").run(FLOWS[name]!.id);
+    if (ann?.marked) {
+      store.database.prepare("UPDATE flows SET marked = 1, mark = ':default:' WHERE id = ?").run(
+        FLOWS[name]!.id,
+      );
+    }
     if (ann?.comment) {
       store.database.prepare("UPDATE flows SET comment = ? WHERE id = ?").run(ann.comment, FLOWS[name]!.id);
     }

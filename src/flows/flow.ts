@@ -172,6 +172,13 @@ interface FlowBase {
   timestampStart: number;
   timestampEnd?: number;
   error?: FlowError;
+  /**
+   * The user's mark: "" or absent when unmarked, `:default:` for a plain mark, else the mark's
+   * name (mitmproxy's markers). Set by a flow store (`setMark`), never by the proxy.
+   */
+  marked?: string;
+  /** The user's comment ("" or absent when none). Set by a flow store (`setComment`). */
+  comment?: string;
 }
 
 /** An HTTP request and its response (and, after an upgrade, the WebSocket messages). */

@@ -122,7 +122,7 @@ class FailingStore implements FlowStore {
   clear() {
     return Promise.resolve();
   }
-  setMarked() {
+  setMark() {
     return Promise.resolve(false);
   }
   setComment() {

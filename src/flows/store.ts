@@ -26,8 +26,13 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { BodyRecord, Flow, MessageRecord } from "./flow.ts";
 import { alternateHost, alternateUrl, compileFilter, type Filter, peerName } from "./filter.ts";
 
-/** The schema this code writes and reads. */
-export const SCHEMA_VERSION = 1;
+/**
+ * The schema this code writes and reads. History: 1, the first; 2 adds `flows.mark` (the name of a
+ * flow's mark, beside the 0/1 `marked` the index and `~marked` use). A writable store of an older
+ * schema is migrated when opened; a read-only one is read through a view that supplies what is
+ * missing.
+ */
+export const SCHEMA_VERSION = 2;
 /** `PRAGMA application_id` of a wirescope flow store ("wsfl"). */
 export const APPLICATION_ID = 0x7773666c;
 /** Default cap on each stored body or message: 64 MiB. */
@@ -39,6 +44,8 @@ export interface StoredFlow {
   flow: Flow;
   /** True when the user marked it. */
   marked: boolean;
+  /** The mark's name (`:default:` for a plain mark); "" when unmarked. */
+  mark: string;
   /** "" when none. */
   comment: string;
   /** True while the flow has not ended. */
@@ -102,16 +109,23 @@ export interface FlowStore {
   end(flow: Flow): void;
   /** The flow with this id. */
   get(id: string): Promise<StoredFlow | undefined>;
-  /** A page of flows matching a query. */
-  query(query?: FlowQuery): Promise<FlowPage>;
+  /**
+   * A page of flows matching a query: a filter expression in mitmproxy's language (a string is
+   * taken as `{ filter }`), or a {@link FlowQuery} with paging. Loaded flows carry their mark and
+   * comment in `flow.marked` / `flow.comment` when they have them.
+   */
+  query(query?: FlowQuery | string): Promise<FlowPage>;
   /** How many flows match a filter (all when absent). */
   count(filter?: string | Filter): Promise<number>;
   /** Deletes flows by id; resolves to how many there were. */
   delete(ids: string[]): Promise<number>;
   /** Deletes every flow. */
   clear(): Promise<void>;
-  /** Marks or unmarks a flow; false when there is no such flow. */
-  setMarked(id: string, marked: boolean): Promise<boolean>;
+  /**
+   * Marks a flow (`true`: the plain mark `:default:`; a string: a named mark, as mitmproxy's
+   * markers) or unmarks it (`false` or ""); false when there is no such flow.
+   */
+  setMark(id: string, mark: string | boolean): Promise<boolean>;
   /** Sets a flow's comment ("" removes it); false when there is no such flow. */
   setComment(id: string, comment: string): Promise<boolean>;
   /** Counters (synchronous: a remote store keeps its own). */
@@ -187,7 +201,8 @@ CREATE TABLE flows (
   response_size INTEGER NOT NULL DEFAULT 0,
   marked INTEGER NOT NULL DEFAULT 0,
   comment TEXT NOT NULL DEFAULT '',
-  bytes INTEGER NOT NULL DEFAULT 0
+  bytes INTEGER NOT NULL DEFAULT 0,
+  mark TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX flows_type ON flows (type);
 CREATE INDEX flows_ts_start ON flows (ts_start);
@@ -332,6 +347,9 @@ export interface FlowRow {
   ended: boolean;
   c: FlowColumns;
   encoded: EncodedFlow;
+  /** `flow.marked` / `flow.comment` when the flow carries them (a flow read from a file): written too. */
+  mark?: string;
+  comment?: string;
 }
 
 /** Makes a flow ready for {@link SqliteFlowStore.writeRow}. */
@@ -349,6 +367,8 @@ export function flowRow(flow: Flow, ended: boolean, bodyLimit: number = DEFAULT_
   };
   if (flow.timestampEnd !== undefined) row.flow.timestampEnd = flow.timestampEnd;
   if (flow.error !== undefined) row.flow.error = { message: flow.error.message };
+  if (flow.marked !== undefined) row.mark = flow.marked;
+  if (flow.comment !== undefined) row.comment = flow.comment;
   return row;
 }
 
@@ -425,6 +445,13 @@ function columnsOf(flow: Flow): FlowColumns {
   };
 }
 
+/** The stored name of a mark given as {@link FlowStore.setMark} takes it. */
+export function markName(mark: string | boolean): string {
+  if (mark === true) return ":default:";
+  if (mark === false) return "";
+  return mark;
+}
+
 function clampLimit(limit: number | undefined): number {
   if (limit === undefined) return 100;
   return Math.max(1, Math.min(10_000, Math.floor(limit)));
@@ -438,7 +465,7 @@ function cursorSeq(cursor: string, which: string): number {
 interface Row {
   seq: number;
   id: string;
-  marked: number;
+  mark: string;
   comment: string;
   ts_end: number | null;
   json: string;
@@ -525,9 +552,11 @@ export class SqliteFlowStore implements FlowStore {
       throw new FlowStoreError(
         `${this.path} was written by a newer wirescope (store schema ${version}; this version reads up to ${SCHEMA_VERSION})`,
       );
-    } else if (version < SCHEMA_VERSION) {
-      // No older schema has been released; anything below is not ours to guess at.
+    } else if (version < 1) {
+      // Schema 1 is the first wirescope wrote; anything below is not ours to guess at.
       throw new FlowStoreError(`${this.path} has store schema ${version}, which this version cannot read`);
+    } else if (version < SCHEMA_VERSION) {
+      this.#upgrade(version);
     }
     if (!this.readOnly) db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
@@ -537,6 +566,41 @@ export class SqliteFlowStore implements FlowStore {
     };
     this.#stats.flows = Number(totals.n);
     this.#stats.bytes = Number(totals.b);
+  }
+
+  /**
+   * Brings a store of an older schema up to {@link SCHEMA_VERSION}: in place and in one transaction
+   * when writable; when read-only, through a TEMP view named `flows` (the temp schema is searched
+   * before the file's), which leaves the file as it is.
+   */
+  #upgrade(version: number): void {
+    const db = this.#db;
+    // Schema 1 had only the 0/1 flag: its marks become plain marks.
+    const markOf1 = "(CASE WHEN marked <> 0 THEN ':default:' ELSE '' END)";
+    if (this.readOnly) {
+      db.exec(`CREATE TEMP VIEW flows AS SELECT *, ${markOf1} AS mark FROM main.flows`);
+      return;
+    }
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      // Read again inside the transaction: another process may have migrated it meanwhile.
+      const now = Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
+      if (now === 1 && version === 1) {
+        db.exec("ALTER TABLE flows ADD COLUMN mark TEXT NOT NULL DEFAULT ''");
+        db.exec(`UPDATE flows SET mark = ${markOf1} WHERE marked <> 0`);
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      }
+      db.exec("COMMIT");
+    } catch (e) {
+      try {
+        db.exec("ROLLBACK");
+      } catch { /* gone already */ }
+      throw new FlowStoreError(
+        `cannot migrate ${this.path} from store schema ${version} to ${SCHEMA_VERSION}: ${
+          (e as Error).message
+        }`,
+      );
+    }
   }
 
   #stmt(sql: string): StatementSync {
@@ -646,6 +710,16 @@ export class SqliteFlowStore implements FlowStore {
       encoded.blobs.forEach((b, i) => {
         if (b.byteLength > 0) insertBlob.run(seq, i, b);
       });
+      if (row.mark !== undefined) {
+        this.#stmt("UPDATE flows SET mark = ?, marked = ? WHERE seq = ?").run(
+          row.mark,
+          row.mark ? 1 : 0,
+          seq,
+        );
+      }
+      if (row.comment !== undefined) {
+        this.#stmt("UPDATE flows SET comment = ? WHERE seq = ?").run(row.comment, seq);
+      }
       if (own) this.#db.exec("COMMIT");
       if (ended) this.#liveIds.delete(flow.id);
       else this.#liveIds.add(flow.id);
@@ -797,9 +871,16 @@ export class SqliteFlowStore implements FlowStore {
         blobs.set(Number(b.idx), b.data);
       }
     }
+    const flow = decodeFlow(row.json, blobs);
+    // The columns are what the user set last; the JSON has what the flow carried when written.
+    delete flow.marked;
+    delete flow.comment;
+    if (row.mark) flow.marked = row.mark;
+    if (row.comment) flow.comment = row.comment;
     return {
-      flow: decodeFlow(row.json, blobs),
-      marked: Number(row.marked) !== 0,
+      flow,
+      marked: row.mark !== "",
+      mark: row.mark,
       comment: row.comment,
       live: row.ts_end === null,
       cursor: String(row.seq),
@@ -814,19 +895,20 @@ export class SqliteFlowStore implements FlowStore {
   /** {@link get} without the promise. */
   getSync(id: string): StoredFlow | undefined {
     const row = this.#stmt(
-      `SELECT f.seq, f.id, f.marked, f.comment, f.ts_end, d.json FROM flows f JOIN flow_data d ON d.seq = f.seq
+      `SELECT f.seq, f.id, f.mark, f.comment, f.ts_end, d.json FROM flows f JOIN flow_data d ON d.seq = f.seq
        WHERE f.id = ?`,
     ).get(id) as Row | undefined;
     return row ? this.#load(row, true) : undefined;
   }
 
   /** {@inheritDoc FlowStore.query} */
-  query(query: FlowQuery = {}): Promise<FlowPage> {
+  query(query: FlowQuery | string = {}): Promise<FlowPage> {
     return Promise.resolve().then(() => this.querySync(query));
   }
 
   /** {@link query} without the promise. */
-  querySync(query: FlowQuery = {}): FlowPage {
+  querySync(query: FlowQuery | string = {}): FlowPage {
+    if (typeof query === "string") query = { filter: query };
     const filter = typeof query.filter === "string" ? compileFilter(query.filter) : query.filter;
     const limit = clampLimit(query.limit);
     const withBodies = query.withBodies !== false;
@@ -863,8 +945,8 @@ export class SqliteFlowStore implements FlowStore {
     // 1,000,000 flows: 666 ms).
     const order = descending ? "DESC" : "ASC";
     const stmt = this.#db.prepare(
-      `SELECT p.seq, p.id, p.marked, p.comment, p.ts_end, d.json FROM
-         (SELECT f.seq, f.id, f.marked, f.comment, f.ts_end FROM flows f WHERE ${where.join(" AND ")}
+      `SELECT p.seq, p.id, p.mark, p.comment, p.ts_end, d.json FROM
+         (SELECT f.seq, f.id, f.mark, f.comment, f.ts_end FROM flows f WHERE ${where.join(" AND ")}
           ORDER BY f.seq ${order} LIMIT ?) AS p
        JOIN flow_data d ON d.seq = p.seq ORDER BY p.seq ${order}`,
     );
@@ -880,7 +962,7 @@ export class SqliteFlowStore implements FlowStore {
           // enough to test the row, and only matches are decoded. Parsing every row with the
           // reviver made `~hq` over 100,000 flows take 6.1 s instead of 1.3 s (bench/store.ts).
           const candidate = filter!.needsBodies ? this.#load(row, true).flow : JSON.parse(row.json) as Flow;
-          const annotations = { marked: Number(row.marked) !== 0, comment: row.comment };
+          const annotations = { marked: row.mark !== "", mark: row.mark, comment: row.comment };
           if (filter!.match(candidate, annotations)) flows.push(this.#load(row, withBodies));
         }
         if (flows.length === limit) return { flows, cursor: String(from) };
@@ -953,18 +1035,27 @@ export class SqliteFlowStore implements FlowStore {
     });
   }
 
-  /** {@inheritDoc FlowStore.setMarked} */
-  setMarked(id: string, marked: boolean): Promise<boolean> {
-    return Promise.resolve().then(() =>
-      Number(this.#stmt("UPDATE flows SET marked = ? WHERE id = ?").run(marked ? 1 : 0, id).changes) > 0
-    );
+  /** {@inheritDoc FlowStore.setMark} */
+  setMark(id: string, mark: string | boolean): Promise<boolean> {
+    return Promise.resolve().then(() => this.setMarkSync(id, mark));
+  }
+
+  /** {@link setMark} without the promise. */
+  setMarkSync(id: string, mark: string | boolean): boolean {
+    const name = markName(mark);
+    return Number(
+      this.#stmt("UPDATE flows SET mark = ?, marked = ? WHERE id = ?").run(name, name ? 1 : 0, id).changes,
+    ) > 0;
   }
 
   /** {@inheritDoc FlowStore.setComment} */
   setComment(id: string, comment: string): Promise<boolean> {
-    return Promise.resolve().then(() =>
-      Number(this.#stmt("UPDATE flows SET comment = ? WHERE id = ?").run(comment, id).changes) > 0
-    );
+    return Promise.resolve().then(() => this.setCommentSync(id, comment));
+  }
+
+  /** {@link setComment} without the promise. */
+  setCommentSync(id: string, comment: string): boolean {
+    return Number(this.#stmt("UPDATE flows SET comment = ? WHERE id = ?").run(comment, id).changes) > 0;
   }
 
   #transaction(fn: () => void): void {

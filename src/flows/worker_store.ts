@@ -9,7 +9,7 @@
  * each flow (JSON with its bytes apart, ~10 µs; a structured clone of the flow costs ~21 µs) and
  * hands the batch over; the worker commits it.
  *
- * Reads (`query`, `get`, `count`) and the rare edits (`delete`, `setMarked`...) run on a
+ * Reads (`query`, `get`, `count`) and the rare edits (`delete`, `setMark`, `setComment`...) run on a
  * connection of the main thread: WAL mode lets them read while the worker writes. `put` and
  * `end` are queued and sent at the end of the current `batch` (or task); {@link committed}
  * resolves once everything sent so far is committed: a flow is *ended for the store* then, and
@@ -211,7 +211,7 @@ export class WorkerFlowStore implements FlowStore {
   }
 
   /** {@inheritDoc FlowStore.query} */
-  query(query?: FlowQuery): Promise<FlowPage> {
+  query(query?: FlowQuery | string): Promise<FlowPage> {
     return this.#reader.query(query);
   }
 
@@ -232,10 +232,10 @@ export class WorkerFlowStore implements FlowStore {
     return this.#reader.clear();
   }
 
-  /** {@inheritDoc FlowStore.setMarked} */
-  async setMarked(id: string, marked: boolean): Promise<boolean> {
+  /** {@inheritDoc FlowStore.setMark} */
+  async setMark(id: string, mark: string | boolean): Promise<boolean> {
     await this.committed();
-    return this.#reader.setMarked(id, marked);
+    return this.#reader.setMark(id, mark);
   }
 
   /** {@inheritDoc FlowStore.setComment} */
