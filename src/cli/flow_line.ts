@@ -8,6 +8,7 @@
  * peer 1: DNS A example.com → 93.184.215.14 (NOERROR) 3ms
  * 10.0.0.2:51236: GET https://down.example/ << ERROR: connection refused
  * 10.0.0.2:51240: GET https://h2.example/ HTTP/2.0 << 200 512b 8ms
+ * 10.0.0.2:51242: POST https://api.example/pkg.Svc/Get HTTP/2.0 << 200 41b 3ms gRPC 1→1 msgs status 0 OK
  * ```
  *
  * Everything taken from the wire (URLs, reasons, host names, error messages) has its control
@@ -16,6 +17,7 @@
  */
 import type { DnsFlow, Flow, HttpFlow, LogEvent, TcpFlow, UdpFlow } from "../flows/flow.ts";
 import { formatHostPort } from "../flows/flow.ts";
+import { grpcStatusName } from "../flows/grpc.ts";
 
 /** Options of {@linkcode formatFlowLine}. */
 export interface FlowLineOptions {
@@ -155,8 +157,28 @@ function httpLine(flow: HttpFlow, paint: Paint): string {
     if (ws.closeCode !== undefined) text += `, closed ${ws.closeCode}`;
     parts.push(paint(text, "cyan"));
   }
+  const grpc = grpcText(flow);
+  if (grpc !== undefined) parts.push(paint(grpc.text, grpc.ok ? "cyan" : "yellow"));
   if (flow.error !== undefined) parts.push(errorText(flow.error.message, paint));
   return parts.join(" ");
+}
+
+/**
+ * A gRPC call in a few words: messages each way, then the status (`gRPC 3→5 msgs status 0 OK`),
+ * with its message when not OK and a note when a side was cut inside a message.
+ */
+function grpcText(flow: HttpFlow): { text: string; ok: boolean } | undefined {
+  const request = flow.request.grpc;
+  const response = flow.response?.grpc;
+  if (request === undefined && response === undefined) return undefined;
+  let text = `gRPC ${request?.messages ?? 0}→${response?.messages ?? 0} msgs`;
+  const status = response?.status;
+  if (status !== undefined) {
+    text += ` status ${status} ${grpcStatusName(status)}`;
+    if (response?.statusMessage !== undefined) text += `: ${printable(response.statusMessage)}`;
+  }
+  if (request?.incomplete || response?.incomplete) text += " (cut inside a message)";
+  return { text, ok: status === 0 && !request?.incomplete && !response?.incomplete };
 }
 
 function streamLine(flow: TcpFlow | UdpFlow, paint: Paint): string {

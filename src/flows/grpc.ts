@@ -239,3 +239,53 @@ export const GRPC_STATUS_NAMES: readonly string[] = [
   "DATA_LOSS",
   "UNAUTHENTICATED",
 ];
+
+/** The name of a gRPC status code (`NOT_FOUND`), or its number as text when it has none. */
+export function grpcStatusName(status: number): string {
+  return GRPC_STATUS_NAMES[status] ?? String(status);
+}
+
+/** One side of a call in the flow files (`_grpc` in HAR, `grpc` in JSON lines). */
+export interface GrpcSideJson {
+  messages: number;
+  bytes: number;
+  /** Sizes of the first {@link MAX_GRPC_SIZES} messages. */
+  sizes: number[];
+  compressed: number;
+  incomplete: boolean;
+  error: string | null;
+}
+
+/** The gRPC summary of a flow in the flow files. */
+export interface GrpcJson {
+  request: GrpcSideJson | null;
+  response: GrpcSideJson | null;
+  /** `grpc-status` (null when the call ended without one: reset, or cut off). */
+  status: number | null;
+  statusName: string | null;
+  statusMessage: string | null;
+}
+
+/** The gRPC summary of an HTTP flow as JSON values, or undefined when it is no gRPC call. */
+export function grpcJson(flow: HttpFlow): GrpcJson | undefined {
+  const request = flow.request.grpc;
+  const response = flow.response?.grpc;
+  if (request === undefined && response === undefined) return undefined;
+  const side = (s: GrpcMessages | undefined): GrpcSideJson | null =>
+    s === undefined ? null : {
+      messages: s.messages,
+      bytes: s.bytes,
+      sizes: s.sizes,
+      compressed: s.compressed,
+      incomplete: s.incomplete ?? false,
+      error: s.error ?? null,
+    };
+  const status = response?.status;
+  return {
+    request: side(request),
+    response: side(response),
+    status: status ?? null,
+    statusName: status === undefined ? null : grpcStatusName(status),
+    statusMessage: response?.statusMessage ?? null,
+  };
+}

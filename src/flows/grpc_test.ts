@@ -2,6 +2,9 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { GrpcMessageCounter, MAX_GRPC_SIZES } from "./grpc.ts";
 import { appendRecordBody, emptyBody, endHttpFlow, type HttpFlow } from "./flow.ts";
+import { flowToHarEntry } from "./har.ts";
+import { flowToJson } from "./json_lines.ts";
+import { formatFlowLine } from "../cli/flow_line.ts";
 
 /** Frames messages as gRPC does: flag byte, 4-byte big-endian length, payload. */
 function frame(messages: { size: number; compressed?: boolean }[]): Uint8Array {
@@ -204,4 +207,58 @@ Deno.test("flows: other content types get no gRPC summary", () => {
   assert.equal(flow.request.grpc, undefined);
   assert.equal(flow.response!.grpc, undefined);
   assert.equal(flow.request.body.size, 6);
+});
+
+Deno.test("flows: gRPC calls in the flow line, HAR (_grpc) and JSON lines (grpc)", () => {
+  const ok = grpcFlow([["content-type", "application/grpc"]], [["grpc-status", "0"]]);
+  appendRecordBody(ok.request, frame([{ size: 3 }, { size: 4 }, { size: 5 }]), 1 << 20);
+  appendRecordBody(
+    ok.response!,
+    frame([{ size: 1 }, { size: 2 }, { size: 3 }, { size: 4 }, { size: 5 }]),
+    1 << 20,
+  );
+  ok.response!.timestampEnd = 12;
+  ok.timestampEnd = 12;
+  endHttpFlow(ok);
+  assert.equal(
+    formatFlowLine(ok),
+    "10.0.0.2:5000: POST https://origin.test/echo.Echo/Say HTTP/2.0 << 200 40b 12ms gRPC 3→5 msgs status 0 OK",
+  );
+  const expected = {
+    request: { messages: 3, bytes: 12, sizes: [3, 4, 5], compressed: 0, incomplete: false, error: null },
+    response: {
+      messages: 5,
+      bytes: 15,
+      sizes: [1, 2, 3, 4, 5],
+      compressed: 0,
+      incomplete: false,
+      error: null,
+    },
+    status: 0,
+    statusName: "OK",
+    statusMessage: null,
+  };
+  assert.deepEqual(flowToHarEntry(ok)._grpc, expected);
+  assert.deepEqual(JSON.parse(JSON.stringify(flowToJson(ok))).grpc, expected);
+
+  const failed = grpcFlow([["content-type", "application/grpc"], ["grpc-status", "5"], [
+    "grpc-message",
+    "no such key",
+  ]]);
+  appendRecordBody(failed.request, frame([{ size: 10 }]).subarray(0, 8), 1 << 20);
+  endHttpFlow(failed);
+  assert.match(
+    formatFlowLine(failed),
+    / gRPC 0→0 msgs status 5 NOT_FOUND: no such key \(cut inside a message\)$/,
+  );
+  const json = flowToHarEntry(failed)._grpc!;
+  assert.equal(json.request?.incomplete, true);
+  assert.equal(json.statusName, "NOT_FOUND");
+
+  const plain = grpcFlow([["content-type", "text/plain"]]);
+  plain.request.headers = [];
+  endHttpFlow(plain);
+  assert.equal(flowToHarEntry(plain)._grpc, undefined);
+  assert.equal(flowToJson(plain).grpc, null);
+  assert.doesNotMatch(formatFlowLine(plain), /gRPC/);
 });

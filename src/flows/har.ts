@@ -4,7 +4,8 @@
  * HAR follows http://www.softwareishard.com/blog/har-12-spec/. What the spec has no field for is
  * added under names starting with `_`, as the spec allows: `_id`, `_client`, `_server`, `_tls`,
  * `_error`, `_websocketMessages`, `_encoding`/`_truncated` on bodies, and for HTTP/2 (whose
- * `httpVersion` is `HTTP/2.0` and `headersSize` -1) `_streamId` and `_trailers`.
+ * `httpVersion` is `HTTP/2.0` and `headersSize` -1) `_streamId` and `_trailers`; a gRPC call's
+ * message counts, sizes and status are `_grpc`.
  *
  * Choices:
  * - Bodies are recorded as a bounded prefix of the payload with transfer coding removed but
@@ -25,6 +26,7 @@ import { isIP } from "node:net";
 import { brotliDecompressSync, gunzipSync, inflateRawSync, inflateSync } from "node:zlib";
 import type { HttpFlow, MessageRecord, ServerInfo, TlsInfo } from "./flow.ts";
 import type { Headers1 } from "../proxy/http1.ts";
+import { type GrpcJson, grpcJson } from "./grpc.ts";
 import {
   base64,
   type ClientJson,
@@ -164,6 +166,8 @@ export interface HarEntry {
   _websocketClose?: { code: number; reason: string };
   /** The HTTP/2 stream id on the client's connection. */
   _streamId?: number;
+  /** A gRPC call's message counts and sizes each way, and its status. */
+  _grpc?: GrpcJson;
 }
 
 /** A HAR file. */
@@ -257,6 +261,8 @@ export function flowToHarEntry(flow: HttpFlow): HarEntry {
   if (flow.tls !== undefined) entry._tls = flow.tls;
   if (flow.error !== undefined) entry._error = errorJson(flow.error);
   if (flow.streamId !== undefined) entry._streamId = flow.streamId;
+  const grpc = grpcJson(flow);
+  if (grpc !== undefined) entry._grpc = grpc;
   if (flow.websocket !== undefined) {
     entry._websocketMessages = flow.websocket.messages.map(websocketMessage);
     entry._websocketMessagesDropped = flow.websocket.messagesDropped;

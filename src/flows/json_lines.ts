@@ -16,7 +16,7 @@ import { flowToHarEntry } from "./har.ts";
  * Every object has `type`, `id`, `timestampStart` and `timestampEnd` (ISO 8601 or null),
  * `client`, `server`, `tls` and `error` (null when absent). HTTP flows add the fields of their
  * HAR entry (`startedDateTime`, `time`, `request`, `response`, `timings`, `serverIPAddress`) and
- * `websocket`; TCP and UDP flows add byte counts and `messages`; DNS flows add `questions`,
+ * `websocket` and `grpc` (a gRPC call's messages and status; null otherwise); TCP and UDP flows add byte counts and `messages`; DNS flows add `questions`,
  * `answers`, `rcode` and `resolver`.
  *
  * @returns An object of JSON values only (bytes are text or base64).
@@ -54,6 +54,7 @@ function httpJson(flow: HttpFlow): Record<string, unknown> {
     timings: entry.timings,
     serverIPAddress: entry.serverIPAddress ?? null,
     streamId: flow.streamId ?? null,
+    grpc: entry._grpc ?? null,
     websocket: ws === undefined ? null : {
       messages: entry._websocketMessages ?? [],
       messagesDropped: ws.messagesDropped,
