@@ -20,6 +20,10 @@ export class OriginNamespace {
   readonly address: string;
   /** The test CA that signed nginx's certificate (PEM file), for `upstreamCa` and curl. */
   readonly caFile: string;
+  /** The directory nginx serves (add files to it; `.html`, `.css`, `.js` and `.svg` get their types). */
+  get www(): string {
+    return `${this.#dir}/www`;
+  }
   /** The 100 MB file nginx serves at `/big.bin`, and its sha256. */
   readonly bigSha256: string;
   readonly bigSize: number;
@@ -241,6 +245,7 @@ http {
   uwsgi_temp_path ${dir}/tmp-uwsgi;
   scgi_temp_path ${dir}/tmp-scgi;
   default_type application/octet-stream;
+  types { text/html html; text/css css; application/javascript js; image/svg+xml svg; }
   keepalive_requests 10000000;
   keepalive_timeout 120s;
   sendfile on;
