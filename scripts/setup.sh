@@ -15,6 +15,9 @@ packages=(
   wrk python3-venv
   # HTTP/2 interop tests (src/proxy/http2/interop_test.ts): nghttp, a client on nghttp2
   nghttp2-client
+  # browser checks (tests/chromium_h2_test.ts, tests/quic_e2e_test.ts): headless Chromium, and
+  # certutil to make it trust the proxy's CA in a throwaway NSS database
+  chromium libnss3-tools
 )
 # Node runs npm, which brings Deno; a Node from elsewhere (as on this project's machines) is kept.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
