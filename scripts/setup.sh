@@ -53,4 +53,12 @@ if command -v go >/dev/null && [ ! -x "$(go env GOPATH)/bin/h2spec" ]; then
   echo "setup: go install h2spec"
   go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 fi
+# gRPC end to end (tests/grpc_e2e_test.ts): grpcio, the reference C-core implementation, as a
+# prebuilt wheel from PyPI into .venv-grpc/ on Debian's Python (python3-venv above), pinned.
+GRPCIO_VERSION=1.85.3
+if ! .venv-grpc/bin/python -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
+  echo "setup: grpcio $GRPCIO_VERSION into .venv-grpc"
+  [ -x .venv-grpc/bin/python ] || /usr/bin/python3 -m venv .venv-grpc
+  .venv-grpc/bin/pip install -q --disable-pip-version-check --only-binary=:all: "grpcio==$GRPCIO_VERSION"
+fi
 node_modules/.bin/deno --version | head -n1

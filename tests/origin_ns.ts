@@ -185,6 +185,14 @@ export class OriginNamespace {
     return origin;
   }
 
+  /**
+   * Starts another server inside the namespace (stdout piped, stopped by `close()`). Its TLS
+   * certificate can be nginx's: `server.pem` and `server.key` beside {@link caFile}.
+   */
+  spawn(cmd: string[]): Deno.ChildProcess {
+    return this.#spawn(cmd);
+  }
+
   #spawn(cmd: string[]): Deno.ChildProcess {
     const p = new Deno.Command("ip", {
       args: ["netns", "exec", this.#ns, ...cmd],
