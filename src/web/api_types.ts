@@ -1,0 +1,151 @@
+/**
+ * The JSON shapes of the web UI's API, shared by the server (src/web/server.ts) and the page
+ * (src/web/ui/). Types only: the page's bundle imports nothing else from the server side.
+ * @module
+ */
+
+/** What the flow list shows of a flow (sent in pages and in live updates; never bodies). */
+export interface FlowSummary {
+  id: string;
+  /** Where the flow sits in the store (for paging), when it came from a store query. */
+  cursor?: string;
+  /** Start (ms since the epoch). */
+  ts: number;
+  /** Duration in ms, when ended. */
+  duration?: number;
+  /** The client's address, `host:port`. */
+  client: string;
+  /** The WireGuard peer's public key, in WireGuard mode. */
+  peer?: string;
+  /** `HTTP/1`, `HTTP/2`, `WebSocket`, `TCP`, `UDP`, `DNS`. */
+  type: string;
+  /** HTTP method, or the DNS question type. */
+  method: string;
+  host: string;
+  /** Path and query (HTTP), or the DNS name. */
+  path: string;
+  /** HTTP status, or the DNS response code; 0 when none. */
+  status: number;
+  /** The response's content type (HTTP), without parameters. */
+  contentType?: string;
+  /** Bytes from the client (request body, or payload). */
+  requestSize: number;
+  /** Bytes from the server (response body, or payload). */
+  responseSize: number;
+  /** The error message, when the flow failed. */
+  error?: string;
+  marked?: boolean;
+  /** True while the flow has not ended. */
+  live?: boolean;
+}
+
+/** `GET /api/flows`: one page. */
+export interface FlowPageJson {
+  flows: FlowSummary[];
+  /** Pass as `cursor` for the next page; absent at the end. */
+  cursor?: string;
+  /** Flows matching the filter in the whole store (only when asked for with `count=1`). */
+  total?: number;
+}
+
+/** A body as the detail view gets it: its text when it is short text, else its URL to fetch. */
+export interface BodyJson {
+  size: number;
+  truncated: boolean;
+  /** The `Content-Type` header's value, "" when none. */
+  contentType: string;
+  /** The `Content-Encoding` header's value, "" when none. */
+  contentEncoding: string;
+  /** The stored bytes as text, when they are valid UTF-8, not encoded and at most 256 KiB. */
+  text?: string;
+  /** Where the raw bytes are (add `?decode=1` to undo gzip, deflate, br, zstd). */
+  url: string;
+}
+
+/** A message of a WebSocket, TCP or UDP flow. */
+export interface MessageJson {
+  fromClient: boolean;
+  kind: string;
+  size: number;
+  ts: number;
+  /** The content as text when it is UTF-8, else base64 in `base64`. */
+  text?: string;
+  base64?: string;
+}
+
+/** `GET /api/flows/:id`: the whole flow. */
+export interface FlowDetailJson {
+  summary: FlowSummary;
+  comment: string;
+  connection: {
+    client: string;
+    mode: string;
+    peer?: string;
+    peerEndpoint?: string;
+    server: string;
+    serverHostname?: string;
+    serverPeerAddress?: string;
+    tls?: {
+      sni?: string;
+      alpn?: string;
+      alpnOffered: string[];
+      clientVersion?: string;
+      serverVersion?: string;
+      serverCipher?: string;
+      passthrough: boolean;
+      passthroughReason?: string;
+      serverCertificate?: {
+        subject: string;
+        issuer: string;
+        dnsNames: string[];
+        validFrom: string;
+        validTo: string;
+        fingerprintSha256: string;
+      };
+    };
+  };
+  /** Times in ms since the epoch; absent when not reached. */
+  timing: {
+    start: number;
+    serverConnected?: number;
+    tlsSetup?: number;
+    requestStart?: number;
+    requestEnd?: number;
+    responseStart?: number;
+    responseEnd?: number;
+    end?: number;
+  };
+  request?: {
+    method: string;
+    url: string;
+    httpVersion: string;
+    headers: [string, string][];
+    body: BodyJson;
+  };
+  response?: {
+    status: number;
+    reason: string;
+    httpVersion: string;
+    headers: [string, string][];
+    body: BodyJson;
+  };
+  messages?: MessageJson[];
+  dns?: { question: string; answers: string[] };
+  error?: string;
+}
+
+/** `POST /api/filter/check`. */
+export type FilterCheckJson = { ok: true } | { ok: false; error: string; column: number };
+
+/** A message on `/api/updates` from the server. */
+export interface UpdatesMessage {
+  /** Ended flows that match the connection's filter, oldest first. */
+  flows: FlowSummary[];
+  /** True when updates were dropped (a slow reader): the page should reload its list. */
+  gap?: boolean;
+}
+
+/** A message on `/api/updates` from the page: the filter its list shows ("" for all). */
+export interface UpdatesFilterMessage {
+  filter: string;
+}

@@ -1,0 +1,567 @@
+/// <reference lib="dom" />
+/**
+ * The web UI's page: a virtual flow list fed by pages from the server and live updates over a
+ * WebSocket, a filter box that checks expressions on the server and shows errors at their column,
+ * keyboard navigation (j/k, Enter, `/`, Escape) and a detail pane with content views by type.
+ *
+ * The list keeps only summaries (about 200 bytes each) and builds DOM rows only for what is on
+ * screen (a fixed pool re-filled on scroll), so 100,000 flows cost the browser a few megabytes
+ * and scrolling stays smooth. Pages load in order as the view needs them.
+ * @module
+ */
+import type {
+  BodyJson,
+  FilterCheckJson,
+  FlowDetailJson,
+  FlowPageJson,
+  FlowSummary,
+  UpdatesMessage,
+} from "../api_types.ts";
+import { formatDuration, formatSize, formatTime, h, hexDump, replace } from "./dom.ts";
+
+const ROW_HEIGHT = 24;
+const FIRST_PAGE = 200;
+const PAGE = 2000;
+const CSRF_HEADER = "X-Wirescope-Csrf";
+
+const COLUMNS: { key: string; title: string; cell: (f: FlowSummary) => string }[] = [
+  { key: "time", title: "Time", cell: (f) => formatTime(f.ts) },
+  { key: "client", title: "Client", cell: (f) => (f.peer ? `${f.peer.slice(0, 8)}… ${f.client}` : f.client) },
+  { key: "method", title: "Method", cell: (f) => f.method },
+  { key: "host", title: "Host", cell: (f) => f.host },
+  { key: "path", title: "Path", cell: (f) => f.path },
+  { key: "status", title: "Status", cell: (f) => (f.error ? "error" : f.status ? String(f.status) : "") },
+  { key: "type", title: "Type", cell: (f) => f.type },
+  { key: "req", title: "Req", cell: (f) => formatSize(f.requestSize) },
+  { key: "res", title: "Resp", cell: (f) => formatSize(f.responseSize) },
+  { key: "dur", title: "Duration", cell: (f) => formatDuration(f.duration) },
+];
+
+/** What the list holds for the current filter. */
+interface ListState {
+  filter: string;
+  rows: FlowSummary[];
+  ids: Set<string>;
+  /** Flows matching in the store (grows with live updates). */
+  total: number;
+  /** Where the next page starts; null when every page is loaded. */
+  cursor: string | null | undefined;
+  loading: boolean;
+  /** Bumped on every reload: answers for an older list are dropped. */
+  generation: number;
+}
+
+let csrf = "";
+const state: ListState = {
+  filter: "",
+  rows: [],
+  ids: new Set(),
+  total: 0,
+  cursor: undefined,
+  loading: false,
+  generation: 0,
+};
+let selected = -1;
+let openId: string | null = null;
+let follow = true;
+let socket: WebSocket | null = null;
+
+const filterInput = h("input", {
+  id: "filter",
+  type: "text",
+  spellcheck: "false",
+  autocomplete: "off",
+  placeholder: "filter: ~d example.com & ~m POST   (press / to focus)",
+});
+const filterError = h("div", { id: "filter-error", class: "filter-error", hidden: true });
+const countLabel = h("span", { id: "count", class: "count" });
+const statusLabel = h("span", { id: "conn", class: "conn" }, "connecting…");
+const header = h(
+  "div",
+  { class: "list-header" },
+  COLUMNS.map((c) => h("div", { class: `c-${c.key}` }, c.title)),
+);
+const spacer = h("div", { class: "spacer" });
+const list = h("div", { id: "list", class: "list", tabindex: 0 }, spacer);
+const detail = h("div", { id: "detail", class: "detail", hidden: true });
+const pool: HTMLDivElement[] = [];
+
+function rowElement(): HTMLDivElement {
+  const row = h("div", { class: "row" }, COLUMNS.map((c) => h("div", { class: `c-${c.key}` })));
+  row.addEventListener("click", () => {
+    const index = Number(row.dataset.index);
+    if (!Number.isNaN(index)) {
+      select(index);
+      void openFlow(index);
+    }
+  });
+  spacer.append(row);
+  return row;
+}
+
+let renderQueued = false;
+function scheduleRender(): void {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render(): void {
+  const total = Math.max(state.total, state.rows.length);
+  spacer.style.height = `${total * ROW_HEIGHT}px`;
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW_HEIGHT) - 2);
+  const visible = Math.ceil(list.clientHeight / ROW_HEIGHT) + 5;
+  const last = Math.min(total, first + visible);
+  while (pool.length < visible) pool.push(rowElement());
+  for (let k = 0; k < pool.length; k++) {
+    const row = pool[k]!;
+    const index = first + k;
+    if (index >= last) {
+      row.hidden = true;
+      continue;
+    }
+    row.hidden = false;
+    row.style.transform = `translateY(${index * ROW_HEIGHT}px)`;
+    row.dataset.index = String(index);
+    const f = state.rows[index];
+    const cells = row.children;
+    row.className = "row" + (index === selected ? " selected" : "") +
+      (f?.error ? " failed" : f && f.status >= 400 ? " bad" : "");
+    if (f) row.dataset.id = f.id;
+    else delete row.dataset.id;
+    for (let c = 0; c < COLUMNS.length; c++) {
+      (cells[c] as HTMLElement).textContent = f ? COLUMNS[c]!.cell(f) : c === 0 ? "…" : "";
+    }
+  }
+  countLabel.textContent = `${state.rows.length.toLocaleString("en")} of ${total.toLocaleString("en")} flows`;
+  if (last > state.rows.length && state.cursor !== null) void loadMore();
+}
+
+async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const headers = new Headers(init.headers);
+  if (init.method && init.method !== "GET") headers.set(CSRF_HEADER, csrf);
+  const res = await fetch(path, { ...init, headers, credentials: "same-origin" });
+  if (res.status === 401) {
+    location.reload();
+    throw new Error("logged out");
+  }
+  const body = await res.json() as T & { error?: string };
+  if (!res.ok && (body as { ok?: boolean }).ok === undefined) throw new Error(body.error ?? res.statusText);
+  return body;
+}
+
+async function loadMore(): Promise<void> {
+  if (state.loading || state.cursor === null) return;
+  state.loading = true;
+  const generation = state.generation;
+  const first = state.cursor === undefined;
+  const params = new URLSearchParams({ filter: state.filter, limit: String(first ? FIRST_PAGE : PAGE) });
+  if (state.cursor) params.set("cursor", state.cursor);
+  if (first) params.set("count", "1");
+  try {
+    const page = await api<FlowPageJson>(`/api/flows?${params}`);
+    if (generation !== state.generation) return;
+    for (const f of page.flows) {
+      if (state.ids.has(f.id)) continue;
+      state.ids.add(f.id);
+      state.rows.push(f);
+    }
+    if (page.total !== undefined) state.total = page.total;
+    state.cursor = page.cursor ?? null;
+    if (state.cursor === null) state.total = state.rows.length;
+    document.body.dataset.loaded = String(state.rows.length);
+    if (first) document.body.dataset.firstPage = String(performance.now());
+  } catch (e) {
+    statusLabel.textContent = `error: ${(e as Error).message}`;
+  } finally {
+    if (generation === state.generation) state.loading = false;
+  }
+  if (generation === state.generation) scheduleRender();
+}
+
+function reload(): void {
+  state.generation++;
+  state.rows = [];
+  state.ids = new Set();
+  state.total = 0;
+  state.cursor = undefined;
+  state.loading = false;
+  selected = -1;
+  list.scrollTop = 0;
+  document.body.dataset.loaded = "0";
+  delete document.body.dataset.firstPage;
+  scheduleRender();
+  void loadMore();
+}
+
+function onUpdates(message: UpdatesMessage): void {
+  if (message.gap) {
+    reload();
+    return;
+  }
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - ROW_HEIGHT * 2;
+  for (const f of message.flows) {
+    if (state.ids.has(f.id)) continue;
+    state.total++;
+    // Until every page is in, new flows arrive with the pages that follow.
+    if (state.cursor === null) {
+      state.ids.add(f.id);
+      state.rows.push(f);
+    }
+  }
+  document.body.dataset.loaded = String(state.rows.length);
+  scheduleRender();
+  if (follow && atBottom && selected < 0) {
+    requestAnimationFrame(() => (list.scrollTop = list.scrollHeight));
+  }
+}
+
+function connect(): void {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/updates`);
+  socket = ws;
+  ws.onopen = () => {
+    statusLabel.textContent = "live";
+    statusLabel.className = "conn live";
+    ws.send(JSON.stringify({ filter: state.filter }));
+  };
+  ws.onmessage = (e) => onUpdates(JSON.parse(String(e.data)) as UpdatesMessage);
+  ws.onclose = () => {
+    statusLabel.textContent = "disconnected (retrying)";
+    statusLabel.className = "conn";
+    if (socket === ws) setTimeout(connect, 2000);
+  };
+}
+
+let checkTimer: ReturnType<typeof setTimeout> | undefined;
+let checkSeq = 0;
+
+async function checkAndApply(): Promise<void> {
+  const expression = filterInput.value;
+  const seq = ++checkSeq;
+  const result = await api<FilterCheckJson>("/api/filter/check", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ filter: expression }),
+  });
+  if (seq !== checkSeq) return;
+  if (!result.ok) {
+    filterInput.classList.add("invalid");
+    filterError.hidden = false;
+    const col = Math.max(1, result.column);
+    replace(
+      filterError,
+      h("pre", { class: "caret" }, `${expression}\n${" ".repeat(col - 1)}^`),
+      h("span", {}, `${result.error} at column ${col}`),
+    );
+    filterError.dataset.column = String(col);
+    return;
+  }
+  filterInput.classList.remove("invalid");
+  filterError.hidden = true;
+  if (expression === state.filter) return;
+  state.filter = expression;
+  socket?.readyState === WebSocket.OPEN && socket.send(JSON.stringify({ filter: expression }));
+  reload();
+}
+
+function select(index: number): void {
+  const total = Math.max(state.total, state.rows.length);
+  if (total === 0) return;
+  selected = Math.max(0, Math.min(total - 1, index));
+  const top = selected * ROW_HEIGHT;
+  if (top < list.scrollTop) list.scrollTop = top;
+  else if (top + ROW_HEIGHT > list.scrollTop + list.clientHeight) {
+    list.scrollTop = top + ROW_HEIGHT - list.clientHeight;
+  }
+  scheduleRender();
+}
+
+function headersTable(headers: [string, string][]): HTMLElement {
+  return h(
+    "table",
+    { class: "headers" },
+    headers.map(([n, v]) => h("tr", {}, h("th", {}, n), h("td", {}, v))),
+  );
+}
+
+type View = "auto" | "json" | "text" | "image" | "hex";
+
+function pickView(contentType: string, text: string | undefined): Exclude<View, "auto"> {
+  const t = contentType.toLowerCase();
+  if (t.startsWith("image/")) return "image";
+  if (text !== undefined) {
+    if (t.includes("json")) return "json";
+    return "text";
+  }
+  return "hex";
+}
+
+async function bodyBytes(body: BodyJson): Promise<Uint8Array> {
+  const res = await fetch(`${body.url}${body.contentEncoding ? "?decode=1" : ""}`, {
+    credentials: "same-origin",
+  });
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+function bodyView(body: BodyJson): HTMLElement {
+  const out = h("div", { class: "body-view" });
+  const select = h(
+    "select",
+    { class: "view-select", title: "content view" },
+    (["auto", "json", "text", "image", "hex"] as View[]).map((v) => h("option", { value: v }, v)),
+  );
+  const content = h("div", { class: "body-content" });
+  const info = h(
+    "div",
+    { class: "body-info" },
+    `${formatSize(body.size)}${body.truncated ? " (truncated)" : ""}`,
+    body.contentType ? ` · ${body.contentType}` : "",
+    body.contentEncoding ? ` · ${body.contentEncoding} (decoded)` : "",
+    " ",
+    select,
+    " ",
+    h("a", { href: body.url, target: "_blank", rel: "noopener" }, "raw"),
+  );
+  const show = async (choice: View) => {
+    let text = body.text;
+    let bytes: Uint8Array | undefined;
+    if (text === undefined && body.size > 0 && !body.contentType.toLowerCase().startsWith("image/")) {
+      bytes = await bodyBytes(body);
+      try {
+        text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+      } catch { /* binary */ }
+    }
+    const view = choice === "auto" ? pickView(body.contentType, text) : choice;
+    content.dataset.view = view;
+    if (body.size === 0) {
+      replace(content, h("div", { class: "empty" }, "no body"));
+    } else if (view === "image") {
+      replace(content, h("img", { src: `${body.url}?decode=1`, alt: "body image", class: "body-image" }));
+    } else if (view === "json") {
+      let pretty = text ?? "";
+      try {
+        pretty = JSON.stringify(JSON.parse(pretty), null, 2);
+      } catch { /* shown as it is */ }
+      replace(content, h("pre", { class: "json" }, pretty));
+    } else if (view === "text" && text !== undefined) {
+      replace(content, h("pre", { class: "text" }, text));
+    } else {
+      bytes ??= await bodyBytes(body);
+      replace(content, h("pre", { class: "hex" }, hexDump(bytes)));
+    }
+  };
+  select.addEventListener("change", () => void show(select.value as View));
+  void show("auto");
+  replace(out, info, content);
+  return out;
+}
+
+function section(
+  title: string,
+  open: boolean,
+  ...children: (Node | string | null | undefined)[]
+): HTMLElement {
+  return h(
+    "details",
+    { open, class: `section s-${title.toLowerCase()}` },
+    h("summary", {}, title),
+    ...children,
+  );
+}
+
+function kv(rows: [string, string | undefined][]): HTMLElement {
+  return h(
+    "table",
+    { class: "kv" },
+    rows.filter(([, v]) => v !== undefined && v !== "").map(([k, v]) =>
+      h("tr", {}, h("th", {}, k), h("td", {}, v!))
+    ),
+  );
+}
+
+function timingView(d: FlowDetailJson): HTMLElement {
+  const t = d.timing;
+  const points: [string, number | undefined][] = [
+    ["server connected", t.serverConnected],
+    ["TLS set up", t.tlsSetup],
+    ["request started", t.requestStart],
+    ["request sent", t.requestEnd],
+    ["response started", t.responseStart],
+    ["response done", t.responseEnd],
+    ["end", t.end],
+  ];
+  return kv([
+    ["start", new Date(t.start).toISOString()],
+    ...points.map((
+      [k, v],
+    ): [string, string | undefined] => [k, v === undefined ? undefined : `+${v - t.start} ms`]),
+  ]);
+}
+
+async function openFlow(index: number): Promise<void> {
+  const f = state.rows[index];
+  if (!f) return;
+  openId = f.id;
+  const d = await api<FlowDetailJson>(`/api/flows/${encodeURIComponent(f.id)}`);
+  if (openId !== f.id) return;
+  const c = d.connection;
+  detail.hidden = false;
+  document.body.classList.add("with-detail");
+  replace(
+    detail,
+    h(
+      "div",
+      { class: "detail-title" },
+      h("button", { class: "close", title: "close (Escape)", onclick: closeDetail }, "×"),
+      h("b", {}, d.request ? `${d.request.method} ` : `${d.summary.type} `),
+      d.request?.url ?? `${d.summary.host}${d.summary.path}`,
+    ),
+    d.error ? h("div", { class: "error" }, d.error) : null,
+    d.request
+      ? section(
+        "Request",
+        true,
+        h("div", { class: "line" }, `${d.request.method} ${d.request.url} ${d.request.httpVersion}`),
+        headersTable(d.request.headers),
+        d.request.body.size > 0 ? bodyView(d.request.body) : null,
+      )
+      : null,
+    d.response
+      ? section(
+        "Response",
+        true,
+        h("div", { class: "line" }, `${d.response.httpVersion} ${d.response.status} ${d.response.reason}`),
+        headersTable(d.response.headers),
+        bodyView(d.response.body),
+      )
+      : null,
+    d.dns
+      ? section("DNS", true, kv([["question", d.dns.question], ["answers", d.dns.answers.join("\n")]]))
+      : null,
+    d.messages
+      ? section(
+        "Messages",
+        true,
+        h(
+          "table",
+          { class: "messages" },
+          d.messages.map((m) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, m.fromClient ? "→" : "←"),
+              h("td", {}, m.kind),
+              h("td", {}, formatSize(m.size)),
+              h("td", {}, h("code", {}, m.text ?? m.base64 ?? "")),
+            )
+          ),
+        ),
+      )
+      : null,
+    section(
+      "Connection",
+      true,
+      kv([
+        ["client", c.client],
+        ["mode", c.mode],
+        ["peer", c.peer],
+        ["peer endpoint", c.peerEndpoint],
+        ["server", c.server],
+        ["server name", c.serverHostname],
+        ["server address", c.serverPeerAddress],
+        ["TLS version (client)", c.tls?.clientVersion],
+        ["TLS version (server)", c.tls?.serverVersion],
+        ["cipher (server)", c.tls?.serverCipher],
+        ["SNI", c.tls?.sni],
+        ["ALPN", c.tls?.alpn],
+        ["ALPN offered", c.tls?.alpnOffered.join(", ")],
+        ["passthrough", c.tls?.passthrough ? c.tls.passthroughReason ?? "yes" : undefined],
+        ["certificate", c.tls?.serverCertificate?.subject],
+        ["issuer", c.tls?.serverCertificate?.issuer],
+      ]),
+    ),
+    section("Timing", true, timingView(d)),
+  );
+}
+
+function closeDetail(): void {
+  openId = null;
+  detail.hidden = true;
+  document.body.classList.remove("with-detail");
+  list.focus();
+}
+
+function onKey(e: KeyboardEvent): void {
+  if (e.target === filterInput) {
+    if (e.key === "Escape" || e.key === "Enter") {
+      clearTimeout(checkTimer);
+      void checkAndApply();
+      if (e.key === "Escape" || e.key === "Enter") list.focus();
+    }
+    return;
+  }
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  switch (e.key) {
+    case "/":
+      e.preventDefault();
+      filterInput.focus();
+      filterInput.select();
+      break;
+    case "j":
+    case "ArrowDown":
+      e.preventDefault();
+      select(selected + 1);
+      break;
+    case "k":
+    case "ArrowUp":
+      e.preventDefault();
+      select(selected - 1);
+      break;
+    case "Enter":
+      if (selected >= 0) void openFlow(selected);
+      break;
+    case "Escape":
+      if (openId !== null) closeDetail();
+      else {
+        selected = -1;
+        scheduleRender();
+      }
+      break;
+  }
+}
+
+async function main(): Promise<void> {
+  const app = h(
+    "div",
+    { class: "app" },
+    h(
+      "div",
+      { class: "top" },
+      h("span", { class: "brand" }, "wirescope"),
+      h("div", { class: "filter-box" }, filterInput, filterError),
+      countLabel,
+      statusLabel,
+    ),
+    h("div", { class: "main" }, h("div", { class: "list-pane" }, header, list), detail),
+  );
+  document.body.append(app);
+  filterInput.addEventListener("input", () => {
+    clearTimeout(checkTimer);
+    checkTimer = setTimeout(() => void checkAndApply(), 200);
+  });
+  list.addEventListener("scroll", () => {
+    follow = list.scrollTop + list.clientHeight >= list.scrollHeight - ROW_HEIGHT * 2;
+    scheduleRender();
+  });
+  globalThis.addEventListener("resize", scheduleRender);
+  document.addEventListener("keydown", onKey);
+  csrf = (await api<{ csrf: string }>("/api/session")).csrf;
+  connect();
+  reload();
+  list.focus();
+}
+
+void main();
