@@ -4,15 +4,18 @@
  * mode in this process; the same load over HTTP/1.1 through the proxy, and h2 straight from the
  * host to nginx (no proxy, no tunnel) as the ceiling. Needs root.
  *
- * `node_modules/.bin/deno run -A bench/h2_proxy.ts [requests=20000]`
+ * `node_modules/.bin/deno run -A bench/h2_proxy.ts [requests=20000] [h2,h1,ceiling]` (the second argument picks
+ * runs, e.g. `h2` alone under `--cpu-prof`)
  * @module
  */
+import { cpuUsage } from "node:process";
 import { generatePrivateKey } from "../mod.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
 import { Rig, sh } from "../tests/rig.ts";
 import { H2_PORT, OriginNamespace } from "../tests/origin_ns.ts";
 
 const requests = Number(Deno.args[0] ?? 20000);
+const picked = new Set((Deno.args[1] ?? "h2,h1,ceiling").split(","));
 const origin = await OriginNamespace.create(["origin.test"], 1 << 20);
 const confdir = await Deno.makeTempDir({ prefix: "wirescope-h2bench-" });
 const proxy = await startProxy({
@@ -33,21 +36,37 @@ try {
   const client = rig.clients[0]!;
   const o = origin.address;
   const n = String(requests);
-  const runs: [string, () => Promise<string>][] = [
+  const runs: [string, string, () => Promise<string>][] = [
     [
+      "h2",
       "h2 through the proxy (10 connections x 10 streams)",
       () => client.exec(["h2load", "-n", n, "-c", "10", "-m", "10", `https://${o}:${H2_PORT}/small.txt`]),
     ],
     [
+      "h1",
       "HTTP/1.1 through the proxy (10 connections)",
       () => client.exec(["h2load", "--h1", "-n", n, "-c", "10", `https://${o}/small.txt`]),
     ],
     [
+      "ceiling",
       "h2 from the host straight to nginx (ceiling)",
       () => sh(["h2load", "-n", n, "-c", "10", "-m", "10", `https://${o}:${H2_PORT}/small.txt`]),
     ],
   ];
-  for (const [name, run] of runs) console.log(`${name}:\n  ${summary(await run())}`);
+  for (const [key, name, run] of runs) {
+    if (!picked.has(key)) continue;
+    const before = cpuUsage();
+    const out = await run();
+    const used = cpuUsage(before);
+    // This process is the proxy (and the wasm tunnel): its CPU per request, a figure that other load
+    // on the machine disturbs less than req/s.
+    const perRequest = key === "ceiling"
+      ? ""
+      : `\n  proxy CPU per request: ${((used.user + used.system) / requests).toFixed(1)} µs (user ${
+        (used.user / 1e6).toFixed(2)
+      } s, system ${(used.system / 1e6).toFixed(2)} s)`;
+    console.log(`${name}:\n  ${summary(out)}${perRequest}`);
+  }
 } finally {
   await rig?.close();
   await proxy.close(100);

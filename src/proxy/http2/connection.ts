@@ -35,12 +35,14 @@ import {
   connectionError,
   ErrorCode,
   errorName,
+  Flag,
   type Frame,
   FrameReader,
-  headerFrames,
+  FrameType,
   Http2Error,
   MAX_WINDOW,
   MIN_MAX_FRAME_SIZE,
+  Outbox,
   parseFrame,
   PREFACE,
   serializeFrame,
@@ -174,7 +176,7 @@ export class Http2Connection {
   private readonly encoder: Encoder;
   private readonly streams = new Map<number, Stream>();
   private readonly closed = new Map<number, ClosedHow>();
-  private out: Uint8Array[] = [];
+  private readonly outbox = new Outbox();
   private prefaceSeen: number;
   private gotSettings = false;
   private unackedSettings = 0;
@@ -260,7 +262,7 @@ export class Http2Connection {
     this.resets = new TokenBucket(this.o.resetBurst, this.o.resetRate);
     this.idleFrames = new TokenBucket(this.o.idleFrameBurst, this.o.idleFrameRate);
 
-    if (role === "client") this.out.push(PREFACE);
+    if (role === "client") this.outbox.bytes(PREFACE);
     const settings: [number, number][] = [];
     if (this.o.headerTableSize !== 4096) settings.push([Setting.HEADER_TABLE_SIZE, this.o.headerTableSize]);
     if (role === "client") settings.push([Setting.ENABLE_PUSH, 0]);
@@ -311,22 +313,7 @@ export class Http2Connection {
   /** Bytes queued for the peer since the last call (empty when none). */
   output(): Uint8Array {
     this.queuedControl = 0;
-    if (this.out.length === 0) return new Uint8Array(0);
-    if (this.out.length === 1) {
-      const only = this.out[0]!;
-      this.out = [];
-      return only;
-    }
-    let n = 0;
-    for (const c of this.out) n += c.length;
-    const all = new Uint8Array(n);
-    let o = 0;
-    for (const c of this.out) {
-      all.set(c, o);
-      o += c.length;
-    }
-    this.out = [];
-    return all;
+    return this.outbox.take();
   }
 
   /** Number of streams open (in any open or half-closed state). */
@@ -942,7 +929,7 @@ export class Http2Connection {
   }
 
   private frame(f: Frame): void {
-    this.out.push(serializeFrame(f));
+    this.outbox.bytes(serializeFrame(f));
     this.counters.framesOut++;
   }
 
@@ -1055,10 +1042,19 @@ export class Http2Connection {
 
   private writeHeaders(s: Stream, headers: readonly HeaderField[], endStream: boolean): void {
     const block = this.encoder.encode(headers);
-    for (const f of headerFrames(s.id, block, endStream, this.peerMaxFrameSize)) {
-      this.out.push(f);
+    // HEADERS, then CONTINUATIONs as the peer's SETTINGS_MAX_FRAME_SIZE needs (§4.3).
+    const max = this.peerMaxFrameSize;
+    let o = 0;
+    do {
+      const n = Math.min(max, block.length - o);
+      const last = o + n >= block.length;
+      const flags = last ? Flag.END_HEADERS : 0;
+      if (o === 0) this.outbox.header(n, FrameType.HEADERS, flags | (endStream ? Flag.END_STREAM : 0), s.id);
+      else this.outbox.header(n, FrameType.CONTINUATION, flags, s.id);
+      this.outbox.bytes(n === block.length ? block : block.subarray(o, o + n));
+      o += n;
       this.counters.framesOut++;
-    }
+    } while (o < block.length);
     if (endStream) this.localEnded(s);
   }
 
@@ -1078,7 +1074,9 @@ export class Http2Connection {
         this.connSendWindow -= n;
         s.sendWindow -= n;
         const last = s.pendingBytes === 0 && s.pendingEnd && !s.pendingTrailers;
-        this.frame({ type: "data", streamId: s.id, data: chunk, endStream: last });
+        this.outbox.header(n, FrameType.DATA, last ? Flag.END_STREAM : 0, s.id);
+        this.outbox.bytes(chunk);
+        this.counters.framesOut++;
         if (last) {
           s.pendingEnd = false;
           this.localEnded(s);

@@ -543,3 +543,96 @@ export class FrameReader {
     return raw ? parseFrame(raw[0], raw[1]) : null;
   }
 }
+
+/** Payloads at least this long are queued as views (copied once, when taken); shorter ones are copied in. */
+const OUTBOX_VIEW_MIN = 1024;
+
+/**
+ * Bytes queued for the peer, taken as one array per write: frame headers and small frames are
+ * written into a shared buffer (no array per frame), and large payloads (DATA) are kept as views
+ * of the caller's bytes, so each body byte is copied once on its way out (into the taken array).
+ */
+export class Outbox {
+  private buf = new Uint8Array(4096);
+  /** Start of the bytes in `buf` not yet sealed into `parts`. */
+  private start = 0;
+  private pos = 0;
+  private parts: Uint8Array[] = [];
+  private partBytes = 0;
+
+  /** Bytes queued. */
+  get length(): number {
+    return this.partBytes + this.pos - this.start;
+  }
+
+  /** Writes a frame header (the payload follows with `bytes()`). */
+  header(length: number, type: number, flags: number, streamId: number): void {
+    const b = this.room(FRAME_HEADER_LENGTH);
+    let o = this.pos;
+    b[o++] = length >>> 16;
+    b[o++] = (length >>> 8) & 0xff;
+    b[o++] = length & 0xff;
+    b[o++] = type;
+    b[o++] = flags;
+    writeU32(b, o, streamId & 0x7fffffff);
+    this.pos = o + 4;
+  }
+
+  /** Queues bytes: a view of a large array (which must not change until taken), a copy of a small one. */
+  bytes(data: Uint8Array): void {
+    const n = data.length;
+    if (n === 0) return;
+    if (n >= OUTBOX_VIEW_MIN) {
+      this.seal();
+      this.parts.push(data);
+      this.partBytes += n;
+      return;
+    }
+    const b = this.room(n);
+    b.set(data, this.pos);
+    this.pos += n;
+  }
+
+  /** Everything queued, as one array (empty when nothing is); the outbox starts over. */
+  take(): Uint8Array {
+    if (this.parts.length === 0) {
+      const out = this.buf.subarray(this.start, this.pos);
+      this.start = this.pos;
+      return out;
+    }
+    this.seal();
+    const parts = this.parts;
+    this.parts = [];
+    const total = this.partBytes;
+    this.partBytes = 0;
+    if (parts.length === 1) return parts[0]!;
+    const all = new Uint8Array(total);
+    let o = 0;
+    for (const p of parts) {
+      all.set(p, o);
+      o += p.length;
+    }
+    return all;
+  }
+
+  /** Ends the current run of bytes in `buf` as a part. */
+  private seal(): void {
+    if (this.pos === this.start) return;
+    this.parts.push(this.buf.subarray(this.start, this.pos));
+    this.partBytes += this.pos - this.start;
+    this.start = this.pos;
+  }
+
+  /**
+   * `buf` with `n` bytes free at `pos`. Bytes below `pos` were handed out (or will be, as a part)
+   * and are never written again: a full buffer is replaced, not reused.
+   */
+  private room(n: number): Uint8Array {
+    if (this.pos + n > this.buf.length) {
+      this.seal();
+      this.buf = new Uint8Array(Math.max(4096, n));
+      this.start = this.pos = 0;
+    }
+    return this.buf;
+  }
+}

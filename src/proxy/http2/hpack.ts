@@ -256,25 +256,36 @@ function buildDecodeTable(): Int32Array {
   return table;
 }
 
+/** Decoded symbols of the string being decoded (reused: a typed array per string cost more than the decoding). */
+let huffScratch = new Uint16Array(512);
+
 /** Decodes a Huffman-coded string (RFC 7541 §5.2); throws on EOS or invalid padding. */
 export function huffmanDecode(bytes: Uint8Array): string {
-  const out = new Uint16Array(Math.ceil((bytes.length * 8) / 5));
+  // At most 8/5 symbols per byte: no code is shorter than 5 bits.
+  const most = Math.ceil((bytes.length * 8) / 5);
+  if (huffScratch.length < most) huffScratch = new Uint16Array(most);
+  const out = huffScratch, table = HUFF_TABLE;
   let n = 0;
   let state = 0;
-  let accept = true;
+  let e = ACCEPT;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!;
-    let e = HUFF_TABLE[state * 16 + (b >> 4)]!;
+    e = table[(state << 4) | (b >> 4)]!;
     if (e & FAIL) throw new HpackError("EOS in a Huffman string");
     if (e & EMIT) out[n++] = (e >> 9) & 0x1ff;
     state = e & 0x1ff;
-    e = HUFF_TABLE[state * 16 + (b & 15)]!;
+    e = table[(state << 4) | (b & 15)]!;
     if (e & FAIL) throw new HpackError("EOS in a Huffman string");
     if (e & EMIT) out[n++] = (e >> 9) & 0x1ff;
     state = e & 0x1ff;
-    accept = (e & ACCEPT) !== 0;
   }
-  if (!accept) throw new HpackError("invalid Huffman padding");
+  if ((e & ACCEPT) === 0) throw new HpackError("invalid Huffman padding");
+  if (n <= 48) {
+    // Short strings (most header values): joining characters beats a call through apply().
+    let s = "";
+    for (let i = 0; i < n; i++) s += String.fromCharCode(out[i]!);
+    return s;
+  }
   let s = "";
   for (let i = 0; i < n; i += 4096) {
     s += String.fromCharCode.apply(null, out.subarray(i, Math.min(n, i + 4096)) as unknown as number[]);
@@ -503,6 +514,8 @@ export class Encoder {
   private pendingFinal = -1;
   private readonly huffman: "auto" | boolean;
   private readonly indexing: boolean;
+  /** Reused between blocks; each block is copied out of it. */
+  private readonly w = new Writer();
 
   constructor(options: EncoderOptions = {}, maxTableSize = 4096) {
     this.huffman = options.huffman ?? "auto";
@@ -525,7 +538,8 @@ export class Encoder {
 
   /** Encodes a list of fields into one header block. */
   encode(headers: readonly HeaderField[]): Uint8Array {
-    const w = new Writer();
+    const w = this.w;
+    w.pos = 0;
     if (this.pendingFinal >= 0) {
       if (this.pendingMin < this.pendingFinal) w.integer(this.pendingMin, 5, 0x20);
       w.integer(this.pendingFinal, 5, 0x20);
