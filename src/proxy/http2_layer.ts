@@ -658,7 +658,7 @@ export class Http2Layer implements Layer {
 }
 
 /** The fields of a header list without its pseudo-fields, as [name, value] pairs. */
-function regularFields(headers: HeaderField[]): [string, string][] {
+export function regularFields(headers: HeaderField[]): [string, string][] {
   const out: [string, string][] = [];
   for (const [name, value] of headers) if (!name.startsWith(":")) out.push([name, value]);
   return out;
@@ -671,7 +671,11 @@ const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:.]*)$/i;
  * name the client asked for (`known`: SNI) or, without one, the address it dialed when the
  * authority holds an address too (a name against a bare address cannot be checked and is believed).
  */
-function namesAnotherHost(authority: string, known: string | undefined, destination: HostPort): boolean {
+export function namesAnotherHost(
+  authority: string,
+  known: string | undefined,
+  destination: HostPort,
+): boolean {
   const { host, port } = splitAuthority(authority, -1);
   if (port !== -1 && port !== destination.port) return true;
   const norm = (h: string) => h.toLowerCase().replace(/\.$/, "");
@@ -680,7 +684,7 @@ function namesAnotherHost(authority: string, known: string | undefined, destinat
 }
 
 /** Host and port of an `:authority` (`host`, `host:port`, `[v6]:port`). */
-function splitAuthority(authority: string, defaultPort: number): { host: string; port: number } {
+export function splitAuthority(authority: string, defaultPort: number): { host: string; port: number } {
   const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(authority);
   if (!m) return { host: authority, port: defaultPort };
   const host = m[1]!.startsWith("[") ? m[1]!.slice(1, -1) : m[1]!;

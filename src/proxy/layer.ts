@@ -4,6 +4,11 @@
  * time) and carries out the commands it returns, in order. A layer never awaits, reads a clock
  * or touches a socket, so a test can play a whole exchange as a list of events and compare the
  * exact commands that come back.
+ *
+ * Server connections come in two kinds. Most layers have one at a time: its events and commands
+ * carry no `conn`. A layer that keeps several (a pool of HTTP/1.1 upstream connections under one
+ * HTTP/2 client) numbers them itself: `open-server` with a `conn` opens one more, every event from
+ * it and every command for it carries that number, and `close` with the number ends only that one.
  * @module
  */
 import type { Flow, HostPort, HttpFlow, LogEvent } from "../flows/flow.ts";
@@ -14,15 +19,15 @@ export type Side = "client" | "server";
 
 /** What happened, as seen by the driver. */
 export type LayerEvent =
-  | { type: "data"; from: Side; data: Uint8Array; now: number }
+  | { type: "data"; from: Side; data: Uint8Array; now: number; conn?: number }
   /** The side sent FIN: no more data will come from it. */
-  | { type: "eof"; from: Side; now: number }
+  | { type: "eof"; from: Side; now: number; conn?: number }
   /** The side failed (reset, read error). */
-  | { type: "error"; from: Side; message: string; now: number }
+  | { type: "error"; from: Side; message: string; now: number; conn?: number }
   /** The connection asked for with `open-server` is up. */
-  | { type: "server-connected"; address: HostPort; now: number }
+  | { type: "server-connected"; address: HostPort; now: number; conn?: number }
   /** The connection asked for with `open-server` could not be made. */
-  | { type: "server-failed"; message: string; now: number }
+  | { type: "server-failed"; message: string; now: number; conn?: number }
   /** The time asked for with the last `timer` command has come. */
   | { type: "timer"; now: number }
   /** The request hook's verdict on the flow of the last `request-hook` command (see request_hook.ts). */
@@ -30,13 +35,18 @@ export type LayerEvent =
 
 /** What the driver must do. */
 export type LayerCommand =
-  | { type: "send"; to: Side; data: Uint8Array }
+  | { type: "send"; to: Side; data: Uint8Array; conn?: number }
   /** Half-close: send FIN after the data already queued. */
-  | { type: "shutdown"; to: Side }
+  | { type: "shutdown"; to: Side; conn?: number }
   /** Close the side (abort with a reset when `reset`). Nothing is sent to it afterwards. */
-  | { type: "close"; to: Side; reset: boolean }
+  | { type: "close"; to: Side; reset: boolean; conn?: number }
   /** Open a (new) server connection; any previous one is closed first by a `close` command. */
-  | { type: "open-server"; address: HostPort }
+  | { type: "open-server"; address: HostPort; conn?: number }
+  /**
+   * Stop (`paused`) or resume reading the pooled server connection `conn`: a layer whose upstream
+   * has no flow control of its own (HTTP/1 under HTTP/2) holds a fast server back this way.
+   */
+  | { type: "pause-reading"; from: "server"; conn: number; paused: boolean }
   /**
    * The client asked (with CONNECT) for a tunnel to `address`: the driver handles the rest of the
    * connection as a new one to that destination, starting with `buffered` bytes.

@@ -85,6 +85,8 @@ class LayerRunner {
    * firing re-arms for the rest of a newer wait, so keep-alive requests set no timer each.
    */
   #headTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Numbered server connections of a layer that keeps several (see `conn` in layer.ts). */
+  #pool = new Map<number, PooledServer>();
 
   constructor(options: RunLayerOptions) {
     this.#o = options;
@@ -109,6 +111,8 @@ class LayerRunner {
       this.#server.close(false);
       this.#server = null;
     }
+    for (const entry of this.#pool.values()) this.#dropPooled(entry, false);
+    this.#pool.clear();
     return this.#result;
   }
 
@@ -163,6 +167,10 @@ class LayerRunner {
   #execute(commands: LayerCommand[]): Promise<void> {
     const waits: Promise<unknown>[] = [];
     for (const cmd of commands) {
+      if ("conn" in cmd && cmd.conn !== undefined) {
+        this.#pooledCommand(cmd, cmd.conn, waits);
+        continue;
+      }
       switch (cmd.type) {
         case "send": {
           const stream = this.#stream(cmd.to);
@@ -204,6 +212,8 @@ class LayerRunner {
         case "request-hook":
           this.#askHook(cmd.flow);
           break;
+        case "pause-reading":
+          break; // always carries a conn (handled above)
         case "timer":
           if (this.#layerTimer !== null) clearTimeout(this.#layerTimer);
           this.#layerTimer = setTimeout(() => {
@@ -228,6 +238,109 @@ class LayerRunner {
       const verdict = "error" in outcome ? undefined : outcome.verdict;
       await this.#dispatch({ type: "hook-result", verdict, now: Date.now() });
     });
+  }
+
+  /** A command for numbered server connection `conn`. */
+  #pooledCommand(cmd: LayerCommand, conn: number, waits: Promise<unknown>[]): void {
+    const entry = this.#pool.get(conn);
+    switch (cmd.type) {
+      case "open-server":
+        if (entry) this.#dropPooled(entry, true);
+        this.#openPooled(conn, cmd.address);
+        return;
+      case "send":
+        if (entry?.stream) {
+          waits.push(entry.stream.write(cmd.data).catch((e) => this.#pooledFailed(entry, e)));
+        }
+        return;
+      case "shutdown":
+        if (entry?.stream) waits.push(entry.stream.closeWrite().catch(() => {}));
+        return;
+      case "close":
+        if (entry) {
+          this.#pool.delete(conn);
+          this.#dropPooled(entry, cmd.reset);
+        }
+        return;
+      case "pause-reading":
+        if (!entry) return;
+        entry.paused = cmd.paused;
+        if (!cmd.paused) entry.wake();
+        return;
+      default:
+        return;
+    }
+  }
+
+  #openPooled(conn: number, address: HostPort): void {
+    const entry = new PooledServer(conn);
+    this.#pool.set(conn, entry);
+    this.#o.openServer(address).then(
+      async ({ stream, remote }) => {
+        if (this.#done || this.#pool.get(conn) !== entry) {
+          stream.close(true);
+          return;
+        }
+        entry.stream = stream;
+        void this.#pooledReadLoop(entry);
+        await this.#dispatch({ type: "server-connected", address: remote, now: Date.now(), conn });
+      },
+      async (e) => {
+        if (this.#done || this.#pool.get(conn) !== entry) return;
+        this.#pool.delete(conn);
+        await this.#dispatch({ type: "server-failed", message: describeError(e), now: Date.now(), conn });
+      },
+    );
+  }
+
+  #dropPooled(entry: PooledServer, reset: boolean): void {
+    entry.gone = true;
+    entry.wake();
+    entry.stream?.close(reset);
+    entry.stream = null;
+  }
+
+  #pooledFailed(entry: PooledServer, e: unknown): Promise<void> {
+    if (entry.failed || entry.gone || this.#pool.get(entry.conn) !== entry) return Promise.resolve();
+    entry.failed = true;
+    return this.#dispatch({
+      type: "error",
+      from: "server",
+      message: describeError(e),
+      now: Date.now(),
+      conn: entry.conn,
+    });
+  }
+
+  async #pooledReadLoop(entry: PooledServer): Promise<void> {
+    const conn = entry.conn;
+    const stale = () => this.#done || entry.gone || this.#pool.get(conn) !== entry;
+    for (;;) {
+      while (entry.paused && !stale()) await new Promise<void>((r) => (entry.resume = r));
+      if (stale() || !entry.stream) return;
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await entry.stream.read();
+      } catch (e) {
+        if (!stale() && !entry.failed) {
+          entry.failed = true;
+          await this.#dispatch({
+            type: "error",
+            from: "server",
+            message: describeError(e),
+            now: Date.now(),
+            conn,
+          });
+        }
+        return;
+      }
+      if (stale()) return;
+      if (chunk === null) {
+        await this.#dispatch({ type: "eof", from: "server", now: Date.now(), conn });
+        return;
+      }
+      await this.#dispatch({ type: "data", from: "server", data: chunk, now: Date.now(), conn });
+    }
   }
 
   #stream(side: Side): ByteStream | null {
@@ -303,6 +416,31 @@ class LayerRunner {
       }
       await this.#dispatch({ type: "data", from: side, data: chunk, now: Date.now() });
     }
+  }
+}
+
+/** One numbered server connection (see `conn` in layer.ts) and the state of its read loop. */
+class PooledServer {
+  readonly conn: number;
+  /** Null while connecting and once closed. */
+  stream: ByteStream | null = null;
+  /** The layer asked to stop reading it. */
+  paused = false;
+  /** Closed by the layer (or the run ended): its read loop stops. */
+  gone = false;
+  /** A read or write failed (reported once). */
+  failed = false;
+  /** Wakes the read loop when it waits for `paused` to clear. */
+  resume: (() => void) | null = null;
+
+  constructor(conn: number) {
+    this.conn = conn;
+  }
+
+  wake(): void {
+    const r = this.resume;
+    this.resume = null;
+    r?.();
   }
 }
 
