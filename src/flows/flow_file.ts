@@ -27,6 +27,7 @@ import type { Headers1 } from "../proxy/http1.ts";
 import type { DnsMessage } from "../proxy/dns_message.ts";
 import type { Filter } from "./filter.ts";
 import { FlowStoreError, SqliteFlowStore } from "./store.ts";
+import { applyGrpcJson } from "./grpc.ts";
 
 /** A saved run that cannot be read; the message is one line naming the file and the problem. */
 export class FlowFileError extends Error {
@@ -416,6 +417,7 @@ export function flowFromHarEntry(entry: unknown, index = 0, top?: Json): HttpFlo
     // HAR has no end time of its own: a failed exchange without a response ended with its error.
     if (end === undefined && !flow.response) flow.timestampEnd = flow.error.timestamp;
   }
+  applyGrpcJson(flow, top ? top.grpc : entry._grpc);
   const ws = top ? top.websocket : entry._websocketMessages;
   if (top && isObject(ws)) {
     flow.websocket = {

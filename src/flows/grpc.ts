@@ -289,3 +289,34 @@ export function grpcJson(flow: HttpFlow): GrpcJson | undefined {
     statusMessage: response?.statusMessage ?? null,
   };
 }
+
+/**
+ * Puts a gRPC summary read from a flow file (`_grpc` of a HAR entry, `grpc` of a JSON line) back
+ * on a rebuilt flow. Anything not shaped like {@linkcode grpcJson}'s output is ignored.
+ */
+export function applyGrpcJson(flow: HttpFlow, value: unknown): void {
+  if (typeof value !== "object" || value === null) return;
+  const v = value as Record<string, unknown>;
+  const count = (x: unknown) => (typeof x === "number" && Number.isFinite(x) && x >= 0 ? x : 0);
+  const side = (x: unknown): GrpcMessages | undefined => {
+    if (typeof x !== "object" || x === null) return undefined;
+    const s = x as Record<string, unknown>;
+    const out: GrpcMessages = {
+      messages: count(s.messages),
+      bytes: count(s.bytes),
+      sizes: Array.isArray(s.sizes) ? s.sizes.slice(0, MAX_GRPC_SIZES).map(count) : [],
+      compressed: count(s.compressed),
+    };
+    if (s.incomplete === true) out.incomplete = true;
+    if (typeof s.error === "string") out.error = s.error;
+    return out;
+  };
+  const request = side(v.request);
+  if (request !== undefined) flow.request.grpc = request;
+  if (flow.response === undefined) return;
+  const read = side(v.response);
+  const response = read ?? { messages: 0, bytes: 0, sizes: [], compressed: 0 };
+  if (typeof v.status === "number" && Number.isInteger(v.status)) response.status = v.status;
+  if (typeof v.statusMessage === "string") response.statusMessage = v.statusMessage;
+  if (read !== undefined || response.status !== undefined) flow.response.grpc = response;
+}

@@ -5,6 +5,8 @@ import { appendRecordBody, emptyBody, endHttpFlow, type HttpFlow } from "./flow.
 import { flowToHarEntry } from "./har.ts";
 import { flowToJson } from "./json_lines.ts";
 import { formatFlowLine } from "../cli/flow_line.ts";
+import { SqliteFlowStore } from "./store.ts";
+import { flowFromHarEntry, flowFromJson } from "./flow_file.ts";
 
 /** Frames messages as gRPC does: flag byte, 4-byte big-endian length, payload. */
 function frame(messages: { size: number; compressed?: boolean }[]): Uint8Array {
@@ -261,4 +263,52 @@ Deno.test("flows: gRPC calls in the flow line, HAR (_grpc) and JSON lines (grpc)
   assert.equal(flowToHarEntry(plain)._grpc, undefined);
   assert.equal(flowToJson(plain).grpc, null);
   assert.doesNotMatch(formatFlowLine(plain), /gRPC/);
+});
+
+Deno.test("flows: a gRPC flow's summary round-trips through the flow store", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "wirescope-grpc-store-" });
+  try {
+    const flow = grpcFlow([["content-type", "application/grpc"]], [["grpc-status", "0"]]);
+    flow.id = "00000000-0000-4000-8000-00000000a11c";
+    appendRecordBody(flow.request, frame([{ size: 3 }, { size: 4, compressed: true }]), 1 << 20);
+    appendRecordBody(flow.response!, frame([{ size: 2 }]).subarray(0, 4), 1 << 20);
+    flow.timestampEnd = 5;
+    endHttpFlow(flow);
+    let store = SqliteFlowStore.open(`${dir}/flows.db`);
+    store.end(flow);
+    await store.close();
+    store = SqliteFlowStore.open(`${dir}/flows.db`, { readOnly: true });
+    const stored = (await store.get(flow.id))?.flow as HttpFlow | undefined;
+    await store.close();
+    assert.deepEqual(stored?.request.grpc, { messages: 2, bytes: 7, sizes: [3, 4], compressed: 1 });
+    assert.deepEqual(stored?.response?.grpc, flow.response!.grpc);
+    assert.equal(stored?.response?.grpc?.incomplete, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("flows: a gRPC summary read back from HAR and JSON lines (-r) is the one written", () => {
+  const flow = grpcFlow([["content-type", "application/grpc"]], [["grpc-status", "3"], [
+    "grpc-message",
+    "bad",
+  ]]);
+  appendRecordBody(flow.request, frame([{ size: 3 }, { size: 4, compressed: true }]), 1 << 20);
+  appendRecordBody(flow.response!, frame([{ size: 2 }]).subarray(0, 4), 1 << 20);
+  flow.response!.timestampEnd = 5;
+  flow.timestampEnd = 5;
+  endHttpFlow(flow);
+  const fromJson = flowFromJson(JSON.parse(JSON.stringify(flowToJson(flow)))) as HttpFlow;
+  const fromHar = flowFromHarEntry(JSON.parse(JSON.stringify(flowToHarEntry(flow))));
+  for (const read of [fromJson, fromHar]) {
+    assert.deepEqual(read.request.grpc, flow.request.grpc);
+    assert.deepEqual(read.response?.grpc, flow.response!.grpc);
+    assert.match(
+      formatFlowLine(read),
+      /gRPC 2→0 msgs status 3 INVALID_ARGUMENT: bad \(cut inside a message\)$/,
+    );
+  }
+  // Junk where the summary should be is ignored.
+  const junk = flowFromHarEntry({ ...JSON.parse(JSON.stringify(flowToHarEntry(flow))), _grpc: "x" });
+  assert.equal(junk.request.grpc, undefined);
 });

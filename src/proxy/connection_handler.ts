@@ -31,6 +31,7 @@ import {
 import { type ConnectionScope, runInConnectionScope } from "./last_resort.ts";
 import { interceptionObstacle } from "./tls_compatibility.ts";
 import { TcpLayer } from "./tcp_layer.ts";
+import type { RequestHook } from "./request_hook.ts";
 
 /** Settings of the interception (resolved from the user's options). */
 export interface InterceptSettings {
@@ -76,6 +77,11 @@ export interface ProxyContext {
   localResponder?: Http1LayerOptions["localResponder"];
   /** The head timeout for one client's HTTP layers (see `limits.ts`); none when absent. */
   headTimeout?: (client: ClientInfo) => HeadTimeout | undefined;
+  /**
+   * Judges each HTTP/1 request before its server is contacted (server replay, addons; see
+   * request_hook.ts). While set, intercepted TLS clients are offered HTTP/1.1 only.
+   */
+  requestHook?: RequestHook;
 }
 
 /** A new client connection. */
@@ -205,6 +211,7 @@ export function handleProxyConnection(
       newId: ctx.newId,
       ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
       ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
+      ...(ctx.requestHook ? { requestHook: true } : {}),
     });
     const result = await runLayer({
       layer,
@@ -213,6 +220,7 @@ export function handleProxyConnection(
       openServer: ctx.connect,
       bus: ctx.bus,
       ...headTimeoutOf(ctx, client),
+      ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
     });
     if (result.tunnel) await connectTunnel(ctx, stream, client, result.tunnel, resources);
   });
@@ -397,6 +405,7 @@ function runHttp(
     newId: ctx.newId,
     ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
     ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
+    ...(ctx.requestHook ? { requestHook: true } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -409,6 +418,7 @@ function runHttp(
     bus: ctx.bus,
     initialEvents: events,
     ...headTimeoutOf(ctx, client),
+    ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
   });
 }
 
@@ -492,7 +502,8 @@ async function interceptTls(
   // we offer the client. h2 is offered when the client offered it: if the upstream takes it, both
   // sides speak HTTP/2 through the Http2Layer; if it takes http/1.1 the client is offered that
   // (translating a client's h2 to an HTTP/1.1 upstream is not done yet). h3 is not TCP.
-  const alpn = hello.alpn.filter((p) => p !== "h3");
+  // The request hook runs in the HTTP/1 layer only: while one is set, h2 is not offered.
+  const alpn = hello.alpn.filter((p) => p !== "h3" && !(ctx.requestHook && p === "h2"));
   const upstreamOptions = { servername: name, alpn };
   // Connections the HTTP/1 and TCP layers open again must not end up speaking h2.
   const h1Options = { servername: name, alpn: alpn.filter((p) => p !== "h2") };

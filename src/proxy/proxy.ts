@@ -26,6 +26,7 @@ import {
   type FlowPeer,
   formatHostPort,
   type HostPort,
+  type HttpFlow,
   type LogEvent,
 } from "../flows/flow.ts";
 import { describeError } from "./layer_runner.ts";
@@ -40,6 +41,9 @@ import {
   RateLimitedLog,
 } from "./limits.ts";
 import { parseResolvConf } from "./resolv_conf.ts";
+import type { RequestHook, RequestVerdict } from "./request_hook.ts";
+import type { ServerReplay, ServerReplayStats } from "../flows/server_replay.ts";
+import { ReplayError, replayRequest } from "./client_replay.ts";
 import type { FlowStore } from "../flows/store.ts";
 import type { Filter } from "../flows/filter.ts";
 import { FlowRecorder, type FlowRecorderStats } from "../flows/recorder.ts";
@@ -148,6 +152,17 @@ export interface ProxyOptions {
   store?: FlowStore | false;
   /** Only ended flows matching this filter expression are recorded (default: all). */
   storeFilter?: string | Filter;
+  /**
+   * Called for each HTTP/1 request once it is in, before its server is contacted: it may answer
+   * it, kill it, or let it go on (see request_hook.ts). Runs after `serverReplay`, on its misses.
+   */
+  requestHook?: RequestHook;
+  /**
+   * Answers requests from a recording (see src/flows/server_replay.ts). While it (or a
+   * `requestHook`) is set, intercepted TLS clients are offered HTTP/1.1 only: the hook runs in
+   * the HTTP/1 layer.
+   */
+  serverReplay?: ServerReplay;
 }
 
 /** Counters of a running proxy. */
@@ -165,6 +180,8 @@ export interface ProxyStats {
   acceptErrors: number;
   /** The recorder's counters, when a store is given. */
   store?: FlowRecorderStats;
+  /** Server replay's hits and misses, when it is on. */
+  serverReplay?: ServerReplayStats;
 }
 
 /** Where a mode listens. */
@@ -196,6 +213,11 @@ export interface ProxyHandle {
   protectDestination(address: HostPort): () => void;
   /** Counters. */
   stats(): ProxyStats;
+  /**
+   * Sends a recorded HTTP request again (client replay; see client_replay.ts): a flow, or the id
+   * of a flow in `store`. Resolves with the new flow (`replayOf` names the original) once it ended.
+   */
+  replay(flow: string | HttpFlow): Promise<HttpFlow>;
   /** Stops accepting, cuts open connections after `grace` ms (default 2000), and resolves when done. */
   close(grace?: number): Promise<void>;
   readonly closed: Promise<void>;
@@ -275,6 +297,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     localResponder: (method, host, path) =>
       host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
     headTimeout: (client) => limiter.headTimeout(describeClient(client)),
+    ...requestHookOf(options),
   };
   // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
   await ca.leafFor({ sni: CERT_PAGE_HOST });
@@ -555,12 +578,34 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       blockedDestinations: policy.blocked,
       acceptErrors,
       ...(recorder ? { store: recorder.stats() } : {}),
+      ...(options.serverReplay ? { serverReplay: options.serverReplay.stats() } : {}),
     }),
+    replay: async (flow) => {
+      let original: Flow | undefined = typeof flow === "string" ? undefined : flow;
+      if (typeof flow === "string") {
+        if (!store) throw new ReplayError(`cannot replay flow ${flow}: the proxy has no flow store`);
+        original = (await store.get(flow))?.flow;
+        if (!original) throw new ReplayError(`cannot replay flow ${flow}: no such flow in the store`);
+      }
+      if (original!.type !== "http") throw new ReplayError(`flow ${original!.id} is not an HTTP flow`);
+      return replayRequest(ctx, original as HttpFlow);
+    },
     ...(store ? { store } : {}),
     ...(recorder ? { recorder } : {}),
     protectDestination: (address) => policy.protect(address),
     close,
     closed,
+  };
+}
+
+/** The request hook of the options: server replay first, then the caller's hook on its misses. */
+function requestHookOf(options: ProxyOptions): { requestHook?: RequestHook } {
+  const replay = options.serverReplay;
+  const user = options.requestHook;
+  if (!replay) return user ? { requestHook: user } : {};
+  if (!user) return { requestHook: replay.hook };
+  return {
+    requestHook: async (flow): Promise<RequestVerdict> => (await replay.hook(flow)) ?? await user(flow),
   };
 }
 

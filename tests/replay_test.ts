@@ -1,0 +1,154 @@
+/**
+ * Server and client replay through the library, explicit-proxy mode on loopback, curl as the
+ * client: a run is recorded into a flow store; server replay then answers the same requests
+ * from it with the origin gone; client replay sends the recorded requests again and the origin
+ * sees the same method, path, headers and body.
+ */
+import assert from "node:assert/strict";
+import { startProxy } from "../src/proxy/proxy.ts";
+import { SqliteFlowStore } from "../src/flows/store.ts";
+import { ServerReplay } from "../src/flows/server_replay.ts";
+import type { HttpFlow } from "../src/flows/flow.ts";
+
+interface Seen {
+  method: string;
+  path: string;
+  headers: [string, string][];
+  body: string;
+}
+
+function origin(seen: Seen[], port = 0): Deno.HttpServer<Deno.NetAddr> {
+  let n = 0;
+  return Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, async (req) => {
+    const url = new URL(req.url);
+    const body = await req.text();
+    seen.push({ method: req.method, path: url.pathname + url.search, headers: [...req.headers], body });
+    n++;
+    return new Response(`answer ${n} to ${req.method} ${url.pathname}${body ? " " + body : ""}`, {
+      status: req.method === "POST" ? 201 : 200,
+      headers: { "x-origin": "yes" },
+    });
+  });
+}
+
+async function curl(proxyPort: number, args: string[]): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "10", "-x", `http://127.0.0.1:${proxyPort}`, ...args],
+  }).output();
+  return { code: o.code, out: new TextDecoder().decode(o.stdout) };
+}
+
+Deno.test({
+  name: "replay: record, then server replay answers without the origin, then client replay reaches it again",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-replay-" });
+    const seen: Seen[] = [];
+    let server = origin(seen);
+    const port = server.addr.port;
+    const base = `http://127.0.0.1:${port}`;
+    const requests = [
+      [`${base}/a?x=1`],
+      [`${base}/a?x=1`],
+      ["-H", "x-test: one", "-d", "k=v", `${base}/post`],
+    ];
+    const store = SqliteFlowStore.open(`${dir}/run.db`);
+    const recorded: string[] = [];
+    try {
+      // 1. Record.
+      const proxy = await startProxy({
+        modes: [{ kind: "regular", hostname: "127.0.0.1", port: 0 }],
+        confdir: `${dir}/conf`,
+        allowLocalDestinations: true,
+        store,
+        onLog: () => {},
+      });
+      for (const args of requests) {
+        const r = await curl(proxy.addresses[0]!.addr.port, args);
+        assert.equal(r.code, 0);
+        recorded.push(r.out);
+      }
+      await proxy.close();
+      assert.deepEqual(recorded, ["answer 1 to GET /a", "answer 2 to GET /a", "answer 3 to POST /post k=v"]);
+      await store.close();
+      await server.shutdown();
+      const recordedRequests = seen.splice(0);
+
+      // 2. Server replay with the origin gone: the recorded answers, in recorded order.
+      const replay = await ServerReplay.load(`${dir}/run.db`, { extra: "404" });
+      assert.equal(replay.stats().loaded, 3);
+      const replaying = await startProxy({
+        modes: [{ kind: "regular", hostname: "127.0.0.1", port: 0 }],
+        confdir: `${dir}/conf`,
+        allowLocalDestinations: true,
+        serverReplay: replay,
+        onLog: () => {},
+      });
+      const flows: HttpFlow[] = [];
+      replaying.bus.subscribe((e) => {
+        if (e.type === "end" && e.flow.type === "http") flows.push(e.flow);
+      });
+      try {
+        const pp = replaying.addresses[0]!.addr.port;
+        const answers = [];
+        for (const args of requests) {
+          const r = await curl(pp, ["-i", ...args]);
+          assert.equal(r.code, 0);
+          answers.push(r.out);
+        }
+        for (let i = 0; i < 3; i++) assert.ok(answers[i]!.endsWith(recorded[i]!), answers[i]);
+        assert.match(answers[2]!, /^HTTP\/1\.1 201 /);
+        assert.match(answers[0]!, /\r\nx-origin: yes\r\n/i);
+        // A third GET /a: the recorded answers are used up (miss → 404 here).
+        const miss = await curl(pp, ["-i", `${base}/a?x=1`]);
+        assert.match(miss.out, /^HTTP\/1\.1 404 /);
+        assert.deepEqual(replaying.stats().serverReplay, { loaded: 3, hits: 3, misses: 1, truncated: 0 });
+        assert.deepEqual(flows.map((f) => f.replay), ["server", "server", "server", "server"]);
+        assert.ok(flows.every((f) => f.server.timestampConnected === undefined));
+      } finally {
+        await replaying.close();
+      }
+
+      // 3. Client replay: the origin (back on its port) sees the same requests again.
+      server = origin(seen, port);
+      const again = SqliteFlowStore.open(`${dir}/run.db`);
+      const replayer = await startProxy({
+        modes: [{ kind: "regular", hostname: "127.0.0.1", port: 0 }],
+        confdir: `${dir}/conf`,
+        allowLocalDestinations: true,
+        store: again,
+        onLog: () => {},
+      });
+      try {
+        const originals = (await again.query({ filter: "~http" })).flows.map((s) => s.flow as HttpFlow);
+        originals.sort((a, b) => a.timestampStart - b.timestampStart);
+        assert.equal(originals.length, 3);
+        const made: HttpFlow[] = [];
+        for (const f of originals) made.push(await replayer.replay(f.id));
+        const comparable = (s: Seen) => ({
+          ...s,
+          headers: s.headers.filter(([name]) => name !== "connection"),
+        });
+        assert.deepEqual(seen.map(comparable), recordedRequests.map(comparable));
+        for (let i = 0; i < 3; i++) {
+          assert.equal(made[i]!.replay, "client");
+          assert.equal(made[i]!.replayOf, originals[i]!.id);
+          assert.equal(made[i]!.response?.status, i === 2 ? 201 : 200);
+          assert.match(new TextDecoder().decode(made[i]!.response!.body.content), /^answer \d+ to /);
+        }
+        // A flow object works as well as an id; the new flow reaches the store too.
+        const byObject = await replayer.replay(originals[0]!);
+        assert.equal(byObject.replayOf, originals[0]!.id);
+        await replayer.close();
+        assert.equal(await again.count("~http"), 7);
+      } finally {
+        await replayer.close();
+        await again.close();
+        await server.shutdown();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
