@@ -15,7 +15,7 @@
 import { generatePrivateKey, publicKeyOf } from "../mod.ts";
 import { BenchRig } from "./bench_rig.ts";
 import { median } from "./report.ts";
-import { startServer } from "./servers.ts";
+import { withWireguardGoCeiling } from "./servers.ts";
 import { udpBound } from "./mitmproxy_server.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
 import { startInNamespace, type WatchedProcess } from "./watched_process.ts";
@@ -134,32 +134,20 @@ async function main(): Promise<void> {
     }
 
     // 2. wireguard-go as the server; the same workloads in a process of their own.
-    const origin = await startInServerNs(
-      "tests/origin.ts",
-      [Deno.execPath(), "run", "-A", "tests/origin.ts"],
-      (p) => p.tail.includes("origin ready"),
-    );
-    try {
-      const wg = await startServer("wireguard-go", {
-        ns: SERVER_NS,
-        port: PORTS["wireguard-go"],
-        serverPrivateKey: serverKey,
-        clientPrivateKey: clientKey,
-        clientPublicKey: clientPub,
-        originCaFile: "",
-        dir,
-        clientTunnelAddress: CLIENT_TUNNEL,
-      });
-      try {
-        await rig.pointClientAt(serverPub, PORTS["wireguard-go"]);
-        await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60);
-        await workloads("wireguard-go", () => processUsage(wg.pid), results["wireguard-go"]!);
-      } finally {
-        await wg.stop();
-      }
-    } finally {
-      await origin.stop();
-    }
+    const setup = {
+      ns: SERVER_NS,
+      port: PORTS["wireguard-go"],
+      serverPrivateKey: serverKey,
+      clientPrivateKey: clientKey,
+      clientPublicKey: clientPub,
+      dir,
+      clientTunnelAddress: CLIENT_TUNNEL,
+    };
+    await withWireguardGoCeiling(setup, async (wg) => {
+      await rig.pointClientAt(serverPub, PORTS["wireguard-go"]);
+      await nsClient(ctx, ["echo", TARGET, "7", "1000"], 60);
+      await workloads("wireguard-go", () => processUsage(wg.pid), results["wireguard-go"]!);
+    });
   } finally {
     await rig.remove();
     await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -22,7 +22,7 @@ import {
 } from "../tests/impair_relay.ts";
 import { BenchRig } from "./bench_rig.ts";
 import { udpBound } from "./mitmproxy_server.ts";
-import { startServer } from "./servers.ts";
+import { withWireguardGoCeiling } from "./servers.ts";
 import { startInNamespace, type WatchedProcess } from "./watched_process.ts";
 import { type ClientContext, nsClient } from "./workloads.ts";
 
@@ -194,30 +194,19 @@ async function main(): Promise<void> {
       }
     }
     if (servers.includes("wireguard-go")) {
-      const origin = await startInServerNs(
-        "tests/origin.ts",
-        [Deno.execPath(), "run", "-A", "tests/origin.ts"],
-        (p) => p.tail.includes("origin ready"),
+      const setup = {
+        ns: SERVER_NS,
+        port: PORTS["wireguard-go"],
+        serverPrivateKey: serverKey,
+        clientPrivateKey: clientKey,
+        clientPublicKey: clientPub,
+        dir,
+        clientTunnelAddress: CLIENT_TUNNEL,
+      };
+      await withWireguardGoCeiling(
+        setup,
+        () => runSettings("wireguard-go", PORTS["wireguard-go"], serverPub, rows),
       );
-      try {
-        const wg = await startServer("wireguard-go", {
-          ns: SERVER_NS,
-          port: PORTS["wireguard-go"],
-          serverPrivateKey: serverKey,
-          clientPrivateKey: clientKey,
-          clientPublicKey: clientPub,
-          originCaFile: "",
-          dir,
-          clientTunnelAddress: CLIENT_TUNNEL,
-        });
-        try {
-          await runSettings("wireguard-go", PORTS["wireguard-go"], serverPub, rows);
-        } finally {
-          await wg.stop();
-        }
-      } finally {
-        await origin.stop();
-      }
     }
   } finally {
     await rig.remove();

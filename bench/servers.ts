@@ -11,7 +11,7 @@
 import { sh } from "../tests/rig.ts";
 import { startMitmproxy, udpBound } from "./mitmproxy_server.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
-import { spawnWatched } from "./watched_process.ts";
+import { spawnWatched, startInNamespace } from "./watched_process.ts";
 
 /** The names of the servers, in the order the bench runs them. */
 export const SERVER_NAMES = ["wirescope", "mitmproxy", "wireguard-go"] as const;
@@ -200,5 +200,33 @@ export async function startServer(name: ServerName, setup: ServerSetup): Promise
       return startMitmdump(setup);
     case "wireguard-go":
       return startWireguardGo(setup);
+  }
+}
+
+/**
+ * The data plane's ceiling of `bench:dataplane` and `bench:faults`: tests/origin.ts's workloads in
+ * a process of their own in `setup.ns`, with wireguard-go serving the tunnel in front of them
+ * (kernel routing). Runs `body` with the wireguard-go server, then stops both, also on errors.
+ */
+export async function withWireguardGoCeiling(
+  setup: Omit<ServerSetup, "originCaFile">,
+  body: (wg: BenchServer) => Promise<void>,
+): Promise<void> {
+  const origin = await startInNamespace(
+    setup.ns,
+    "tests/origin.ts",
+    [Deno.execPath(), "run", "-A", "tests/origin.ts"],
+    (p) => p.tail.includes("origin ready"),
+    root,
+  );
+  try {
+    const wg = await startServer("wireguard-go", { ...setup, originCaFile: "" });
+    try {
+      await body(wg);
+    } finally {
+      await wg.stop();
+    }
+  } finally {
+    await origin.stop();
   }
 }

@@ -19,7 +19,6 @@ import type { Flow } from "../flows/flow.ts";
 import { formatFlowLine, formatLogLine } from "./flow_line.ts";
 import { HarSpool } from "../flows/har_file.ts";
 import { FlowLogWriter } from "../flows/json_lines.ts";
-import { exportCommand } from "./export_command.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import {
@@ -38,8 +37,6 @@ import {
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  // A command of its own, with its own flags.
-  if (args[0] === "export") return await exportCommand(args.slice(1));
   let options: CliOptions;
   try {
     options = parseFlags(args);
@@ -282,8 +279,7 @@ async function run(options: CliOptions): Promise<number> {
   let log: FlowLogWriter | null = null;
   let har: HarSpool | null = null;
   try {
-    // A flow store or HAR file named by -w is opened as --store / --har.
-    if (options.save && options.saveFormat === "jsonl") {
+    if (options.save) {
       log = await FlowLogWriter.open(options.save);
       await warnIfShared(options.save);
     }
