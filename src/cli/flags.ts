@@ -85,6 +85,31 @@ export interface CliOptions {
   version: boolean;
   /** A command to run instead of the proxy. */
   command?: "genkey" | "pubkey";
+  /** `--server-replay FILE` and its options: requests are answered from a saved run. */
+  serverReplay?: ServerReplayFlags;
+  /** `--client-replay FILE` and its options: a saved run's requests are sent again. */
+  clientReplay?: ClientReplayFlags;
+  /** `--keep-serving`: keep running after client replay (otherwise the process ends with it). */
+  keepServing?: boolean;
+}
+
+/** The server replay flags. */
+export interface ServerReplayFlags {
+  file: string;
+  ignoreParams: string[];
+  ignoreHost: boolean;
+  ignoreContent: boolean;
+  extra: "forward" | "404" | "kill";
+  reuse: boolean;
+}
+
+/** The client replay flags. */
+export interface ClientReplayFlags {
+  file: string;
+  /** Only flows matching it are replayed (checked to parse). */
+  filter?: string;
+  /** Replays under way at once (default 1). */
+  concurrency: number;
 }
 
 /**
@@ -191,6 +216,35 @@ Output:
                              0600 (default: do not save)
   --har FILE                 also write flows to FILE as HAR, mode 0600
                              (default: do not)
+  --server-replay FILE       answer requests from a saved run (a flow store, HAR
+                             or -w JSON lines) without contacting the server:
+                             matched by method, URL and body; identical
+                             requests get the recorded answers in order, each
+                             once. Hits and misses are printed at exit.
+                             Intercepted TLS clients are offered HTTP/1.1 only
+  --server-replay-ignore-params NAME
+                             leave this query parameter out of the match;
+                             repeatable, or NAME,NAME
+  --server-replay-ignore-host
+                             match without the host and port
+  --server-replay-ignore-content
+                             match without the request body
+  --server-replay-extra forward|404|kill
+                             what a request with no recorded answer gets: sent
+                             to the server, a 404, or its connection killed
+                             (default: forward)
+  --server-replay-reuse      do not use answers up: identical requests all get
+                             the first
+  --client-replay FILE       send the HTTP requests of a saved run again, one at
+                             a time, to the servers they went to; the new flows
+                             name the originals (replayOf). Without --mode no
+                             listener is started; the process ends when done
+                             unless --keep-serving
+  --client-replay-filter EXPR
+                             replay only flows matching EXPR
+  --client-replay-concurrency N
+                             replays under way at once (default: 1)
+  --keep-serving             keep running after client replay is done
   -q, --quiet                print only errors
   -v, --verbose              print more detail, such as each connection
   -h, --help                 show this help
@@ -267,6 +321,16 @@ export function parseFlags(args: string[]): CliOptions {
         verbose: { type: "boolean", short: "v" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean" },
+        "server-replay": { type: "string" },
+        "server-replay-ignore-params": { type: "string", multiple: true },
+        "server-replay-ignore-host": { type: "boolean" },
+        "server-replay-ignore-content": { type: "boolean" },
+        "server-replay-extra": { type: "string" },
+        "server-replay-reuse": { type: "boolean" },
+        "client-replay": { type: "string" },
+        "client-replay-filter": { type: "string" },
+        "client-replay-concurrency": { type: "string" },
+        "keep-serving": { type: "boolean" },
       },
     });
   } catch (e) {
@@ -303,6 +367,7 @@ export function parseFlags(args: string[]): CliOptions {
     help: values.help ?? false,
     version: values.version ?? false,
   };
+  parseReplayFlags(options, values);
   if (values["wg-endpoint"] !== undefined) {
     options.wgEndpoint = parseHostPort(values["wg-endpoint"], "--wg-endpoint");
   }
@@ -435,6 +500,66 @@ function checkFilter(text: string, flag: string): string {
     throw new UsageError(`${flag} ${JSON.stringify(text)}: ${(e as Error).message}`);
   }
   return text;
+}
+
+/** Fills in the replay options; options of a replay that was not asked for are mistakes. */
+function parseReplayFlags(
+  options: CliOptions,
+  values: Record<string, string | string[] | boolean | undefined>,
+): void {
+  const text = (name: string) => values[name] as string | undefined;
+  const flag = (name: string) => (values[name] as boolean | undefined) ?? false;
+  const file = (name: string) => {
+    const path = text(name);
+    if (path === undefined) return undefined;
+    if (path === "") throw new UsageError(`--${name} needs a file name, not an empty string`);
+    return path;
+  };
+  const server = file("server-replay");
+  const serverOnly = [
+    "server-replay-ignore-params",
+    "server-replay-ignore-host",
+    "server-replay-ignore-content",
+    "server-replay-extra",
+    "server-replay-reuse",
+  ];
+  if (server === undefined) {
+    const stray = serverOnly.find((name) => values[name] !== undefined);
+    if (stray) throw new UsageError(`--${stray} needs --server-replay FILE`);
+  } else {
+    const extra = text("server-replay-extra") ?? "forward";
+    if (extra !== "forward" && extra !== "404" && extra !== "kill") {
+      throw new UsageError(`--server-replay-extra ${extra}: expected forward, 404 or kill`);
+    }
+    options.serverReplay = {
+      file: server,
+      ignoreParams: ((values["server-replay-ignore-params"] as string[] | undefined) ?? [])
+        .flatMap((v) => v.split(","))
+        .map((v) => v.trim())
+        .filter((v) => v !== ""),
+      ignoreHost: flag("server-replay-ignore-host"),
+      ignoreContent: flag("server-replay-ignore-content"),
+      extra,
+      reuse: flag("server-replay-reuse"),
+    };
+  }
+  const client = file("client-replay");
+  if (client === undefined) {
+    const stray = ["client-replay-filter", "client-replay-concurrency", "keep-serving"].find((name) =>
+      values[name] !== undefined
+    );
+    if (stray) throw new UsageError(`--${stray} needs --client-replay FILE`);
+  } else {
+    const concurrency = parseCount(text("client-replay-concurrency"), "--client-replay-concurrency", 1);
+    if (concurrency < 1) throw new UsageError("--client-replay-concurrency 0: expected 1 or more");
+    const filter = text("client-replay-filter");
+    if (flag("keep-serving")) options.keepServing = true;
+    options.clientReplay = {
+      file: client,
+      concurrency,
+      ...(filter !== undefined ? { filter: checkFilter(filter, "--client-replay-filter") } : {}),
+    };
+  }
 }
 
 /** Parses `--peers`. */

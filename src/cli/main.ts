@@ -21,6 +21,7 @@ import { HarSpool } from "../flows/har_file.ts";
 import { FlowLogWriter } from "../flows/json_lines.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
+import { loadServerReplay, runClientReplay, serverReplaySummary } from "./replay_cli.ts";
 import {
   clientConfig,
   clientPeers,
@@ -200,14 +201,16 @@ async function run(options: CliOptions): Promise<number> {
   const saveFilter = options.saveFilter === undefined ? undefined : compileFilter(options.saveFilter);
   if (options.read !== undefined) {
     await printSavedRun(options.read, viewFilter, color);
-    if (!options.modesGiven) return 0;
+    if (!options.modesGiven && !options.clientReplay) return 0;
   }
   await checkConfdir(options.confdir);
   // Before anything makes timers, so that all of them are seen.
   const timers = Deno.env.get("WIRESCOPE_COUNT_TIMERS") === "1" ? countTimers() : null;
   const peerNames = new Map<string, string>();
   const modes: (WireGuardMode | RegularMode)[] = [];
-  for (const spec of options.modes) {
+  // Client replay alone (no --mode, no --keep-serving) needs no listener.
+  const replayOnly = options.clientReplay !== undefined && !options.modesGiven && !options.keepServing;
+  for (const spec of replayOnly ? [] : options.modes) {
     if (spec.kind === "regular") {
       // All interfaces by default, as mitmproxy does; the proxy itself admits only local and
       // private-range clients.
@@ -237,6 +240,15 @@ async function run(options: CliOptions): Promise<number> {
     });
   }
 
+  let serverReplay;
+  try {
+    serverReplay = options.serverReplay &&
+      await loadServerReplay(options.serverReplay, (level, message) => {
+        if (options.verbose || (level !== "info" && !options.quiet)) console.error(`wirescope: ${message}`);
+      });
+  } catch (e) {
+    throw new StartError(`--server-replay: ${(e as Error).message}`);
+  }
   // From before the ports open: a stop asked for while starting must not end the process by the
   // signal's default action (exit 130/143, files unflushed).
   const stop = catchStopSignals();
@@ -246,6 +258,7 @@ async function run(options: CliOptions): Promise<number> {
     proxy = await startProxy({
       ...(store ? { store } : {}),
       ...(saveFilter ? { storeFilter: saveFilter } : {}),
+      ...(serverReplay ? { serverReplay } : {}),
       modes,
       confdir: options.confdir,
       ignoreHosts: options.ignoreHosts,
@@ -330,7 +343,18 @@ async function run(options: CliOptions): Promise<number> {
   const printStats = () =>
     console.error(`wirescope: stats ${JSON.stringify(runtimeStats(proxy, counts, timers))}`);
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR1", printStats);
-  let exitCode = await stop.then(() => proxy.close(3000)).then(() => 0, () => 1);
+  // Client replay runs once the proxy is up; without --keep-serving the process ends with it.
+  let replayFailed = false;
+  const replayDone = options.clientReplay &&
+    runClientReplay(proxy, options.clientReplay, options.quiet).then(() => {}, (e) => {
+      console.error(`wirescope: --client-replay: ${(e as Error).message}`);
+      replayFailed = true;
+    });
+  const finished = replayDone && !options.keepServing ? Promise.race([stop, replayDone]) : stop;
+  let exitCode = await finished.then(() => proxy.close(3000)).then(() => 0, () => 1);
+  if (replayFailed) exitCode ||= 1;
+  const replayStats = proxy.stats().serverReplay;
+  if (replayStats && !options.quiet) console.error(`wirescope: ${serverReplaySummary(replayStats)}`);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", printStats);
   await closeStore();
   await log?.close();

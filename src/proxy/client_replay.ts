@@ -165,9 +165,12 @@ export interface ReplayAllResult {
   failed: number;
 }
 
-/** Replays `flows` in order, `concurrency` at a time; resolves when all have ended. */
+/**
+ * Replays `flows` in order with `send` (e.g. a proxy handle's `replay`), `concurrency` at a time;
+ * resolves when all have ended.
+ */
 export async function replayAll(
-  ctx: ProxyContext,
+  send: (flow: HttpFlow) => Promise<HttpFlow>,
   flows: AsyncIterable<HttpFlow> | Iterable<HttpFlow>,
   options: ReplayAllOptions = {},
 ): Promise<ReplayAllResult> {
@@ -175,7 +178,7 @@ export async function replayAll(
   const limit = Math.max(1, Math.floor(options.concurrency ?? 1));
   const running = new Set<Promise<void>>();
   for await (const original of flows) {
-    const p: Promise<void> = replayRequest(ctx, original).then(
+    const p: Promise<void> = send(original).then(
       (flow) => {
         if (flow.error || !flow.response) result.failed++;
         else result.replayed++;
