@@ -23,6 +23,24 @@ export const KEPT_RUNS = 10;
 /** The most WireGuard client peers `--peers` allows: their addresses are 10.0.0.2 to 10.0.0.251. */
 const MAX_PEERS = 250;
 
+/** What `-w FILE` writes. */
+export type SaveFormat = "store" | "jsonl" | "har";
+
+/**
+ * What `-w FILE` writes, told by the name: `.jsonl`, `.ndjson` or `.json` → JSON lines, `.har` →
+ * HAR, anything else → a flow store. An existing file that is not a regular file (a FIFO,
+ * `/dev/stdout`) takes JSON lines, which can be streamed.
+ */
+export function saveFormatOf(path: string): SaveFormat {
+  const lower = path.toLowerCase();
+  if (/\.(jsonl|ndjson|json)$/.test(lower)) return "jsonl";
+  if (lower.endsWith(".har")) return "har";
+  try {
+    if (!Deno.statSync(path).isFile) return "jsonl";
+  } catch { /* a new file */ }
+  return "store";
+}
+
 /** The options the command line asked for, with defaults filled in. */
 export interface CliOptions {
   /** The proxy modes, in the order given; one default WireGuard mode when none is given. */
@@ -71,8 +89,14 @@ export interface CliOptions {
   read?: string;
   /** Whether a `--mode` was given (with `-r` and none, nothing is run live). */
   modesGiven: boolean;
-  /** The file to save flows to. */
+  /** The file to save flows to (`-w`), as given; what it holds is {@link CliOptions.saveFormat}. */
   save?: string;
+  /**
+   * What `-w` writes, by the file's name: `store` (a flow store, the default; `store` is then
+   * this file), `jsonl` (`.jsonl`, `.ndjson`, `.json`, or a pipe or device) or `har` (`.har`;
+   * `har` is then this file).
+   */
+  saveFormat?: SaveFormat;
   /** The HAR file to write flows to. */
   har?: string;
   /** Whether to print less. */
@@ -135,6 +159,10 @@ Usage:
   wirescope [options]          run the proxy (wirescope = scripts/wirescope)
   wirescope genkey             print a new private key (like wg genkey)
   wirescope pubkey < KEY       print the key's public key (like wg pubkey)
+  wirescope export [--format har|jsonl|curl|raw] [-f EXPR] [--id ID] FILE [OUT]
+                               write the flows of a saved run (what -r reads)
+                               as HAR, JSON lines, curl commands or raw HTTP
+                               (export --help for more)
 
 Modes:
   --mode SPEC                a mode to run; repeatable (default: wireguard)
@@ -212,8 +240,13 @@ Flows:
                              or run the --mode given too
 
 Output:
-  -w, --save FILE            append flows to FILE as JSON lines, made mode
-                             0600 (default: do not save)
+  -w, --save FILE            save flows to FILE, mode 0600, by its name: *.jsonl
+                             (.ndjson, .json) appends JSON lines, *.har writes
+                             HAR at exit (as --har), any other name is a flow
+                             store (SQLite, the format -r reads best) that
+                             becomes this run's store: flows go there instead
+                             of CONFDIR/flows/, an existing store is added to
+                             (not with --store or --no-store; default: none)
   --har FILE                 also write flows to FILE as HAR, mode 0600
                              (default: do not)
   --server-replay FILE       answer requests from a saved run (a flow store, HAR
@@ -260,7 +293,7 @@ Examples:
   wirescope --peers 3 --wg-endpoint proxy.example.com:51820
   wirescope --mode wireguard --mode regular@127.0.0.1:8080
   wirescope --mode regular@[::1]:0 --ignore-hosts '(^|\\.)apple\\.com'
-  wirescope -w flows.out --har flows.har --upstream-ca corp-ca.pem
+  wirescope -w flows.db --har flows.har --upstream-ca corp-ca.pem
   wirescope -r ~/.wirescope/flows/2026-01-02T03-04-05Z.db -f '~d example & ~m POST'
 `;
 
@@ -377,6 +410,7 @@ export function parseFlags(args: string[]): CliOptions {
   if (values.save !== undefined) options.save = checkParentDir(values.save, "--save");
   if (values.har !== undefined) options.har = checkParentDir(values.har, "--har");
   if (values.store !== undefined) options.store = checkParentDir(values.store, "--store");
+  if (options.save !== undefined) resolveSave(options, options.save);
   if (values["store-max"] !== undefined) options.storeMax = parseSize(values["store-max"], "--store-max");
   if (options.noStore && (options.store !== undefined || options.storeMax !== undefined)) {
     throw new UsageError(
@@ -402,12 +436,38 @@ export function parseFlags(args: string[]): CliOptions {
   const [command, ...rest] = positionals;
   if (command !== undefined) {
     if (command !== "genkey" && command !== "pubkey") {
-      throw new UsageError(`unknown command: ${command} (expected genkey or pubkey; see --help)`);
+      throw new UsageError(
+        `unknown command: ${command} (expected genkey, pubkey or export, which comes first; see --help)`,
+      );
     }
     if (rest.length > 0) throw new UsageError(`unexpected argument after ${command}: ${rest[0]}`);
     options.command = command;
   }
   return options;
+}
+
+/** Decides what `-w` writes; a flow store or HAR file named by `-w` takes the place of `--store`/`--har`. */
+function resolveSave(options: CliOptions, path: string): void {
+  const format = saveFormatOf(path);
+  options.saveFormat = format;
+  if (format === "har") {
+    if (options.har !== undefined && options.har !== path) {
+      throw new UsageError(`-w ${path} and --har ${options.har} name two HAR files; give one`);
+    }
+    options.har = path;
+  } else if (format === "store") {
+    if (options.noStore) {
+      throw new UsageError(
+        `--no-store cannot be used with -w ${path} (a flow store; name it .jsonl for JSON lines)`,
+      );
+    }
+    if (options.store !== undefined && options.store !== path) {
+      throw new UsageError(
+        `-w ${path} and --store ${options.store} name two flow stores; give one (-w FILE.db is the run's store)`,
+      );
+    }
+    options.store = path;
+  }
 }
 
 /** Turns the errors of `node:util` `parseArgs` into one short line. */

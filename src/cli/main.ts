@@ -19,6 +19,7 @@ import type { Flow } from "../flows/flow.ts";
 import { formatFlowLine, formatLogLine } from "./flow_line.ts";
 import { HarSpool } from "../flows/har_file.ts";
 import { FlowLogWriter } from "../flows/json_lines.ts";
+import { exportCommand } from "./export_command.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import { loadServerReplay, runClientReplay, serverReplaySummary } from "./replay_cli.ts";
@@ -38,6 +39,8 @@ import {
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
+  // A command of its own, with its own flags.
+  if (args[0] === "export") return await exportCommand(args.slice(1));
   let options: CliOptions;
   try {
     options = parseFlags(args);
@@ -292,7 +295,8 @@ async function run(options: CliOptions): Promise<number> {
   let log: FlowLogWriter | null = null;
   let har: HarSpool | null = null;
   try {
-    if (options.save) {
+    // A flow store or HAR file named by -w is opened as --store / --har.
+    if (options.save && options.saveFormat === "jsonl") {
       log = await FlowLogWriter.open(options.save);
       await warnIfShared(options.save);
     }
