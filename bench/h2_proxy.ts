@@ -4,8 +4,10 @@
  * mode in this process; the same load over HTTP/1.1 through the proxy, and h2 straight from the
  * host to nginx (no proxy, no tunnel) as the ceiling. Needs root.
  *
- * `node_modules/.bin/deno run -A bench/h2_proxy.ts [requests=20000] [h2,h1,ceiling]` (the second argument picks
- * runs, e.g. `h2` alone under `--cpu-prof`)
+ * `node_modules/.bin/deno run -A bench/h2_proxy.ts [requests=20000] [h2,h1,ceiling,dl-h2,dl-h1]` (the second
+ * argument picks runs, e.g. `h2` alone under `--cpu-prof`; the default is the first three). `dl-h2` and
+ * `dl-h1`: one 100 MiB download with curl through the proxy over h2 and over HTTP/1.1, and the proxy's
+ * CPU per GB.
  * @module
  */
 import { cpuUsage } from "node:process";
@@ -16,7 +18,8 @@ import { H2_PORT, OriginNamespace } from "../tests/origin_ns.ts";
 
 const requests = Number(Deno.args[0] ?? 20000);
 const picked = new Set((Deno.args[1] ?? "h2,h1,ceiling").split(","));
-const origin = await OriginNamespace.create(["origin.test"], 1 << 20);
+const downloads = picked.has("dl-h2") || picked.has("dl-h1");
+const origin = await OriginNamespace.create(["origin.test"], downloads ? 100 << 20 : 1 << 20);
 const confdir = await Deno.makeTempDir({ prefix: "wirescope-h2bench-" });
 const proxy = await startProxy({
   modes: [{ kind: "wireguard", port: 0, privateKey: generatePrivateKey(), peers: [] }],
@@ -36,6 +39,19 @@ try {
   const client = rig.clients[0]!;
   const o = origin.address;
   const n = String(requests);
+  /** curl of /big.bin (-k: this is a speed figure; the tests check the certificates). */
+  const curl = (version: string, url: string) =>
+    client.exec([
+      "curl",
+      "-sSk",
+      "--fail",
+      version,
+      "-o",
+      "/dev/null",
+      "-w",
+      "finished in %{time_total}s, HTTP/%{http_version}, %{size_download} bytes",
+      url,
+    ]);
   const runs: [string, string, () => Promise<string>][] = [
     [
       "h2",
@@ -52,6 +68,16 @@ try {
       "h2 from the host straight to nginx (ceiling)",
       () => sh(["h2load", "-n", n, "-c", "10", "-m", "10", `https://${o}:${H2_PORT}/small.txt`]),
     ],
+    [
+      "dl-h2",
+      "100 MiB download over h2 through the proxy",
+      () => curl("--http2", `https://${o}:${H2_PORT}/big.bin`),
+    ],
+    [
+      "dl-h1",
+      "100 MiB download over HTTP/1.1 through the proxy",
+      () => curl("--http1.1", `https://${o}/big.bin`),
+    ],
   ];
   for (const [key, name, run] of runs) {
     if (!picked.has(key)) continue;
@@ -60,11 +86,14 @@ try {
     const used = cpuUsage(before);
     // This process is the proxy (and the wasm tunnel): its CPU per request, a figure that other load
     // on the machine disturbs less than req/s.
+    const cpu = `(user ${(used.user / 1e6).toFixed(2)} s, system ${(used.system / 1e6).toFixed(2)} s)`;
     const perRequest = key === "ceiling"
       ? ""
-      : `\n  proxy CPU per request: ${((used.user + used.system) / requests).toFixed(1)} µs (user ${
-        (used.user / 1e6).toFixed(2)
-      } s, system ${(used.system / 1e6).toFixed(2)} s)`;
+      : key.startsWith("dl-")
+      ? `\n  proxy CPU per GB: ${
+        ((used.user + used.system) / 1e6 / (origin.bigSize / 1e9)).toFixed(2)
+      } s ${cpu}`
+      : `\n  proxy CPU per request: ${((used.user + used.system) / requests).toFixed(1)} µs ${cpu}`;
     console.log(`${name}:\n  ${summary(out)}${perRequest}`);
   }
 } finally {

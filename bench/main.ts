@@ -12,13 +12,15 @@
  * its peer is removed and added again with the new endpoint.
  *
  *   deno task bench [--quick] [--servers wirescope,mitmproxy,wireguard-go] [--wirescope-library]
- *                   [--profile DIR] [--no-setup] [--workloads ping,echo,iperf,wrk,download,hosts]
+ *                   [--profile DIR] [--no-setup]
+ *                   [--workloads ping,echo,iperf,wrk,download,h2,h2download,hosts]
  *     --quick              fewer repetitions and shorter workloads (for development)
  *     --servers            which servers to measure (default all three)
  *     --wirescope-library  run wirescope through bench/wirescope_server.ts instead of the CLI
  *     --profile DIR        write a V8 CPU profile of the wirescope server into DIR
  *     --no-setup           skip scripts/setup_bench.sh
- *     --workloads          run only these workloads (for development; default all)
+ *     --workloads          run only these workloads (default all); their rows replace those of the
+ *                          previous bench/results.json, the other rows are kept (a note says so)
  *
  * Writes bench/RESULTS.md (also printed), bench/results.json and bench/results.png.
  * @module
@@ -26,12 +28,14 @@
 import { generatePrivateKey, publicKeyOf } from "../src/core/keys.ts";
 import { BenchRig } from "./bench_rig.ts";
 import { startOrigins } from "./origins.ts";
-import { type BenchResults, median, type Metric, toMarkdown } from "./report.ts";
+import { type BenchResults, median, mergeResults, type Metric, toMarkdown } from "./report.ts";
 import { type BenchServer, SERVER_NAMES, type ServerName, startServer } from "./servers.ts";
 import {
   type ClientContext,
   download,
+  downloadH2,
   echoRoundTrips,
+  h2load,
   httpsRejected,
   httpsSanity,
   iperf,
@@ -48,7 +52,7 @@ const quick = flag("--quick");
 const servers = (option("--servers")?.split(",") ?? [...SERVER_NAMES]) as ServerName[];
 for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}`);
 const profileDir = option("--profile");
-const WORKLOADS = ["ping", "echo", "iperf", "wrk", "download", "hosts"] as const;
+const WORKLOADS = ["ping", "echo", "iperf", "wrk", "download", "h2", "h2download", "hosts"] as const;
 const workloads = new Set(option("--workloads")?.split(",") ?? WORKLOADS);
 for (const w of workloads) {
   if (!(WORKLOADS as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
@@ -62,6 +66,9 @@ const CONFIG = {
   echoBytes: 1000,
   wrkSeconds: quick ? 3 : 5,
   wrkConnections: [1, 10],
+  /** h2load: connections × concurrent streams each. */
+  h2Connections: 10,
+  h2Streams: 10,
   downloadMiB: 100,
   newHosts: quick ? 3 : 5,
 };
@@ -103,6 +110,27 @@ const METRICS: Metric[] = [
   {
     id: "cpuPerGbHttps",
     label: "server CPU per GB carried, HTTPS download",
+    unit: "CPU s/GB",
+    better: "lower",
+  },
+  {
+    id: "h2rps",
+    label: `HTTP/2 small GET, ${CONFIG.h2Connections} conn. × ${CONFIG.h2Streams} streams (h2load)`,
+    unit: "req/s",
+    better: "higher",
+  },
+  { id: "h2p50", label: "HTTP/2 small GET, p50 latency", unit: "ms", better: "lower" },
+  { id: "h2p99", label: "HTTP/2 small GET, p99 latency", unit: "ms", better: "lower" },
+  { id: "h2cpuPerRequest", label: "server CPU per HTTP/2 small GET", unit: "CPU µs", better: "lower" },
+  {
+    id: "h2download",
+    label: `HTTP/2 download of ${CONFIG.downloadMiB} MiB (curl --http2)`,
+    unit: "s",
+    better: "lower",
+  },
+  {
+    id: "cpuPerGbH2",
+    label: "server CPU per GB carried, HTTP/2 download",
     unit: "CPU s/GB",
     better: "lower",
   },
@@ -201,6 +229,7 @@ async function measure(
     bigSha256: string;
     smallPath: string;
     smallBody: string;
+    h2Port: number;
   },
   fig: Record<string, number[]>,
   runId: string,
@@ -248,6 +277,27 @@ async function measure(
       const d = await download(ctx, origins.bigPath, origins.bigSize, origins.bigSha256);
       push("download", d.seconds);
       push("cpuPerGbHttps", (usage().cpuSeconds - before) / (origins.bigSize / 1e9));
+    }
+    if (workloads.has("h2")) {
+      const before = usage().cpuSeconds;
+      const h = await h2load(
+        ctx,
+        origins.smallPath,
+        origins.h2Port,
+        CONFIG.h2Connections,
+        CONFIG.h2Streams,
+        CONFIG.wrkSeconds,
+      );
+      push("h2rps", h.requestsPerSecond);
+      push("h2p50", h.p50Ms);
+      push("h2p99", h.p99Ms);
+      push("h2cpuPerRequest", (usage().cpuSeconds - before) * 1e6 / h.requests);
+    }
+    if (workloads.has("h2download")) {
+      const before = usage().cpuSeconds;
+      const d = await downloadH2(ctx, origins.bigPath, origins.h2Port, origins.bigSize, origins.bigSha256);
+      push("h2download", d.seconds);
+      push("cpuPerGbH2", (usage().cpuSeconds - before) / (origins.bigSize / 1e9));
     }
     log(`${server.name}: round ${r + 1}/${CONFIG.repetitions} done`);
   }
@@ -368,6 +418,10 @@ async function main(): Promise<void> {
       "the proxy trusts the origin CA upstream. mitmproxy runs stock (it keeps raw TCP messages of a connection in memory).",
       "CPU per GB: utime+stime of the server process during the transfer, per 10^9 bytes the client received.",
       "HTTPS latency percentiles are wrk's (closed loop, not corrected for coordinated omission).",
+      "HTTP/2 rows: nginx's h2 port (ALPN h2, 9443), the client is offered h2 by each proxy. h2load's " +
+      "percentiles come from its per-request log; it does not verify certificates (interception is checked " +
+      "with curl on 443 first, and the h2 download verifies against the client's CA and checks HTTP/2 was used). " +
+      "CPU per request: server CPU during the h2load run ÷ requests completed.",
       "first/repeat request: curl's time_total for one GET on a new connection to a fresh name " +
       "(the proxy makes a certificate), then again to the same name.",
       WARM_UP_NOTE,
@@ -384,11 +438,24 @@ async function main(): Promise<void> {
         "the first. That is what its clients get, so it is measured as is.",
     );
   }
-  const md = toMarkdown(report);
+  let written = report;
+  if (option("--workloads")) {
+    // A partial run: its rows go into the last full report (the memory rows are kept from that
+    // run: they describe a whole run, not one workload).
+    const previous = await Deno.readTextFile(`${root}bench/results.json`).then(
+      (t) => JSON.parse(t) as BenchResults,
+      () => null,
+    );
+    const measured = new Set(
+      Object.values(results).flatMap((fig) => Object.keys(fig ?? {})).filter((id) => !id.startsWith("rss")),
+    );
+    if (previous) written = mergeResults(previous, report, measured);
+  }
+  const md = toMarkdown(written);
   await Deno.writeTextFile(`${root}bench/RESULTS.md`, md);
   // In the repository's markdown style, so that `deno task ok` (deno fmt --check) accepts the file.
   await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", `${root}bench/RESULTS.md`] }).output();
-  await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(report, null, 2) + "\n");
+  await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(written, null, 2) + "\n");
   console.log(await Deno.readTextFile(`${root}bench/RESULTS.md`).catch(() => md));
   const chart = await new Deno.Command(`${root}.venv-mitmproxy/bin/python`, {
     args: [`${root}bench/chart.py`, `${root}bench/results.json`, `${root}bench/results.png`],

@@ -2,11 +2,11 @@
  * The origins every server of the bench is measured against, all in the server namespace on one
  * address (the tunnel's TARGET, local there): nginx with HTTPS (a test CA made with openssl, a
  * certificate for `bench.test`, `*.bench.test` and the address; `/small.txt` and a 100 MB
- * `/big.bin` of random bytes), `iperf3 -s`, and tests/origin.ts (echo on port 7, ...).
+ * `/big.bin` of random bytes; HTTP/1.1 on 443, HTTP/2 on {@link H2_PORT}), `iperf3 -s`, and tests/origin.ts (echo on port 7, ...).
  * @module
  */
 import { sh } from "../tests/rig.ts";
-import { nginxConf } from "../tests/origin_ns.ts";
+import { H2_PORT, nginxConf } from "../tests/origin_ns.ts";
 
 /** The origins' servers and files. */
 export interface Origins {
@@ -18,6 +18,8 @@ export interface Origins {
   bigSha256: string;
   /** The small response's path and body. */
   smallPath: string;
+  /** nginx's HTTPS port that speaks HTTP/2 (ALPN h2; 443 is HTTP/1.1 only). */
+  h2Port: number;
   smallBody: string;
   /** Stops the servers and removes the files. */
   close(): Promise<void>;
@@ -132,6 +134,7 @@ export async function startOrigins(
       bigSha256,
       smallPath: "/small.txt",
       smallBody: SMALL_BODY,
+      h2Port: H2_PORT,
       close,
     };
   } catch (e) {

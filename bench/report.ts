@@ -85,3 +85,37 @@ export function toMarkdown(r: BenchResults): string {
     "",
   ].join("\n");
 }
+
+/**
+ * A partial run (`--workloads`) merged into the previous full report: the rows in `measured`
+ * come from `current`, every other row keeps the previous run's figures, and a note says which
+ * rows came from which run. Metrics the previous report lacked are added in `current`'s order.
+ */
+export function mergeResults(
+  previous: BenchResults,
+  current: BenchResults,
+  measured: Set<string>,
+): BenchResults {
+  const servers = [...new Set([...previous.servers, ...current.servers])];
+  const results: BenchResults["results"] = {};
+  for (const s of servers) {
+    const merged: Record<string, number[]> = {};
+    for (const [id, xs] of Object.entries(previous.results[s] ?? {})) if (!measured.has(id)) merged[id] = xs;
+    for (const [id, xs] of Object.entries(current.results[s] ?? {})) if (measured.has(id)) merged[id] = xs;
+    results[s] = merged;
+  }
+  const rows = current.metrics.filter((m) => measured.has(m.id)).map((m) => m.label);
+  return {
+    ...current,
+    servers,
+    results,
+    notes: [
+      ...current.notes,
+      `Partial run (${current.date}, ${current.versions.wirescope ?? "?"}, ${current.servers.join(", ")}): ${
+        rows.join("; ")
+      }. Every other row is from the run of ${previous.date} (wirescope ${
+        previous.versions.wirescope ?? "?"
+      }, settings ${JSON.stringify(previous.config)}).`,
+    ],
+  };
+}

@@ -236,3 +236,94 @@ export async function requestTo(ctx: ClientContext, name: string, path: string):
   if (code !== "200") throw new Error(`GET https://${name}${path}: ${stdout}`);
   return Number(time) * 1000;
 }
+
+/** What {@link h2load} reports. */
+export interface H2loadResult {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+}
+
+/**
+ * h2load (nghttp2): HTTP/2 GETs of `path` on `connections` TLS connections with `streams`
+ * concurrent streams each, for `seconds`. Throws unless h2 was agreed,
+ * every request answered 2xx, and none failed. Percentiles come from h2load's per-request log.
+ */
+export async function h2load(
+  ctx: ClientContext,
+  path: string,
+  port: number,
+  connections: number,
+  streams: number,
+  seconds: number,
+): Promise<H2loadResult> {
+  const logDir = await Deno.makeTempDir({ prefix: "wirescope-bench-h2load-" });
+  const logFile = `${logDir}/requests.tsv`;
+  try {
+    const { stdout } = await inClient(ctx, [
+      "h2load",
+      "-c",
+      String(connections),
+      "-m",
+      String(streams),
+      "-D",
+      String(seconds),
+      `--log-file=${logFile}`,
+      `https://${ctx.host}:${port}${path}`,
+    ], seconds + 60);
+    if (!/Application protocol: h2\b/.test(stdout)) throw new Error(`h2load did not agree on h2: ${stdout}`);
+    const done =
+      /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/
+        .exec(stdout);
+    const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
+    const finished = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s/.exec(stdout);
+    if (!done || !codes || !finished) throw new Error(`h2load printed no summary: ${stdout.slice(-600)}`);
+    const succeeded = Number(done[3]), failed = Number(done[4]) + Number(done[5]);
+    if (succeeded === 0 || failed > 0 || Number(codes[1]) !== succeeded) {
+      throw new Error(`h2load: ${succeeded} succeeded, ${failed} failed or errored: ${stdout.slice(-600)}`);
+    }
+    const latencies = (await Deno.readTextFile(logFile)).split("\n").filter((l) => l !== "")
+      .map((l) => Number(l.split("\t")[2])).filter((us) => us >= 0).sort((a, b) => a - b);
+    if (latencies.length === 0) throw new Error("h2load logged no requests");
+    const pct = (p: number) =>
+      latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]! / 1000;
+    return {
+      requestsPerSecond: Number(finished[3]),
+      p50Ms: pct(0.5),
+      p99Ms: pct(0.99),
+      requests: succeeded,
+    };
+  } finally {
+    await Deno.remove(logDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** curl --http2 of the large file at `port`: seconds, checked as {@link download} checks, and that h2 was used. */
+export async function downloadH2(
+  ctx: ClientContext,
+  path: string,
+  port: number,
+  size: number,
+  sha256: string,
+): Promise<{ seconds: number; mbps: number }> {
+  const { stdout, stderr } = await inClient(ctx, [
+    "bash",
+    "-c",
+    'set -o pipefail; curl -sS --fail --http2 --cacert "$1" ' +
+    '-w "%{stderr}TIME %{time_total} %{size_download} %{http_version}\\n" "$2" | sha256sum',
+    "download",
+    ctx.caFile,
+    `https://${ctx.host}:${port}${path}`,
+  ], 600);
+  const m = /TIME ([\d.]+) (\d+) (\S+)/.exec(stderr);
+  const got = stdout.split(" ")[0];
+  if (!m || Number(m[2]) !== size || got !== sha256 || m[3] !== "2") {
+    throw new Error(
+      `h2 download: ${m ? m[2] : "?"} of ${size} bytes over HTTP/${m?.[3] ?? "?"}, sha256 ${got} ` +
+        `(want ${sha256}); ${stderr}`,
+    );
+  }
+  const seconds = Number(m[1]);
+  return { seconds, mbps: size * 8 / seconds / 1e6 };
+}
