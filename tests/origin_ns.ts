@@ -265,6 +265,9 @@ http {
     ssl_certificate ${dir}/server.pem;
     ssl_certificate_key ${dir}/server.key;
     root ${dir}/www;
+    # Pages under /quic/ advertise HTTP/3 on 443, as sites do (nothing answers it: the proxy
+    # tests check what browsers do when QUIC fails).
+    location /quic/ { add_header Alt-Svc 'h3=":443"; ma=86400' always; }
   }
 }
 `;

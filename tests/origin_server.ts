@@ -7,6 +7,9 @@
  *                (as nginx's `return 200` does)
  *   TCP  :7      echo
  *   UDP  :7      echo
+ *   UDP  :443    echo (where QUIC would go: for the proxy's --quic passthrough), except QUIC
+ *                long-header packets, which it ignores: to a browser, a silent drop, as a
+ *                firewall's
  *   UDP  :53     a DNS server for tests: `A` questions get 10.11.12.13, others NXDOMAIN
  *   TCP  :53     the same over TCP (one query per connection)
  *
@@ -84,13 +87,17 @@ const echo = Deno.listen({ hostname: host, port: 7 });
   }
 })();
 
-const udp = Deno.listenDatagram({ hostname: host, port: 7, transport: "udp" });
-(async () => {
-  for (;;) {
-    const [data, from] = await udp.receive();
-    await udp.send(data, from);
-  }
-})();
+for (const port of [7, 443]) {
+  const udp = Deno.listenDatagram({ hostname: host, port, transport: "udp" });
+  (async () => {
+    for (;;) {
+      const [data, from] = await udp.receive();
+      // A QUIC long header (Initial, Handshake...) starts with the two high bits set.
+      if (port === 443 && data.byteLength > 0 && (data[0]! & 0xc0) === 0xc0) continue;
+      await udp.send(data, from);
+    }
+  })();
+}
 
 // DNS over TCP: each message has a two-byte length in front.
 const dnsTcp = Deno.listen({ hostname: host, port: 53 });

@@ -73,6 +73,8 @@ export interface CliOptions {
   maxConnections?: number;
   /** Whether clients may reach this host's own addresses (loopback, link-local, interfaces). */
   allowLocalDestinations: boolean;
+  /** `--quic`: QUIC (UDP to port 443) from WireGuard clients refused with ICMP, or relayed. */
+  quic: "reject" | "passthrough";
   /** The WireGuard data plane's limits per peer (values given on the command line only). */
   wgLimits: WireGuardLimits;
   /** The flow store file (`--store`); absent: a fresh file per run under `<confdir>/flows/`. */
@@ -208,6 +210,12 @@ Limits and access:
   --allow-local-destinations let clients reach this host's own services
                              (loopback, link-local such as 169.254.169.254,
                              this host's addresses); refused by default
+  --quic reject|passthrough  QUIC (HTTP/3: UDP to port 443) from WireGuard
+                             clients is not intercepted. reject answers it with
+                             ICMP port unreachable, so browsers use HTTPS over
+                             TCP (intercepted) at once; passthrough relays it
+                             uninspected. Both are recorded as UDP flows
+                             (default: reject)
 
 WireGuard data plane (per peer; refusals are counted and logged):
   --wg-max-half-open N       TCP connections not yet established; further SYNs
@@ -337,6 +345,7 @@ export function parseFlags(args: string[]): CliOptions {
         "max-connections-per-client": { type: "string" },
         "max-connections": { type: "string" },
         "allow-local-destinations": { type: "boolean" },
+        quic: { type: "string" },
         "wg-max-half-open": { type: "string" },
         "wg-half-open-timeout": { type: "string" },
         "wg-max-udp-conversations": { type: "string" },
@@ -392,6 +401,7 @@ export function parseFlags(args: string[]): CliOptions {
       DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ),
     allowLocalDestinations: values["allow-local-destinations"] ?? false,
+    quic: parseQuic(values.quic),
     wgLimits: parseWgLimits(values),
     noStore: values["no-store"] ?? false,
     modesGiven: (values.mode ?? []).length > 0,
@@ -632,6 +642,12 @@ function parsePeers(text: string): number {
 }
 
 /** Parses a time in seconds (decimals allowed, 0 turns the limit off) into ms. */
+/** `--quic`'s value. */
+function parseQuic(text: string | undefined): "reject" | "passthrough" {
+  if (text === undefined || text === "reject" || text === "passthrough") return text ?? "reject";
+  throw new UsageError(`--quic must be reject or passthrough, not ${JSON.stringify(text)}`);
+}
+
 function parseSeconds(text: string | undefined, flag: string, fallback: number): number {
   if (text === undefined) return fallback;
   const n = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;

@@ -26,6 +26,7 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     serverTimeout: 60_000,
     maxConnectionsPerClient: 4096,
     allowLocalDestinations: false,
+    quic: "reject",
     wgLimits: {},
     noStore: false,
     modesGiven: false,
@@ -444,4 +445,13 @@ Deno.test("parseFlags() reads -r/--read and tells whether a --mode was given", (
   assert.equal(both.read, "old.db");
   assert.equal(both.modesGiven, true);
   assertUsageError(["-r", ""], /--read needs a file name/);
+});
+
+Deno.test("--quic takes reject (the default) or passthrough, and --help says what reject does", () => {
+  assert.equal(parseFlags([]).quic, "reject");
+  assert.equal(parseFlags(["--quic", "reject"]).quic, "reject");
+  assert.equal(parseFlags(["--quic", "passthrough"]).quic, "passthrough");
+  assertUsageError(["--quic", "drop"], /--quic must be reject or passthrough/);
+  assert.match(USAGE, /--quic reject\|passthrough/);
+  assert.match(USAGE, /ICMP port unreachable/);
 });

@@ -275,6 +275,7 @@ async function run(options: CliOptions): Promise<number> {
       maxConnectionsPerClient: options.maxConnectionsPerClient,
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
       allowLocalDestinations: options.allowLocalDestinations,
+      quic: options.quic,
       onLog: (event) => {
         if (options.quiet && event.level !== "error") return;
         if (!options.verbose && (event.level === "debug" || event.level === "info")) return;

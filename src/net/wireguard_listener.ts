@@ -366,6 +366,20 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     return Promise.resolve();
   }
 
+  /**
+   * Sends a whole IP packet into the tunnel, to the peer that owns its destination address (e.g.
+   * an ICMP error built with {@link ./icmp.ts}).
+   */
+  sendPacket(packet: Uint8Array): Promise<void> {
+    try {
+      this.#core.ipSend(packet, performance.now());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.#drain();
+    return Promise.resolve();
+  }
+
   /** A connection's state in the stack and in the stream layer (for diagnostics). */
   connectionState(conn: TunnelConn): Record<string, unknown> {
     return { stack: this.#core.tcpInfo(conn.id), streams: conn.debugState() };

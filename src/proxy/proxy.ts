@@ -48,7 +48,8 @@ import type { FlowStore } from "../flows/store.ts";
 import type { Filter } from "../flows/filter.ts";
 import { FlowRecorder, type FlowRecorderStats } from "../flows/recorder.ts";
 import { DEFAULT_SERVER_TIMEOUT } from "./http1_layer.ts";
-import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { type QuicPolicy, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { udpPortUnreachable } from "../net/icmp.ts";
 import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
 
 /** A WireGuard mode: clients connect with WireGuard and everything they send is proxied. */
@@ -144,6 +145,12 @@ export interface ProxyOptions {
    * destinations are refused (TCP: reset or 502, UDP: dropped) and recorded as flows.
    */
   allowLocalDestinations?: boolean;
+  /**
+   * QUIC (UDP to port 443 from a WireGuard client), which is not intercepted: `reject` (default)
+   * answers it with ICMP port unreachable, so that clients fall back to HTTPS over TCP at once;
+   * `passthrough` relays it uninspected. Both are recorded as UDP flows.
+   */
+  quic?: QuicPolicy;
   /**
    * Where flows are recorded as they progress (see src/flows/recorder.ts: live flows a few times
    * a second, ended ones in group commits every 25 ms). Absent or false: nothing is recorded.
@@ -346,6 +353,8 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
           bodyLimit: settings.bodyLimit,
           maxMessages: settings.maxMessages,
           destinationPolicy: policy,
+          quic: options.quic ?? "reject",
+          unreachable: (d) => listener.sendPacket(udpPortUnreachable(d)),
         });
         relays.push(relay);
         track((async () => {
@@ -570,9 +579,10 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
             dnsFailures: sum.dnsFailures + s.dnsFailures,
             dropped: sum.dropped + s.dropped,
             blocked: sum.blocked + s.blocked,
+            quicRejected: sum.quicRejected + s.quicRejected,
           };
         },
-        { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0, blocked: 0 },
+        { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0, blocked: 0, quicRejected: 0 },
       ),
       limits: limiter.stats(),
       blockedDestinations: policy.blocked,

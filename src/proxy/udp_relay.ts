@@ -11,6 +11,12 @@
  * Datagrams to destinations the `destinationPolicy` refuses (this host's own services) are
  * dropped without an answer and counted; the first of each conversation is recorded as a flow
  * with the reason.
+ *
+ * QUIC (UDP to port 443) is not intercepted. So that it does not bypass interception, it is
+ * refused by default: each datagram is answered with ICMP port unreachable (`reject`), and
+ * clients such as browsers then use HTTPS over TCP, which is intercepted. Each refused
+ * conversation is recorded once as a {@link UdpFlow} with its first datagram and the reason.
+ * `quic: "passthrough"` relays it like any other UDP.
  * @module
  */
 import { buildDnsErrorResponse, parseDnsMessage } from "./dns_message.ts";
@@ -45,7 +51,23 @@ export interface UdpRelayOptions {
   maxMessages: number;
   /** Says why a destination must not be reached (null: it may); none lets everything through. */
   destinationPolicy?: { blockReason(ip: string, port?: number): string | null };
+  /**
+   * UDP to port 443 (QUIC): `reject` (the default) answers each datagram with ICMP port
+   * unreachable through `unreachable`, `passthrough` relays it like other UDP.
+   */
+  quic?: QuicPolicy;
+  /**
+   * Tells the client that nothing listens where `datagram` went (ICMP port unreachable). Without
+   * it, refused QUIC datagrams are dropped silently (still recorded and counted).
+   */
+  unreachable?: (datagram: RelayDatagram) => Promise<void>;
 }
+
+/** What the relay does with QUIC (UDP to port 443): refuse it with ICMP, or relay it. */
+export type QuicPolicy = "reject" | "passthrough";
+
+/** The port QUIC (HTTP/3) uses. */
+const QUIC_PORT = 443;
 
 /** Counters of the relay. */
 export interface UdpRelayStats {
@@ -55,6 +77,8 @@ export interface UdpRelayStats {
   dropped: number;
   /** Datagrams dropped because their destination is refused (see `destinationPolicy`). */
   blocked: number;
+  /** QUIC datagrams (UDP to port 443) refused by the `quic: "reject"` policy. */
+  quicRejected: number;
 }
 
 /** Refused conversations remembered (so each is recorded once while it goes on). */
@@ -75,7 +99,14 @@ export class UdpRelay {
   #pendingDns = 0;
   #sweep: ReturnType<typeof setInterval>;
   #closed = false;
-  #stats: UdpRelayStats = { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0, blocked: 0 };
+  #stats: UdpRelayStats = {
+    flows: 0,
+    dnsQueries: 0,
+    dnsFailures: 0,
+    dropped: 0,
+    blocked: 0,
+    quicRejected: 0,
+  };
   /** Refused conversations already recorded, with when they were last seen. */
   #blockedSeen = new Map<string, number>();
 
@@ -101,6 +132,10 @@ export class UdpRelay {
       : null;
     if (blocked) {
       this.#refuse(datagram, client, blocked);
+      return;
+    }
+    if (datagram.dst.port === QUIC_PORT && (this.#o.quic ?? "reject") === "reject") {
+      this.#rejectQuic(datagram, client);
       return;
     }
     if (datagram.dst.port === 53) {
@@ -142,6 +177,34 @@ export class UdpRelay {
   /** Drops a datagram to a refused destination; records the first of its conversation. */
   #refuse(datagram: RelayDatagram, client: ClientInfo, reason: string): void {
     this.#stats.blocked++;
+    this.#recordRefusal(
+      datagram,
+      client,
+      `destination ${formatHostPort(datagram.dst)} refused: ${reason} (datagrams dropped)`,
+    );
+  }
+
+  /** Answers a QUIC datagram with ICMP port unreachable; records the first of its conversation. */
+  #rejectQuic(datagram: RelayDatagram, client: ClientInfo): void {
+    this.#stats.quicRejected++;
+    const unreachable = this.#o.unreachable;
+    this.#recordRefusal(
+      datagram,
+      client,
+      unreachable
+        ? "QUIC refused with ICMP port unreachable, so that the client uses TCP (--quic passthrough relays it)"
+        : "QUIC refused (datagrams dropped; --quic passthrough relays it)",
+    );
+    unreachable?.(datagram).catch((e) =>
+      this.#o.bus.log("debug", `ICMP to ${formatHostPort(datagram.src)}: ${describeError(e)}`)
+    );
+  }
+
+  /**
+   * Records a refused datagram as an ended {@link UdpFlow} carrying it, once per conversation
+   * while it goes on.
+   */
+  #recordRefusal(datagram: RelayDatagram, client: ClientInfo, message: string): void {
     const key = `${formatHostPort(datagram.src)}>${formatHostPort(datagram.dst)}`;
     const now = Date.now();
     if (this.#blockedSeen.has(key)) {
@@ -163,11 +226,14 @@ export class UdpRelay {
       bytesFromServer: 0,
       messages: [],
       messagesDropped: 0,
-      error: {
-        message: `destination ${formatHostPort(datagram.dst)} refused: ${reason} (datagrams dropped)`,
-        timestamp: now,
-      },
+      error: { message, timestamp: now },
     };
+    recordMessage(
+      flow,
+      { fromClient: true, kind: "data", data: datagram.data, timestamp: now },
+      this.#o.bodyLimit,
+      this.#o.maxMessages,
+    );
     this.#o.bus.emit("start", flow);
     this.#o.bus.emit("end", flow);
   }
