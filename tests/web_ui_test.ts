@@ -1,0 +1,285 @@
+/**
+ * The web UI in a real browser (Debian's `chromium`, headless, over the DevTools protocol):
+ * a proxy in explicit mode with a store and the UI, curl making real requests through it to a
+ * local origin that answers JSON and a PNG. Checked: the list fills live, a filter narrows it, a
+ * bad one shows its error at its column, keyboard navigation opens a flow whose headers, pretty
+ * JSON and image are right; and the refusals: no token (API, page, WebSocket), a foreign Host, a
+ * POST without the CSRF header, the UI through the proxy (even with allowLocalDestinations).
+ * Screenshots of the main views go to docs/screenshots/.
+ */
+import assert from "node:assert/strict";
+import { startProxy } from "../src/proxy/proxy.ts";
+import { SqliteFlowStore } from "../src/flows/store.ts";
+import { compileFilter, FilterSyntaxError } from "../src/flows/filter.ts";
+import { startWebUi } from "../src/web/server.ts";
+import { Chromium } from "./chromium.ts";
+
+const PNG = Uint8Array.from(
+  atob(
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR4nGO4o6GBFTEMLQkAe3tLAfuiUfAAAAAASUVORK5CYII=",
+  ),
+  (c) => c.charCodeAt(0),
+);
+const DATA = { name: "wirescope", items: [1, 2, 3], nested: { ok: true } };
+const SHOTS = new URL("../docs/screenshots/", import.meta.url).pathname;
+
+async function hasChromium(): Promise<boolean> {
+  return (await new Deno.Command("sh", { args: ["-c", "command -v chromium"], stdout: "null" }).output())
+    .success;
+}
+
+async function curl(args: string[]): Promise<{ code: number; status: string }> {
+  const o = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", ...args],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return { code: o.code, status: new TextDecoder().decode(o.stdout) };
+}
+
+/** Polls `check` every 100 ms until it is true, at most `ms`. */
+async function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  for (let i = 0; i < 1000 && Date.now() < end; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function columnOf(expression: string): number {
+  try {
+    compileFilter(expression);
+  } catch (e) {
+    if (e instanceof FilterSyntaxError) return e.column;
+  }
+  throw new Error(`${expression} parses`);
+}
+
+Deno.test({
+  name:
+    "web UI in Chromium: live list, filter and its errors, flow detail; refusals without token, Host, CSRF",
+  ignore: !(await hasChromium()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-web-ui-" });
+    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+      const path = new URL(req.url).pathname;
+      if (path.startsWith("/data")) return Response.json(DATA, { headers: { "x-origin": "test" } });
+      if (path.startsWith("/img")) return new Response(PNG, { headers: { "content-type": "image/png" } });
+      return new Response("missing", { status: 404 });
+    });
+    const store = SqliteFlowStore.open(`${dir}/flows.db`);
+    const proxy = await startProxy({
+      modes: [{ kind: "regular", hostname: "127.0.0.1", port: 0 }],
+      confdir: `${dir}/conf`,
+      allowLocalDestinations: true,
+      store,
+      onLog: () => {},
+    });
+    const web = await startWebUi({ proxy, port: 0 });
+    const ui = `127.0.0.1:${web.addr.port}`;
+    const via = `http://127.0.0.1:${proxy.addresses[0]!.addr.port}`;
+    const base = `http://127.0.0.1:${origin.addr.port}`;
+    const home = await Deno.makeTempDir({ prefix: "wirescope-web-chromium-" });
+    let browser: Chromium | undefined;
+    try {
+      // --- refusals, from outside the browser ---
+      assert.equal(
+        await fetch(`http://${ui}/api/flows`).then(async (r) => (await r.body?.cancel(), r.status)),
+        401,
+      );
+      const login = await fetch(`http://${ui}/`);
+      assert.equal(login.status, 401);
+      assert.match(await login.text(), /token/);
+      const wrongToken = await fetch(`http://${ui}/?token=nope`);
+      assert.equal(wrongToken.status, 401);
+      await wrongToken.body?.cancel();
+      const ws401 = await fetch(`http://${ui}/api/updates`, {
+        headers: { origin: `http://${ui}`, upgrade: "websocket", connection: "Upgrade" },
+      });
+      assert.equal(ws401.status, 401);
+      await ws401.body?.cancel();
+      const wsBlocked = await new Promise<boolean>((resolve) => {
+        const ws = new WebSocket(`ws://${ui}/api/updates`);
+        ws.onopen = () => {
+          ws.close();
+          resolve(false);
+        };
+        ws.onerror = () => resolve(true);
+      });
+      assert.ok(wsBlocked, "a WebSocket without the cookie is refused");
+      const entered = await fetch(web.url, { redirect: "manual" });
+      assert.equal(entered.status, 303);
+      await entered.body?.cancel();
+      const cookie = entered.headers.get("set-cookie")!.split(";")[0]!;
+      assert.match(entered.headers.get("set-cookie")!, /HttpOnly; SameSite=Strict/);
+      // fetch() keeps its own Host header; curl sends the one a rebinding page would.
+      const rebound = await curl([
+        "-H",
+        `Cookie: ${cookie}`,
+        "-H",
+        `Host: evil.example:${web.addr.port}`,
+        `http://${ui}/api/flows`,
+      ]);
+      assert.equal(rebound.status, "403", "a foreign Host header is refused");
+      const noCsrf = await fetch(`http://${ui}/api/filter/check`, {
+        method: "POST",
+        headers: { cookie, "content-type": "application/json" },
+        body: JSON.stringify({ filter: "~u x" }),
+      });
+      assert.equal(noCsrf.status, 403, "a POST without the CSRF header is refused");
+      await noCsrf.body?.cancel();
+      const { csrf } = await (await fetch(`http://${ui}/api/session`, { headers: { cookie } })).json();
+      const withCsrf = await fetch(`http://${ui}/api/filter/check`, {
+        method: "POST",
+        headers: { cookie, "content-type": "application/json", "x-wirescope-csrf": csrf },
+        body: JSON.stringify({ filter: "~c abc" }),
+      });
+      assert.deepEqual(await withCsrf.json(), {
+        ok: false,
+        error: "~c wants a status code (digits), not 'abc'",
+        column: 4,
+      });
+      // The UI is never reached through the proxy, even with allowLocalDestinations (by address or by name).
+      for (const target of [`http://${ui}/api/flows`, `http://localhost:${web.addr.port}/`]) {
+        const r = await curl(["-x", via, "-H", `Cookie: ${cookie}`, target]);
+        assert.equal(r.status, "502", `${target} through the proxy`);
+      }
+      assert.ok(proxy.stats().blockedDestinations >= 2);
+      // While the origin is reachable through it.
+      assert.equal((await curl(["-x", via, `${base}/data0`])).status, "200");
+
+      // --- the browser ---
+      browser = await Chromium.launch({ home });
+      const s = await browser.newPage();
+      await browser.send("Emulation.setDeviceMetricsOverride", {
+        width: 1400,
+        height: 820,
+        deviceScaleFactor: 1,
+        mobile: false,
+      }, s);
+      const b = browser;
+      const evaluate = <T>(expression: string) => b.evaluate<T>(s, expression);
+      const loaded = () => evaluate<number>("Number(document.body.dataset.loaded ?? -1)");
+      const shot = async (name: string) => {
+        await Deno.mkdir(SHOTS, { recursive: true });
+        const { data } = await b.send("Page.captureScreenshot", { format: "png" }, s);
+        await Deno.writeFile(
+          `${SHOTS}${name}.png`,
+          Uint8Array.from(atob(data as string), (c) => c.charCodeAt(0)),
+        );
+      };
+      const key = async (k: string) => {
+        const text = k.length === 1 ? { text: k } : {};
+        const code = k === "Enter" ? { windowsVirtualKeyCode: 13 } : {};
+        await b.send("Input.dispatchKeyEvent", { type: "keyDown", key: k, ...text, ...code }, s);
+        await b.send("Input.dispatchKeyEvent", { type: "keyUp", key: k, ...code }, s);
+      };
+      const typeFilter = async (expression: string) => {
+        await key("/");
+        await until("the filter focused", () => evaluate<boolean>("document.activeElement?.id === 'filter'"));
+        await evaluate("(() => { const f = document.getElementById('filter'); f.value = ''; })()");
+        await b.send("Input.insertText", { text: expression }, s);
+      };
+
+      await browser.load(s, web.url);
+      assert.equal(
+        await evaluate<string>("location.pathname + location.search"),
+        "/",
+        "the token leaves the URL",
+      );
+      // The refused requests above are flows too (recorded as failed).
+      await proxy.recorder!.settled();
+      const before = await store.count();
+      assert.ok(before >= 3);
+      await until("the flows so far listed", async () => (await loaded()) === before);
+      await until("live", () => evaluate<boolean>("document.getElementById('conn').textContent === 'live'"));
+      // Live: requests made now appear without a reload.
+      for (let i = 1; i <= 6; i++) assert.equal((await curl(["-x", via, `${base}/data${i}`])).status, "200");
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await curl(["-x", via, `${base}/img${i}.png`])).status, "200");
+      }
+      assert.equal((await curl(["-x", via, `${base}/missing`])).status, "404");
+      await until("10 more flows listed live", async () => (await loaded()) === before + 10);
+      const hosts = await evaluate<string[]>(
+        "[...document.querySelectorAll('.row:not([hidden]) .c-path')].map((e) => e.textContent)",
+      );
+      assert.ok(hosts.includes("/img2.png") && hosts.includes("/missing"), hosts.join(","));
+      await shot("flow-list");
+
+      // A filter narrows the list.
+      await typeFilter("~u img");
+      await until("3 image flows", async () => (await loaded()) === 3);
+      assert.equal(
+        await evaluate<number>("document.querySelectorAll('.row[data-id]:not([hidden])').length"),
+        3,
+      );
+      // A bad one shows its error at its column and leaves the list alone.
+      const bad = "~u data & (~c 200";
+      await typeFilter(bad);
+      await until(
+        "the filter's error",
+        () => evaluate<boolean>("!document.getElementById('filter-error').hidden"),
+      );
+      const error = await evaluate<{ text: string; column: string }>(
+        "(() => { const e = document.getElementById('filter-error'); return { text: e.textContent, column: e.dataset.column }; })()",
+      );
+      assert.equal(Number(error.column), columnOf(bad));
+      assert.match(error.text, /never closed at column 11/);
+      assert.equal(await loaded(), 3);
+      await shot("filter-error");
+
+      // Keyboard: / to filter, j to select, Enter to open: the JSON flow.
+      await typeFilter("~u data3");
+      await key("Enter");
+      const firstPath = () =>
+        evaluate<string | null>(
+          "document.querySelector('.row[data-index=\"0\"]:not([hidden]) .c-path')?.textContent ?? null",
+        );
+      await until("only /data3", async () => (await loaded()) === 1 && (await firstPath()) === "/data3");
+      await key("j");
+      await key("Enter");
+      await until("the detail pane", () => evaluate<boolean>("!!document.querySelector('#detail pre.json')"));
+      const detail = await evaluate<{ headers: string[][]; json: string }>(`(() => ({
+        headers: [...document.querySelectorAll('#detail .s-response table.headers tr')]
+          .map((tr) => [...tr.children].map((c) => c.textContent)),
+        json: document.querySelector('#detail .s-response pre.json').textContent,
+      }))()`);
+      assert.ok(
+        detail.headers.some(([n, v]) => n?.toLowerCase() === "content-type" && v === "application/json"),
+        JSON.stringify(detail.headers),
+      );
+      assert.ok(detail.headers.some(([n, v]) => n === "x-origin" && v === "test"));
+      assert.equal(detail.json, JSON.stringify(DATA, null, 2));
+      await shot("flow-detail-json");
+
+      // The image, rendered from the body URL.
+      await typeFilter("~u img1");
+      await key("Enter");
+      await until(
+        "only /img1.png",
+        async () => (await loaded()) === 1 && (await firstPath()) === "/img1.png",
+      );
+      await key("j");
+      await key("Enter");
+      await until(
+        "the image rendered",
+        () =>
+          evaluate<boolean>("(document.querySelector('#detail img.body-image')?.naturalWidth ?? 0) === 8"),
+      );
+      const conn = await evaluate<string>("document.querySelector('#detail .s-connection').textContent");
+      assert.match(conn, new RegExp(`127\\.0\\.0\\.1:${origin.addr.port}`));
+      await shot("flow-detail-image");
+    } finally {
+      await browser?.close();
+      await web.close();
+      await proxy.close();
+      await store.close();
+      await origin.shutdown();
+      await Deno.remove(dir, { recursive: true });
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+});
