@@ -418,6 +418,7 @@ export function flowFromHarEntry(entry: unknown, index = 0, top?: Json): HttpFlo
     if (end === undefined && !flow.response) flow.timestampEnd = flow.error.timestamp;
   }
   applyGrpcJson(flow, top ? top.grpc : entry._grpc);
+  annotate(flow, top ? top.marked : entry._marked, top ? top.comment : entry.comment);
   const ws = top ? top.websocket : entry._websocketMessages;
   if (top && isObject(ws)) {
     flow.websocket = {
@@ -497,7 +498,14 @@ export function flowFromJson(value: unknown): Flow {
   if (isObject(value.error) && typeof value.error.message === "string") {
     flow.error = { message: value.error.message, timestamp: optTime(value.error.timestamp) ?? start };
   }
+  annotate(flow, value.marked, value.comment);
   return flow;
+}
+
+/** The user's mark and comment as `flowToJson` / `flowToHarEntry` wrote them (absent when empty). */
+function annotate(flow: Flow, marked: unknown, comment: unknown): void {
+  if (typeof marked === "string" && marked !== "") flow.marked = marked;
+  if (typeof comment === "string" && comment !== "") flow.comment = comment;
 }
 
 function shortReason(e: unknown): string {

@@ -168,6 +168,10 @@ export interface HarEntry {
   _streamId?: number;
   /** A gRPC call's message counts and sizes each way, and its status. */
   _grpc?: GrpcJson;
+  /** The user's comment on the flow (HAR 1.2's own field). */
+  comment?: string;
+  /** The user's mark (`:default:` for a plain one). */
+  _marked?: string;
 }
 
 /** A HAR file. */
@@ -261,6 +265,8 @@ export function flowToHarEntry(flow: HttpFlow): HarEntry {
   if (flow.tls !== undefined) entry._tls = flow.tls;
   if (flow.error !== undefined) entry._error = errorJson(flow.error);
   if (flow.streamId !== undefined) entry._streamId = flow.streamId;
+  if (flow.marked) entry._marked = flow.marked;
+  if (flow.comment) entry.comment = flow.comment;
   const grpc = grpcJson(flow);
   if (grpc !== undefined) entry._grpc = grpc;
   if (flow.websocket !== undefined) {

@@ -14,7 +14,8 @@ import { flowToHarEntry } from "./har.ts";
  * Converts any flow to the object written as one line of the `-w FILE` log.
  *
  * Every object has `type`, `id`, `timestampStart` and `timestampEnd` (ISO 8601 or null),
- * `client`, `server`, `tls` and `error` (null when absent). HTTP flows add the fields of their
+ * `client`, `server`, `tls` and `error` (null when absent), and `marked` and `comment` when the
+ * user set them. HTTP flows add the fields of their
  * HAR entry (`startedDateTime`, `time`, `request`, `response`, `timings`, `serverIPAddress`) and
  * `websocket` and `grpc` (a gRPC call's messages and status; null otherwise); TCP and UDP flows add byte counts and `messages`; DNS flows add `questions`,
  * `answers`, `rcode` and `resolver`.
@@ -31,6 +32,9 @@ export function flowToJson(flow: Flow): Record<string, unknown> {
     server: serverJson(flow.server),
     tls: flow.tls ?? null,
     error: flow.error === undefined ? null : errorJson(flow.error),
+    // The user's mark and comment, only when there are (a flow store sets them).
+    ...(flow.marked ? { marked: flow.marked } : {}),
+    ...(flow.comment ? { comment: flow.comment } : {}),
   };
   switch (flow.type) {
     case "http":

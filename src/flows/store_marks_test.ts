@@ -1,8 +1,9 @@
 /**
  * Marks and comments in the flow store: named and plain marks, `~marked`, `~marker` and
  * `~comment` answered by SQL and by the predicate alike, flows that carry their mark into a
- * store, the worker store, `query(expression)`, and a schema-1 store (the first wirescope's)
- * migrated when opened writable and read as it is when opened read-only.
+ * store, the worker store, `query(expression)`, a schema-1 store (the first wirescope's)
+ * migrated when opened writable and read as it is when opened read-only, and marks and comments
+ * kept through HAR and JSON lines.
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
@@ -10,6 +11,8 @@ import type { Flow } from "./flow.ts";
 import { compileFilter } from "./filter.ts";
 import { type FlowStore, FlowStoreError, SCHEMA_VERSION, SqliteFlowStore } from "./store.ts";
 import { WorkerFlowStore } from "./worker_store.ts";
+import { exportFlows } from "./export.ts";
+import { openFlowFile } from "./flow_file.ts";
 import { syntheticFlow } from "./testdata/flows.ts";
 
 async function withDir<T>(fn: (dir: string) => Promise<T> | T): Promise<T> {
@@ -214,6 +217,38 @@ Deno.test("marks: a store below schema 1 is refused with the reason", async () =
           e instanceof FlowStoreError &&
           /zero\.db has store schema 0, which this version cannot read/.test(e.message),
       );
+    }
+  });
+});
+
+Deno.test("marks: HAR and JSON lines keep a flow's mark and comment, and -r reads them back for ~marked", async () => {
+  await withDir(async (dir) => {
+    const store = SqliteFlowStore.open(`${dir}/s.db`);
+    const flows = Array.from({ length: 30 }, (_, i) => syntheticFlow(i + 1));
+    store.batch(() => flows.forEach((f) => store.end(f)));
+    await annotate(store, flows);
+    const stored = (await store.query({ limit: 1000 })).flows.map((s) => s.flow);
+    await store.close();
+    for (const format of ["jsonl", "har"] as const) {
+      const path = `${dir}/out.${format}`;
+      const file = await Deno.open(path, { write: true, create: true, truncate: true });
+      await exportFlows(stored, format, async (chunk) => {
+        let done = 0;
+        while (done < chunk.byteLength) done += await file.write(chunk.subarray(done));
+      });
+      file.close();
+      const back = await openFlowFile(path);
+      const marked: string[] = [];
+      for await (const f of back.flows(compileFilter("~marked"))) marked.push(`${f.id} ${f.marked}`);
+      const commented: string[] = [];
+      for await (const f of back.flows(compileFilter("~comment ."))) commented.push(`${f.id} ${f.comment}`);
+      back.close();
+      const expect = (pick: (f: Flow) => string | undefined) =>
+        stored.filter((f) => pick(f) && (format === "jsonl" || f.type === "http")).map((f) =>
+          `${f.id} ${pick(f)}`
+        );
+      assert.deepEqual(marked, expect((f) => f.marked), format);
+      assert.deepEqual(commented, expect((f) => f.comment), format);
     }
   });
 });
