@@ -15,11 +15,17 @@ from concurrent import futures
 import grpc
 
 
+_patterns = {}
+
+
 def stream_message(index, size):
-    """Message `index` of a server stream: its index as 8 decimal digits, then a byte pattern."""
-    head = b"%08d" % index
-    body = bytes((index * 7 + k) & 0xFF for k in range(max(0, size - len(head))))
-    return (head + body)[:size]
+    """Message `index` of a server stream: its index as 8 decimal digits, then a byte pattern
+    (one of 256, made once each)."""
+    key = (index & 0xFF, size)
+    body = _patterns.get(key)
+    if body is None:
+        body = _patterns[key] = bytes((index * 7 + k) & 0xFF for k in range(max(0, size - 8)))
+    return (b"%08d" % index + body)[:size]
 
 
 def unary(request, context):
