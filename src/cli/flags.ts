@@ -117,6 +117,10 @@ export interface CliOptions {
   clientReplay?: ClientReplayFlags;
   /** `--keep-serving`: keep running after client replay (otherwise the process ends with it). */
   keepServing?: boolean;
+  /** `--web [HOST:]PORT`: where the web UI listens (absent: no web UI). */
+  web?: { hostname: string; port: number };
+  /** `--web-password`: a fixed secret for the web UI instead of a random token per run. */
+  webPassword?: string;
 }
 
 /** The server replay flags. */
@@ -247,6 +251,13 @@ Flows:
                              HAR file or -w JSON lines), -f applied; then exit,
                              or run the --mode given too
 
+Web UI:
+  --web [HOST:]PORT          serve the web UI (flow list, filter, details) there;
+                             --web alone: 127.0.0.1:8081. Its URL, with a token
+                             made for this run, is printed at start; a cookie
+                             keeps the browser logged in. Needs the flow store
+  --web-password SECRET      use SECRET as the token instead (default: random)
+
 Output:
   -w, --save FILE            save flows to FILE, mode 0600, by its name: *.jsonl
                              (.ndjson, .json) appends JSON lines, *.har writes
@@ -324,6 +335,10 @@ Examples:
  */
 export function parseFlags(args: string[]): CliOptions {
   let parsed;
+  // `--web` takes an optional value: alone (last, or before another option) it means the default.
+  args = args.flatMap((a, i) =>
+    a === "--web" && (i + 1 === args.length || args[i + 1]!.startsWith("-")) ? [a, WEB_DEFAULT] : [a]
+  );
   try {
     parsed = parseArgs({
       args,
@@ -331,6 +346,8 @@ export function parseFlags(args: string[]): CliOptions {
       strict: true,
       options: {
         mode: { type: "string", multiple: true },
+        web: { type: "string" },
+        "web-password": { type: "string" },
         confdir: { type: "string" },
         peers: { type: "string" },
         "wg-endpoint": { type: "string" },
@@ -437,6 +454,14 @@ export function parseFlags(args: string[]): CliOptions {
     if (values.read === "") throw new UsageError("--read needs a file name, not an empty string");
     options.read = values.read;
   }
+
+  if (values.web !== undefined) options.web = parseWeb(values.web);
+  if (values["web-password"] !== undefined) {
+    if (!options.web) throw new UsageError("--web-password needs --web");
+    if (values["web-password"].length < 8) throw new UsageError("--web-password: use at least 8 characters");
+    options.webPassword = values["web-password"];
+  }
+  if (options.web && options.noStore) throw new UsageError("--web shows the flow store: not with --no-store");
 
   if (options.ignoreHosts.length > 0 && options.allowHosts.length > 0) {
     throw new UsageError("--ignore-hosts and --allow-hosts cannot be used together");
@@ -754,6 +779,16 @@ function describeFsError(e: unknown): string {
  * Parses `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT` or a bare IPv6 address (which cannot
  * carry a port).
  */
+/** Where `--web` alone listens (mitmweb's default). */
+const WEB_DEFAULT = "127.0.0.1:8081";
+
+/** `--web`'s value: `PORT`, `HOST` or `HOST:PORT` (host 127.0.0.1 and port 8081 when left out). */
+function parseWeb(text: string): { hostname: string; port: number } {
+  if (/^\d{1,5}$/.test(text) && Number(text) <= 65535) return { hostname: "127.0.0.1", port: Number(text) };
+  const { host, port } = parseHostPort(text, "--web");
+  return { hostname: host, port: port ?? 8081 };
+}
+
 function parseHostPort(text: string, flag: string): { host: string; port?: number } {
   const fail = (reason: string): never => {
     throw new UsageError(`${flag} ${text}: ${reason}`);

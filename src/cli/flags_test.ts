@@ -455,3 +455,17 @@ Deno.test("--quic takes reject (the default) or passthrough, and --help says wha
   assert.match(USAGE, /--quic reject\|passthrough/);
   assert.match(USAGE, /ICMP port unreachable/);
 });
+
+Deno.test("--web: alone the default 127.0.0.1:8081, a port, HOST[:PORT]; --web-password needs it", () => {
+  assert.deepEqual(parseFlags(["--web"]).web, { hostname: "127.0.0.1", port: 8081 });
+  assert.deepEqual(parseFlags(["--web", "--mode", "regular"]).web, { hostname: "127.0.0.1", port: 8081 });
+  assert.deepEqual(parseFlags(["--web", "9000"]).web, { hostname: "127.0.0.1", port: 9000 });
+  assert.deepEqual(parseFlags(["--web", "0.0.0.0:8082"]).web, { hostname: "0.0.0.0", port: 8082 });
+  assert.deepEqual(parseFlags(["--web", "[::1]"]).web, { hostname: "::1", port: 8081 });
+  assert.equal(parseFlags(["--web", "--web-password", "correct horse"]).webPassword, "correct horse");
+  assert.equal(parseFlags([]).web, undefined);
+  assertUsageError(["--web-password", "correct horse"], /--web-password needs --web/);
+  assertUsageError(["--web", "--web-password", "short"], /at least 8/);
+  assertUsageError(["--web", "--no-store"], /not with --no-store/);
+  assertUsageError(["--web", "x:y"], /not a port/);
+});

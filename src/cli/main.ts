@@ -13,6 +13,7 @@ import { type CliOptions, KEPT_RUNS, parseFlags, USAGE, UsageError } from "./fla
 import { compileFilter, type Filter } from "../flows/filter.ts";
 import { FlowFileError, openFlowFile } from "../flows/flow_file.ts";
 import { FlowStoreError } from "../flows/store.ts";
+import { startWebUi, type WebUiHandle } from "../web/server.ts";
 import { WorkerFlowStore } from "../flows/worker_store.ts";
 import { formatSize } from "./flow_line.ts";
 import type { Flow } from "../flows/flow.ts";
@@ -343,6 +344,26 @@ async function run(options: CliOptions): Promise<number> {
     throw new StartError((e as Error).message);
   }
   if (!options.quiet) await printBanner(options, proxy, files);
+  let web: WebUiHandle | undefined;
+  if (options.web) {
+    try {
+      web = await startWebUi({
+        proxy,
+        hostname: options.web.hostname,
+        port: options.web.port,
+        ...(options.webPassword !== undefined ? { password: options.webPassword } : {}),
+        onLog: (level, message) => {
+          if (options.verbose || (level !== "info" && !options.quiet)) console.error(`wirescope: ${message}`);
+        },
+      });
+    } catch (e) {
+      await proxy.close(0);
+      await closeStore();
+      throw new StartError(`--web ${options.web.hostname}:${options.web.port}: ${osReason(e)}`);
+    }
+    // Also when quiet: the URL with its token is the way in.
+    console.error(`wirescope: web UI at ${web.url}`);
+  }
 
   // SIGUSR1: one line of figures on stderr (also when quiet), e.g. for watching memory over time.
   const printStats = () =>
@@ -361,6 +382,7 @@ async function run(options: CliOptions): Promise<number> {
   const replayStats = proxy.stats().serverReplay;
   if (replayStats && !options.quiet) console.error(`wirescope: ${serverReplaySummary(replayStats)}`);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", printStats);
+  await web?.close();
   await closeStore();
   await log?.close();
   if (log && log.dropped > 0) {
