@@ -85,6 +85,8 @@ export type { FlowRecorderOptions, FlowRecorderStats } from "./src/flows/recorde
 export { compileFilter, FilterSyntaxError } from "./src/flows/filter.ts";
 export type { Filter } from "./src/flows/filter.ts";
 export { FlowFileError, openFlowFile } from "./src/flows/flow_file.ts";
+export { startWebUi } from "./src/web/server.ts";
+export type { WebUiHandle, WebUiOptions, WebUiStats } from "./src/web/server.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");
