@@ -152,3 +152,59 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "startProxy({ requestHook }): an async hook answers, kills, or lets a request go on; a failing hook lets it go on",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-hook-" });
+    const seen: Seen[] = [];
+    const server = origin(seen);
+    const logs: string[] = [];
+    const proxy = await startProxy({
+      modes: [{ kind: "regular", hostname: "127.0.0.1", port: 0 }],
+      confdir: `${dir}/conf`,
+      allowLocalDestinations: true,
+      onLog: (e) => logs.push(e.message),
+      requestHook: async (flow) => {
+        await new Promise((r) => setTimeout(r, 20));
+        const path = flow.request.path;
+        if (path === "/local") {
+          const body = new TextEncoder().encode(
+            `local ${new TextDecoder().decode(flow.request.body.content)}`,
+          );
+          return {
+            status: 203,
+            reason: "Made Here",
+            headers: [["content-length", String(body.byteLength)]],
+            body,
+          };
+        }
+        if (path === "/kill") return "kill";
+        if (path === "/throw") throw new Error("hook broke");
+        return undefined;
+      },
+    });
+    try {
+      const pp = proxy.addresses[0]!.addr.port;
+      const base = `http://127.0.0.1:${server.addr.port}`;
+      const local = await curl(pp, ["-i", "-d", "abc", `${base}/local`]);
+      assert.match(local.out, /^HTTP\/1\.1 203 Made Here\r\n/);
+      assert.ok(local.out.endsWith("local abc"));
+      const killed = await curl(pp, [`${base}/kill`]);
+      assert.notEqual(killed.code, 0);
+      const thrown = await curl(pp, [`${base}/throw`]);
+      assert.equal(thrown.out, "answer 1 to GET /throw");
+      const passed = await curl(pp, [`${base}/on`]);
+      assert.equal(passed.out, "answer 2 to GET /on");
+      assert.deepEqual(seen.map((s) => s.path), ["/throw", "/on"]);
+      assert.ok(logs.some((l) => /request hook failed on .*\/throw: hook broke/.test(l)));
+    } finally {
+      await proxy.close();
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
