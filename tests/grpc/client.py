@@ -10,6 +10,7 @@ Exits non-zero when a reply differs.
 """
 import json
 import sys
+import threading
 
 import grpc
 
@@ -46,11 +47,26 @@ def main():
         if reply != b"unary:" + request:
             failed.append("unary")
 
-        # Bidirectional streaming: 100 messages of varied sizes each way.
+        # Bidirectional streaming: 100 messages of varied sizes each way, in lockstep: each message
+        # is sent only once the reply to the one before came back, so a proxy that held the
+        # request stream (or a reply) until its end would stall the call.
         sent = [pattern(i, (i * 37) % 3000) for i in range(BIDI_MESSAGES)]
-        replies = list(channel.stream_stream("/wstest.Echo/Bidi")(iter(sent), timeout=TIMEOUT))
+        answered = threading.Semaphore(0)
+        stalled = []
+
+        def lockstep():
+            for message in sent:
+                yield message
+                if not answered.acquire(timeout=10):
+                    stalled.append(len(message))
+                    return
+
+        replies = []
+        for reply in channel.stream_stream("/wstest.Echo/Bidi")(lockstep(), timeout=TIMEOUT):
+            replies.append(reply)
+            answered.release()
         result["bidi"] = {"sent": [len(m) for m in sent], "received": [len(m) for m in replies]}
-        if replies != [b"bidi:" + m for m in sent]:
+        if stalled or replies != [b"bidi:" + m for m in sent]:
             failed.append("bidi")
 
         # Server streaming: 2,000 messages from one request.
