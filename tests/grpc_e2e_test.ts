@@ -4,8 +4,8 @@
  * runs in the origin namespace over TLS with the origin's test certificate; the client
  * (tests/grpc/client.py) runs in a wireguard-go client's namespace, trusts only wirescope's CA and
  * makes a unary call, a bidirectional stream of 100 messages each way in lockstep (each sent once
- * the reply to the one before arrived), a server stream of 2,000
- * messages and a call that fails with NOT_FOUND. It checks every reply byte for byte; this test
+ * the reply to the one before arrived), a server stream of 2,000 messages and a call that fails
+ * with NOT_FOUND. It checks every reply byte for byte; this test
  * checks the flows: HTTP/2, `application/grpc`, message counts and sizes each way, the status
  * from the trailers, and that the long server stream left a bounded flow. Then the same calls go
  * through the explicit proxy (grpcio's `grpc.http_proxy`, an HTTP CONNECT). Needs root.
