@@ -85,6 +85,10 @@ export type { FlowRecorderOptions, FlowRecorderStats } from "./src/flows/recorde
 export { compileFilter, FilterSyntaxError } from "./src/flows/filter.ts";
 export type { Filter } from "./src/flows/filter.ts";
 export { FlowFileError, openFlowFile } from "./src/flows/flow_file.ts";
+export { ServerReplay } from "./src/flows/server_replay.ts";
+export type { ServerReplayMiss, ServerReplayOptions, ServerReplayStats } from "./src/flows/server_replay.ts";
+export { ReplayError } from "./src/proxy/client_replay.ts";
+export type { HookResponse, RequestHook, RequestVerdict } from "./src/proxy/request_hook.ts";
 export { startWebUi } from "./src/web/server.ts";
 export type { WebUiHandle, WebUiOptions, WebUiStats } from "./src/web/server.ts";
 
