@@ -91,6 +91,8 @@ export { ReplayError } from "./src/proxy/client_replay.ts";
 export type { HookResponse, RequestHook, RequestVerdict } from "./src/proxy/request_hook.ts";
 export { startWebUi } from "./src/web/server.ts";
 export type { WebUiHandle, WebUiOptions, WebUiStats } from "./src/web/server.ts";
+export { exportFlows, flowToCurl, flowToRaw } from "./src/flows/export.ts";
+export type { ExportFormat, ExportResult } from "./src/flows/export.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");
