@@ -5,7 +5,7 @@
  * (tests/grpc/client.py) runs in a wireguard-go client's namespace, trusts only wirescope's CA and
  * makes a unary call, a bidirectional stream of 100 messages each way in lockstep (each sent once
  * the reply to the one before arrived), a server stream of 2,000 messages and a call that fails
- * with NOT_FOUND. It checks every reply byte for byte; this test
+ * with NOT_FOUND, plus one gzip-compressed both ways. It checks every reply byte for byte; this test
  * checks the flows: HTTP/2, `application/grpc`, message counts and sizes each way, the status
  * from the trailers, and that the long server stream left a bounded flow. Then the same calls go
  * through the explicit proxy (grpcio's `grpc.http_proxy`, an HTTP CONNECT). Needs root.
@@ -37,6 +37,7 @@ interface ClientResult {
   bidi: { sent: number[]; received: number[] };
   stream: { sent: number[]; received: number; size: number };
   missing: { code: number; details: string };
+  compressed: { sent: number[]; received: number[] };
   failed: string[];
 }
 
@@ -49,7 +50,7 @@ async function grpcioInstalled(): Promise<boolean> {
 
 /** Waits (bounded) for the ended flows of the four calls made from one client mode. */
 async function callFlows(flows: Flow[], mode: "wireguard" | "regular"): Promise<Map<string, HttpFlow>> {
-  const methods = ["Unary", "Bidi", "ServerStream", "Missing"];
+  const methods = ["Unary", "Bidi", "ServerStream", "Missing", "Compressed"];
   for (let i = 0; i < 200; i++) {
     const found = new Map<string, HttpFlow>();
     for (const f of flows) {
@@ -75,7 +76,7 @@ function checkFlows(calls: Map<string, HttpFlow>, result: ClientResult): void {
     assert.match(header(f.request.headers, "content-type") ?? "", /^application\/grpc/, method);
     assert.match(header(f.response?.headers, "content-type") ?? "", /^application\/grpc/, method);
     assert.equal(f.error, undefined, `${method}: ${f.error?.message}`);
-    assert.equal(f.request.grpc?.compressed, 0, method);
+    if (method !== "Compressed") assert.equal(f.request.grpc?.compressed, 0, method);
     assert.equal(f.request.grpc?.incomplete, undefined, method);
     assert.equal(f.response?.grpc?.incomplete, undefined, method);
   }
@@ -114,6 +115,15 @@ function checkFlows(calls: Map<string, HttpFlow>, result: ClientResult): void {
   assert.equal(stream.response!.body.size, STREAM_COUNT * (STREAM_SIZE + 5));
   assert.equal(stream.response!.body.content.byteLength, BODY_LIMIT);
   assert.equal(stream.response!.body.truncated, true);
+
+  // gzip both ways: the flags are counted; sizes are what went over the wire (compressed).
+  const compressed = calls.get("Compressed")!;
+  assert.equal(compressed.request.grpc?.messages, 1);
+  assert.equal(compressed.request.grpc?.compressed, 1);
+  assert.equal(compressed.response?.grpc?.messages, 1);
+  assert.equal(compressed.response?.grpc?.compressed, 1);
+  assert.ok(compressed.request.grpc!.bytes < result.compressed.sent[0]! / 10);
+  assert.equal(compressed.response?.grpc?.status, 0);
 
   const missing = calls.get("Missing")!;
   assert.equal(result.missing.code, 5);

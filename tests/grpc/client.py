@@ -82,6 +82,15 @@ def main():
         if count != STREAM_COUNT:
             failed.append("stream count")
 
+        # Compressed messages both ways (gzip; a payload that shrinks, so it is sent compressed).
+        request = bytes(20000)
+        reply = channel.unary_unary("/wstest.Echo/Compressed")(
+            request, timeout=TIMEOUT, compression=grpc.Compression.Gzip
+        )
+        result["compressed"] = {"sent": [len(request)], "received": [len(reply)]}
+        if reply != b"unary:" + request:
+            failed.append("compressed")
+
         # A call that fails: NOT_FOUND with a message, in the trailers.
         try:
             channel.unary_unary("/wstest.Echo/Missing")(b"k1", timeout=TIMEOUT)

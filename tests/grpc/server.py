@@ -7,6 +7,8 @@ Serves the service wstest.Echo over TLS with raw-bytes messages (no generated co
   Bidi          answers every request message m with b"bidi:" + m, as each arrives
   ServerStream  the request is b"COUNT SIZE": COUNT messages of SIZE bytes (see stream_message)
   Missing       fails with NOT_FOUND and a message (a trailers-only answer)
+  Compressed    answers like Unary, its reply gzip-compressed (the request is, too, when the
+                client compresses)
 Prints "ready" once listening; runs until killed.
 """
 import sys
@@ -43,6 +45,11 @@ def server_stream(request, context):
         yield stream_message(i, size)
 
 
+def compressed(request, context):
+    context.set_compression(grpc.Compression.Gzip)
+    return b"unary:" + request
+
+
 def missing(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "no such key: " + request.decode("utf-8", "replace"))
 
@@ -54,6 +61,7 @@ def main():
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "Missing": grpc.unary_unary_rpc_method_handler(missing),
+        "Compressed": grpc.unary_unary_rpc_method_handler(compressed),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("wstest.Echo", handlers),))
