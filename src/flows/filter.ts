@@ -80,6 +80,9 @@ export type FilterFlagOp =
   | "http"
   | "marked"
   | "q"
+  | "replay"
+  | "replayq"
+  | "replays"
   | "s"
   | "tcp"
   | "udp"
@@ -166,6 +169,9 @@ const FLAG_OPS: ReadonlySet<string> = new Set<FilterFlagOp>([
   "http",
   "marked",
   "q",
+  "replay",
+  "replayq",
+  "replays",
   "s",
   "tcp",
   "udp",
@@ -191,7 +197,7 @@ const REGEX_OPS: ReadonlySet<string> = new Set<FilterRegexOp>([
   "u",
 ]);
 /** mitmproxy operators wirescope has no data for yet. */
-const UNSUPPORTED_OPS: ReadonlySet<string> = new Set(["replay", "replayq", "replays", "meta"]);
+const UNSUPPORTED_OPS: ReadonlySet<string> = new Set(["meta"]);
 
 /** Longest expression accepted, in characters. */
 export const MAX_FILTER_LENGTH = 16_384;
@@ -662,6 +668,12 @@ function evaluate(node: FilterNode, flow: Flow, ann: FlowAnnotations): boolean {
           return (flow.type === "http" || flow.type === "dns") && flow.response !== undefined;
         case "websocket":
           return flow.type === "http" && flow.websocket !== undefined;
+        case "replay":
+          return flow.type === "http" && flow.replay !== undefined;
+        case "replayq":
+          return flow.type === "http" && flow.replay === "client";
+        case "replays":
+          return flow.type === "http" && flow.replay === "server";
       }
   }
 }
@@ -746,6 +758,11 @@ function flagSql(op: FilterFlagOp): SqlFilter {
       return exact("(type = 'http' AND websocket = 1)");
     case "a":
       return { sql: "(type = 'http' AND has_response = 1)", params: [], exact: false };
+    case "replay":
+    case "replayq":
+    case "replays":
+      // No column says it: the HTTP flows, checked one by one.
+      return { sql: "(type = 'http')", params: [], exact: false };
   }
 }
 

@@ -190,7 +190,7 @@ Deno.test("filter: syntax errors name the problem and point at its column", () =
     ["~m (", 4, /expected a regex after ~m, found '\('/],
     ['~b "abc', 4, /unterminated/],
     ["()", 1, /empty parentheses/],
-    ["~replay", 1, /not supported/],
+    ["~meta", 1, /not supported/],
     ["~", 1, /operator name/],
     ['~http ~d "(?x)a"', 10, /\(\?x\)/],
     [

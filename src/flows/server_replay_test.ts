@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { HttpFlow } from "./flow.ts";
 import { replayKey, replayResponse, ServerReplay } from "./server_replay.ts";
 import type { HookResponse, RequestVerdict } from "../proxy/request_hook.ts";
+import { compileFilter } from "./filter.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -174,4 +175,17 @@ Deno.test("server replay: a recorded answer kept in part is served as kept and c
   assert.equal(answerOf(replay.hook(flow("GET", "http://h/big")) as RequestVerdict), "0123");
   assert.equal(replay.stats().truncated, 1);
   assert.match(notes[0]!, /only the first 4 of 100 body bytes/);
+});
+
+Deno.test("filters ~replay, ~replayq and ~replays pick replayed flows", () => {
+  const plain = flow("GET", "http://h/a");
+  const client = { ...flow("GET", "http://h/a"), replay: "client" as const, replayOf: plain.id };
+  const server = { ...flow("GET", "http://h/a"), replay: "server" as const };
+  const pick = (expression: string) =>
+    [plain, client, server].filter((f) => compileFilter(expression).match(f)).map((f) => f.replay ?? "-");
+  assert.deepEqual(pick("~replay"), ["client", "server"]);
+  assert.deepEqual(pick("~replayq"), ["client"]);
+  assert.deepEqual(pick("~replays"), ["server"]);
+  assert.deepEqual(pick("!~replay"), ["-"]);
+  assert.equal(compileFilter("~replays").toSql().exact, false);
 });
