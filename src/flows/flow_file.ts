@@ -419,6 +419,10 @@ export function flowFromHarEntry(entry: unknown, index = 0, top?: Json): HttpFlo
   }
   applyGrpcJson(flow, top ? top.grpc : entry._grpc);
   annotate(flow, top ? top.marked : entry._marked, top ? top.comment : entry.comment);
+  const replay = top ? top.replay : entry._replay;
+  if (replay === "client" || replay === "server") flow.replay = replay;
+  const replayOf = top ? top.replayOf : entry._replayOf;
+  if (typeof replayOf === "string" && replayOf !== "") flow.replayOf = replayOf;
   const ws = top ? top.websocket : entry._websocketMessages;
   if (top && isObject(ws)) {
     flow.websocket = {

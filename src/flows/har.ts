@@ -172,6 +172,10 @@ export interface HarEntry {
   comment?: string;
   /** The user's mark (`:default:` for a plain one). */
   _marked?: string;
+  /** Set on a flow replay made: `client` (a request sent again) or `server` (answered from a recording). */
+  _replay?: "client" | "server";
+  /** The id of the flow a client replay sent again. */
+  _replayOf?: string;
 }
 
 /** A HAR file. */
@@ -266,6 +270,8 @@ export function flowToHarEntry(flow: HttpFlow): HarEntry {
   if (flow.error !== undefined) entry._error = errorJson(flow.error);
   if (flow.streamId !== undefined) entry._streamId = flow.streamId;
   if (flow.marked) entry._marked = flow.marked;
+  if (flow.replay) entry._replay = flow.replay;
+  if (flow.replayOf) entry._replayOf = flow.replayOf;
   if (flow.comment) entry.comment = flow.comment;
   const grpc = grpcJson(flow);
   if (grpc !== undefined) entry._grpc = grpc;

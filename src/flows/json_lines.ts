@@ -58,6 +58,8 @@ function httpJson(flow: HttpFlow): Record<string, unknown> {
     timings: entry.timings,
     serverIPAddress: entry.serverIPAddress ?? null,
     streamId: flow.streamId ?? null,
+    ...(flow.replay ? { replay: flow.replay } : {}),
+    ...(flow.replayOf ? { replayOf: flow.replayOf } : {}),
     grpc: entry._grpc ?? null,
     websocket: ws === undefined ? null : {
       messages: entry._websocketMessages ?? [],

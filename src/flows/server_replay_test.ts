@@ -3,6 +3,9 @@ import type { HttpFlow } from "./flow.ts";
 import { replayKey, replayResponse, ServerReplay } from "./server_replay.ts";
 import type { HookResponse, RequestVerdict } from "../proxy/request_hook.ts";
 import { compileFilter } from "./filter.ts";
+import { flowToJson } from "./json_lines.ts";
+import { flowToHarEntry } from "./har.ts";
+import { flowFromHarEntry, flowFromJson } from "./flow_file.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -188,4 +191,21 @@ Deno.test("filters ~replay, ~replayq and ~replays pick replayed flows", () => {
   assert.deepEqual(pick("~replays"), ["server"]);
   assert.deepEqual(pick("!~replay"), ["-"]);
   assert.equal(compileFilter("~replays").toSql().exact, false);
+});
+
+Deno.test("replay marks survive JSON lines and HAR", () => {
+  const replayed = {
+    ...flow("GET", "http://h/a", { answer: "x" }),
+    replay: "client" as const,
+    replayOf: "f0",
+  };
+  const back = flowFromJson(JSON.parse(JSON.stringify(flowToJson(replayed)))) as HttpFlow;
+  assert.equal(back.replay, "client");
+  assert.equal(back.replayOf, "f0");
+  const fromHar = flowFromHarEntry(JSON.parse(JSON.stringify(flowToHarEntry(replayed))));
+  assert.equal(fromHar.replay, "client");
+  assert.equal(fromHar.replayOf, "f0");
+  const plain = flowFromJson(JSON.parse(JSON.stringify(flowToJson(flow("GET", "http://h/a"))))) as HttpFlow;
+  assert.equal(plain.replay, undefined);
+  assert.ok(!("replay" in flowToJson(flow("GET", "http://h/a"))));
 });
