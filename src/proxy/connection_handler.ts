@@ -32,6 +32,7 @@ import { type ConnectionScope, runInConnectionScope } from "./last_resort.ts";
 import { interceptionObstacle } from "./tls_compatibility.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 import type { RequestHook } from "./request_hook.ts";
+import type { Http2Counters } from "./http2_layer.ts";
 
 /** Settings of the interception (resolved from the user's options). */
 export interface InterceptSettings {
@@ -82,6 +83,8 @@ export interface ProxyContext {
    * request_hook.ts). While set, intercepted TLS clients are offered HTTP/1.1 only.
    */
   requestHook?: RequestHook;
+  /** Sums the HTTP/2 relays' codec counters (`ProxyStats.http2`). */
+  http2Counters?: Http2Counters;
 }
 
 /** A new client connection. */
@@ -442,6 +445,7 @@ function runHttp2(
     bodyLimit: ctx.settings.bodyLimit,
     newId: ctx.newId,
     now: Date.now(),
+    ...(ctx.http2Counters ? { counters: ctx.http2Counters } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]

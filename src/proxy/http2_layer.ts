@@ -54,6 +54,83 @@ export interface Http2LayerOptions {
   clientSide?: ConnectionOptions;
   /** Codec settings toward the upstream (client role). */
   serverSide?: ConnectionOptions;
+  /** Where the proxy sums the codec counters of its HTTP/2 connections (`ProxyStats.http2`). */
+  counters?: Http2Counters;
+}
+
+/** A proxy's HTTP/2 counters: each side's codec counters summed over its relays, live and ended. */
+export interface Http2ProxyStats {
+  /** HTTP/2 client connections relayed. */
+  connections: number;
+  /** Toward clients: streams they opened, resets, GOAWAYs we sent by reason, floods cut off by kind. */
+  client: Http2Stats;
+  /** Toward upstreams (the same counters, for the connections the proxy opened). */
+  upstream: Http2Stats;
+}
+
+function emptyStats(): Http2Stats {
+  return {
+    framesIn: 0,
+    framesOut: 0,
+    streamsOpened: 0,
+    resetsReceived: 0,
+    resetsSent: 0,
+    streamErrors: 0,
+    connectionErrors: {},
+    headerListsTooLarge: 0,
+    floodsStopped: 0,
+    floods: {},
+    goawaysSent: {},
+    goawaysReceived: 0,
+  };
+}
+
+/** Adds `b` into `a` (numbers added, per-name counts merged). */
+function addStats(a: Http2Stats, b: Http2Stats): void {
+  const sum = a as unknown as Record<string, number | Record<string, number>>;
+  for (const [key, value] of Object.entries(b)) {
+    if (typeof value === "number") sum[key] = (sum[key] as number) + value;
+    else {
+      const into = sum[key] as Record<string, number>;
+      for (const [name, n] of Object.entries(value as Record<string, number>)) {
+        into[name] = (into[name] ?? 0) + n;
+      }
+    }
+  }
+}
+
+/**
+ * Sums the codec counters of a proxy's HTTP/2 connections: a live connection is read when asked,
+ * an ended one is added to the totals once (so nothing is counted per frame on the hot path).
+ */
+export class Http2Counters {
+  #connections = 0;
+  readonly #ended = { client: emptyStats(), upstream: emptyStats() };
+  readonly #live = new Set<{ client: Http2Connection; upstream: Http2Connection | null }>();
+
+  /** Starts counting one relay's connections; the function returned ends it (idempotent). */
+  track(client: Http2Connection, upstream: Http2Connection | null): () => void {
+    const entry = { client, upstream };
+    this.#connections++;
+    this.#live.add(entry);
+    return () => {
+      if (!this.#live.delete(entry)) return;
+      addStats(this.#ended.client, client.stats());
+      if (upstream) addStats(this.#ended.upstream, upstream.stats());
+    };
+  }
+
+  /** The totals now. */
+  snapshot(): Http2ProxyStats {
+    const client = emptyStats(), upstream = emptyStats();
+    addStats(client, this.#ended.client);
+    addStats(upstream, this.#ended.upstream);
+    for (const live of this.#live) {
+      addStats(client, live.client.stats());
+      if (live.upstream) addStats(upstream, live.upstream.stats());
+    }
+    return { connections: this.#connections, client, upstream };
+  }
 }
 
 /**
@@ -106,6 +183,8 @@ export class Http2Layer implements Layer {
   #waiting: StreamPair[] = [];
   /** The upstream sent GOAWAY: no new upstream streams. */
   #upstreamGoaway = false;
+  /** Adds this relay's counters to the proxy's totals (once, when it ends). */
+  readonly #retire: () => void;
 
   constructor(options: Http2LayerOptions) {
     this.#o = options;
@@ -120,6 +199,7 @@ export class Http2Layer implements Layer {
       options.now,
     );
     this.#server = options.serverConnected ? "open" : "connecting";
+    this.#retire = options.counters?.track(this.down, this.up) ?? (() => {});
   }
 
   /** Codec counters of both sides. */
@@ -148,6 +228,7 @@ export class Http2Layer implements Layer {
       out.push({ type: "log", level: "error", message });
       for (const pair of this.#byDown.values()) this.#fail(pair, message, event.now, out);
       this.#done = true;
+      this.#retire();
       out.push({ type: "close", to: "server", reset: true }, { type: "close", to: "client", reset: true });
     }
     return out;
@@ -519,6 +600,7 @@ export class Http2Layer implements Layer {
   #closeBoth(out: LayerCommand[]): void {
     if (this.#done) return;
     this.#done = true;
+    this.#retire();
     const toClient = this.down.output();
     if (toClient.byteLength > 0) out.push({ type: "send", to: "client", data: toClient });
     if (this.#server === "open") {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Http2Layer, type Http2LayerOptions } from "./http2_layer.ts";
+import { Http2Counters, Http2Layer, type Http2LayerOptions } from "./http2_layer.ts";
 import { type ConnectionOptions, Http2Connection, type Http2Event } from "./http2/connection.ts";
 import { ErrorCode, PREFACE, serializeFrame } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
@@ -495,4 +495,92 @@ Deno.test("http2 layer: an :authority naming another host than the SNI is kept b
   assert.equal(a!.request.hostHeader, "hidden.test");
   assert.equal(b!.request.url, "https://origin.test/a?b=1");
   assert.equal(b!.request.hostHeader, undefined);
+});
+
+Deno.test("http2 layer: floods from the client end it with GOAWAY ENHANCE_YOUR_CALM, a log line, failed flows and counters", () => {
+  const f = serializeFrame;
+  const many = (n: number, frame: Uint8Array) => {
+    const out = new Uint8Array(n * frame.length);
+    for (let i = 0; i < n; i++) out.set(frame, i * frame.length);
+    return out;
+  };
+  // HEADERS (GET, indexed fields and a literal :authority) and RST_STREAM on 500 new streams.
+  const head = new Uint8Array([0x82, 0x87, 0x84, 0x41, 0x01, 0x61]);
+  const rapidReset = new Uint8Array(
+    Array.from({ length: 500 }, (_, i) => [
+      ...f({ type: "headers", streamId: 3 + 2 * i, block: head, endStream: true, endHeaders: true }),
+      ...f({ type: "rst_stream", streamId: 3 + 2 * i, code: ErrorCode.CANCEL }),
+    ]).flat(),
+  );
+  const floods: [kind: string, bytes: Uint8Array][] = [
+    ["window-updates", many(5000, f({ type: "window_update", streamId: 0, increment: 1 }))],
+    [
+      "idle-frames",
+      many(
+        5000,
+        f({ type: "priority", streamId: 1, priority: { exclusive: false, dependency: 0, weight: 16 } }),
+      ),
+    ],
+    ["control-queue", many(5000, f({ type: "ping", ack: false, data: new Uint8Array(8) }))],
+    ["resets", rapidReset],
+    [
+      "continuation",
+      new Uint8Array([
+        ...f({
+          type: "headers",
+          streamId: 101,
+          block: new Uint8Array([0x82]),
+          endStream: true,
+          endHeaders: false,
+        }),
+        ...many(100, f({ type: "continuation", streamId: 101, block: new Uint8Array(0), endHeaders: false })),
+      ]),
+    ],
+  ];
+  const counters = new Http2Counters();
+  for (const [kind, bytes] of floods) {
+    const r = new Rig({ counters });
+    r.client.request(POST, false); // stream 1, left open: its flow must end with the reason
+    r.pump();
+    r.event(fromClient(bytes, r.now));
+    const goaway = r.of(r.clientEvents, "goaway");
+    assert.deepEqual(goaway.map((g) => [g.code, g.remote]), [[ErrorCode.ENHANCE_YOUR_CALM, true]], kind);
+    assert.deepEqual([...r.closed].sort(), ["client", "server"], kind);
+    const log = r.commands.find((c) => c.type === "log" && /connection error from client/.test(c.message));
+    assert.match(log?.type === "log" ? log.message : "", /ENHANCE_YOUR_CALM/, kind);
+    const first = r.ended().find((flow) => flow.streamId === 1);
+    assert.match(first?.error?.message ?? "", /client connection error: ENHANCE_YOUR_CALM/, kind);
+    assert.deepEqual(r.layer.stats().client.floods, { [kind]: 1 }, kind);
+  }
+  // The proxy's totals: every relay ended, each flood counted once, each GOAWAY by its reason.
+  const total = counters.snapshot();
+  assert.equal(total.connections, floods.length);
+  assert.deepEqual(total.client.floods, Object.fromEntries(floods.map(([kind]) => [kind, 1])));
+  assert.equal(total.client.floodsStopped, floods.length);
+  assert.equal(total.client.goawaysSent.ENHANCE_YOUR_CALM, floods.length);
+  assert.ok(total.client.streamsOpened >= floods.length);
+  assert.ok(total.client.resetsReceived >= 200);
+  assert.equal(total.upstream.goawaysSent.NO_ERROR, floods.length);
+});
+
+Deno.test("http2 layer: live relays count in the proxy's HTTP/2 totals until they end", () => {
+  const counters = new Http2Counters();
+  const r = new Rig({ counters });
+  r.client.request(GET, true);
+  r.pump();
+  const live = counters.snapshot();
+  assert.equal(live.connections, 1);
+  assert.equal(live.client.streamsOpened, 1);
+  assert.equal(live.upstream.streamsOpened, 1);
+  // The client goes away; the answer ends the last stream and the relay.
+  r.client.goaway(ErrorCode.NO_ERROR);
+  r.pump();
+  r.server.sendHeaders(r.of(r.serverEvents, "headers")[0]!.streamId, [[":status", "200"]], true);
+  r.pump();
+  assert.deepEqual([...r.closed].sort(), ["client", "server"]);
+  const ended = counters.snapshot();
+  assert.equal(ended.client.streamsOpened, 1);
+  assert.equal(ended.client.goawaysReceived, 1);
+  // Ended relays are added once: asking again gives the same totals.
+  assert.deepEqual(counters.snapshot(), ended);
 });

@@ -48,6 +48,7 @@ import type { FlowStore } from "../flows/store.ts";
 import type { Filter } from "../flows/filter.ts";
 import { FlowRecorder, type FlowRecorderStats } from "../flows/recorder.ts";
 import { DEFAULT_SERVER_TIMEOUT } from "./http1_layer.ts";
+import { Http2Counters, type Http2ProxyStats } from "./http2_layer.ts";
 import { type QuicPolicy, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { udpPortUnreachable } from "../net/icmp.ts";
 import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
@@ -185,6 +186,8 @@ export interface ProxyStats {
   blockedDestinations: number;
   /** Errors of the explicit-proxy TCP listeners' accept calls (e.g. out of descriptors), retried. */
   acceptErrors: number;
+  /** HTTP/2 relays: streams, resets, GOAWAYs sent by reason, floods cut off, for each side. */
+  http2: Http2ProxyStats;
   /** The recorder's counters, when a store is given. */
   store?: FlowRecorderStats;
   /** Server replay's hits and misses, when it is on. */
@@ -305,6 +308,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
     headTimeout: (client) => limiter.headTimeout(describeClient(client)),
     ...requestHookOf(options),
+    http2Counters: new Http2Counters(),
   };
   // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
   await ca.leafFor({ sni: CERT_PAGE_HOST });
@@ -587,6 +591,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       limits: limiter.stats(),
       blockedDestinations: policy.blocked,
       acceptErrors,
+      http2: ctx.http2Counters!.snapshot(),
       ...(recorder ? { store: recorder.stats() } : {}),
       ...(options.serverReplay ? { serverReplay: options.serverReplay.stats() } : {}),
     }),

@@ -25,6 +25,10 @@
  *   at `resetRate` a second); an empty bucket is GOAWAY ENHANCE_YOUR_CALM.
  * - Frames that cost work and do nothing (§10.5: empty DATA without END_STREAM, PRIORITY,
  *   unknown types) take tokens from a second bucket (`idleFrameBurst`, `idleFrameRate`).
+ * - WINDOW_UPDATE floods (many tiny increments): a peer that reads what we send needs at most a
+ *   stream and a connection update per DATA frame it got, so each DATA frame we send earns two
+ *   WINDOW_UPDATEs (a few are free); updates past what was earned take tokens from the same bucket
+ *   as frames that do nothing.
  * - SETTINGS/PING floods: more than `maxQueuedControlFrames` answers (ACKs, RST_STREAMs) queued
  *   and not yet taken by `output()` is GOAWAY ENHANCE_YOUR_CALM.
  * - Stream ids going backwards, frames on idle streams, flow-control violations: the connection
@@ -155,8 +159,21 @@ export interface Http2Stats {
   /** Connection errors, by RFC error code name. */
   connectionErrors: Record<string, number>;
   headerListsTooLarge: number;
+  /** Connections ended with ENHANCE_YOUR_CALM for abuse (all kinds; `floods` splits them). */
   floodsStopped: number;
+  /** Abuse cut off, by kind: `resets`, `idle-frames`, `window-updates`, `continuation`, `control-queue`. */
+  floods: Record<string, number>;
+  /** GOAWAY frames we sent, by RFC error code name (NO_ERROR for a graceful end). */
+  goawaysSent: Record<string, number>;
+  goawaysReceived: number;
 }
+
+/** WINDOW_UPDATEs a peer may send before it has been sent any DATA. */
+const FREE_WINDOW_UPDATES = 16;
+/** WINDOW_UPDATEs earned by each DATA frame sent (one for the stream, one for the connection). */
+const WINDOW_UPDATES_PER_DATA = 2;
+/** Bound on the earned WINDOW_UPDATEs banked for later. */
+const MAX_WINDOW_UPDATE_CREDIT = 10_000;
 
 const CONNECTION_SPECIFIC = new Set([
   "connection",
@@ -219,7 +236,12 @@ export class Http2Connection {
     connectionErrors: {},
     headerListsTooLarge: 0,
     floodsStopped: 0,
+    floods: {},
+    goawaysSent: {},
+    goawaysReceived: 0,
   };
+  /** WINDOW_UPDATEs the peer may send without spending idle-frame tokens (see the module doc). */
+  private windowUpdateCredit = FREE_WINDOW_UPDATES;
   private events: Http2Event[] = [];
 
   /** When the peer must have acknowledged our SETTINGS by (ms), or null once it has. */
@@ -307,7 +329,13 @@ export class Http2Connection {
 
   /** Counters (a copy). */
   stats(): Http2Stats {
-    return { ...this.counters, connectionErrors: { ...this.counters.connectionErrors } };
+    const c = this.counters;
+    return {
+      ...c,
+      connectionErrors: { ...c.connectionErrors },
+      floods: { ...c.floods },
+      goawaysSent: { ...c.goawaysSent },
+    };
   }
 
   /** Bytes queued for the peer since the last call (empty when none). */
@@ -438,6 +466,8 @@ export class Http2Connection {
       case "goaway":
         return this.onGoaway(f.lastStreamId, f.code, f.debug);
       case "window_update":
+        if (this.windowUpdateCredit > 0) this.windowUpdateCredit--;
+        else this.idleFrame(now, "unearned WINDOW_UPDATE", "window-updates");
         return this.onWindowUpdate(f.streamId, f.increment);
       case "unknown":
         this.idleFrame(now, "unknown-type");
@@ -448,7 +478,7 @@ export class Http2Connection {
   private checkBlockBound(): void {
     const b = this.block!;
     if (b.bytes > this.o.maxHeaderBlockBytes || b.frames > this.o.maxContinuationFrames) {
-      this.counters.floodsStopped++;
+      this.flood("continuation");
       throw connectionError(
         ErrorCode.ENHANCE_YOUR_CALM,
         `header block over ${
@@ -732,7 +762,7 @@ export class Http2Connection {
 
   private spendResetToken(now: number): void {
     if (!this.resets.take(now)) {
-      this.counters.floodsStopped++;
+      this.flood("resets");
       throw connectionError(
         ErrorCode.ENHANCE_YOUR_CALM,
         `stream resets past ${this.o.resetBurst} at once or ${this.o.resetRate}/s`,
@@ -740,10 +770,15 @@ export class Http2Connection {
     }
   }
 
+  private flood(kind: string): void {
+    this.counters.floodsStopped++;
+    this.counters.floods[kind] = (this.counters.floods[kind] ?? 0) + 1;
+  }
+
   /** A frame that does nothing: fine now and then, a flood past the bucket (§10.5). */
-  private idleFrame(now: number, what: string): void {
+  private idleFrame(now: number, what: string, kind = "idle-frames"): void {
     if (!this.idleFrames.take(now)) {
-      this.counters.floodsStopped++;
+      this.flood(kind);
       throw connectionError(
         ErrorCode.ENHANCE_YOUR_CALM,
         `${what} frames past ${this.o.idleFrameBurst} at once or ${this.o.idleFrameRate}/s`,
@@ -807,6 +842,7 @@ export class Http2Connection {
 
   private onGoaway(lastStreamId: number, code: number, debug: Uint8Array): void {
     this.goawayReceivedLast = lastStreamId;
+    this.counters.goawaysReceived++;
     this.events.push({
       type: "goaway",
       lastStreamId,
@@ -918,6 +954,7 @@ export class Http2Connection {
     this.counters.connectionErrors[name] = (this.counters.connectionErrors[name] ?? 0) + 1;
     const debug = new TextEncoder().encode(e.message.slice(0, 200));
     this.frame({ type: "goaway", lastStreamId: this.lastPeerStreamId, code: e.code, debug });
+    this.counters.goawaysSent[name] = (this.counters.goawaysSent[name] ?? 0) + 1;
     this.goawaySentLast = this.lastPeerStreamId;
     this.events.push({
       type: "goaway",
@@ -937,7 +974,7 @@ export class Http2Connection {
   private control(f: Frame): void {
     this.frame(f);
     if (++this.queuedControl > this.o.maxQueuedControlFrames) {
-      this.counters.floodsStopped++;
+      this.flood("control-queue");
       throw connectionError(
         ErrorCode.ENHANCE_YOUR_CALM,
         `over ${this.o.maxQueuedControlFrames} control frames queued in answer (SETTINGS/PING/reset flood)`,
@@ -1017,6 +1054,8 @@ export class Http2Connection {
   /** Sends GOAWAY: no new peer streams past the last one seen; open ones may finish. */
   goaway(code: number = ErrorCode.NO_ERROR, debug = ""): void {
     this.goawaySentLast = this.lastPeerStreamId;
+    const name = errorName(code);
+    this.counters.goawaysSent[name] = (this.counters.goawaysSent[name] ?? 0) + 1;
     this.frame({
       type: "goaway",
       lastStreamId: this.lastPeerStreamId,
@@ -1058,6 +1097,14 @@ export class Http2Connection {
     if (endStream) this.localEnded(s);
   }
 
+  /** A DATA frame went out: the peer may answer it with WINDOW_UPDATEs. */
+  private earnWindowUpdates(): void {
+    this.windowUpdateCredit = Math.min(
+      MAX_WINDOW_UPDATE_CREDIT,
+      this.windowUpdateCredit + WINDOW_UPDATES_PER_DATA,
+    );
+  }
+
   /** Sends what the windows allow of each stream's queued data, in turn. */
   private flush(inReceive = false): void {
     for (const s of this.streams.values()) {
@@ -1077,6 +1124,7 @@ export class Http2Connection {
         this.outbox.header(n, FrameType.DATA, last ? Flag.END_STREAM : 0, s.id);
         this.outbox.bytes(chunk);
         this.counters.framesOut++;
+        this.earnWindowUpdates();
         if (last) {
           s.pendingEnd = false;
           this.localEnded(s);

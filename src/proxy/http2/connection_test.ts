@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type ConnectionOptions, Http2Connection, type Http2Event } from "./connection.ts";
-import { ErrorCode, errorName, type Frame, FrameReader, PREFACE, serializeFrame } from "./frames.ts";
+import {
+  ErrorCode,
+  errorName,
+  type Frame,
+  FrameReader,
+  MAX_WINDOW,
+  PREFACE,
+  serializeFrame,
+} from "./frames.ts";
 import { Encoder, type HeaderField } from "./hpack.ts";
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -521,4 +529,62 @@ Deno.test("h2 connection: SETTINGS not acknowledged in time is GOAWAY SETTINGS_T
   t.receive(join([PREFACE, f(SETTINGS), f({ type: "settings", ack: true, settings: [] })]), 10);
   assert.equal(t.deadline(), null);
   assert.deepEqual(t.timer(1e9), []);
+});
+
+Deno.test("h2 attack: a WINDOW_UPDATE flood (tiny increments, nothing sent to earn them) is GOAWAY ENHANCE_YOUR_CALM", () => {
+  const floods = [
+    f({ type: "window_update", streamId: 0, increment: 1 }),
+    f({ type: "window_update", streamId: 1, increment: 1 }),
+  ];
+  for (const frame of floods) {
+    const c = new RawClient();
+    c.send(c.headers(1, GET, true));
+    c.send(join(Array.from({ length: 5000 }, () => frame)));
+    assert.equal(c.server.failed?.code, ErrorCode.ENHANCE_YOUR_CALM);
+    assert.match(c.server.failed?.message ?? "", /WINDOW_UPDATE/);
+    assert.deepEqual(c.goaway(), { lastStreamId: 1, code: ErrorCode.ENHANCE_YOUR_CALM });
+    const stats = c.server.stats();
+    assert.deepEqual(stats.floods, { "window-updates": 1 });
+    assert.deepEqual(stats.goawaysSent, { ENHANCE_YOUR_CALM: 1 });
+    // The same updates at a pace the bucket refills (1,000/s) are fine.
+    const d = new RawClient();
+    d.send(d.headers(1, GET, true));
+    for (let i = 0; i < 3000; i++) {
+      d.now = i * 2;
+      d.send(frame);
+    }
+    assert.equal(d.server.failed, null);
+  }
+});
+
+Deno.test("h2 connection: WINDOW_UPDATEs answering DATA are earned: a long body with an update per frame is no flood", () => {
+  // The client acknowledges every DATA frame at once with a stream and a connection update, in
+  // one read at one instant (no refill): 4,000 updates, far past the idle-frame burst of 1,000.
+  // The client's windows hold the whole body: only the hand-made updates below reach the server.
+  const p = new Pair({ initialWindowSize: MAX_WINDOW, connectionWindowSize: MAX_WINDOW }, {});
+  const id = p.client.request([...GET.slice(0, 3), [":authority", "a"]], true);
+  p.pump();
+  assert.ok(p.server.sendHeaders(id, [[":status", "200"]], false));
+  p.server.sendData(id, new Uint8Array(2000 * 16384), true);
+  let sent = 0;
+  for (let i = 0; i < 10_000; i++) {
+    const out = p.server.output();
+    if (out.length === 0) break;
+    for (const ev of p.client.receive(out, 0)) {
+      if (ev.type === "data" && ev.data.length > 0) p.client.consume(ev.streamId, ev.data.length);
+    }
+    // Every DATA frame answered with its own pair of updates (the codec batches; a peer may not).
+    const data = frames(out).filter((x) => x.type === "data" && x.data.length > 0) as { streamId: number }[];
+    p.client.output();
+    const updates = data.flatMap((d) => [
+      f({ type: "window_update", streamId: d.streamId, increment: 1 }),
+      f({ type: "window_update", streamId: 0, increment: 1 }),
+    ]);
+    if (updates.length > 0) p.server.receive(join(updates), 0);
+    sent += updates.length;
+    assert.equal(p.server.failed, null);
+  }
+  assert.equal(p.server.failed, null);
+  assert.ok(sent >= 4000, `${sent} updates`);
+  assert.equal(p.server.stats().floodsStopped, 0);
 });
