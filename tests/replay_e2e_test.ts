@@ -4,9 +4,10 @@
  * (tests/origin_ns.ts + tests/replay_origin.ts, which logs every request it sees):
  *
  * 1. a run is recorded with `-w run.db` (HTTPS and HTTP, GET twice, a POST with a body);
- * 2. the host loses its route to the origin (`ip route add unreachable`), and
- *    `--server-replay run.db` answers the same requests from the recording, in recorded order,
- *    with a 404 for one more (`--server-replay-extra 404`); hits and misses are printed at exit;
+ * 2. `--server-replay run.db` answers the first request from the recording while the origin is
+ *    still reachable (curl offering h2 gets HTTP/1.1), then the host loses its route to the origin
+ *    (`ip route add unreachable`) and the rest are answered too, in recorded order, with a 404
+ *    for one more (`--server-replay-extra 404`); hits and misses are printed at exit;
  * 3. the route is back, and `--client-replay run.db` (no mode: no listener, it ends when done)
  *    sends the recorded requests again: the origin sees the same method, path, headers and body.
  *
@@ -195,13 +196,6 @@ Deno.test({
       };
 
       await t.step("--server-replay answers from the recording; the origin cannot be reached", async () => {
-        await sh(["ip", "route", "add", "unreachable", `${o}/32`]);
-        unreachable = true;
-        // The host really has no way to the origin now.
-        const direct = await sh(["curl", "-sS", "--max-time", "5", `http://${o}:${HTTP_PORT}/plain`], {
-          allowFail: true,
-        });
-        assert.equal(direct, "");
         const replaying = new Cli([
           "--mode",
           `wireguard@${port}`,
@@ -218,7 +212,32 @@ Deno.test({
         await replaying.waitFor("CA certificate:");
         await freshSession();
         const answers: string[] = [];
-        for (const args of requests) answers.push(await curl(["-i", ...args]));
+        // While the origin is reachable, a client that offers h2 (curl's default) is held to
+        // HTTP/1.1 (the hook runs in the HTTP/1 layer) and answered from the recording.
+        const first = await client.exec([
+          "curl",
+          "-sS",
+          "-i",
+          "--max-time",
+          "20",
+          "--cacert",
+          ca,
+          "--resolve",
+          `origin.test:${HTTPS_PORT}:${o}`,
+          "-w",
+          "\n%{http_version}",
+          requests[0]![0]!,
+        ]);
+        assert.ok(first.endsWith("\n1.1"), first);
+        answers.push(first.slice(0, -"\n1.1".length));
+        await sh(["ip", "route", "add", "unreachable", `${o}/32`]);
+        unreachable = true;
+        // The host really has no way to the origin now.
+        const direct = await sh(["curl", "-sS", "--max-time", "5", `http://${o}:${HTTP_PORT}/plain`], {
+          allowFail: true,
+        });
+        assert.equal(direct, "");
+        for (const args of requests.slice(1)) answers.push(await curl(["-i", ...args]));
         for (let i = 0; i < requests.length; i++) {
           assert.ok(answers[i]!.endsWith(recorded[i]!), `answer ${i}: ${answers[i]}`);
           assert.match(answers[i]!, /\r\nx-origin: replay-origin\r\n/i);
