@@ -415,13 +415,14 @@ Deno.test({
       });
 
       await t.step(
-        "an upstream that agrees only http/1.1: the h2 client gets http/1.1 (as before)",
+        "an upstream that agrees only http/1.1: the h2 client keeps h2, its streams are translated",
         async () => {
           const r = await curl([...via, "--http2", "-w", " %{http_version}", `https://127.0.0.1:${h1Port}/`]);
           assert.equal(r.code, 0, r.err);
-          assert.equal(r.out, "hello h1 1.1");
+          assert.equal(r.out, "hello h1 2");
           const [f] = await waitFlows(flows, (f) => f.request.port === h1Port);
-          assert.equal(f!.request.httpVersion, "HTTP/1.1");
+          assert.equal(f!.request.httpVersion, "HTTP/2.0");
+          assert.equal(f!.response?.httpVersion, "HTTP/1.1");
         },
       );
 

@@ -176,7 +176,9 @@ Deno.test({
         assert.match(out, /\n2$/, "curl spoke HTTP/2 to the proxy");
         const f = await flowWhere<HttpFlow>(
           flows,
-          (f) => f.type === "http" && f.request.path === "/big.bin" && f.request.httpVersion === "HTTP/2.0",
+          (f) =>
+            f.type === "http" && f.request.path === "/big.bin" && f.request.httpVersion === "HTTP/2.0" &&
+            f.request.port === H2_PORT,
           "h2 big",
         );
         assert.equal(f.response?.body.size, origin.bigSize);
@@ -197,7 +199,8 @@ Deno.test({
         ]);
         assert.match(stat, /200/);
         const small = flows.filter((f): f is HttpFlow =>
-          f.type === "http" && f.request.httpVersion === "HTTP/2.0" && f.request.path === "/small.txt"
+          f.type === "http" && f.request.httpVersion === "HTTP/2.0" && f.request.path === "/small.txt" &&
+          f.request.port === H2_PORT
         );
         for (let i = 0; i < 100 && small.length < 100; i++) {
           await new Promise((r) => setTimeout(r, 50));
@@ -205,7 +208,8 @@ Deno.test({
             0,
             small.length,
             ...flows.filter((f): f is HttpFlow =>
-              f.type === "http" && f.request.httpVersion === "HTTP/2.0" && f.request.path === "/small.txt"
+              f.type === "http" && f.request.httpVersion === "HTTP/2.0" && f.request.path === "/small.txt" &&
+              f.request.port === H2_PORT
             ),
           );
         }

@@ -20,6 +20,8 @@ import type {
 import { formatHostPort } from "../flows/flow.ts";
 import { Http1Layer, type Http1LayerOptions } from "./http1_layer.ts";
 import { Http2Layer } from "./http2_layer.ts";
+import { Http2ToHttp1Layer } from "./http2_to_http1_layer.ts";
+import { PREFACE, serializeFrame } from "./http2/frames.ts";
 import { concatBytes, type LayerEvent } from "./layer.ts";
 import {
   describeError,
@@ -290,8 +292,13 @@ async function handle(ctx: ProxyContext, conn: IncomingConnection, resources: Re
   } else if (kind.kind === "http") {
     await runHttp(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
   } else if (kind.kind === "h2") {
-    // Prior-knowledge h2c: the upstream is spoken to the same way.
-    await runHttp2(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
+    // Prior-knowledge h2c: the upstream is spoken to the same way when it speaks h2c (a probe
+    // tells, remembered a while); otherwise each stream becomes an HTTP/1.1 request.
+    if (await upstreamSpeaksH2c(ctx, conn.destination)) {
+      await runHttp2(ctx, conn.client, server, stream, null, first.bytes, "http", undefined);
+    } else {
+      await runHttp2ToHttp1(ctx, conn.client, server, stream, first.bytes, "http", undefined, ctx.connect);
+    }
   } else {
     await runTcp(ctx, conn.client, server, stream, null, first.bytes, undefined);
   }
@@ -461,6 +468,93 @@ function runHttp2(
   });
 }
 
+/**
+ * Relays an HTTP/2 client to an HTTP/1.1 upstream: each stream is one request on a pool of
+ * keep-alive connections the layer opens with `openServer` (the first one at once).
+ */
+function runHttp2ToHttp1(
+  ctx: ProxyContext,
+  client: ClientInfo,
+  server: ServerInfo,
+  stream: ByteStream,
+  first: Uint8Array,
+  scheme: "http" | "https",
+  tlsInfo: TlsInfo | undefined,
+  openServer: (address: HostPort) => Promise<OpenedServer>,
+): Promise<unknown> {
+  const layer = new Http2ToHttp1Layer({
+    scheme,
+    client,
+    server,
+    ...(tlsInfo ? { tls: tlsInfo } : {}),
+    bodyLimit: ctx.settings.bodyLimit,
+    newId: ctx.newId,
+    now: Date.now(),
+    ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
+  });
+  const events: LayerEvent[] = first.byteLength > 0
+    ? [{ type: "data", from: "client", data: first, now: Date.now() }]
+    : [];
+  return runLayer({
+    layer,
+    client: stream,
+    server: null,
+    openServer,
+    bus: ctx.bus,
+    initialCommands: layer.start(),
+    initialEvents: events,
+  });
+}
+
+/** What h2c probes found, by destination: whether it speaks h2c, and until when that is believed. */
+const h2cProbes = new Map<string, { h2c: boolean; until: number }>();
+const H2C_PROBE_TTL = 10 * 60_000;
+const H2C_PROBES_KEPT = 10_000;
+
+/**
+ * Whether `address` answers an HTTP/2 connection preface with SETTINGS: prior knowledge cannot be
+ * checked otherwise (an HTTP/1.1-only server answers 400 or closes). The probe is a connection of
+ * its own, closed after (a server that saw our preface cannot take another); its result is kept
+ * for {@link H2C_PROBE_TTL}. When the probe cannot connect, the answer is yes: the HTTP/2 relay
+ * then reports the failure to the client as before.
+ */
+async function upstreamSpeaksH2c(ctx: ProxyContext, address: HostPort): Promise<boolean> {
+  const key = formatHostPort(address);
+  const known = h2cProbes.get(key);
+  if (known && known.until > Date.now()) return known.h2c;
+  let opened: OpenedServer;
+  try {
+    opened = await ctx.connect(address);
+  } catch {
+    return true;
+  }
+  let h2c = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const settings = serializeFrame({ type: "settings", ack: false, settings: [] });
+    await opened.stream.write(concatBytes(PREFACE, settings));
+    const timeout = new Promise<null>((
+      r,
+    ) => (timer = setTimeout(() => r(null), ctx.settings.connectTimeout)));
+    let got: Uint8Array = new Uint8Array(0);
+    for (let i = 0; i < 16 && got.byteLength < 9; i++) {
+      const chunk = await Promise.race([opened.stream.read(), timeout]);
+      if (chunk === null) break;
+      got = concatBytes(got, chunk);
+    }
+    // A frame header: 24-bit length, type 4 (SETTINGS), flags, stream 0.
+    h2c = got.byteLength >= 9 && got[3] === 4 && (got[5]! | got[6]! | got[7]! | got[8]!) === 0;
+  } catch {
+    h2c = false;
+  } finally {
+    clearTimeout(timer);
+    opened.stream.close(false);
+  }
+  if (h2cProbes.size >= H2C_PROBES_KEPT) h2cProbes.clear();
+  h2cProbes.set(key, { h2c, until: Date.now() + H2C_PROBE_TTL });
+  return h2c;
+}
+
 function headTimeoutOf(ctx: ProxyContext, client: ClientInfo): { headTimeout?: HeadTimeout } {
   const limit = ctx.headTimeout?.(client);
   return limit ? { headTimeout: limit } : {};
@@ -504,11 +598,14 @@ async function interceptTls(
 
   // Upstream first: its certificate names fill in for a missing SNI, and its ALPN choice is what
   // we offer the client. h2 is offered when the client offered it: if the upstream takes it, both
-  // sides speak HTTP/2 through the Http2Layer; if it takes http/1.1 the client is offered that
-  // (translating a client's h2 to an HTTP/1.1 upstream is not done yet). h3 is not TCP.
+  // sides speak HTTP/2 through the Http2Layer; if it takes http/1.1 (or no ALPN) the client is
+  // still offered h2 and its streams are translated (Http2ToHttp1Layer). h3 is not TCP.
   // The request hook runs in the HTTP/1 layer only: while one is set, h2 is not offered.
   const alpn = hello.alpn.filter((p) => p !== "h3" && !(ctx.requestHook && p === "h2"));
-  const upstreamOptions = { servername: name, alpn };
+  // A client that offers h2 alone can still be served by an HTTP/1.1-only upstream (translated):
+  // the upstream is offered http/1.1 too (nginx refuses a handshake whose ALPN it cannot meet).
+  const upstreamAlpn = alpn.includes("h2") && !alpn.includes("http/1.1") ? [...alpn, "http/1.1"] : alpn;
+  const upstreamOptions = { servername: name, alpn: upstreamAlpn };
   // Connections the HTTP/1 and TCP layers open again must not end up speaking h2.
   const h1Options = { servername: name, alpn: alpn.filter((p) => p !== "h2") };
   let upstream: UpstreamTls | null = null;
@@ -545,7 +642,7 @@ async function interceptTls(
   const socket = new tls.TLSSocket(duplex, {
     isServer: true,
     secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
-    ...(upstream?.alpn ? { ALPNProtocols: [upstream.alpn] } : {}),
+    ...(clientAlpn(alpn, upstream?.alpn, upstream !== null)),
   });
   resources.adopt(() => socket.destroy());
   const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
@@ -576,6 +673,22 @@ async function interceptTls(
       "https",
       tlsInfo,
     );
+    return;
+  }
+  if (agreed === "h2" && upstream) {
+    // An h2 client, an HTTP/1.1 upstream: the layer takes this connection first, then opens more.
+    let handed: UpstreamTls | null = upstream;
+    const open = (address: HostPort): Promise<OpenedServer> => {
+      if (handed) {
+        const u = handed;
+        handed = null;
+        forgetUpstream();
+        return Promise.resolve({ stream: u.stream, remote: u.remote });
+      }
+      return connectUpstreamTls(ctx.settings, ctx.connect, address, h1Options)
+        .then((u) => ({ stream: u.stream, remote: u.remote }));
+    };
+    await runHttp2ToHttp1(ctx, conn.client, server, clientStream, new Uint8Array(0), "https", tlsInfo, open);
     return;
   }
   const port = destination.port;
@@ -618,6 +731,24 @@ async function interceptTls(
     forgetUpstream();
     await runTcp(ctx, conn.client, server, inner.stream, upstream.stream, inner.bytes, tlsInfo, reopen);
   }
+}
+
+/**
+ * The ALPN list offered to the client: the upstream's choice, and h2 besides when the client
+ * offered it and the upstream took HTTP/1.1 or no protocol (its streams are then translated).
+ * Without an upstream, nothing (the HTTP/1 layer answers with the reason).
+ */
+function clientAlpn(
+  offered: string[],
+  upstreamAlpn: string | undefined,
+  connected: boolean,
+): { ALPNProtocols?: string[] } {
+  const h1 = upstreamAlpn === undefined || upstreamAlpn === "http/1.1" || upstreamAlpn === "http/1.0";
+  if (connected && h1 && offered.includes("h2")) {
+    const rest = upstreamAlpn ?? (offered.includes("http/1.1") ? "http/1.1" : undefined);
+    return { ALPNProtocols: rest ? ["h2", rest] : ["h2"] };
+  }
+  return upstreamAlpn ? { ALPNProtocols: [upstreamAlpn] } : {};
 }
 
 /** Records a connection that ended before any layer ran, as a TCP flow with the reason. */

@@ -73,6 +73,13 @@ export interface Http2ToHttp1LayerOptions {
   clientSide?: ConnectionOptions;
   /** Most upstream connections open at once (default 6). */
   poolSize?: number;
+  /**
+   * How long (ms) an upstream connection carrying an exchange may make no progress (send no
+   * byte, take no request byte) before the exchange fails: 504 before the response head, a
+   * reset of the stream after it. A connection paused because the client does not read is not
+   * timed. Absent: no limit.
+   */
+  serverTimeout?: number;
 }
 
 /** Each client stream's receive window (as in the HTTP/2 relay). */
@@ -97,6 +104,12 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // deno-lint-ignore no-control-regex
 const VALUE_FORBIDDEN = /[\x00\r\n]/;
 const encoder = new TextEncoder();
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  504: "Gateway Timeout",
+};
 const EMPTY = new Uint8Array(0);
 
 /** One client stream and its HTTP/1.1 exchange. */
@@ -143,6 +156,8 @@ interface Upstream {
   /** Bytes of the current response came. */
   answered: boolean;
   paused: boolean;
+  /** When the current exchange last made progress on it. */
+  progress: number;
 }
 
 /** Speaks HTTP/2 to the client and HTTP/1.1 to the upstream, and records each stream. */
@@ -250,11 +265,12 @@ export class Http2ToHttp1Layer implements Layer {
       case "timer":
         for (const ev of this.down.timer(now)) this.#fromClient(ev, now, out);
         this.#armed = null;
+        this.#serverTimeouts(now, out);
         break;
       default:
         break;
     }
-    this.#assign(out);
+    this.#assign(now, out);
     this.#flush(now, out);
   }
 
@@ -376,6 +392,7 @@ export class Http2ToHttp1Layer implements Layer {
     if (ex.conn !== null && ex.conn.state === "open") {
       const bytes = concatBytes(this.#bodyBytes(ex, data), end ? this.#lastBytes(ex) : EMPTY);
       if (bytes.byteLength > 0) out.push({ type: "send", to: "server", data: bytes, conn: ex.conn.id });
+      ex.conn.progress = now;
     } else if (data.byteLength > 0) ex.pending.push(data.slice());
     if (end) this.#requestEnded(ex, now);
   }
@@ -426,12 +443,13 @@ export class Http2ToHttp1Layer implements Layer {
       served: 0,
       answered: false,
       paused: false,
+      progress: 0,
     });
     out.push({ type: "open-server", address: this.#o.server.address, conn: id });
   }
 
   /** Gives waiting requests idle connections, and opens connections for them within the limit. */
-  #assign(out: LayerCommand[]): void {
+  #assign(now: number, out: LayerCommand[]): void {
     if (this.#done) return;
     for (let guard = 0; guard < 10_000; guard++) {
       while (this.#queue.length > 0 && this.#queue[0]!.flow.timestampEnd !== undefined) this.#queue.shift();
@@ -446,7 +464,7 @@ export class Http2ToHttp1Layer implements Layer {
         if (conn.state === "connecting") connecting++;
       }
       if (idle) {
-        this.#send(this.#queue.shift()!, idle, out);
+        this.#send(this.#queue.shift()!, idle, now, out);
         continue;
       }
       if (connecting < this.#queue.length && this.#conns.size < this.#poolSize) {
@@ -458,8 +476,9 @@ export class Http2ToHttp1Layer implements Layer {
   }
 
   /** Starts an exchange on an idle connection: the head and what came of the body so far. */
-  #send(ex: Exchange, conn: Upstream, out: LayerCommand[]): void {
+  #send(ex: Exchange, conn: Upstream, now: number, out: LayerCommand[]): void {
     conn.exchange = ex;
+    conn.progress = now;
     conn.head = null;
     conn.decoder = null;
     conn.answered = false;
@@ -520,6 +539,7 @@ export class Http2ToHttp1Layer implements Layer {
       return;
     }
     conn.answered = true;
+    conn.progress = now;
     conn.buf = conn.buf.byteLength === 0 ? data : concatBytes(conn.buf, data);
     try {
       this.#parse(conn, ex, now, out);
@@ -681,6 +701,27 @@ export class Http2ToHttp1Layer implements Layer {
     this.#fail(ex, message, now, out);
   }
 
+  /** Fails the exchanges whose connection made no progress for `serverTimeout`. */
+  #serverTimeouts(now: number, out: LayerCommand[]): void {
+    const limit = this.#o.serverTimeout;
+    if (!limit) return;
+    for (const conn of [...this.#conns.values()]) {
+      const ex = conn.exchange;
+      if (!ex || conn.paused || conn.state !== "open" || now < conn.progress + limit) continue;
+      const address = formatHostPort(conn.remote ?? this.#o.server.address);
+      const seconds = `${limit / 1000} s`;
+      // A server that stopped reading may have writes pending toward it: only a reset ends those.
+      this.#drop(conn, true, out);
+      ex.conn = null;
+      if (!ex.responseStarted) {
+        this.#answerLocally(ex, 504, `${address} sent no response for ${seconds}`, now, out);
+      } else {
+        this.down.reset(ex.id, ErrorCode.INTERNAL_ERROR);
+        this.#fail(ex, `${address} sent nothing for ${seconds} in the middle of the response body`, now, out);
+      }
+    }
+  }
+
   // ---- failures and the end ----------------------------------------------------------------
 
   #clientGone(message: string, now: number, out: LayerCommand[]): void {
@@ -702,7 +743,7 @@ export class Http2ToHttp1Layer implements Layer {
       if (this.down.sendHeaders(ex.id, headers, false)) this.down.sendData(ex.id, body, true);
       ex.flow.response = {
         status,
-        reason: status === 502 ? "Bad Gateway" : status === 400 ? "Bad Request" : "Not Implemented",
+        reason: REASONS[status] ?? "",
         httpVersion: "HTTP/2.0",
         headers: headers.slice(1).map(([n, v]) => [n, v]),
         body: { content: body, size: body.byteLength, truncated: false },
@@ -777,8 +818,17 @@ export class Http2ToHttp1Layer implements Layer {
       this.#closeAll(out, false);
       return;
     }
-    const next = this.down.deadline();
-    if (next !== null && next !== this.#armed) {
+    let next = this.down.deadline();
+    const limit = this.#o.serverTimeout;
+    if (limit) {
+      for (const conn of this.#conns.values()) {
+        if (!conn.exchange || conn.paused || conn.state !== "open") continue;
+        const at = conn.progress + limit;
+        if (next === null || at < next) next = at;
+      }
+    }
+    // An armed timer that comes too early re-arms (progress moved the deadline later).
+    if (next !== null && (this.#armed === null || next < this.#armed)) {
       this.#armed = next;
       out.push({ type: "timer", delay: Math.max(0, next - now) });
     }

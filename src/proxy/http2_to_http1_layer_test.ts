@@ -512,3 +512,31 @@ Deno.test("h2→h1: the client's GOAWAY closes everything once the streams are d
   assert.ok(rig.clientClosed);
   assert.equal(rig.conns.get(1)!.state, "closed");
 });
+
+Deno.test("h2→h1: a server that makes no progress for serverTimeout: 504, or a reset mid-body", () => {
+  const rig = new Rig({ serverTimeout: 1000 });
+  rig.connect(1);
+  const timers = () => rig.commands.filter((c) => c.type === "timer");
+  const a = rig.request(get("/slow"));
+  rig.take(1);
+  assert.ok(timers().length > 0, "a timer is armed for the exchange");
+  rig.now += 997; // the request went out a tick or two before rig.now
+  rig.event({ type: "timer", now: rig.now });
+  assert.equal(rig.conns.get(1)!.state, "open", "not yet");
+  rig.now += 4;
+  rig.event({ type: "timer", now: rig.now });
+  rig.pump();
+  assert.equal(rig.conns.get(1)!.state, "closed");
+  assert.equal(rig.conns.get(1)!.reset, true);
+  assert.equal(rig.of("headers", a)[0]!.headers[0]![1], "504");
+  assert.match(rig.ended()[0]!.error!.message, /sent no response for 1 s/);
+  const b = rig.request(get("/stall"));
+  rig.connect(2);
+  rig.take(2);
+  rig.answer(2, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+  rig.now += 1001;
+  rig.event({ type: "timer", now: rig.now });
+  rig.pump();
+  assert.equal(rig.of("reset", b)[0]!.code, ErrorCode.INTERNAL_ERROR);
+  assert.match(rig.ended()[1]!.error!.message, /in the middle of the response body/);
+});
