@@ -265,14 +265,15 @@ export class Chromium {
 
 /** Reads the browser's stderr until it names its DevTools WebSocket; the rest is drained. */
 async function devtoolsUrl(stderr: ReadableStream<Uint8Array>, timeoutMs: number): Promise<string> {
-  const reader = stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = stderr.getReader();
+  const decoder = new TextDecoder();
   let text = "";
   const deadline = setTimeout(() => reader.cancel().catch(() => {}), timeoutMs);
   try {
     for (let i = 0; i < 10_000; i++) {
       const { value, done } = await reader.read();
       if (done) break;
-      text += value;
+      text += decoder.decode(value, { stream: true });
       const m = /DevTools listening on (ws:\/\/\S+)/.exec(text);
       if (m) {
         // Keep reading (and dropping) what the browser logs, so that its stderr never fills up.
