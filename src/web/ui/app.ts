@@ -137,6 +137,15 @@ function render(): void {
     }
   }
   countLabel.textContent = `${state.rows.length.toLocaleString("en")} of ${total.toLocaleString("en")} flows`;
+  // Figures for bench/web_ui.ts: when the list first showed flows, and how long a filter took.
+  if (state.rows.length > 0 || state.cursor === null) {
+    const d = document.body.dataset;
+    d.firstRows ??= String(performance.now());
+    if (filterStarted !== undefined) {
+      d.filterMs = String(performance.now() - filterStarted);
+      filterStarted = undefined;
+    }
+  }
   if (last > state.rows.length && state.cursor !== null) void loadMore();
 }
 
@@ -236,11 +245,13 @@ function connect(): void {
 }
 
 let checkTimer: ReturnType<typeof setTimeout> | undefined;
+let filterStarted: number | undefined;
 let checkSeq = 0;
 
 async function checkAndApply(): Promise<void> {
   const expression = filterInput.value;
   const seq = ++checkSeq;
+  const started = performance.now();
   const result = await api<FilterCheckJson>("/api/filter/check", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -263,6 +274,8 @@ async function checkAndApply(): Promise<void> {
   filterError.hidden = true;
   if (expression === state.filter) return;
   state.filter = expression;
+  filterStarted = started;
+  delete document.body.dataset.filterMs;
   socket?.readyState === WebSocket.OPEN && socket.send(JSON.stringify({ filter: expression }));
   reload();
 }
