@@ -2,7 +2,8 @@
  * Flow files through the `wirescope` command, end to end on loopback (explicit-proxy mode, curl,
  * a loopback origin that echoes requests): `-w run.db` is the run's flow store (SQLite, 0600,
  * `--save-filter` applied, nothing under the confdir); `-r run.db` prints its flows, marks answer
- * `-f '~marked'`, and `-r` with a mode prints the old flows and then serves; `wirescope export`
+ * `-f '~marked'`, `-r IN -w OUT` copies (converts without a mode; with one, the live flows follow), and
+ * `-r` with a mode prints the old flows and then serves; `wirescope export`
  * writes HAR that `-r` reads back, `curl` lines that send the requests again, and raw HTTP; a
  * wrong combination or argument ends with exit code 2 and one line.
  */
@@ -10,6 +11,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Cli, decoder, freePort, LAUNCHER } from "./cli_process.ts";
 import { SqliteFlowStore } from "../src/flows/store.ts";
+import { openFlowFile } from "../src/flows/flow_file.ts";
 import { BodyDecoder, parseRequestHead, requestFraming } from "../src/proxy/http1.ts";
 
 /** Runs the command to its end. */
@@ -199,19 +201,45 @@ Deno.test({
         await one.stop("SIGKILL").catch(() => {});
       }
 
-      for (
-        const [name, check] of [
-          [
-            "flows.jsonl",
-            (t: string) =>
-              assert.equal(JSON.parse(t.trim().split("\n")[0]!).request.url.endsWith("/new"), true),
-          ],
-          ["flows.har", (t: string) => assert.equal(JSON.parse(t).log.entries.length, 1)],
-        ] as const
-      ) {
+      /** The URL paths of a saved run's flows, in order, as -r reads them. */
+      const paths = async (path: string) => {
+        const file = await openFlowFile(path);
+        const out: string[] = [];
+        for await (const f of file.flows()) if (f.type === "http") out.push(f.request.path);
+        file.close();
+        return out;
+      };
+
+      // -r IN -w OUT without a mode converts (--save-filter applies); the same file twice is refused.
+      for (const name of ["conv.jsonl", "conv.har", "conv.db"]) {
+        const r = await wirescope(["-r", `${dir}/old.db`, "-w", `${dir}/${name}`]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, new RegExp(`copied 1 flows from .*old\\.db to .*${name.replace(".", "\\.")}`));
+        assert.deepEqual(await paths(`${dir}/${name}`), ["/old"], name);
+        assert.equal(await mode(`${dir}/${name}`), "600");
+      }
+      const filtered = await wirescope([
+        "-r",
+        `${dir}/old.db`,
+        "-w",
+        `${dir}/none.jsonl`,
+        "--save-filter",
+        "~m POST",
+      ]);
+      assert.equal(filtered.code, 0, filtered.stderr);
+      assert.equal(await Deno.readTextFile(`${dir}/none.jsonl`), "");
+      const same = await wirescope(["-r", `${dir}/old.db`, "-w", `${dir}/old.db`]);
+      assert.equal(same.code, 2);
+      assert.match(
+        same.stderr.trim(),
+        /^wirescope: -r and -w name the same file \(.*old\.db\); write the copy elsewhere$/,
+      );
+
+      for (const name of ["flows.jsonl", "flows.har", "flows.db"]) {
         const port = freePort();
         const wg = freePort();
-        // -r old.db with modes: the old flow is printed, then the proxy serves (WireGuard too).
+        // -r old.db with modes: the old flow is printed (and copied to -w), then the proxy serves
+        // (WireGuard too).
         const two = new Cli([
           "--confdir",
           `${dir}/conf`,
@@ -236,7 +264,8 @@ Deno.test({
           await two.waitFor(() => flowLines(two.stdout, o).length === 2, "the new flow line");
           assert.equal(await two.stop("SIGINT"), 0);
           assert.equal(await mode(`${dir}/${name}`), "600");
-          check(await Deno.readTextFile(`${dir}/${name}`));
+          // The saved run first, then the live flow.
+          assert.deepEqual(await paths(`${dir}/${name}`), ["/old", "/new"], name);
         } finally {
           await two.stop("SIGKILL").catch(() => {});
         }

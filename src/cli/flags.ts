@@ -249,7 +249,8 @@ Flows:
                              EXPR (default: all)
   -r, --read FILE            print the flows of a saved run (a flow store, a
                              HAR file or -w JSON lines), -f applied; then exit,
-                             or run the --mode given too
+                             or run the --mode given too. With -w, its flows
+                             (--save-filter applied) are written there first
 
 Web UI:
   --web [HOST:]PORT          serve the web UI (flow list, filter, details) there;

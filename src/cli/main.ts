@@ -21,6 +21,7 @@ import { formatFlowLine, formatLogLine } from "./flow_line.ts";
 import { HarSpool } from "../flows/har_file.ts";
 import { FlowLogWriter } from "../flows/json_lines.ts";
 import { exportCommand } from "./export_command.ts";
+import { copySavedRun } from "./copy_run.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import { loadServerReplay, runClientReplay, serverReplaySummary } from "./replay_cli.ts";
@@ -130,6 +131,28 @@ async function printSavedRun(path: string, viewFilter: Filter | undefined, color
   return n;
 }
 
+/** `-r IN -w OUT`: copies IN's flows to OUT (see copy_run.ts); a failure is a start error. */
+async function copyReadToSave(
+  options: CliOptions,
+  saveFilter: Filter | undefined,
+): Promise<HarSpool | undefined> {
+  const output = options.save!;
+  const real = (path: string) => Deno.realPath(path).catch(() => path);
+  if ((await real(options.read!)) === (await real(output))) {
+    throw new StartError(`-r and -w name the same file (${output}); write the copy elsewhere`);
+  }
+  try {
+    const copied = await copySavedRun(options.read!, output, options.saveFormat ?? "store", saveFilter);
+    if (!options.quiet) {
+      console.error(`wirescope: copied ${copied.flows} flows from ${options.read} to ${output}`);
+    }
+    return copied.harSpool;
+  } catch (e) {
+    if (e instanceof FlowFileError) throw e;
+    throw new StartError(`cannot write ${output}: ${osReason(e)}`);
+  }
+}
+
 /**
  * Opens the flow store: `--store FILE`, or a new file per run in `<confdir>/flows/` named by the
  * start time, after removing the oldest runs there so that the newest {@link KEPT_RUNS} remain.
@@ -203,9 +226,15 @@ async function run(options: CliOptions): Promise<number> {
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
   const viewFilter = options.viewFilter === undefined ? undefined : compileFilter(options.viewFilter);
   const saveFilter = options.saveFilter === undefined ? undefined : compileFilter(options.saveFilter);
+  // -r with -w: the saved run goes to the -w file first (a HAR spool is carried on to the live run).
+  let copiedHar: HarSpool | undefined;
   if (options.read !== undefined) {
     await printSavedRun(options.read, viewFilter, color);
-    if (!options.modesGiven && !options.clientReplay) return 0;
+    if (options.save !== undefined) copiedHar = await copyReadToSave(options, saveFilter);
+    if (!options.modesGiven && !options.clientReplay) {
+      await copiedHar?.finish({ name: "wirescope", version: denoJson.version });
+      return 0;
+    }
   }
   await checkConfdir(options.confdir);
   // Before anything makes timers, so that all of them are seen.
@@ -308,7 +337,7 @@ async function run(options: CliOptions): Promise<number> {
     throw new StartError(`cannot open ${options.save}: ${(e as Error).message}`);
   }
   try {
-    if (options.har) har = await HarSpool.open(options.har);
+    if (options.har) har = copiedHar ?? await HarSpool.open(options.har);
   } catch (e) {
     await proxy.close(0);
     await closeStore();
