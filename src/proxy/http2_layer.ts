@@ -623,7 +623,8 @@ export class Http2Layer implements Layer {
   #flush(now: number, out: LayerCommand[]): void {
     if (this.#done) return;
     this.#startWaiting();
-    for (const pair of [...this.#byDown.values()]) {
+    // Deleting the entry being visited is safe in a Map's iteration.
+    for (const pair of this.#byDown.values()) {
       if (pair.requestOwed > 0 && !pair.waiting) {
         const sent = pair.requestOwed - (pair.up === null ? 0 : this.up.bufferedData(pair.up));
         if (sent > 0) {
@@ -667,8 +668,8 @@ export class Http2Layer implements Layer {
       this.#closeBoth(out);
       return;
     }
-    const deadlines = [this.down.deadline(), this.up.deadline()].filter((d): d is number => d !== null);
-    const next = deadlines.length > 0 ? Math.min(...deadlines) : null;
+    const a = this.down.deadline(), b = this.up.deadline();
+    const next = a === null ? b : b === null ? a : Math.min(a, b);
     if (next !== null && next !== this.#armed) {
       this.#armed = next;
       out.push({ type: "timer", delay: Math.max(0, next - now) });

@@ -192,22 +192,16 @@ function readPriority(p: Uint8Array, o: number): Priority {
  */
 export function parseFrame(h: FrameHeader, payload: Uint8Array): Frame {
   const { type, flags, streamId } = h;
-  const need0 = (what: string) => {
-    if (streamId !== 0) throw connectionError(ErrorCode.PROTOCOL_ERROR, `${what} on stream ${streamId}`);
-  };
-  const needStream = (what: string) => {
-    if (streamId === 0) throw connectionError(ErrorCode.PROTOCOL_ERROR, `${what} on stream 0`);
-  };
   switch (type) {
     case FrameType.DATA: {
-      needStream("DATA");
+      needStream(streamId, "DATA");
       const [data, padLength] = unpad(h, payload);
       const f: Frame = { type: "data", streamId, data, endStream: (flags & Flag.END_STREAM) !== 0 };
       if (padLength !== undefined) f.padLength = padLength;
       return f;
     }
     case FrameType.HEADERS: {
-      needStream("HEADERS");
+      needStream(streamId, "HEADERS");
       let [block, padLength] = unpad(h, payload);
       let priority: Priority | undefined;
       if (flags & Flag.PRIORITY) {
@@ -232,7 +226,7 @@ export function parseFrame(h: FrameHeader, payload: Uint8Array): Frame {
       return f;
     }
     case FrameType.PRIORITY: {
-      needStream("PRIORITY");
+      needStream(streamId, "PRIORITY");
       if (payload.length !== 5) {
         throw streamError(ErrorCode.FRAME_SIZE_ERROR, streamId, `PRIORITY of ${payload.length} bytes`);
       }
@@ -243,13 +237,13 @@ export function parseFrame(h: FrameHeader, payload: Uint8Array): Frame {
       return { type: "priority", streamId, priority };
     }
     case FrameType.RST_STREAM:
-      needStream("RST_STREAM");
+      needStream(streamId, "RST_STREAM");
       if (payload.length !== 4) {
         throw connectionError(ErrorCode.FRAME_SIZE_ERROR, `RST_STREAM of ${payload.length} bytes`);
       }
       return { type: "rst_stream", streamId, code: u32(payload, 0) };
     case FrameType.SETTINGS: {
-      need0("SETTINGS");
+      need0(streamId, "SETTINGS");
       const ack = (flags & Flag.ACK) !== 0;
       if (ack && payload.length !== 0) {
         throw connectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload");
@@ -267,7 +261,7 @@ export function parseFrame(h: FrameHeader, payload: Uint8Array): Frame {
       return { type: "settings", ack, settings };
     }
     case FrameType.PUSH_PROMISE: {
-      needStream("PUSH_PROMISE");
+      needStream(streamId, "PUSH_PROMISE");
       const [content, padLength] = unpad(h, payload);
       if (content.length < 4) throw connectionError(ErrorCode.FRAME_SIZE_ERROR, "PUSH_PROMISE too short");
       const f: Frame = {
@@ -281,13 +275,13 @@ export function parseFrame(h: FrameHeader, payload: Uint8Array): Frame {
       return f;
     }
     case FrameType.PING:
-      need0("PING");
+      need0(streamId, "PING");
       if (payload.length !== 8) {
         throw connectionError(ErrorCode.FRAME_SIZE_ERROR, `PING of ${payload.length} bytes`);
       }
       return { type: "ping", ack: (flags & Flag.ACK) !== 0, data: payload };
     case FrameType.GOAWAY:
-      need0("GOAWAY");
+      need0(streamId, "GOAWAY");
       if (payload.length < 8) {
         throw connectionError(ErrorCode.FRAME_SIZE_ERROR, `GOAWAY of ${payload.length} bytes`);
       }
@@ -308,11 +302,21 @@ export function parseFrame(h: FrameHeader, payload: Uint8Array): Frame {
       return { type: "window_update", streamId, increment };
     }
     case FrameType.CONTINUATION:
-      needStream("CONTINUATION");
+      needStream(streamId, "CONTINUATION");
       return { type: "continuation", streamId, block: payload, endHeaders: (flags & Flag.END_HEADERS) !== 0 };
     default:
       return { type: "unknown", frameType: type, flags, streamId, payload };
   }
+}
+
+/** Frames of connection scope: stream 0 only. */
+function need0(streamId: number, what: string): void {
+  if (streamId !== 0) throw connectionError(ErrorCode.PROTOCOL_ERROR, `${what} on stream ${streamId}`);
+}
+
+/** Frames of stream scope: never stream 0. */
+function needStream(streamId: number, what: string): void {
+  if (streamId === 0) throw connectionError(ErrorCode.PROTOCOL_ERROR, `${what} on stream 0`);
 }
 
 /** Checks one SETTINGS value's range (§6.5.2, RFC 8441 §3). */

@@ -437,26 +437,21 @@ export class Decoder {
     let tooLarge = false;
     let sawField = false;
     let sizeUpdates = 0;
-    const emit = (name: string, value: string, never: boolean) => {
-      sawField = true;
-      size += entrySize(name, value);
-      if (size > this.maxHeaderListSize) tooLarge = true;
-      if (!tooLarge) headers.push(never ? [name, value, true] : [name, value]);
-    };
+    const limit = this.maxHeaderListSize;
     while (r.pos < block.length) {
       const b = block[r.pos]!;
+      let name: string, value: string, never = false;
       if (b & 0x80) {
         // Indexed field (§6.1).
-        const index = r.integer(7);
-        const [name, value] = this.lookup(index);
-        emit(name, value, false);
+        const field = this.lookup(r.integer(7));
+        name = field[0];
+        value = field[1];
       } else if (b & 0x40) {
         // Literal with incremental indexing (§6.2.1).
         const index = r.integer(6);
-        const name = index === 0 ? r.string() : this.lookup(index)[0];
-        const value = r.string();
+        name = index === 0 ? r.string() : this.lookup(index)[0];
+        value = r.string();
         this.table.add(name, value);
-        emit(name, value, false);
       } else if (b & 0x20) {
         // Dynamic table size update (§6.3): only at the start of a block, at most two.
         if (sawField) throw new HpackError("table size update after a header field");
@@ -466,14 +461,18 @@ export class Decoder {
           throw new HpackError(`table size update to ${newSize} above the advertised ${this.maxTableSize}`);
         }
         this.table.setMaxSize(newSize);
+        continue;
       } else {
         // Literal without indexing (0000) or never indexed (0001) (§6.2.2, §6.2.3).
-        const never = (b & 0x10) !== 0;
+        never = (b & 0x10) !== 0;
         const index = r.integer(4);
-        const name = index === 0 ? r.string() : this.lookup(index)[0];
-        const value = r.string();
-        emit(name, value, never);
+        name = index === 0 ? r.string() : this.lookup(index)[0];
+        value = r.string();
       }
+      sawField = true;
+      size += name.length + value.length + 32; // entrySize()
+      if (size > limit) tooLarge = true;
+      if (!tooLarge) headers.push(never ? [name, value, true] : [name, value]);
     }
     return { headers, size, tooLarge };
   }
@@ -489,10 +488,13 @@ export class Decoder {
 
 // ---- encoder ---------------------------------------------------------------------------------
 
-const STATIC_FIELD = new Map<string, number>();
+/** Static table index by name, then value (nested maps: no key string is built per field). */
+const STATIC_FIELD = new Map<string, Map<string, number>>();
 const STATIC_NAME = new Map<string, number>();
 STATIC_TABLE.forEach(([name, value], i) => {
-  STATIC_FIELD.set(`${name}\0${value}`, i + 1);
+  let values = STATIC_FIELD.get(name);
+  if (!values) STATIC_FIELD.set(name, values = new Map());
+  if (!values.has(value)) values.set(value, i + 1);
   if (!STATIC_NAME.has(name)) STATIC_NAME.set(name, i + 1);
 });
 
@@ -507,7 +509,8 @@ export interface EncoderOptions {
 /** Encodes header blocks of one direction of a connection. */
 export class Encoder {
   readonly table: DynamicTable;
-  private readonly fieldSeq = new Map<string, number>();
+  /** Sequence number of the newest dynamic entry of each name and value. */
+  private readonly fieldSeq = new Map<string, Map<string, number>>();
   private readonly nameSeq = new Map<string, number>();
   /** Smallest size the table went through since the last block, and the final one (§4.2). */
   private pendingMin = -1;
@@ -522,8 +525,11 @@ export class Encoder {
     this.indexing = options.indexing ?? true;
     this.table = new DynamicTable(maxTableSize);
     this.table.onEvict = (name, value, seq) => {
-      const key = `${name}\0${value}`;
-      if (this.fieldSeq.get(key) === seq) this.fieldSeq.delete(key);
+      const values = this.fieldSeq.get(name);
+      if (values?.get(value) === seq) {
+        values.delete(value);
+        if (values.size === 0) this.fieldSeq.delete(name);
+      }
       if (this.nameSeq.get(name) === seq) this.nameSeq.delete(name);
     };
   }
@@ -546,7 +552,6 @@ export class Encoder {
       this.pendingMin = this.pendingFinal = -1;
     }
     for (const [name, value, never] of headers) {
-      const key = `${name}\0${value}`;
       if (never) {
         const nameIndex = this.nameIndex(name);
         w.integer(nameIndex, 4, 0x10);
@@ -554,7 +559,8 @@ export class Encoder {
         w.string(value, this.huffman);
         continue;
       }
-      const full = STATIC_FIELD.get(key) ?? this.dynamicIndex(this.fieldSeq.get(key));
+      const full = STATIC_FIELD.get(name)?.get(value) ??
+        this.dynamicIndex(this.fieldSeq.get(name)?.get(value));
       if (full) {
         w.integer(full, 7, 0x80);
         continue;
@@ -567,7 +573,9 @@ export class Encoder {
       if (index) {
         this.table.add(name, value);
         const seq = this.table.inserted - 1;
-        this.fieldSeq.set(key, seq);
+        let values = this.fieldSeq.get(name);
+        if (!values) this.fieldSeq.set(name, values = new Map());
+        values.set(value, seq);
         this.nameSeq.set(name, seq);
       }
     }
