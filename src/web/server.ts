@@ -378,7 +378,11 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
       flows: page.flows.map((f) => flowSummary(f.flow, { cursor: f.cursor, marked: f.marked, live: f.live })),
     };
     if (page.cursor !== undefined) body.cursor = page.cursor;
-    if (url.searchParams.get("count") === "1") body.total = await store.count(compiled);
+    // A count is one more pass over the store: asked for only when SQL answers it alone (a filter
+    // that reads bodies or runs regular expressions in JS would scan everything twice).
+    if (url.searchParams.get("count") === "1" && (!compiled || compiled.toSql().exact)) {
+      body.total = await store.count(compiled);
+    }
     return json(200, body);
   }
   const m = /^\/api\/flows\/([^/]+)(?:\/(request|response)\/body)?$/.exec(path);

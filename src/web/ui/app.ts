@@ -21,7 +21,7 @@ import { formatDuration, formatSize, formatTime, h, hexDump, replace } from "./d
 
 const ROW_HEIGHT = 24;
 const FIRST_PAGE = 200;
-const PAGE = 2000;
+const PAGE = 5000;
 const CSRF_HEADER = "X-Wirescope-Csrf";
 
 const COLUMNS: { key: string; title: string; cell: (f: FlowSummary) => string }[] = [
@@ -136,7 +136,11 @@ function render(): void {
       (cells[c] as HTMLElement).textContent = f ? COLUMNS[c]!.cell(f) : c === 0 ? "…" : "";
     }
   }
-  countLabel.textContent = `${state.rows.length.toLocaleString("en")} of ${total.toLocaleString("en")} flows`;
+  // Without a count from the server (a filter SQL cannot answer alone), the list grows as pages come.
+  const more = state.cursor !== null && state.total <= state.rows.length ? "+" : "";
+  countLabel.textContent = `${state.rows.length.toLocaleString("en")} of ${
+    total.toLocaleString("en")
+  }${more} flows`;
   // Figures for bench/web_ui.ts: when the list first showed flows, and how long a filter took.
   if (state.rows.length > 0 || state.cursor === null) {
     const d = document.body.dataset;
@@ -146,7 +150,8 @@ function render(): void {
       filterStarted = undefined;
     }
   }
-  if (last > state.rows.length && state.cursor !== null) void loadMore();
+  // Within a screen of the loaded end: the next page (also when the total is not known).
+  if (last + visible > state.rows.length && state.cursor !== null) void loadMore();
 }
 
 async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
