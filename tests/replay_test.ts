@@ -208,3 +208,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "proxy.replay(): an unreachable server or a refused destination gives a flow with the error",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-replay-fail-" });
+    // A port nothing listens on (taken, then freed).
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const closedPort = (l.addr as Deno.NetAddr).port;
+    l.close();
+    const original: HttpFlow = {
+      id: "orig-1",
+      type: "http",
+      client: { address: { hostname: "127.0.0.1", port: 1 }, mode: "regular" },
+      server: { address: { hostname: "127.0.0.1", port: closedPort } },
+      timestampStart: 0,
+      request: {
+        method: "GET",
+        scheme: "http",
+        host: "127.0.0.1",
+        port: closedPort,
+        path: "/x",
+        url: `http://127.0.0.1:${closedPort}/x`,
+        httpVersion: "HTTP/1.1",
+        headers: [["Host", `127.0.0.1:${closedPort}`]],
+        body: { content: new Uint8Array(0), size: 0, truncated: false },
+        timestampStart: 0,
+      },
+    };
+    const open = await startProxy({
+      modes: [],
+      confdir: `${dir}/conf`,
+      allowLocalDestinations: true,
+      onLog: () => {},
+    });
+    const guarded = await startProxy({ modes: [], confdir: `${dir}/conf`, onLog: () => {} });
+    try {
+      const failed = await open.replay(original);
+      assert.equal(failed.replayOf, "orig-1");
+      assert.equal(failed.response?.status, 502);
+      assert.match(failed.error!.message, /cannot connect to 127\.0\.0\.1:\d+/);
+      const refused = await guarded.replay(original);
+      assert.equal(refused.response?.status, 502);
+      assert.match(refused.error!.message, /allow-local-destinations/);
+      await assert.rejects(open.replay("no-such-id"), /no flow store/);
+    } finally {
+      await open.close();
+      await guarded.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
