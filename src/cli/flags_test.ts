@@ -276,7 +276,10 @@ Deno.test("parseFlags() reads the genkey and pubkey commands", () => {
   assert.equal(parseFlags(["genkey"]).command, "genkey");
   assert.equal(parseFlags(["pubkey"]).command, "pubkey");
   assert.equal("command" in parseFlags([]), false);
-  assertUsageError(["serve"], /^unknown command: serve \(expected genkey or pubkey; see --help\)$/);
+  assertUsageError(
+    ["serve"],
+    /^unknown command: serve \(expected genkey, pubkey or export, which comes first; see --help\)$/,
+  );
   assertUsageError(["genkey", "extra"], /^unexpected argument after genkey: extra$/);
 });
 
