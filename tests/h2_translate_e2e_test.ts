@@ -35,6 +35,15 @@ async function waitFlows(flows: Flow[], match: (f: HttpFlow) => boolean, count =
   throw new Error(`expected ${count} flows, have ${have}`);
 }
 
+/** Where scripts/setup.sh built h2spec (`go install`). */
+async function h2specPath(): Promise<string> {
+  const out = await new Deno.Command("go", { args: ["env", "GOPATH"], stdout: "piped", stderr: "null" })
+    .output()
+    .catch(() => null);
+  const gopath = out?.success ? decoder.decode(out.stdout).trim() : `${Deno.env.get("HOME")}/go`;
+  return `${gopath}/bin/h2spec`;
+}
+
 function listen(server: { listen(port: number, host: string, cb: () => void): unknown; address(): unknown }) {
   return new Promise<number>((resolve) =>
     server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port))
@@ -72,6 +81,8 @@ function h1Handler(req: http.IncomingMessage, res: http.ServerResponse): void {
     res.write("part one, ");
     res.addTrailers({ "x-checksum": "abc123" });
     res.end("part two");
+  } else if (path === "/") {
+    res.end("index\n");
   } else if (path.startsWith("/item/")) {
     res.end(`item ${path.slice(6)}`);
   } else {
@@ -268,6 +279,33 @@ Deno.test({
           assert.ok(flows.length - since >= 50);
           const opened = tlsConnections - before;
           assert.ok(opened >= 1 && opened <= 6, `${opened} upstream connections`);
+        } finally {
+          shim.close();
+        }
+      });
+
+      await t.step("h2spec --strict against the translating proxy (TLS)", async () => {
+        const shim = connectShim(proxyPort, `127.0.0.1:${tlsPort}`);
+        try {
+          const out = await new Deno.Command(await h2specPath(), {
+            args: ["-t", "-k", "-h", "127.0.0.1", "-p", String(shim.port), "--strict", "--timeout", "5"],
+            stdout: "piped",
+            stderr: "piped",
+          }).output();
+          const text = decoder.decode(out.stdout);
+          const summary = text.match(/(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed/);
+          assert.ok(summary, text.slice(-2000));
+          assert.ok(Number(summary[1]) >= 146, summary[0]);
+          // The origin answers at the request head, without waiting for the body: a few cases that
+          // send a bad frame after the HEADERS race its answer (as with nginx in proxy_e2e_test.ts).
+          const racy = [
+            'content-length" header field which does not equal',
+            "contains a pseudo-header field as trailers",
+            "advertised concurrent stream limit to be exceeded",
+          ];
+          const report = text.includes("Failures:") ? text.slice(text.indexOf("Failures:")) : "";
+          const failures = report.split("\n").filter((l) => /^\s*× /.test(l));
+          assert.deepEqual(failures.filter((l) => !racy.some((r) => l.includes(r))), [], report);
         } finally {
           shim.close();
         }

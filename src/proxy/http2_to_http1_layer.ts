@@ -597,10 +597,16 @@ export class Http2ToHttp1Layer implements Layer {
       const decoder = conn.decoder!;
       const { used, data, done } = decoder.push(conn.buf);
       conn.buf = conn.buf.subarray(used);
-      for (const piece of data) {
-        if (piece.byteLength === 0) continue;
+      // The last piece of a body without trailers carries END_STREAM (no empty DATA frame after).
+      const endsHere = done && decoder.trailers.length === 0;
+      const pieces = data.filter((piece) => piece.byteLength > 0);
+      pieces.forEach((piece, i) => {
         appendBody(ex.flow.response!.body, piece, this.#o.bodyLimit);
-        this.down.sendData(ex.id, piece, false);
+        this.down.sendData(ex.id, piece, endsHere && i === pieces.length - 1);
+      });
+      if (endsHere && pieces.length > 0) {
+        this.#responseEnded(conn, ex, now, out);
+        return;
       }
       if (!done) {
         if (!conn.paused && this.down.bufferedData(ex.id) > PAUSE_AT) {
