@@ -85,7 +85,7 @@ Deno.test("web API: pages by cursor with a count, bad filters with their column,
     assert.equal(detail.body.request!.method, gz.request.method);
     for (const f of [gz, br]) {
       const raw = await fetch(`${base}/api/flows/${f.id}/response/body`, { headers: { cookie } });
-      assert.deepEqual(new Uint8Array(await raw.arrayBuffer()), f.response!.body.content);
+      assert.deepEqual(new Uint8Array(await raw.arrayBuffer()), new Uint8Array(f.response!.body.content));
       const decoded = await fetch(`${base}/api/flows/${f.id}/response/body?decode=1`, {
         headers: { cookie },
       });
