@@ -3,9 +3,11 @@ import type { ByteStream } from "./byte_stream.ts";
 import { FlowBus } from "../flows/flow.ts";
 import { Http1Layer } from "./http1_layer.ts";
 import { type HeadTimeout, runLayer } from "./layer_runner.ts";
+import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 
 /** An in-memory stream: the test pushes what the peer sends and reads what was written. */
 class MemoryStream implements ByteStream {
@@ -183,4 +185,76 @@ Deno.test("runLayer() reads a server connection handed over at once with one loo
   client.push(null);
   server.push(null);
   await ended(run);
+});
+
+Deno.test("runLayer() keeps numbered server connections apart, pauses one on request, closes the rest at the end", async () => {
+  const client = new MemoryStream();
+  const written = () => client.written;
+  const servers = [new MemoryStream(), new MemoryStream()];
+  const events: string[] = [];
+  // A toy pooled layer: two connections; what each sends goes to the client tagged with its
+  // number; the first bytes from connection 2 pause it until the client says "go".
+  const layer: Layer = {
+    handle(e: LayerEvent): LayerCommand[] {
+      const conn = "conn" in e ? e.conn : undefined;
+      events.push(`${e.type}${conn === undefined ? "" : ` ${conn}`}`);
+      if (e.type === "server-connected") {
+        return [{ type: "send", to: "server", data: enc.encode(`hello ${conn}`), conn: conn! }];
+      }
+      if (e.type === "data" && e.from === "server") {
+        const out: LayerCommand[] = [{
+          type: "send",
+          to: "client",
+          data: enc.encode(`${conn}:${dec.decode(e.data)};`),
+        }];
+        if (conn === 2) out.push({ type: "pause-reading", from: "server", conn: 2, paused: true });
+        return out;
+      }
+      if (e.type === "data" && e.from === "client") {
+        const text = dec.decode(e.data);
+        if (text === "go") return [{ type: "pause-reading", from: "server", conn: 2, paused: false }];
+        if (text === "close 1") return [{ type: "close", to: "server", reset: false, conn: 1 }];
+      }
+      if (e.type === "eof" && e.from === "client") return [{ type: "close", to: "client", reset: false }];
+      return [];
+    },
+  };
+  let opened = 0;
+  const run = runLayer({
+    layer,
+    client,
+    server: null,
+    openServer: () =>
+      Promise.resolve({ stream: servers[opened++]!, remote: { hostname: "10.9.9.9", port: 80 } }),
+    bus: new FlowBus(),
+    initialCommands: [
+      { type: "open-server", address: { hostname: "10.9.9.9", port: 80 }, conn: 1 },
+      { type: "open-server", address: { hostname: "10.9.9.9", port: 80 }, conn: 2 },
+    ],
+  });
+  await sleep(30);
+  assert.deepEqual(servers.map((s) => s.written), ["hello 1", "hello 2"]);
+  servers[0]!.push("a");
+  servers[1]!.push("b");
+  await sleep(30);
+  servers[1]!.push("c"); // connection 2 is paused: this waits
+  servers[0]!.push("d");
+  await sleep(50);
+  assert.equal(written(), "1:a;2:b;1:d;");
+  client.push("go");
+  await sleep(30);
+  assert.equal(written(), "1:a;2:b;1:d;2:c;");
+  client.push("close 1");
+  await sleep(30);
+  assert.deepEqual(servers[0]!.closedWith?.reset, false);
+  assert.equal(servers[1]!.closedWith, null, "only connection 1 was closed");
+  servers[0]!.push("late"); // nothing is read from a closed connection
+  client.push(null);
+  await ended(run);
+  assert.notEqual(servers[1]!.closedWith, null, "the run's end closes the pooled connection left");
+  assert.deepEqual(events.filter((e) => e.startsWith("server-connected")), [
+    "server-connected 1",
+    "server-connected 2",
+  ]);
+  assert.equal(written(), "1:a;2:b;1:d;2:c;");
 });
