@@ -82,8 +82,16 @@ export interface Http2ToHttp1LayerOptions {
   serverTimeout?: number;
 }
 
-/** Each client stream's receive window (as in the HTTP/2 relay). */
-const STREAM_WINDOW = 256 * 1024;
+/**
+ * The client's streams: at most {@link MAX_STREAMS} at once, each with a {@link STREAM_WINDOW}
+ * receive window, under a connection window as large as all of them together. A request waiting
+ * for a pooled connection keeps its body bytes (not given back); were the connection window
+ * smaller than what waiting streams can hold, uploads waiting behind the pool would take all of
+ * it and stall the uploads in progress, which must end before a connection frees up: deadlock.
+ * The product (8 MiB) bounds what the layer holds per client connection.
+ */
+const MAX_STREAMS = 64;
+const STREAM_WINDOW = 128 * 1024;
 /** Response bytes queued toward one client stream past which its upstream connection is not read. */
 export const PAUSE_AT = 256 * 1024;
 /** Connection-specific fields that never cross between HTTP/1.1 and HTTP/2 (RFC 9113 §8.2.2). */
@@ -183,7 +191,12 @@ export class Http2ToHttp1Layer implements Layer {
     this.#poolSize = Math.max(1, options.poolSize ?? 6);
     this.down = new Http2Connection(
       "server",
-      { initialWindowSize: STREAM_WINDOW, ...options.clientSide },
+      {
+        maxConcurrentStreams: MAX_STREAMS,
+        initialWindowSize: STREAM_WINDOW,
+        connectionWindowSize: MAX_STREAMS * STREAM_WINDOW,
+        ...options.clientSide,
+      },
       options.now,
     );
   }

@@ -541,3 +541,28 @@ Deno.test("h2→h1: a server that makes no progress for serverTimeout: 504, or a
   assert.equal(rig.of("reset", b)[0]!.code, ErrorCode.INTERNAL_ERROR);
   assert.match(rig.ended()[1]!.error!.message, /in the middle of the response body/);
 });
+
+Deno.test("h2→h1: uploads waiting for the pool do not take the window of uploads in progress", () => {
+  // Pool of 2, 8 uploads: 6 wait with a full stream window of body each; the 2 in progress
+  // must still get 1 MB through (with a connection window smaller than what the waiting
+  // streams hold, they would stall for good, and no connection would ever free up).
+  const rig = new Rig({ poolSize: 2 });
+  rig.connect(1);
+  const ids: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    ids.push(rig.client.request(
+      [[":method", "POST"], [":scheme", "https"], [":authority", "origin.test"], [":path", `/u${i}`]],
+      false,
+    ));
+  }
+  rig.pump();
+  rig.connect(2);
+  // The waiting streams fill their windows first, then the two in progress send.
+  for (const id of ids.slice(2)) rig.client.sendData(id, new Uint8Array(1 << 20));
+  for (let i = 0; i < 50; i++) rig.pump();
+  for (const id of ids.slice(0, 2)) rig.client.sendData(id, new Uint8Array(1 << 20));
+  for (let i = 0; i < 200; i++) rig.pump();
+  const sizes = [1, 2].map((c) => rig.take(c).length);
+  for (const size of sizes) assert.ok(size > 1 << 20, `${size} bytes went up`);
+  assert.equal(rig.layer.stats().waiting, 6);
+});
