@@ -16,6 +16,8 @@ const option = (name: string, fallback: number) =>
 const REQUESTS = option("--requests", 20_000);
 const CONNECTIONS = option("--connections", 10);
 const ROUNDS = option("--rounds", 3);
+/** With `--prof DIR`, the store-on proxies run with `--cpu-prof` into DIR (main thread and worker). */
+const PROF = args.includes("--prof") ? args[args.indexOf("--prof") + 1] : undefined;
 const root = new URL("..", import.meta.url).pathname;
 
 function freePort(): number {
@@ -31,12 +33,26 @@ async function run(cmd: string, cmdArgs: string[]): Promise<void> {
 }
 
 /** CPU time (user + system, all threads) of a process so far, in ms. */
-function cpuMs(pid: number, thread = false): number {
+function cpuMs(pid: number, thread = false, path?: string): number {
   // With `thread`, the main thread alone (its task id is the process id).
-  const stat = Deno.readTextFileSync(thread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`);
+  const stat = Deno.readTextFileSync(
+    path ?? (thread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`),
+  );
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // utime and stime are fields 14 and 15 (1-based) of the whole line, in clock ticks (100 Hz).
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** CPU time (ms) of the threads of `pid` whose name starts with `prefix` (e.g. "worker-"). */
+function threadsCpuMs(pid: number, prefix: string): number {
+  let ms = 0;
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      if (!Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/comm`).startsWith(prefix)) continue;
+      ms += cpuMs(Number(t.name), false, `/proc/${pid}/task/${t.name}/stat`);
+    } catch { /* the thread is gone */ }
+  }
+  return ms;
 }
 
 async function waitForPort(port: number, ms = 60_000): Promise<void> {
@@ -87,16 +103,24 @@ try {
   children.push(origin);
   await waitForPort(originPort);
 
+  interface Figures {
+    rate: number;
+    cpu: number;
+    main: number;
+    worker: number;
+    others: number;
+  }
   const measure = async (
     store: boolean,
     round: number,
-  ): Promise<{ rate: number; cpu: number; main: number }> => {
+  ): Promise<Figures> => {
     const port = freePort();
     const confdir = `${dir}/conf`;
     const proxy = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "-A",
+        ...(store && PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []),
         `${root}mod.ts`,
         "-q",
         "--confdir",
@@ -120,7 +144,7 @@ try {
           `url = "https://127.0.0.1:${originPort}/"\noutput = "/dev/null"\n`.repeat(n),
         );
         const t0 = performance.now();
-        const out = await new Deno.Command("curl", {
+        const child = new Deno.Command("curl", {
           args: [
             "-sS",
             "--fail",
@@ -136,20 +160,39 @@ try {
           ],
           stdout: "null",
           stderr: "piped",
-        }).output();
+        }).spawn();
+        // curl's CPU, read until it exits (the last reading is at most 20 ms short).
+        let curlMs = 0;
+        let running = true;
+        const watch = (async () => {
+          while (running) {
+            try {
+              curlMs = cpuMs(child.pid);
+            } catch { /* exited */ }
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        })();
+        const out = await child.output();
+        running = false;
+        await watch;
         if (!out.success) throw new Error(`curl: ${new TextDecoder().decode(out.stderr)}`);
-        return n / ((performance.now() - t0) / 1000);
+        return { rate: n / ((performance.now() - t0) / 1000), curlMs };
       };
       await curl(1000); // warm-up: connections, certificates, JIT
       const cpu0 = cpuMs(proxy.pid);
       const main0 = cpuMs(proxy.pid, true);
-      const rate = await curl(REQUESTS);
-      // The proxy's CPU per request (µs), worker included, and its main thread's alone: steadier
-      // than req/s on a shared machine.
+      const worker0 = threadsCpuMs(proxy.pid, "worker-");
+      const origin0 = cpuMs(origin.pid);
+      const { rate, curlMs } = await curl(REQUESTS);
+      // CPU per request (µs): the proxy's (worker included), its main thread's and its store
+      // worker's alone (steadier than req/s on a shared machine), and the other two processes'.
+      const per = (ms: number) => (ms * 1000) / REQUESTS;
       return {
         rate,
-        cpu: ((cpuMs(proxy.pid) - cpu0) * 1000) / REQUESTS,
-        main: ((cpuMs(proxy.pid, true) - main0) * 1000) / REQUESTS,
+        cpu: per(cpuMs(proxy.pid) - cpu0),
+        main: per(cpuMs(proxy.pid, true) - main0),
+        worker: per(threadsCpuMs(proxy.pid, "worker-") - worker0),
+        others: per(curlMs + cpuMs(origin.pid) - origin0),
       };
     } finally {
       proxy.kill("SIGTERM");
@@ -157,29 +200,40 @@ try {
     }
   };
 
-  const off: { rate: number; cpu: number; main: number }[] = [];
-  const on: { rate: number; cpu: number; main: number }[] = [];
+  const off: Figures[] = [];
+  const on: Figures[] = [];
+  const show = (x: Figures) =>
+    `${x.rate.toFixed(0)} req/s, proxy ${x.cpu.toFixed(0)} µs CPU/req (main thread ${x.main.toFixed(0)}, ` +
+    `store worker ${x.worker.toFixed(0)}), curl + origin ${x.others.toFixed(0)}`;
   for (let i = 0; i < ROUNDS; i++) {
-    off.push(await measure(false, i));
-    on.push(await measure(true, i));
-    const [x, y] = [off.at(-1)!, on.at(-1)!];
-    console.log(
-      `round ${i + 1}: store off ${x.rate.toFixed(0)} req/s ${x.cpu.toFixed(0)} µs CPU/req ` +
-        `(main thread ${x.main.toFixed(0)}), on ${y.rate.toFixed(0)} req/s ${y.cpu.toFixed(0)} µs CPU/req ` +
-        `(main thread ${y.main.toFixed(0)})`,
-    );
+    // Which goes first alternates: a machine that gets busier or quieter favours neither.
+    if (i % 2 === 0) {
+      off.push(await measure(false, i));
+      on.push(await measure(true, i));
+    } else {
+      on.push(await measure(true, i));
+      off.push(await measure(false, i));
+    }
+    console.log(`round ${i + 1}: store off ${show(off.at(-1)!)}; on ${show(on.at(-1)!)}`);
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const a = median(off.map((r) => r.rate)), b = median(on.map((r) => r.rate));
-  const ca = median(off.map((r) => r.cpu)), cb = median(on.map((r) => r.cpu));
-  const ma = median(off.map((r) => r.main)), mb = median(on.map((r) => r.main));
+  const m = (rs: Figures[], key: keyof Figures) => median(rs.map((r) => r[key]));
+  const a = m(off, "rate"), b = m(on, "rate");
   console.log(
-    `proxy CPU per request (median): store off ${ca.toFixed(0)} µs, on ${cb.toFixed(0)} µs; ` +
-      `main thread alone: off ${ma.toFixed(0)} µs, on ${mb.toFixed(0)} µs`,
+    `CPU per request (medians, µs): store off: proxy ${m(off, "cpu").toFixed(0)} (main thread ${
+      m(off, "main").toFixed(0)
+    }), curl + origin ${m(off, "others").toFixed(0)}; store on: proxy ${
+      m(on, "cpu").toFixed(0)
+    } (main thread ${m(on, "main").toFixed(0)}, store worker ${m(on, "worker").toFixed(0)}), curl + origin ${
+      m(on, "others").toFixed(0)
+    }`,
   );
+  // Each round's on/off ratio: the two runs of a round are next to each other in time.
+  const ratios = on.map((r, i) => r.rate / off[i]!.rate);
   console.log(
     `HTTPS req/s through the explicit proxy (curl, ${CONNECTIONS} connections, ${REQUESTS} requests, median of ${ROUNDS}): ` +
-      `store off ${a.toFixed(0)}, store on ${b.toFixed(0)} (${((b / a - 1) * 100).toFixed(1)}%)`,
+      `store off ${a.toFixed(0)}, store on ${b.toFixed(0)} (${((b / a - 1) * 100).toFixed(1)}%; ` +
+      `median of the rounds' ratios ${((median(ratios) - 1) * 100).toFixed(1)}%)`,
   );
 } finally {
   for (const c of children) {

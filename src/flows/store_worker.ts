@@ -5,12 +5,13 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { type FlowRow, type RetentionEvent, SqliteFlowStore, type SqliteFlowStoreOptions } from "./store.ts";
+import { type PackedRows, unpackRows } from "./row_pack.ts";
+import { type RetentionEvent, SqliteFlowStore, type SqliteFlowStoreOptions } from "./store.ts";
 
 /** Messages to the worker. */
 export type ToWorker =
   | { kind: "open"; path: string; options: Pick<SqliteFlowStoreOptions, "bodyLimit" | "maxBytes"> }
-  | { kind: "write"; seq: number; rows: FlowRow[] }
+  | { kind: "write"; seq: number; rows: PackedRows }
   | { kind: "close" };
 
 /** Messages from the worker. */
@@ -54,8 +55,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const s = store;
       if (s) {
         try {
+          const rows = unpackRows(m.rows);
           s.batch(() => {
-            for (const row of m.rows) s.writeRow(row);
+            for (const row of rows) s.writeRow(row);
           });
         } catch (e) {
           commitFailures++;

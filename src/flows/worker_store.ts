@@ -6,8 +6,9 @@
  * (JSON encoding ~10 µs, the row with its indexes, the blobs; measured over `syntheticFlow(i, 100)`
  * flows). At 6,000 HTTPS requests a second that is half the main thread: recording on the main
  * thread cut the proxy's req/s by 44% (bench/store_load.ts). Here the main thread only encodes
- * each flow (JSON with its bytes apart, ~10 µs; a structured clone of the flow costs ~21 µs) and
- * hands the batch over; the worker commits it.
+ * each flow (JSON with its bytes apart, ~5-9 µs; a structured clone of the flow costs ~21 µs) and
+ * hands the batch over packed (src/flows/row_pack.ts: one string and one transferred buffer; the
+ * array of row objects it replaced cost ~15 µs a flow to clone); the worker commits it.
  *
  * Reads (`query`, `get`, `count`) and the rare edits (`delete`, `setMark`, `setComment`...) run on a
  * connection of the main thread: WAL mode lets them read while the worker writes. `put` and
@@ -31,6 +32,7 @@ import {
   type SqliteFlowStoreOptions,
   type StoredFlow,
 } from "./store.ts";
+import { RowPacker } from "./row_pack.ts";
 import type { FromWorker, ToWorker } from "./store_worker.ts";
 
 /** Options of {@link WorkerFlowStore.open}: those of {@link SqliteFlowStore} but read-only. */
@@ -43,8 +45,7 @@ export class WorkerFlowStore implements FlowStore {
   #reader: SqliteFlowStore;
   #worker: Worker;
   #options: WorkerFlowStoreOptions;
-  #outbox: FlowRow[] = [];
-  #transfer: ArrayBuffer[] = [];
+  #outbox = new RowPacker();
   #sendScheduled = false;
   #inBatch = false;
   #seq = 0;
@@ -144,14 +145,7 @@ export class WorkerFlowStore implements FlowStore {
       this.#report(`flow store write failed: ${(e as Error).message}`);
       return;
     }
-    // Copies of just the bytes, handed over whole: posting a view would copy its whole buffer
-    // (a body's buffer may be twice its content).
-    row.encoded.blobs = row.encoded.blobs.map((b) => {
-      const copy = b.slice();
-      this.#transfer.push(copy.buffer);
-      return copy;
-    });
-    this.#outbox.push(row);
+    this.#outbox.add(row);
     if (this.#inBatch || this.#sendScheduled) return;
     this.#sendScheduled = true;
     queueMicrotask(() => this.#send());
@@ -159,13 +153,12 @@ export class WorkerFlowStore implements FlowStore {
 
   #send(): void {
     this.#sendScheduled = false;
-    if (this.#outbox.length === 0) return;
-    const message: ToWorker = { kind: "write", seq: ++this.#seq, rows: this.#outbox };
-    const transfer = this.#transfer;
-    this.#outbox = [];
-    this.#transfer = [];
+    if (this.#outbox.count === 0) return;
+    const rows = this.#outbox.take();
+    const message: ToWorker = { kind: "write", seq: ++this.#seq, rows };
     try {
-      this.#worker.postMessage(message, transfer);
+      // One string copied and one buffer handed over, whatever the number of flows.
+      this.#worker.postMessage(message, [rows.bytes]);
     } catch (e) {
       this.#stats.writeErrors++;
       this.#report(`flow store write failed: ${(e as Error).message}`);
