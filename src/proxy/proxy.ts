@@ -422,6 +422,9 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
               try {
                 conn = await listener.accept();
                 pause = 0;
+                // Heads and bodies go out as separate writes: with Nagle on, the second waited for
+                // the client's delayed ACK (~40 ms per keep-alive request).
+                conn.setNoDelay(true);
               } catch (e) {
                 if (
                   stopping || e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted
