@@ -13,6 +13,8 @@ import { SqliteFlowStore } from "../src/flows/store.ts";
 import { compileFilter, FilterSyntaxError } from "../src/flows/filter.ts";
 import { startWebUi } from "../src/web/server.ts";
 import { Chromium } from "./chromium.ts";
+import { Rig } from "./rig.ts";
+import { generatePrivateKey } from "../src/core/keys.ts";
 
 const PNG = Uint8Array.from(
   atob(
@@ -280,6 +282,67 @@ Deno.test({
       await origin.shutdown();
       await Deno.remove(dir, { recursive: true });
       await Deno.remove(home, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "web UI on all addresses: a WireGuard client cannot reach it through the tunnel (allowLocalDestinations on)",
+  ignore: Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-web-rig-" });
+    // A service on every address of this host: reachable through the tunnel (allowLocalDestinations),
+    // unlike the UI next to it.
+    const other = Deno.serve({ hostname: "0.0.0.0", port: 0, onListen() {} }, () => new Response("other"));
+    const store = SqliteFlowStore.open(`${dir}/flows.db`);
+    const proxy = await startProxy({
+      modes: [{ kind: "wireguard", port: 0, privateKey: generatePrivateKey(), peers: [] }],
+      confdir: `${dir}/conf`,
+      allowLocalDestinations: true,
+      store,
+      onLog: () => {},
+    });
+    const web = await startWebUi({ proxy, hostname: "0.0.0.0", port: 0 });
+    const wg = proxy.wireguard[0]!;
+    let rig: Rig | null = null;
+    try {
+      rig = await Rig.create(2, wg.publicKey, wg.addr.port, (publicKey) => wg.addPeer({ publicKey }));
+      const client = rig.clients[0]!;
+      // An address of this host that client 0 reaches through the tunnel (its default route): the
+      // host's end of client 1's veth (the next /30). Client 0's own veth address is on a directly
+      // connected route, past the tunnel.
+      const n = rig.hostAddress.split(".").reduce((acc, part) => acc * 256 + Number(part), 0) + 4;
+      const host = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+      const connections0 = proxy.stats().connections;
+      const curl = async (url: string) =>
+        (await client.exec(
+          ["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", url],
+          {
+            allowFail: true,
+          },
+        )).trim();
+      // The host is reachable through the tunnel...
+      assert.equal(await curl(`http://${host}:${other.addr.port}/`), "200");
+      assert.equal(proxy.stats().connections, connections0 + 1, "the request went through the tunnel");
+      // ...but not the UI: the proxy refuses the destination (502), the UI never answers (it would say 401).
+      const blocked0 = proxy.stats().blockedDestinations;
+      assert.equal(await curl(`http://${host}:${web.addr.port}/`), "502");
+      assert.equal(await curl(`http://${host}:${web.addr.port}/api/flows`), "502");
+      assert.equal(proxy.stats().blockedDestinations, blocked0 + 2);
+      // From the host itself the UI answers (without the token: 401).
+      const direct = await fetch(`http://${host}:${web.addr.port}/api/flows`);
+      assert.equal(direct.status, 401);
+      await direct.body?.cancel();
+    } finally {
+      await rig?.close();
+      await web.close();
+      await proxy.close();
+      await store.close();
+      await other.shutdown();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
