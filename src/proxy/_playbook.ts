@@ -22,10 +22,12 @@ import type { RequestVerdict } from "./request_hook.ts";
 
 /** A command as a playbook expects it. */
 export type Expected =
-  | { type: "send"; to: Side; data: string }
+  /** `conn`: the numbered server connection, for layers that keep several (see layer.ts). */
+  | { type: "send"; to: Side; data: string; conn?: number }
   | { type: "shutdown"; to: Side }
-  | { type: "close"; to: Side; reset: boolean }
-  | { type: "open-server"; address: HostPort }
+  | { type: "close"; to: Side; reset: boolean; conn?: number }
+  | { type: "open-server"; address: HostPort; conn?: number }
+  | { type: "pause-reading"; from: "server"; conn: number; paused: boolean }
   | { type: "tunnel"; address: HostPort; buffered: string; httpVersion: string }
   /** `flow` holds only the fields to compare (nested objects are compared field by field too). */
   | { type: "flow"; event: "start" | "update" | "end"; flow: Record<string, unknown> }
@@ -173,7 +175,12 @@ export function play(layer: Layer, script: Script): LayerCommand[] {
 function readable(command: LayerCommand): unknown {
   switch (command.type) {
     case "send":
-      return { type: "send", to: command.to, data: latin1(command.data) };
+      return {
+        type: "send",
+        to: command.to,
+        data: latin1(command.data),
+        ...(command.conn !== undefined ? { conn: command.conn } : {}),
+      };
     case "tunnel":
       return {
         type: "tunnel",

@@ -7,11 +7,11 @@ import {
   responseFields,
 } from "./http2_to_http1_layer.ts";
 import { type ConnectionOptions, Http2Connection, type Http2Event } from "./http2/connection.ts";
-import { ErrorCode } from "./http2/frames.ts";
+import { ErrorCode, serializeFrame } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
 import type { HttpFlow } from "../flows/flow.ts";
 import type { LayerCommand, LayerEvent } from "./layer.ts";
-import { bytes, counter, latin1 } from "./_playbook.ts";
+import { bytes, counter, type Expected, flow, fromClient, latin1, play, send } from "./_playbook.ts";
 
 const SERVER = { hostname: "10.9.9.9", port: 443 };
 const REMOTE = { hostname: "10.9.9.9", port: 443 };
@@ -565,4 +565,54 @@ Deno.test("h2→h1: uploads waiting for the pool do not take the window of uploa
   const sizes = [1, 2].map((c) => rig.take(c).length);
   for (const size of sizes) assert.ok(size > 1 << 20, `${size} bytes went up`);
   assert.equal(rig.layer.stats().waiting, 6);
+});
+
+Deno.test("h2→h1: the exact commands of one exchange on a pooled connection (playbook)", () => {
+  const layer = new Http2ToHttp1Layer(options());
+  const start = layer.start();
+  assert.deepEqual(start.map((c) => c.type), ["open-server", "send", "timer"]);
+  assert.deepEqual(start[0], { type: "open-server", address: SERVER, conn: 1 });
+  const client = new Http2Connection("client");
+  client.receive((start[1] as { data: Uint8Array }).data, 1);
+  client.request(get("/p", [["accept", "*/*"]]), true);
+  const hello = client.output();
+  // What the layer's codec must write for the answer: a fresh server endpoint that saw the same.
+  const reference = new Http2Connection("server");
+  reference.receive(hello, 1);
+  reference.output();
+  reference.sendHeaders(
+    1,
+    [[":status", "200"], ["content-type", "text/plain"], ["content-length", "2"]],
+    false,
+  );
+  reference.sendData(1, bytes("ok"), true);
+  const answer = latin1(reference.output());
+  const toServer = (data: string): Expected => ({ type: "send", to: "server", data, conn: 1 });
+  play(layer, [
+    { type: "server-connected", address: REMOTE, now: 2, conn: 1 },
+    [],
+    fromClient(hello, 3),
+    [
+      flow("start", { streamId: 1, request: { method: "GET", path: "/p", httpVersion: "HTTP/2.0" } }),
+      toServer("GET /p HTTP/1.1\r\nhost: origin.test\r\naccept: */*\r\n\r\n"),
+      send("client", latin1(serializeFrame({ type: "settings", ack: true, settings: [] }))),
+    ],
+    {
+      type: "data",
+      from: "server",
+      data: bytes(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+      ),
+      now: 4,
+      conn: 1,
+    },
+    [
+      flow("update", { response: { status: 200, reason: "OK", httpVersion: "HTTP/1.1" } }),
+      flow("end", { response: { body: { content: "ok", size: 2 } } }),
+      send("client", answer),
+    ],
+    // The connection stayed for the next request; the server closing it idle just drops it.
+    { type: "eof", from: "server", now: 5, conn: 1 },
+    [{ type: "close", to: "server", reset: false, conn: 1 }],
+  ]);
 });
