@@ -337,6 +337,8 @@ export class Http1Layer implements Layer {
     let target: HostPort;
     let mismatchedHost: string | undefined;
     let wire: Uint8Array = raw;
+    /** The head as it goes to the server (target and headers as sent). */
+    let sent: RequestHead = head;
     let path = head.target;
     let host: string;
     if (this.#o.mode === "regular") {
@@ -356,7 +358,8 @@ export class Http1Layer implements Layer {
       host = url.hostname;
       path = url.path;
       const headers = head.headers.filter(([name]) => !/^proxy-(connection|authorization)$/i.test(name));
-      wire = serializeRequestHead({ ...head, target: url.path, headers });
+      sent = { ...head, target: url.path, headers };
+      wire = serializeRequestHead(sent);
     } else {
       target = this.#o.server.address;
       const hostHeader = headerValue(head.headers, "host");
@@ -405,6 +408,15 @@ export class Http1Layer implements Layer {
         this.#requestComplete(now, out);
         this.#askHook(out);
         return false;
+      }
+      if (expectsContinue(head)) {
+        // The body is wanted before the server is asked: the proxy says "go on" itself (as
+        // mitmproxy does), and the server gets the request without the expectation.
+        out.push({ type: "send", to: "client", data: CONTINUE });
+        this.#pendingHead = serializeRequestHead({
+          ...sent,
+          headers: sent.headers.filter(([name]) => name.toLowerCase() !== "expect"),
+        });
       }
       return true;
     }
@@ -1102,6 +1114,14 @@ const REASONS: Record<number, string> = {
   501: "Not Implemented",
   505: "HTTP Version Not Supported",
 };
+
+const CONTINUE = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+/** True when an HTTP/1.1 request waits for a 100 (Continue) before sending its body. */
+function expectsContinue(head: RequestHead): boolean {
+  return head.version === "HTTP/1.1" &&
+    headerValues(head.headers, "expect").some((v) => v.trim().toLowerCase() === "100-continue");
+}
 
 function wantsClose(version: string, headers: [string, string][]): boolean {
   const tokens = headerValues(headers, "connection").flatMap((v) =>

@@ -149,3 +149,30 @@ Deno.test("request hook: a client that ends its side while the hook is asked sti
     [send("client", ANSWER_WIRE.replace("keep-alive", "close")), flow("end", {}), close("client")],
   ]);
 });
+
+Deno.test("request hook: a request that expects 100-continue gets it from the proxy; the server gets no Expect", () => {
+  play(hooked(), [
+    fromClient("PUT /u HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", 1),
+    [flow("start", {}), send("client", "HTTP/1.1 100 Continue\r\n\r\n")],
+    fromClient("abc", 2),
+    [askHook({ request: { body: { content: "abc" } } })],
+    hookResult(undefined, 3),
+    [openServer(SERVER)],
+    connected(SERVER, 4),
+    [send("server", "PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")],
+  ]);
+  // Explicit-proxy mode: the rewritten target and the dropped proxy headers stay as they were.
+  play(hooked({ mode: "regular", server: { address: { hostname: "", port: 0 } } }), [
+    fromClient(
+      "POST http://h:8080/p HTTP/1.1\r\nHost: h:8080\r\nProxy-Connection: keep-alive\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+      1,
+    ),
+    [flow("start", {}), send("client", "HTTP/1.1 100 Continue\r\n\r\n")],
+    fromClient("z", 2),
+    [askHook({})],
+    hookResult(undefined, 3),
+    [openServer({ hostname: "h", port: 8080 })],
+    connected({ hostname: "h", port: 8080 }, 4),
+    [send("server", "POST /p HTTP/1.1\r\nHost: h:8080\r\nContent-Length: 1\r\n\r\nz")],
+  ]);
+});
