@@ -1,11 +1,11 @@
 /**
  * Headless Chromium (Debian's `chromium`) for the browser checks: a throwaway `HOME` whose NSS
  * database trusts a given CA (as Chromium on Linux reads it), a one-shot `--dump-dom` run (also
- * inside a network namespace) and a DevTools-protocol session over the browser's WebSocket.
+ * inside a network namespace) and a DevTools-protocol session over a pipe.
  * Every wait is bounded; `close()` ends the browser process.
  * @module
  */
-import { sh } from "./rig.ts";
+import { reserveSlot, sh } from "./rig.ts";
 
 /** Arguments every run gets: no sandbox (tests run as root), nothing fetched in the background. */
 const BASE_ARGS = [
@@ -43,6 +43,79 @@ export async function homeTrusting(caFile: string): Promise<string> {
   await sh(["certutil", "-d", db, "-N", "--empty-password"]);
   await sh(["certutil", "-d", db, "-A", "-t", "C,,", "-n", "wirescope test CA", "-i", caFile]);
   return home;
+}
+
+/**
+ * Waits (at most 10 s) until no IPv6 address of namespace `netns` is still tentative (duplicate
+ * address detection): an address that turns usable while Chromium loads a page counts as a
+ * network change, which fails the requests in flight with ERR_NETWORK_CHANGED.
+ */
+export async function settleNetwork(netns: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const tentative = await sh(["ip", "netns", "exec", netns, "ip", "-6", "addr", "show", "tentative"]);
+    if (tentative.trim() === "") return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`addresses in ${netns} still tentative after 10 s`);
+}
+
+/**
+ * A network namespace of its own for the browser, joined to this host by a veth on a /30 from
+ * 172.31.208.0/20 (only addresses it creates), IPv4 only: the browser reaches services that
+ * listen on {@link hostAddress}, and interfaces that other tests add and remove on the host are
+ * not network changes to it. Needs root; `close()` removes it.
+ */
+export class BrowserNamespace {
+  /** The namespace's name. */
+  readonly ns: string;
+  /** This host's end of the veth. */
+  readonly hostAddress: string;
+  #hostIf: string;
+  #release: () => void;
+
+  private constructor(ns: string, hostIf: string, hostAddress: string, release: () => void) {
+    this.ns = ns;
+    this.#hostIf = hostIf;
+    this.hostAddress = hostAddress;
+    this.#release = release;
+  }
+
+  /** Creates the namespace and its veth. */
+  static async create(): Promise<BrowserNamespace> {
+    const { slot, release } = reserveSlot("browser", 1000);
+    const ns = `wsb${slot}`, hostIf = `wsbh${slot}`;
+    await sh(["ip", "netns", "del", ns], { allowFail: true });
+    await sh(["ip", "link", "del", hostIf], { allowFail: true });
+    const n = slot * 4;
+    const a = (k: number) => `172.31.${208 + ((n + k) >> 8)}.${(n + k) & 255}`;
+    const b = new BrowserNamespace(ns, hostIf, a(1), release);
+    try {
+      await sh(["ip", "netns", "add", ns]);
+      const exec = (cmd: string[]) => sh(["ip", "netns", "exec", ns, ...cmd]);
+      // No IPv6: no link-local address whose duplicate detection ends while the browser runs.
+      await exec(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]);
+      await exec(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]);
+      await sh(["ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      await sh(["ip", "addr", "add", `${a(1)}/30`, "dev", hostIf]);
+      await sh(["ip", "link", "set", hostIf, "up"]);
+      await exec(["ip", "addr", "add", `${a(2)}/30`, "dev", "eth0"]);
+      await exec(["ip", "link", "set", "eth0", "up"]);
+      await exec(["ip", "link", "set", "lo", "up"]);
+    } catch (e) {
+      await b.close();
+      throw e;
+    }
+    return b;
+  }
+
+  /** Removes the namespace and the veth. */
+  async close(): Promise<void> {
+    await sh(["ip", "netns", "del", this.ns], { allowFail: true });
+    await sh(["ip", "link", "del", this.#hostIf], { allowFail: true });
+    try {
+      this.#release();
+    } catch { /* released already */ }
+  }
 }
 
 /** Ends a child process: SIGTERM, then SIGKILL if it is still there after `ms`. */
@@ -103,53 +176,74 @@ interface CdpMessage {
   error?: { message: string };
 }
 
-/** A headless Chromium driven over the DevTools protocol (the browser's WebSocket, flat sessions). */
+/** A headless Chromium driven over the DevTools protocol (`--remote-debugging-pipe`, flat sessions). */
 export class Chromium {
   #child: Deno.ChildProcess;
-  #ws: WebSocket;
+  #input: WritableStreamDefaultWriter<Uint8Array>;
+  #closed = false;
   #next = 1;
   #pending = new Map<number, { resolve: (r: Record<string, unknown>) => void; reject: (e: Error) => void }>();
   #waiters: { method: string; sessionId?: string; resolve: (p: Record<string, unknown>) => void }[] = [];
+  /** The end of what the browser logged (for error messages). */
+  #log = "";
   /** Every event received, in order (for checks after the fact). */
   readonly events: CdpMessage[] = [];
 
-  private constructor(child: Deno.ChildProcess, ws: WebSocket) {
+  private constructor(child: Deno.ChildProcess) {
     this.#child = child;
-    this.#ws = ws;
-    ws.onmessage = (e) => this.#receive(JSON.parse(e.data as string) as CdpMessage);
-    ws.onclose = () => {
-      for (const p of this.#pending.values()) p.reject(new Error("DevTools connection closed"));
-      this.#pending.clear();
-    };
+    this.#input = child.stdin.getWriter();
+    void this.#read(child.stdout);
+    void (async () => {
+      const d = new TextDecoder();
+      for await (const chunk of child.stderr) {
+        this.#log = (this.#log + d.decode(chunk, { stream: true })).slice(-4000);
+      }
+    })().catch(() => {});
   }
 
-  /** Starts the browser (with `HOME` = `home`) and connects to it; bounded by `timeoutMs`. */
-  static async launch(opts: { home: string; args?: string[]; timeoutMs?: number }): Promise<Chromium> {
-    const child = new Deno.Command("chromium", {
-      args: [
-        ...BASE_ARGS,
-        `--user-data-dir=${opts.home}/profile`,
-        "--remote-debugging-port=0",
-        ...(opts.args ?? []),
-        "about:blank",
-      ],
+  /**
+   * Starts the browser (with `HOME` = `home`, inside network namespace `netns` when given). The
+   * protocol goes over the pipe Chromium reads on fd 3 and writes on fd 4 (our stdin and stdout
+   * moved there), so it works inside a namespace too.
+   */
+  static launch(opts: { home: string; args?: string[]; netns?: string }): Promise<Chromium> {
+    const chromium = [
+      ...(opts.netns ? ["ip", "netns", "exec", opts.netns] : []),
+      "chromium",
+      ...BASE_ARGS,
+      `--user-data-dir=${opts.home}/profile`,
+      "--remote-debugging-pipe",
+      ...(opts.args ?? []),
+      "about:blank",
+    ];
+    const child = new Deno.Command("sh", {
+      args: ["-c", 'exec "$@" 3<&0 4>&1 0</dev/null 1>/dev/null', "sh", ...chromium],
       env: { HOME: opts.home },
-      stdin: "null",
-      stdout: "null",
+      stdin: "piped",
+      stdout: "piped",
       stderr: "piped",
     }).spawn();
+    return Promise.resolve(new Chromium(child));
+  }
+
+  /** Reads NUL-terminated JSON messages from the browser until it closes the pipe. */
+  async #read(stdout: ReadableStream<Uint8Array>): Promise<void> {
+    const d = new TextDecoder();
+    let text = "";
     try {
-      const url = await devtoolsUrl(child.stderr, opts.timeoutMs ?? 20_000);
-      const ws = new WebSocket(url);
-      await new Promise<void>((resolve, reject) => {
-        ws.onopen = () => resolve();
-        ws.onerror = () => reject(new Error(`cannot connect to ${url}`));
-      });
-      return new Chromium(child, ws);
-    } catch (e) {
-      await stop(child);
-      throw e;
+      for await (const chunk of stdout) {
+        text += d.decode(chunk, { stream: true });
+        for (let end = text.indexOf("\0"); end >= 0; end = text.indexOf("\0")) {
+          this.#receive(JSON.parse(text.slice(0, end)) as CdpMessage);
+          text = text.slice(end + 1);
+        }
+      }
+    } catch { /* the browser went away */ }
+    this.#closed = true;
+    for (const p of this.#pending.values()) {
+      p.reject(new Error(`chromium closed the pipe: ${this.#log.slice(-1500)}`));
     }
+    this.#pending.clear();
   }
 
   #receive(m: CdpMessage): void {
@@ -174,7 +268,11 @@ export class Chromium {
     sessionId?: string,
   ): Promise<Record<string, unknown>> {
     const id = this.#next++;
-    this.#ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
+    if (this.#closed) {
+      return Promise.reject(new Error(`${method}: chromium is gone: ${this.#log.slice(-1500)}`));
+    }
+    const message = JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) });
+    this.#input.write(new TextEncoder().encode(`${message}\0`)).catch(() => {});
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -255,36 +353,7 @@ export class Chromium {
       this.send("Browser.close").catch(() => {}),
       new Promise((r) => setTimeout(r, 2000)),
     ]);
-    try {
-      this.#ws.close();
-    } catch { /* closed */ }
+    await this.#input.close().catch(() => {});
     await stop(this.#child);
-    await this.#child.stderr.cancel().catch(() => {});
   }
-}
-
-/** Reads the browser's stderr until it names its DevTools WebSocket; the rest is drained. */
-async function devtoolsUrl(stderr: ReadableStream<Uint8Array>, timeoutMs: number): Promise<string> {
-  const reader = stderr.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = setTimeout(() => reader.cancel().catch(() => {}), timeoutMs);
-  try {
-    for (let i = 0; i < 10_000; i++) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
-      const m = /DevTools listening on (ws:\/\/\S+)/.exec(text);
-      if (m) {
-        // Keep reading (and dropping) what the browser logs, so that its stderr never fills up.
-        (async () => {
-          for (;;) if ((await reader.read()).done) return;
-        })().catch(() => {});
-        return m[1]!;
-      }
-    }
-  } finally {
-    clearTimeout(deadline);
-  }
-  throw new Error(`chromium did not open DevTools in ${timeoutMs} ms: ${text.slice(-2000)}`);
 }

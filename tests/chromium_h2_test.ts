@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { startProxy } from "../src/proxy/proxy.ts";
 import type { Flow, HttpFlow } from "../src/flows/flow.ts";
 import { H2_PORT, OriginNamespace } from "./origin_ns.ts";
-import { Chromium, chromiumAvailable, homeTrusting } from "./chromium.ts";
+import { BrowserNamespace, Chromium, chromiumAvailable, homeTrusting } from "./chromium.ts";
 
 /** The page: a stylesheet, a script, three images and a fetch(), all from the same h2 origin. */
 const PAGE = `<!doctype html>
@@ -43,11 +43,14 @@ Deno.test({
       return;
     }
     const origin = await OriginNamespace.create(["origin.test"], 1 << 16);
+    const net = await BrowserNamespace.create();
     const confdir = await Deno.makeTempDir({ prefix: "wirescope-confdir-" });
     let home = "";
     let browser: Chromium | null = null;
+    // The browser runs in a namespace of its own (see BrowserNamespace) and reaches the proxy
+    // on this host's end of its veth.
     const proxy = await startProxy({
-      modes: [{ kind: "regular", port: 0 }],
+      modes: [{ kind: "regular", hostname: net.hostAddress, port: 0 }],
       confdir,
       upstreamCa: [origin.caFile],
       onLog: () => {},
@@ -66,7 +69,11 @@ Deno.test({
       }
       home = await homeTrusting(proxy.ca.paths.cert);
       const port = proxy.addresses[0]!.addr.port;
-      browser = await Chromium.launch({ home, args: [`--proxy-server=http://127.0.0.1:${port}`] });
+      browser = await Chromium.launch({
+        home,
+        netns: net.ns,
+        args: [`--proxy-server=http://${net.hostAddress}:${port}`],
+      });
       const page = await browser.newPage();
       const base = `https://${origin.address}:${H2_PORT}`;
 
@@ -159,6 +166,7 @@ Deno.test({
       await browser?.close();
       await proxy.close(500);
       await origin.close();
+      await net.close();
       await Deno.remove(confdir, { recursive: true });
       if (home) await Deno.remove(home, { recursive: true }).catch(() => {});
     }

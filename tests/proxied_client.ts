@@ -61,3 +61,45 @@ export async function proxiedClient(
     },
   };
 }
+
+/**
+ * Sends one datagram from a connected UDP socket and waits (at most argv[4] seconds) for a reply:
+ * `refused` means the kernel turned an ICMP port unreachable into ECONNREFUSED on the socket.
+ */
+const PROBE = `
+import json, socket, sys, time
+host, port, text, wait = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(wait)
+s.connect((host, port))
+start = time.monotonic()
+out = {}
+try:
+    s.send(text.encode())
+    out["reply"] = s.recv(2048).decode()
+except ConnectionRefusedError:
+    out["refused"] = True
+except socket.timeout:
+    out["timeout"] = True
+out["ms"] = round((time.monotonic() - start) * 1000, 2)
+print(json.dumps(out))
+`;
+
+/** What {@link probe} saw. */
+export interface ProbeResult {
+  reply?: string;
+  refused?: boolean;
+  timeout?: boolean;
+  ms: number;
+}
+
+/** Runs {@link PROBE} in the client's namespace: one datagram to `host:port`, 5 s for a reply. */
+export async function probe(
+  client: RigClient,
+  host: string,
+  port: number,
+  text: string,
+): Promise<ProbeResult> {
+  const out = await client.exec(["timeout", "20", "python3", "-c", PROBE, host, String(port), text, "5"]);
+  return JSON.parse(out.trim().split("\n").pop()!);
+}
