@@ -372,7 +372,8 @@ async function run(options: CliOptions): Promise<number> {
     await closeStore();
     throw new StartError((e as Error).message);
   }
-  if (!options.quiet) await printBanner(options, proxy, files);
+  // A client replay with no listener has nothing to show clients.
+  if (!options.quiet && !replayOnly) await printBanner(options, proxy, files);
   let web: WebUiHandle | undefined;
   if (options.web) {
     try {
