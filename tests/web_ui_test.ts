@@ -205,10 +205,15 @@ Deno.test({
       }
       assert.equal((await curl(["-x", via, `${base}/missing`])).status, "404");
       await until("10 more flows listed live", async () => (await loaded()) === before + 10);
-      const hosts = await evaluate<string[]>(
-        "[...document.querySelectorAll('.row:not([hidden]) .c-path')].map((e) => e.textContent)",
-      );
-      assert.ok(hosts.includes("/img2.png") && hosts.includes("/missing"), hosts.join(","));
+      // Painted too (live repaints are throttled to a few a second).
+      const paths = () =>
+        evaluate<string[]>(
+          "[...document.querySelectorAll('.row:not([hidden]) .c-path')].map((e) => e.textContent)",
+        );
+      await until("the live rows on screen", async () => {
+        const p = await paths();
+        return p.includes("/img2.png") && p.includes("/missing");
+      });
       await shot("flow-list");
 
       // A filter narrows the list.

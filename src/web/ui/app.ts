@@ -100,6 +100,13 @@ function rowElement(): HTMLDivElement {
 }
 
 let renderQueued = false;
+let lastRender = 0;
+let liveTimer: ReturnType<typeof setTimeout> | undefined;
+/** Set when live flows arrived while the view followed the end: the next render scrolls there. */
+let followPending = false;
+/** Set by a render that scrolled: the scroll event it causes needs no second render. */
+let scrolledByRender = false;
+const LIVE_REPAINT = 300;
 function scheduleRender(): void {
   if (renderQueued) return;
   renderQueued = true;
@@ -110,8 +117,17 @@ function scheduleRender(): void {
 }
 
 function render(): void {
+  lastRender = performance.now();
   const total = Math.max(state.total, state.rows.length);
   spacer.style.height = `${total * ROW_HEIGHT}px`;
+  if (followPending) {
+    followPending = false;
+    const bottom = Math.max(0, total * ROW_HEIGHT - list.clientHeight);
+    if (list.scrollTop !== bottom) {
+      list.scrollTop = bottom;
+      scrolledByRender = true;
+    }
+  }
   const first = Math.max(0, Math.floor(list.scrollTop / ROW_HEIGHT) - 2);
   const visible = Math.ceil(list.clientHeight / ROW_HEIGHT) + 5;
   const last = Math.min(total, first + visible);
@@ -216,7 +232,6 @@ function onUpdates(message: UpdatesMessage): void {
     reload();
     return;
   }
-  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - ROW_HEIGHT * 2;
   for (const f of message.flows) {
     if (state.ids.has(f.id)) continue;
     state.total++;
@@ -227,10 +242,13 @@ function onUpdates(message: UpdatesMessage): void {
     }
   }
   document.body.dataset.loaded = String(state.rows.length);
-  scheduleRender();
-  if (follow && atBottom && selected < 0) {
-    requestAnimationFrame(() => (list.scrollTop = list.scrollHeight));
-  }
+  if (follow && selected < 0) followPending = true;
+  // Live updates repaint the list at most every LIVE_REPAINT ms: with a busy proxy a repaint costs
+  // the browser more than the few hundred summaries it shows (bench/web_ui_load.ts).
+  liveTimer ??= setTimeout(() => {
+    liveTimer = undefined;
+    scheduleRender();
+  }, Math.max(0, lastRender + LIVE_REPAINT - performance.now()));
 }
 
 function connect(): void {
@@ -572,7 +590,8 @@ async function main(): Promise<void> {
   });
   list.addEventListener("scroll", () => {
     follow = list.scrollTop + list.clientHeight >= list.scrollHeight - ROW_HEIGHT * 2;
-    scheduleRender();
+    if (scrolledByRender) scrolledByRender = false;
+    else scheduleRender();
   });
   globalThis.addEventListener("resize", scheduleRender);
   document.addEventListener("keydown", onKey);
