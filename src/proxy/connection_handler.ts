@@ -491,6 +491,7 @@ function runHttp2ToHttp1(
     newId: ctx.newId,
     now: Date.now(),
     ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
+    ...(ctx.http2Counters ? { counters: ctx.http2Counters } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]

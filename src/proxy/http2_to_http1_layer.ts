@@ -51,9 +51,9 @@ import {
   type ResponseHead,
   serializeRequestHead,
 } from "./http1.ts";
-import { namesAnotherHost, regularFields, splitAuthority } from "./http2_layer.ts";
+import { type Http2Counters, namesAnotherHost, regularFields, splitAuthority } from "./http2_layer.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
-import { appendBody, emptyBody, formatHostPort } from "../flows/flow.ts";
+import { appendRecordBody, emptyBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
 
 /** Options of {@link Http2ToHttp1Layer}. */
@@ -80,6 +80,8 @@ export interface Http2ToHttp1LayerOptions {
    * timed. Absent: no limit.
    */
   serverTimeout?: number;
+  /** Where the proxy sums the codec counters of its HTTP/2 connections (`ProxyStats.http2`). */
+  counters?: Http2Counters;
 }
 
 /**
@@ -185,6 +187,8 @@ export class Http2ToHttp1Layer implements Layer {
   #armed: number | null = null;
   /** Why the last connection attempt failed (answers waiting requests when none is left). */
   #lastFailure = "";
+  /** Adds this connection's codec counters to the proxy's totals (once, when it ends). */
+  readonly #retire: () => void;
 
   constructor(options: Http2ToHttp1LayerOptions) {
     this.#o = options;
@@ -199,6 +203,7 @@ export class Http2ToHttp1Layer implements Layer {
       },
       options.now,
     );
+    this.#retire = options.counters?.track(this.down, null) ?? (() => {});
   }
 
   /** Upstream connections open or opening, and client streams in progress. */
@@ -312,7 +317,7 @@ export class Http2ToHttp1Layer implements Layer {
           this.down.consume(ev.streamId, ev.data.byteLength);
           return;
         }
-        appendBody(ex.flow.request.body, ev.data, this.#o.bodyLimit);
+        appendRecordBody(ex.flow.request, ev.data, this.#o.bodyLimit);
         ex.owed += ev.data.byteLength;
         this.#requestBody(ex, ev.data, ev.endStream, now, out);
         return;
@@ -614,7 +619,7 @@ export class Http2ToHttp1Layer implements Layer {
       const endsHere = done && decoder.trailers.length === 0;
       const pieces = data.filter((piece) => piece.byteLength > 0);
       pieces.forEach((piece, i) => {
-        appendBody(ex.flow.response!.body, piece, this.#o.bodyLimit);
+        appendRecordBody(ex.flow.response!, piece, this.#o.bodyLimit);
         this.down.sendData(ex.id, piece, endsHere && i === pieces.length - 1);
       });
       if (endsHere && pieces.length > 0) {
@@ -784,12 +789,14 @@ export class Http2ToHttp1Layer implements Layer {
   #endFlow(ex: Exchange, now: number, out: LayerCommand[]): void {
     if (ex.flow.timestampEnd !== undefined) return;
     ex.flow.timestampEnd = now;
+    endHttpFlow(ex.flow);
     out.push({ type: "flow", event: "end", flow: ex.flow });
   }
 
   #closeAll(out: LayerCommand[], reset: boolean): void {
     if (this.#done) return;
     this.#done = true;
+    this.#retire();
     const toClient = this.down.output();
     if (toClient.byteLength > 0) out.push({ type: "send", to: "client", data: toClient });
     for (const conn of [...this.#conns.values()]) this.#drop(conn, reset, out);

@@ -7,6 +7,7 @@ import {
   responseFields,
 } from "./http2_to_http1_layer.ts";
 import { type ConnectionOptions, Http2Connection, type Http2Event } from "./http2/connection.ts";
+import { Http2Counters } from "./http2_layer.ts";
 import { ErrorCode, serializeFrame } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
 import type { HttpFlow } from "../flows/flow.ts";
@@ -615,4 +616,18 @@ Deno.test("h2→h1: the exact commands of one exchange on a pooled connection (p
     { type: "eof", from: "server", now: 5, conn: 1 },
     [{ type: "close", to: "server", reset: false, conn: 1 }],
   ]);
+});
+
+Deno.test("h2→h1: the client side's codec counters are summed into the proxy's (live, then ended)", () => {
+  const counters = new Http2Counters();
+  const rig = new Rig({ counters });
+  rig.connect(1);
+  rig.request(get("/a"));
+  rig.answer(1, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz");
+  const live = counters.snapshot();
+  assert.equal(live.connections, 1);
+  assert.ok(live.client.framesIn > 0, "a live connection is read when asked");
+  rig.event({ type: "eof", from: "client", now: ++rig.now });
+  assert.ok(rig.clientClosed);
+  assert.deepEqual(counters.snapshot().client, live.client, "the ended connection's counters are kept");
 });
