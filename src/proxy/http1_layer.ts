@@ -4,9 +4,11 @@
  * exchange as an {@link HttpFlow}. After a WebSocket upgrade it relays frames unchanged and
  * records their messages.
  *
- * Events: bytes, end of stream and errors from either side; the result of `open-server`.
+ * Events: bytes, end of stream and errors from either side; the result of `open-server`; the
+ * request hook's verdict (`hook-result`).
  * Commands: send/shutdown/close a side, open the server connection, hand a CONNECT tunnel back
- * to the driver, flow start/update/end, log lines.
+ * to the driver, flow start/update/end, log lines, ask the request hook (`request-hook`, only
+ * with `requestHook` set: the request is held, and the server not dialed, until the verdict).
  *
  * Invariants:
  * - One exchange at a time: a pipelined request is held until the response before it is done.
