@@ -26,6 +26,11 @@ export function loadServerReplay(
   });
 }
 
+/** Checks before start-up that `--client-replay`'s file can be read (throws a FlowFileError naming it). */
+export async function checkClientReplayFile(flags: ClientReplayFlags): Promise<void> {
+  (await openFlowFile(flags.file)).close();
+}
+
 /** The line printed at exit, e.g. `server replay: 3 hits, 1 miss (4 recorded answers, 1 unused)`. */
 export function serverReplaySummary(stats: ServerReplayStats): string {
   const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;

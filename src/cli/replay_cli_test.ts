@@ -72,3 +72,33 @@ Deno.test("server replay summary line", () => {
     "server replay: 1 hit, 0 misses (1 recorded answer, 1 served with a partial body)",
   );
 });
+
+Deno.test("wirescope: a replay file that cannot be read ends the start with one line and exit code 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "wirescope-replay-cli-" });
+  try {
+    await Deno.writeTextFile(`${dir}/bad.jsonl`, '{"x":1}\n');
+    const mod = new URL("../../mod.ts", import.meta.url).pathname;
+    const cases: [string[], RegExp][] = [
+      [
+        ["--server-replay", `${dir}/missing.db`, "--mode", "regular@127.0.0.1:0"],
+        /^wirescope: --server-replay: cannot read .*missing\.db: no such file or directory\n$/,
+      ],
+      [
+        ["--client-replay", `${dir}/bad.jsonl`],
+        /^wirescope: --client-replay: .*bad\.jsonl is JSON but neither a HAR file nor wirescope JSON lines\n$/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const o = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", mod, ...args, "--confdir", `${dir}/conf`],
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      assert.equal(o.code, 2);
+      assert.match(new TextDecoder().decode(o.stderr), message);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
