@@ -24,7 +24,12 @@ import { exportCommand } from "./export_command.ts";
 import { copySavedRun } from "./copy_run.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
-import { loadServerReplay, runClientReplay, serverReplaySummary } from "./replay_cli.ts";
+import {
+  checkClientReplayFile,
+  loadServerReplay,
+  runClientReplay,
+  serverReplaySummary,
+} from "./replay_cli.ts";
 import {
   clientConfig,
   clientPeers,
@@ -281,6 +286,11 @@ async function run(options: CliOptions): Promise<number> {
       });
   } catch (e) {
     throw new StartError(`--server-replay: ${(e as Error).message}`);
+  }
+  try {
+    if (options.clientReplay) await checkClientReplayFile(options.clientReplay);
+  } catch (e) {
+    throw new StartError(`--client-replay: ${(e as Error).message}`);
   }
   // From before the ports open: a stop asked for while starting must not end the process by the
   // signal's default action (exit 130/143, files unflushed).
