@@ -31,8 +31,8 @@ import {
 } from "./http2/connection.ts";
 import { ErrorCode, errorName } from "./http2/frames.ts";
 import type { HeaderField } from "./http2/hpack.ts";
-import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
-import { appendRecordBody, emptyBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
+import type { BodyRecord, ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
+import { appendRecordBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
 
 /** Options of {@link Http2Layer}. */
@@ -418,7 +418,7 @@ export class Http2Layer implements Layer {
           reason: "",
           httpVersion: "HTTP/2.0",
           headers: regularFields(ev.headers),
-          body: emptyBody(),
+          body: noBody(),
           timestampStart: now,
         };
         pair.responseStarted = true;
@@ -730,7 +730,7 @@ export class Http2Layer implements Layer {
         url: method === "CONNECT" ? authority : `${scheme}://${authority}${path}`,
         httpVersion: "HTTP/2.0",
         headers: regularFields(headers),
-        body: emptyBody(),
+        body: noBody(),
         timestampStart: now,
       },
     };
@@ -740,10 +740,18 @@ export class Http2Layer implements Layer {
   }
 }
 
+/** Shared by every empty body record: a zero-length array cannot change, and one per record cost. */
+const NO_BYTES = new Uint8Array(0);
+
+/** An empty body record (as `emptyBody()`, without allocating an array for each). */
+function noBody(): BodyRecord {
+  return { content: NO_BYTES, size: 0, truncated: false };
+}
+
 /** The fields of a header list without its pseudo-fields, as [name, value] pairs. */
 export function regularFields(headers: HeaderField[]): [string, string][] {
   const out: [string, string][] = [];
-  for (const [name, value] of headers) if (!name.startsWith(":")) out.push([name, value]);
+  for (const [name, value] of headers) if (name.charCodeAt(0) !== 0x3a) out.push([name, value]);
   return out;
 }
 

@@ -1080,7 +1080,8 @@ export class Http2Connection {
   }
 
   private writeHeaders(s: Stream, headers: readonly HeaderField[], endStream: boolean): void {
-    const block = this.encoder.encode(headers);
+    // The encoder's own buffer: copied into the outbox before the next block is encoded.
+    const block = this.encoder.encodeTemporary(headers);
     // HEADERS, then CONTINUATIONs as the peer's SETTINGS_MAX_FRAME_SIZE needs (§4.3).
     const max = this.peerMaxFrameSize;
     let o = 0;
@@ -1090,7 +1091,7 @@ export class Http2Connection {
       const flags = last ? Flag.END_HEADERS : 0;
       if (o === 0) this.outbox.header(n, FrameType.HEADERS, flags | (endStream ? Flag.END_STREAM : 0), s.id);
       else this.outbox.header(n, FrameType.CONTINUATION, flags, s.id);
-      this.outbox.bytes(n === block.length ? block : block.subarray(o, o + n));
+      this.outbox.copy(n === block.length ? block : block.subarray(o, o + n));
       o += n;
       this.counters.framesOut++;
     } while (o < block.length);

@@ -597,6 +597,15 @@ export class Outbox {
     this.pos += n;
   }
 
+  /** Queues a copy of `data` (for bytes that will change before they are taken). */
+  copy(data: Uint8Array): void {
+    const n = data.length;
+    if (n === 0) return;
+    const b = this.room(n);
+    b.set(data, this.pos);
+    this.pos += n;
+  }
+
   /** Everything queued, as one array (empty when nothing is); the outbox starts over. */
   take(): Uint8Array {
     if (this.parts.length === 0) {

@@ -124,10 +124,20 @@ class Reader {
     const huffman = (this.buf[this.pos]! & 0x80) !== 0;
     const length = this.integer(7);
     if (length > this.buf.length - this.pos) throw new HpackError("string longer than the block");
-    const bytes = this.buf.subarray(this.pos, this.pos + length);
+    const start = this.pos;
     this.pos += length;
-    return huffman ? huffmanDecode(bytes) : latin1(bytes);
+    // Decoded from the block in place (a view per string cost more than short strings do).
+    return huffman ? huffmanDecodeRange(this.buf, start, this.pos) : latin1Range(this.buf, start, this.pos);
   }
+}
+
+function latin1Range(buf: Uint8Array, start: number, end: number): string {
+  if (end - start <= 48) {
+    let s = "";
+    for (let i = start; i < end; i++) s += String.fromCharCode(buf[i]!);
+    return s;
+  }
+  return latin1(buf.subarray(start, end));
 }
 
 function latin1(bytes: Uint8Array): string {
@@ -179,10 +189,6 @@ class Writer {
       this.reserve(s.length);
       for (let i = 0; i < s.length; i++) this.buf[this.pos++] = s.charCodeAt(i) & 0xff;
     }
-  }
-
-  take(): Uint8Array {
-    return this.buf.slice(0, this.pos);
   }
 }
 
@@ -261,14 +267,18 @@ let huffScratch = new Uint16Array(512);
 
 /** Decodes a Huffman-coded string (RFC 7541 §5.2); throws on EOS or invalid padding. */
 export function huffmanDecode(bytes: Uint8Array): string {
+  return huffmanDecodeRange(bytes, 0, bytes.length);
+}
+
+function huffmanDecodeRange(bytes: Uint8Array, start: number, end: number): string {
   // At most 8/5 symbols per byte: no code is shorter than 5 bits.
-  const most = Math.ceil((bytes.length * 8) / 5);
+  const most = Math.ceil(((end - start) * 8) / 5);
   if (huffScratch.length < most) huffScratch = new Uint16Array(most);
   const out = huffScratch, table = HUFF_TABLE;
   let n = 0;
   let state = 0;
   let e = ACCEPT;
-  for (let i = 0; i < bytes.length; i++) {
+  for (let i = start; i < end; i++) {
     const b = bytes[i]!;
     e = table[(state << 4) | (b >> 4)]!;
     if (e & FAIL) throw new HpackError("EOS in a Huffman string");
@@ -544,6 +554,14 @@ export class Encoder {
 
   /** Encodes a list of fields into one header block. */
   encode(headers: readonly HeaderField[]): Uint8Array {
+    return this.encodeTemporary(headers).slice();
+  }
+
+  /**
+   * {@link encode} without the copy: the block is a view of the encoder's buffer, valid until
+   * the next call (for a caller that copies it out at once).
+   */
+  encodeTemporary(headers: readonly HeaderField[]): Uint8Array {
     const w = this.w;
     w.pos = 0;
     if (this.pendingFinal >= 0) {
@@ -579,7 +597,7 @@ export class Encoder {
         this.nameSeq.set(name, seq);
       }
     }
-    return w.take();
+    return w.buf.subarray(0, w.pos);
   }
 
   private nameIndex(name: string): number {
