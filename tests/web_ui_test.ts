@@ -238,6 +238,32 @@ Deno.test({
       assert.equal(await loaded(), 3);
       await shot("filter-error");
 
+      // A second expression highlights: all flows listed, the images marked.
+      await typeFilter("");
+      await key("Enter");
+      await until("all flows again", async () => (await loaded()) === before + 10);
+      await evaluate("document.getElementById('highlight').focus()");
+      await b.send("Input.insertText", { text: "~u img | ~c 404" }, s);
+      await key("Enter");
+      await until(
+        "4 highlighted rows",
+        async () =>
+          (await evaluate<number>("document.querySelectorAll('.row.highlight:not([hidden])').length")) === 4,
+      );
+      const marked = await evaluate<string[]>(
+        "[...document.querySelectorAll('.row.highlight:not([hidden]) .c-path')].map((e) => e.textContent).sort()",
+      );
+      assert.deepEqual(marked, ["/img0.png", "/img1.png", "/img2.png", "/missing"]);
+      await shot("highlight");
+      await evaluate(
+        "(() => { const h = document.getElementById('highlight'); h.value = ''; h.focus(); })()",
+      );
+      await key("Enter");
+      await until(
+        "no highlight",
+        async () => (await evaluate<number>("document.querySelectorAll('.row.highlight').length")) === 0,
+      );
+
       // Keyboard: / to filter, j to select, Enter to open: the JSON flow.
       await typeFilter("~u data3");
       await key("Enter");

@@ -35,6 +35,8 @@ export interface FlowSummary {
   /** The error message, when the flow failed. */
   error?: string;
   marked?: boolean;
+  /** True when the flow matches the page's highlight expression. */
+  highlight?: boolean;
   /** True while the flow has not ended. */
   live?: boolean;
 }
@@ -145,7 +147,8 @@ export interface UpdatesMessage {
   gap?: boolean;
 }
 
-/** A message on `/api/updates` from the page: the filter its list shows ("" for all). */
+/** A message on `/api/updates` from the page: the filter its list shows ("" for all) and what it highlights. */
 export interface UpdatesFilterMessage {
   filter: string;
+  highlight?: string;
 }

@@ -82,6 +82,7 @@ const MAX_PENDING = 20_000;
 interface Page {
   socket: WebSocket;
   filter?: Filter;
+  highlight?: Filter;
   gap: boolean;
 }
 
@@ -138,7 +139,7 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
         if (page.filter && !page.filter.match(flow, { marked: false, comment: "" })) continue;
         let s = summaries.get(flow);
         if (!s) summaries.set(flow, s = flowSummary(flow));
-        out.push(s);
+        out.push(page.highlight?.match(flow, { marked: false, comment: "" }) ? { ...s, highlight: true } : s);
       }
       if (out.length === 0 && !page.gap) continue;
       if (page.socket.bufferedAmount > MAX_BUFFERED) {
@@ -226,10 +227,14 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
       };
       socket.onmessage = (e) => {
         try {
-          const m = JSON.parse(String(e.data)) as { filter?: unknown };
+          const m = JSON.parse(String(e.data)) as { filter?: unknown; highlight?: unknown };
           if (typeof m.filter === "string") {
             if (m.filter.trim() === "") delete p.filter;
             else p.filter = compileFilter(m.filter);
+          }
+          if (typeof m.highlight === "string") {
+            if (m.highlight.trim() === "") delete p.highlight;
+            else p.highlight = compileFilter(m.highlight);
           }
         } catch { /* a bad message is ignored; the page checks filters before sending them */ }
       };
@@ -360,9 +365,12 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
     const filter = url.searchParams.get("filter") ?? "";
     const cursor = url.searchParams.get("cursor");
     const limit = Math.max(1, Math.min(5000, Number(url.searchParams.get("limit") ?? 500) || 500));
+    const highlightText = url.searchParams.get("highlight") ?? "";
     let compiled: Filter | undefined;
+    let highlight: Filter | undefined;
     try {
       if (filter.trim() !== "") compiled = compileFilter(filter);
+      if (highlightText.trim() !== "") highlight = compileFilter(highlightText);
     } catch (e) {
       const r = filterError(e);
       if (r) return r;
@@ -372,10 +380,17 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
       ...(compiled ? { filter: compiled } : {}),
       ...(cursor ? { after: cursor } : {}),
       limit,
-      withBodies: false,
+      // A highlight that reads bodies needs them loaded; otherwise summaries never do.
+      withBodies: highlight?.needsBodies === true,
     });
     const body: FlowPageJson = {
-      flows: page.flows.map((f) => flowSummary(f.flow, { cursor: f.cursor, marked: f.marked, live: f.live })),
+      flows: page.flows.map((f) => {
+        const s = flowSummary(f.flow, { cursor: f.cursor, marked: f.marked, live: f.live });
+        if (highlight?.match(f.flow, { marked: f.marked, mark: f.mark, comment: f.comment })) {
+          s.highlight = true;
+        }
+        return s;
+      }),
     };
     if (page.cursor !== undefined) body.cursor = page.cursor;
     // A count is one more pass over the store: asked for only when SQL answers it alone (a filter

@@ -40,6 +40,7 @@ const COLUMNS: { key: string; title: string; cell: (f: FlowSummary) => string }[
 /** What the list holds for the current filter. */
 interface ListState {
   filter: string;
+  highlight: string;
   rows: FlowSummary[];
   ids: Set<string>;
   /** Flows matching in the store (grows with live updates). */
@@ -54,6 +55,7 @@ interface ListState {
 let csrf = "";
 const state: ListState = {
   filter: "",
+  highlight: "",
   rows: [],
   ids: new Set(),
   total: 0,
@@ -74,6 +76,14 @@ const filterInput = h("input", {
   placeholder: "filter: ~d example.com & ~m POST   (press / to focus)",
 });
 const filterError = h("div", { id: "filter-error", class: "filter-error", hidden: true });
+const highlightInput = h("input", {
+  id: "highlight",
+  type: "text",
+  spellcheck: "false",
+  autocomplete: "off",
+  placeholder: "highlight: ~c 500",
+});
+const highlightError = h("div", { id: "highlight-error", class: "filter-error", hidden: true });
 const countLabel = h("span", { id: "count", class: "count" });
 const statusLabel = h("span", { id: "conn", class: "conn" }, "connecting…");
 const header = h(
@@ -144,7 +154,7 @@ function render(): void {
     row.dataset.index = String(index);
     const f = state.rows[index];
     const cells = row.children;
-    row.className = "row" + (index === selected ? " selected" : "") +
+    row.className = "row" + (index === selected ? " selected" : "") + (f?.highlight ? " highlight" : "") +
       (f?.error ? " failed" : f && f.status >= 400 ? " bad" : "");
     if (f) row.dataset.id = f.id;
     else delete row.dataset.id;
@@ -188,7 +198,11 @@ async function loadMore(): Promise<void> {
   state.loading = true;
   const generation = state.generation;
   const first = state.cursor === undefined;
-  const params = new URLSearchParams({ filter: state.filter, limit: String(first ? FIRST_PAGE : PAGE) });
+  const params = new URLSearchParams({
+    filter: state.filter,
+    highlight: state.highlight,
+    limit: String(first ? FIRST_PAGE : PAGE),
+  });
   if (state.cursor) params.set("cursor", state.cursor);
   if (first) params.set("count", "1");
   try {
@@ -257,7 +271,7 @@ function connect(): void {
   ws.onopen = () => {
     statusLabel.textContent = "live";
     statusLabel.className = "conn live";
-    ws.send(JSON.stringify({ filter: state.filter }));
+    ws.send(JSON.stringify({ filter: state.filter, highlight: state.highlight }));
   };
   ws.onmessage = (e) => onUpdates(JSON.parse(String(e.data)) as UpdatesMessage);
   ws.onclose = () => {
@@ -271,35 +285,45 @@ let checkTimer: ReturnType<typeof setTimeout> | undefined;
 let filterStarted: number | undefined;
 let checkSeq = 0;
 
-async function checkAndApply(): Promise<void> {
-  const expression = filterInput.value;
+/** Asks the server whether an expression parses; shows its error under the box when not. */
+async function check(input: HTMLInputElement, errorBox: HTMLElement): Promise<boolean | undefined> {
+  const expression = input.value;
   const seq = ++checkSeq;
-  const started = performance.now();
   const result = await api<FilterCheckJson>("/api/filter/check", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ filter: expression }),
   });
-  if (seq !== checkSeq) return;
+  if (seq !== checkSeq) return undefined;
   if (!result.ok) {
-    filterInput.classList.add("invalid");
-    filterError.hidden = false;
+    input.classList.add("invalid");
+    errorBox.hidden = false;
     const col = Math.max(1, result.column);
     replace(
-      filterError,
+      errorBox,
       h("pre", { class: "caret" }, `${expression}\n${" ".repeat(col - 1)}^`),
       h("span", {}, `${result.error} at column ${col}`),
     );
-    filterError.dataset.column = String(col);
-    return;
+    errorBox.dataset.column = String(col);
+    return false;
   }
-  filterInput.classList.remove("invalid");
-  filterError.hidden = true;
-  if (expression === state.filter) return;
-  state.filter = expression;
+  input.classList.remove("invalid");
+  errorBox.hidden = true;
+  return true;
+}
+
+async function checkAndApply(): Promise<void> {
+  const started = performance.now();
+  const filterOk = await check(filterInput, filterError);
+  const highlightOk = filterOk && await check(highlightInput, highlightError);
+  if (!filterOk || !highlightOk) return;
+  const filter = filterInput.value, highlight = highlightInput.value;
+  if (filter === state.filter && highlight === state.highlight) return;
+  state.filter = filter;
+  state.highlight = highlight;
   filterStarted = started;
   delete document.body.dataset.filterMs;
-  socket?.readyState === WebSocket.OPEN && socket.send(JSON.stringify({ filter: expression }));
+  socket?.readyState === WebSocket.OPEN && socket.send(JSON.stringify({ filter, highlight }));
   reload();
 }
 
@@ -531,7 +555,7 @@ function closeDetail(): void {
 }
 
 function onKey(e: KeyboardEvent): void {
-  if (e.target === filterInput) {
+  if (e.target === filterInput || e.target === highlightInput) {
     if (e.key === "Escape" || e.key === "Enter") {
       clearTimeout(checkTimer);
       void checkAndApply();
@@ -578,16 +602,19 @@ async function main(): Promise<void> {
       { class: "top" },
       h("span", { class: "brand" }, "wirescope"),
       h("div", { class: "filter-box" }, filterInput, filterError),
+      h("div", { class: "filter-box highlight-box" }, highlightInput, highlightError),
       countLabel,
       statusLabel,
     ),
     h("div", { class: "main" }, h("div", { class: "list-pane" }, header, list), detail),
   );
   document.body.append(app);
-  filterInput.addEventListener("input", () => {
-    clearTimeout(checkTimer);
-    checkTimer = setTimeout(() => void checkAndApply(), 200);
-  });
+  for (const input of [filterInput, highlightInput]) {
+    input.addEventListener("input", () => {
+      clearTimeout(checkTimer);
+      checkTimer = setTimeout(() => void checkAndApply(), 200);
+    });
+  }
   list.addEventListener("scroll", () => {
     follow = list.scrollTop + list.clientHeight >= list.scrollHeight - ROW_HEIGHT * 2;
     if (scrolledByRender) scrolledByRender = false;
