@@ -305,6 +305,25 @@ Deno.test({
       const conn = await evaluate<string>("document.querySelector('#detail .s-connection').textContent");
       assert.match(conn, new RegExp(`127\\.0\\.0\\.1:${origin.addr.port}`));
       await shot("flow-detail-image");
+
+      // A form POST: its request body as fields.
+      assert.equal(
+        (await curl(["-x", via, "-d", "name=wire+scope&lang=ts%21", `${base}/form`])).status,
+        "404",
+      );
+      await typeFilter("~u form");
+      await key("Enter");
+      await until("only /form", async () => (await loaded()) === 1 && (await firstPath()) === "/form");
+      await key("j");
+      await key("Enter");
+      await until(
+        "the form view",
+        () => evaluate<boolean>("!!document.querySelector('#detail .s-request table.form')"),
+      );
+      const fields = await evaluate<string[][]>(
+        "[...document.querySelectorAll('#detail .s-request table.form tr')].map((tr) => [...tr.children].map((c) => c.textContent))",
+      );
+      assert.deepEqual(fields, [["name", "wire scope"], ["lang", "ts!"]]);
     } finally {
       await browser?.close();
       await web.close();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { brotliCompressSync, gzipSync } from "node:zlib";
+import * as zlib from "node:zlib";
 import { FlowBus, type HttpFlow } from "../flows/flow.ts";
 import { SqliteFlowStore } from "../flows/store.ts";
 import { syntheticFlow } from "../flows/testdata/flows.ts";
@@ -53,11 +53,18 @@ Deno.test("web API: pages by cursor with a count, bad filters with their column,
       flows.push(f);
     }
     const json = new TextEncoder().encode(JSON.stringify({ hello: "world" }));
-    const gz = flows[0]!, br = flows[1]!;
-    gz.response!.headers = [["Content-Type", "application/json"], ["Content-Encoding", "gzip"]];
-    gz.response!.body = { content: gzipSync(json), size: 0, truncated: false };
-    br.response!.headers = [["Content-Type", "application/json"], ["Content-Encoding", "br"]];
-    br.response!.body = { content: brotliCompressSync(json), size: 0, truncated: false };
+    const zstd = (zlib as unknown as { zstdCompressSync: (b: Uint8Array) => Uint8Array }).zstdCompressSync;
+    const encoded: [HttpFlow, string, Uint8Array][] = [
+      [flows[0]!, "gzip", zlib.gzipSync(json)],
+      [flows[1]!, "br", zlib.brotliCompressSync(json)],
+      [flows[4]!, "deflate", zlib.deflateSync(json)],
+      [flows[5]!, "zstd", zstd(json)],
+    ];
+    for (const [f, coding, bytes] of encoded) {
+      f.response!.headers = [["Content-Type", "application/json"], ["Content-Encoding", coding]];
+      f.response!.body = { content: bytes, size: bytes.byteLength, truncated: false };
+    }
+    const gz = flows[0]!;
     store.batch(() => flows.forEach((f) => store.end(f)));
     const get = async <T>(path: string) => {
       const r = await fetch(`${base}${path}`, { headers: { cookie } });
@@ -83,7 +90,7 @@ Deno.test("web API: pages by cursor with a count, bad filters with their column,
     const detail = await get<FlowDetailJson>(`/api/flows/${gz.id}`);
     assert.equal(detail.body.response!.body.text, undefined, "an encoded body is not inlined");
     assert.equal(detail.body.request!.method, gz.request.method);
-    for (const f of [gz, br]) {
+    for (const [f] of encoded) {
       const raw = await fetch(`${base}/api/flows/${f.id}/response/body`, { headers: { cookie } });
       assert.deepEqual(new Uint8Array(await raw.arrayBuffer()), new Uint8Array(f.response!.body.content));
       const decoded = await fetch(`${base}/api/flows/${f.id}/response/body?decode=1`, {

@@ -347,13 +347,14 @@ function headersTable(headers: [string, string][]): HTMLElement {
   );
 }
 
-type View = "auto" | "json" | "text" | "image" | "hex";
+type View = "auto" | "json" | "form" | "text" | "image" | "hex";
 
 function pickView(contentType: string, text: string | undefined): Exclude<View, "auto"> {
   const t = contentType.toLowerCase();
   if (t.startsWith("image/")) return "image";
   if (text !== undefined) {
     if (t.includes("json")) return "json";
+    if (t.includes("x-www-form-urlencoded")) return "form";
     return "text";
   }
   return "hex";
@@ -371,7 +372,7 @@ function bodyView(body: BodyJson): HTMLElement {
   const select = h(
     "select",
     { class: "view-select", title: "content view" },
-    (["auto", "json", "text", "image", "hex"] as View[]).map((v) => h("option", { value: v }, v)),
+    (["auto", "json", "form", "text", "image", "hex"] as View[]).map((v) => h("option", { value: v }, v)),
   );
   const content = h("div", { class: "body-content" });
   const info = h(
@@ -406,6 +407,12 @@ function bodyView(body: BodyJson): HTMLElement {
         pretty = JSON.stringify(JSON.parse(pretty), null, 2);
       } catch { /* shown as it is */ }
       replace(content, h("pre", { class: "json" }, pretty));
+    } else if (view === "form" && text !== undefined) {
+      const fields = [...new URLSearchParams(text)];
+      replace(
+        content,
+        h("table", { class: "kv form" }, fields.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
+      );
     } else if (view === "text" && text !== undefined) {
       replace(content, h("pre", { class: "text" }, text));
     } else {
