@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 /**
  * The web UI's page: a virtual flow list fed by pages from the server and live updates over a
  * WebSocket, a filter box that checks expressions on the server and shows errors at their column,
@@ -17,7 +16,19 @@ import type {
   FlowSummary,
   UpdatesMessage,
 } from "../api_types.ts";
-import { formatDuration, formatSize, formatTime, h, hexDump, replace } from "./dom.ts";
+import {
+  doc,
+  type El,
+  formatDuration,
+  formatSize,
+  formatTime,
+  h,
+  hexDump,
+  type InputEl,
+  type KeyEvent,
+  replace,
+  win,
+} from "./dom.ts";
 
 const ROW_HEIGHT = 24;
 const FIRST_PAGE = 200;
@@ -74,7 +85,7 @@ const filterInput = h("input", {
   spellcheck: "false",
   autocomplete: "off",
   placeholder: "filter: ~d example.com & ~m POST   (press / to focus)",
-});
+}) as InputEl;
 const filterError = h("div", { id: "filter-error", class: "filter-error", hidden: true });
 const highlightInput = h("input", {
   id: "highlight",
@@ -82,7 +93,7 @@ const highlightInput = h("input", {
   spellcheck: "false",
   autocomplete: "off",
   placeholder: "highlight: ~c 500",
-});
+}) as InputEl;
 const highlightError = h("div", { id: "highlight-error", class: "filter-error", hidden: true });
 const countLabel = h("span", { id: "count", class: "count" });
 const statusLabel = h("span", { id: "conn", class: "conn" }, "connecting…");
@@ -94,9 +105,9 @@ const header = h(
 const spacer = h("div", { class: "spacer" });
 const list = h("div", { id: "list", class: "list", tabindex: 0 }, spacer);
 const detail = h("div", { id: "detail", class: "detail", hidden: true });
-const pool: HTMLDivElement[] = [];
+const pool: El[] = [];
 
-function rowElement(): HTMLDivElement {
+function rowElement(): El {
   const row = h("div", { class: "row" }, COLUMNS.map((c) => h("div", { class: `c-${c.key}` })));
   row.addEventListener("click", () => {
     const index = Number(row.dataset.index);
@@ -120,7 +131,7 @@ const LIVE_REPAINT = 300;
 function scheduleRender(): void {
   if (renderQueued) return;
   renderQueued = true;
-  requestAnimationFrame(() => {
+  win.requestAnimationFrame(() => {
     renderQueued = false;
     render();
   });
@@ -159,7 +170,7 @@ function render(): void {
     if (f) row.dataset.id = f.id;
     else delete row.dataset.id;
     for (let c = 0; c < COLUMNS.length; c++) {
-      (cells[c] as HTMLElement).textContent = f ? COLUMNS[c]!.cell(f) : c === 0 ? "…" : "";
+      (cells[c] as El).textContent = f ? COLUMNS[c]!.cell(f) : c === 0 ? "…" : "";
     }
   }
   // Without a count from the server (a filter SQL cannot answer alone), the list grows as pages come.
@@ -169,7 +180,7 @@ function render(): void {
   }${more} flows`;
   // Figures for bench/web_ui.ts: when the list first showed flows, and how long a filter took.
   if (state.rows.length > 0 || state.cursor === null) {
-    const d = document.body.dataset;
+    const d = doc.body.dataset;
     d.firstRows ??= String(performance.now());
     if (filterStarted !== undefined) {
       d.filterMs = String(performance.now() - filterStarted);
@@ -185,7 +196,7 @@ async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   if (init.method && init.method !== "GET") headers.set(CSRF_HEADER, csrf);
   const res = await fetch(path, { ...init, headers, credentials: "same-origin" });
   if (res.status === 401) {
-    location.reload();
+    win.location.reload();
     throw new Error("logged out");
   }
   const body = await res.json() as T & { error?: string };
@@ -216,8 +227,8 @@ async function loadMore(): Promise<void> {
     if (page.total !== undefined) state.total = page.total;
     state.cursor = page.cursor ?? null;
     if (state.cursor === null) state.total = state.rows.length;
-    document.body.dataset.loaded = String(state.rows.length);
-    if (first) document.body.dataset.firstPage = String(performance.now());
+    doc.body.dataset.loaded = String(state.rows.length);
+    if (first) doc.body.dataset.firstPage = String(performance.now());
   } catch (e) {
     statusLabel.textContent = `error: ${(e as Error).message}`;
   } finally {
@@ -235,8 +246,8 @@ function reload(): void {
   state.loading = false;
   selected = -1;
   list.scrollTop = 0;
-  document.body.dataset.loaded = "0";
-  delete document.body.dataset.firstPage;
+  doc.body.dataset.loaded = "0";
+  delete doc.body.dataset.firstPage;
   scheduleRender();
   void loadMore();
 }
@@ -255,7 +266,7 @@ function onUpdates(message: UpdatesMessage): void {
       state.rows.push(f);
     }
   }
-  document.body.dataset.loaded = String(state.rows.length);
+  doc.body.dataset.loaded = String(state.rows.length);
   if (follow && selected < 0) followPending = true;
   // Live updates repaint the list at most every LIVE_REPAINT ms: with a busy proxy a repaint costs
   // the browser more than the few hundred summaries it shows (bench/web_ui_load.ts).
@@ -266,7 +277,9 @@ function onUpdates(message: UpdatesMessage): void {
 }
 
 function connect(): void {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/updates`);
+  const ws = new WebSocket(
+    `${win.location.protocol === "https:" ? "wss" : "ws"}://${win.location.host}/api/updates`,
+  );
   socket = ws;
   ws.onopen = () => {
     statusLabel.textContent = "live";
@@ -286,7 +299,7 @@ let filterStarted: number | undefined;
 let checkSeq = 0;
 
 /** Asks the server whether an expression parses; shows its error under the box when not. */
-async function check(input: HTMLInputElement, errorBox: HTMLElement): Promise<boolean | undefined> {
+async function check(input: InputEl, errorBox: El): Promise<boolean | undefined> {
   const expression = input.value;
   const seq = ++checkSeq;
   const result = await api<FilterCheckJson>("/api/filter/check", {
@@ -322,7 +335,7 @@ async function checkAndApply(): Promise<void> {
   state.filter = filter;
   state.highlight = highlight;
   filterStarted = started;
-  delete document.body.dataset.filterMs;
+  delete doc.body.dataset.filterMs;
   socket?.readyState === WebSocket.OPEN && socket.send(JSON.stringify({ filter, highlight }));
   reload();
 }
@@ -339,7 +352,7 @@ function select(index: number): void {
   scheduleRender();
 }
 
-function headersTable(headers: [string, string][]): HTMLElement {
+function headersTable(headers: [string, string][]): El {
   return h(
     "table",
     { class: "headers" },
@@ -367,13 +380,13 @@ async function bodyBytes(body: BodyJson): Promise<Uint8Array> {
   return new Uint8Array(await res.arrayBuffer());
 }
 
-function bodyView(body: BodyJson): HTMLElement {
+function bodyView(body: BodyJson): El {
   const out = h("div", { class: "body-view" });
   const select = h(
     "select",
     { class: "view-select", title: "content view" },
     (["auto", "json", "form", "text", "image", "hex"] as View[]).map((v) => h("option", { value: v }, v)),
-  );
+  ) as InputEl;
   const content = h("div", { class: "body-content" });
   const info = h(
     "div",
@@ -429,8 +442,8 @@ function bodyView(body: BodyJson): HTMLElement {
 function section(
   title: string,
   open: boolean,
-  ...children: (Node | string | null | undefined)[]
-): HTMLElement {
+  ...children: (El | string | null | undefined)[]
+): El {
   return h(
     "details",
     { open, class: `section s-${title.toLowerCase()}` },
@@ -439,7 +452,7 @@ function section(
   );
 }
 
-function kv(rows: [string, string | undefined][]): HTMLElement {
+function kv(rows: [string, string | undefined][]): El {
   return h(
     "table",
     { class: "kv" },
@@ -449,7 +462,7 @@ function kv(rows: [string, string | undefined][]): HTMLElement {
   );
 }
 
-function timingView(d: FlowDetailJson): HTMLElement {
+function timingView(d: FlowDetailJson): El {
   const t = d.timing;
   const points: [string, number | undefined][] = [
     ["server connected", t.serverConnected],
@@ -476,7 +489,7 @@ async function openFlow(index: number): Promise<void> {
   if (openId !== f.id) return;
   const c = d.connection;
   detail.hidden = false;
-  document.body.classList.add("with-detail");
+  doc.body.classList.add("with-detail");
   replace(
     detail,
     h(
@@ -557,12 +570,14 @@ async function openFlow(index: number): Promise<void> {
 function closeDetail(): void {
   openId = null;
   detail.hidden = true;
-  document.body.classList.remove("with-detail");
+  doc.body.classList.remove("with-detail");
   list.focus();
 }
 
-function onKey(e: KeyboardEvent): void {
-  if (e.target === filterInput || e.target === highlightInput) {
+function onKey(event: Event): void {
+  const e = event as KeyEvent;
+  const target = e.target as unknown;
+  if (target === filterInput || target === highlightInput) {
     if (e.key === "Escape" || e.key === "Enter") {
       clearTimeout(checkTimer);
       void checkAndApply();
@@ -615,7 +630,7 @@ async function main(): Promise<void> {
     ),
     h("div", { class: "main" }, h("div", { class: "list-pane" }, header, list), detail),
   );
-  document.body.append(app);
+  doc.body.append(app);
   for (const input of [filterInput, highlightInput]) {
     input.addEventListener("input", () => {
       clearTimeout(checkTimer);
@@ -627,8 +642,8 @@ async function main(): Promise<void> {
     if (scrolledByRender) scrolledByRender = false;
     else scheduleRender();
   });
-  globalThis.addEventListener("resize", scheduleRender);
-  document.addEventListener("keydown", onKey);
+  win.addEventListener("resize", scheduleRender);
+  doc.addEventListener("keydown", onKey);
   csrf = (await api<{ csrf: string }>("/api/session")).csrf;
   connect();
   reload();

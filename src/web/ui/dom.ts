@@ -1,23 +1,71 @@
-/// <reference lib="dom" />
 /**
  * A tiny element helper for the page: `h("div", { class: "x" }, "text", child)`. Text is always
  * set as text (never parsed as HTML), so recorded traffic cannot inject markup.
+ *
+ * The page is typed against the few DOM members it uses, declared here, not against the DOM's own
+ * types: `lib="dom"` would join the repository's single type-check (`deno check 'src/**\/*.ts'`)
+ * and clash with Deno's declarations of the same web APIs (streams) in every other file.
  * @module
  */
+
+/** The members of a DOM element the page uses. */
+export interface El {
+  textContent: string | null;
+  className: string;
+  hidden: boolean;
+  readonly dataset: Record<string, string | undefined>;
+  readonly style: { height: string; transform: string };
+  readonly classList: { add(name: string): void; remove(name: string): void };
+  readonly children: ArrayLike<El>;
+  scrollTop: number;
+  readonly clientHeight: number;
+  readonly scrollHeight: number;
+  setAttribute(name: string, value: string): void;
+  addEventListener(type: string, listener: (e: Event) => void): void;
+  append(...nodes: (El | string)[]): void;
+  focus(): void;
+}
+
+/** An `<input>` or `<select>`. */
+export interface InputEl extends El {
+  value: string;
+  select(): void;
+}
+
+/** A key press. */
+export interface KeyEvent extends Event {
+  readonly key: string;
+  readonly ctrlKey: boolean;
+  readonly metaKey: boolean;
+  readonly altKey: boolean;
+}
+
+interface PageDocument {
+  readonly body: El;
+  createElement(tag: string): El;
+  addEventListener(type: string, listener: (e: Event) => void): void;
+}
+
+interface PageWindow {
+  readonly location: { reload(): void; readonly host: string; readonly protocol: string };
+  requestAnimationFrame(callback: () => void): number;
+  addEventListener(type: string, listener: () => void): void;
+}
+
+/** The page's document. */
+export const doc: PageDocument = (globalThis as unknown as { document: PageDocument }).document;
+/** The page's window. */
+export const win: PageWindow = globalThis as unknown as PageWindow;
 
 /** Attributes and event handlers of {@link h}. */
 export type Attrs = Record<string, string | number | boolean | undefined | ((e: Event) => void)>;
 
 /** A child of {@link h}: an element, text, or nothing. */
-export type Child = Node | string | number | null | undefined | false;
+export type Child = El | string | number | null | undefined | false;
 
 /** Makes an element with attributes (`on*` functions become listeners) and children. */
-export function h<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Attrs = {},
-  ...children: (Child | Child[])[]
-): HTMLElementTagNameMap[K] {
-  const el = document.createElement(tag);
+export function h(tag: string, attrs: Attrs = {}, ...children: (Child | Child[])[]): El {
+  const el = doc.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (value === undefined || value === false) continue;
     if (typeof value === "function") el.addEventListener(name.slice(2).toLowerCase(), value);
@@ -28,7 +76,7 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   return el;
 }
 
-function append(el: Element, children: (Child | Child[])[]): void {
+function append(el: El, children: (Child | Child[])[]): void {
   for (const c of children) {
     if (Array.isArray(c)) append(el, c);
     else if (c === null || c === undefined || c === false) continue;
@@ -37,7 +85,7 @@ function append(el: Element, children: (Child | Child[])[]): void {
 }
 
 /** Replaces an element's children. */
-export function replace(el: Element, ...children: (Child | Child[])[]): void {
+export function replace(el: El, ...children: (Child | Child[])[]): void {
   el.textContent = "";
   append(el, children);
 }
