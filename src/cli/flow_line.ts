@@ -129,7 +129,10 @@ export function formatLogLine(event: LogEvent, color: boolean): string {
 function clientLabel(flow: Flow, peerNames: Map<string, string> | undefined): string {
   const key = flow.client.peer?.publicKey;
   const name = key === undefined ? undefined : peerNames?.get(key);
-  return name !== undefined ? printable(name) : printable(formatHostPort(flow.client.address));
+  const label = name !== undefined ? printable(name) : printable(formatHostPort(flow.client.address));
+  // The first modes are told apart by their addresses (tunnel or proxy client); others are named.
+  const mode = flow.client.mode;
+  return mode === "wireguard" || mode === "regular" ? label : `${label} [${printable(mode)}]`;
 }
 
 function httpLine(flow: HttpFlow, paint: Paint): string {

@@ -307,7 +307,7 @@ function client(v: unknown): ClientInfo {
   if (!isObject(v)) return { address: { hostname: "0.0.0.0", port: 0 }, mode: "regular" };
   const out: ClientInfo = {
     address: hostPort(v.address, { hostname: "0.0.0.0", port: 0 }),
-    mode: v.mode === "wireguard" ? "wireguard" : "regular",
+    mode: v.mode === "wireguard" || v.mode === "socks5" || v.mode === "dns" ? v.mode : "regular",
   };
   if (isObject(v.peer) && typeof v.peer.publicKey === "string") {
     out.peer = typeof v.peer.endpoint === "string"
