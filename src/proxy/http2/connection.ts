@@ -355,6 +355,11 @@ export class Http2Connection {
       this.localOpen < this.peerMaxConcurrent;
   }
 
+  /** A header block has begun (HEADERS without END_HEADERS) and its last CONTINUATION has not come. */
+  get headerBlockOpen(): boolean {
+    return this.block !== null;
+  }
+
   /** Whether stream `streamId` is open (in any open or half-closed state). */
   hasStream(streamId: number): boolean {
     return this.streams.has(streamId);
