@@ -333,6 +333,30 @@ Deno.test({
         "[...document.querySelectorAll('#detail .s-request table.form tr')].map((tr) => [...tr.children].map((c) => c.textContent))",
       );
       assert.deepEqual(fields, [["name", "wire scope"], ["lang", "ts!"]]);
+
+      // Actions on the open flow: m marks it, a comment is saved with Enter, curl export, d deletes.
+      const formId = await evaluate<string>("document.querySelector('.row.selected').dataset.id");
+      await key("m");
+      await until("the mark stored", async () => (await store.get(formId))?.marked === true);
+      await until(
+        "the row marked",
+        () => evaluate<boolean>("!!document.querySelector('.row.selected.marked')"),
+      );
+      await evaluate("document.getElementById('comment').focus()");
+      await b.send("Input.insertText", { text: "looks fine" }, s);
+      await key("Enter");
+      await until("the comment stored", async () => (await store.get(formId))?.comment === "looks fine");
+      const curlLine = await evaluate<string>(
+        "fetch(document.querySelector('a.export[href$=\"format=curl\"]').href).then((r) => r.text())",
+      );
+      assert.match(curlLine, /^curl /);
+      assert.match(curlLine, /\/form/);
+      assert.match(curlLine, /name=wire\+scope/);
+      await shot("flow-actions");
+      await evaluate("document.getElementById('list').focus()");
+      await key("d");
+      await until("the flow deleted", async () => (await store.get(formId)) === undefined);
+      await until("the list empty", async () => (await loaded()) === 0);
     } finally {
       await browser?.close();
       await web.close();

@@ -19,6 +19,8 @@ import { compileFilter, type Filter, FilterSyntaxError } from "../flows/filter.t
 import type { ProxyHandle } from "../proxy/proxy.ts";
 import { type Refusal, WebAuth } from "./auth.ts";
 import { bodyOf, decodeContent, flowDetail, flowSummary } from "./flow_view.ts";
+import { flowToCurl, flowToRaw } from "../flows/export.ts";
+import { flowToHarEntry } from "../flows/har.ts";
 import type { FilterCheckJson, FlowPageJson, FlowSummary, UpdatesMessage } from "./api_types.ts";
 import { ASSETS } from "./assets.generated.ts";
 
@@ -400,6 +402,12 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
     }
     return json(200, body);
   }
+  if (path === "/api/flows/clear" && req.method === "POST") {
+    await store.clear();
+    return json(200, { cleared: true });
+  }
+  const action = /^\/api\/flows\/([^/]+)\/(mark|comment|export)$/.exec(path);
+  if (action) return await flowAction(req, url, store, decodeURIComponent(action[1]!), action[2]!);
   const m = /^\/api\/flows\/([^/]+)(?:\/(request|response)\/body)?$/.exec(path);
   if (m) {
     const id = decodeURIComponent(m[1]!);
@@ -446,4 +454,69 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
     });
   }
   return json(404, { error: "not found" });
+}
+
+/** `POST …/mark` `{ mark: boolean | string }`, `POST …/comment` `{ comment }`, `GET …/export?format=`. */
+async function flowAction(
+  req: Request,
+  url: URL,
+  store: FlowStore,
+  id: string,
+  action: string,
+): Promise<Response> {
+  if (action === "export") {
+    if (req.method !== "GET") return json(405, { error: "method not allowed" });
+    const stored = await store.get(id);
+    if (!stored) return json(404, { error: "no such flow" });
+    const flow = stored.flow;
+    const format = url.searchParams.get("format") ?? "curl";
+    if (flow.type !== "http") return json(422, { error: `a ${flow.type} flow has no ${format} form` });
+    const name = `flow-${id.slice(0, 8)}`;
+    const download = (body: BodyInit, type: string, ext: string) =>
+      new Response(body, {
+        headers: {
+          ...SECURITY_HEADERS,
+          "content-type": type,
+          "content-disposition": `attachment; filename="${name}.${ext}"`,
+        },
+      });
+    switch (format) {
+      case "curl":
+        return download(flowToCurl(flow) + "\n", "text/plain; charset=utf-8", "sh");
+      case "raw":
+        return download(flowToRaw(flow).slice(), "application/octet-stream", "http");
+      case "har":
+        return download(
+          JSON.stringify({
+            log: {
+              version: "1.2",
+              creator: { name: "wirescope", version: "" },
+              entries: [flowToHarEntry(flow)],
+            },
+          }),
+          "application/json",
+          "har",
+        );
+      default:
+        return json(400, { error: `unknown format ${format} (curl, raw, har)` });
+    }
+  }
+  if (req.method !== "POST") return json(405, { error: "method not allowed" });
+  let body: { mark?: unknown; comment?: unknown };
+  try {
+    body = await req.json();
+  } catch {
+    return json(400, { error: "expected a JSON body" });
+  }
+  let ok: boolean;
+  if (action === "mark") {
+    if (typeof body.mark !== "boolean" && typeof body.mark !== "string") {
+      return json(400, { error: 'expected {"mark": true | false | "name"}' });
+    }
+    ok = await store.setMark(id, body.mark);
+  } else {
+    if (typeof body.comment !== "string") return json(400, { error: 'expected {"comment": "..."}' });
+    ok = await store.setComment(id, body.comment);
+  }
+  return ok ? json(200, { ok: true }) : json(404, { error: "no such flow" });
 }

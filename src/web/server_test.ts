@@ -113,6 +113,29 @@ Deno.test("web API: pages by cursor with a count, bad filters with their column,
     const deleted = await del({ "x-wirescope-csrf": csrf });
     assert.deepEqual(await deleted.json(), { deleted: 1 });
     assert.equal(await store.count(), 29);
+
+    // Export, a bad mark, and clear all (behind the CSRF header too).
+    const post = (path: string, body: unknown) =>
+      fetch(`${base}${path}`, {
+        method: "POST",
+        headers: { cookie, "x-wirescope-csrf": csrf, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const har =
+      await (await fetch(`${base}/api/flows/${flows[2]!.id}/export?format=har`, { headers: { cookie } }))
+        .json();
+    assert.equal(har.log.entries[0].request.url, flows[2]!.request.url);
+    const raw = await fetch(`${base}/api/flows/${flows[2]!.id}/export?format=raw`, { headers: { cookie } });
+    assert.match(await raw.text(), new RegExp(`^${flows[2]!.request.method} `));
+    const badMark = await post(`/api/flows/${flows[2]!.id}/mark`, { mark: 3 });
+    assert.equal(badMark.status, 400);
+    await badMark.body?.cancel();
+    assert.deepEqual(await (await post(`/api/flows/${flows[2]!.id}/mark`, { mark: "red" })).json(), {
+      ok: true,
+    });
+    assert.equal((await store.get(flows[2]!.id))?.mark, "red");
+    assert.deepEqual(await (await post("/api/flows/clear", {})).json(), { cleared: true });
+    assert.equal(await store.count(), 0);
   });
 });
 

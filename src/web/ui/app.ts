@@ -166,6 +166,7 @@ function render(): void {
     const f = state.rows[index];
     const cells = row.children;
     row.className = "row" + (index === selected ? " selected" : "") + (f?.highlight ? " highlight" : "") +
+      (f?.marked ? " marked" : "") +
       (f?.error ? " failed" : f && f.status >= 400 ? " bad" : "");
     if (f) row.dataset.id = f.id;
     else delete row.dataset.id;
@@ -499,6 +500,7 @@ async function openFlow(index: number): Promise<void> {
       h("b", {}, d.request ? `${d.request.method} ` : `${d.summary.type} `),
       d.request?.url ?? `${d.summary.host}${d.summary.path}`,
     ),
+    actionBar(f, d),
     d.error ? h("div", { class: "error" }, d.error) : null,
     d.request
       ? section(
@@ -567,6 +569,67 @@ async function openFlow(index: number): Promise<void> {
   );
 }
 
+/** Mark, comment, export and delete for the open flow. */
+function actionBar(f: FlowSummary, d: FlowDetailJson): El {
+  const base = `/api/flows/${encodeURIComponent(f.id)}`;
+  const comment = h("input", {
+    id: "comment",
+    type: "text",
+    placeholder: "comment (Enter saves)",
+    value: d.comment,
+  }) as InputEl;
+  comment.addEventListener("keydown", (e) => {
+    if ((e as KeyEvent).key !== "Enter") return;
+    void api(`${base}/comment`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ comment: comment.value }),
+    }).then(() => comment.classList.add("saved"));
+  });
+  const exports = d.request
+    ? ["curl", "raw", "har"].map((format) =>
+      h("a", { class: "export", href: `${base}/export?format=${format}`, download: "" }, format)
+    )
+    : [];
+  return h(
+    "div",
+    { class: "actions" },
+    h(
+      "button",
+      { id: "mark", title: "mark (m)", onclick: () => void toggleMark(f) },
+      f.marked ? "Unmark" : "Mark",
+    ),
+    h("button", { id: "delete", title: "delete (d)", onclick: () => void deleteFlow(f) }, "Delete"),
+    exports.length ? h("span", { class: "exports" }, "export: ", exports) : null,
+    comment,
+  );
+}
+
+async function toggleMark(f: FlowSummary): Promise<void> {
+  const marked = !f.marked;
+  await api(`/api/flows/${encodeURIComponent(f.id)}/mark`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ mark: marked }),
+  });
+  f.marked = marked;
+  const button = openId === f.id ? doc.getElementById("mark") : null;
+  if (button) button.textContent = marked ? "Unmark" : "Mark";
+  scheduleRender();
+}
+
+async function deleteFlow(f: FlowSummary): Promise<void> {
+  await api(`/api/flows/${encodeURIComponent(f.id)}`, { method: "DELETE" });
+  const index = state.rows.indexOf(f);
+  if (index >= 0) state.rows.splice(index, 1);
+  state.ids.delete(f.id);
+  state.total = Math.max(0, state.total - 1);
+  doc.body.dataset.loaded = String(state.rows.length);
+  if (openId === f.id) closeDetail();
+  if (selected >= state.rows.length) selected = state.rows.length - 1;
+  scheduleRender();
+}
+
 function closeDetail(): void {
   openId = null;
   detail.hidden = true;
@@ -585,6 +648,8 @@ function onKey(event: Event): void {
     }
     return;
   }
+  // Typing in any other box (the comment) is not a shortcut.
+  if ((target as { tagName?: string } | null)?.tagName === "INPUT") return;
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   switch (e.key) {
     case "/":
@@ -604,6 +669,12 @@ function onKey(event: Event): void {
       break;
     case "Enter":
       if (selected >= 0) void openFlow(selected);
+      break;
+    case "m":
+      if (state.rows[selected]) void toggleMark(state.rows[selected]!);
+      break;
+    case "d":
+      if (state.rows[selected]) void deleteFlow(state.rows[selected]!);
       break;
     case "Escape":
       if (openId !== null) closeDetail();

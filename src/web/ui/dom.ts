@@ -43,6 +43,7 @@ export interface KeyEvent extends Event {
 interface PageDocument {
   readonly body: El;
   createElement(tag: string): El;
+  getElementById(id: string): El | null;
   addEventListener(type: string, listener: (e: Event) => void): void;
 }
 
