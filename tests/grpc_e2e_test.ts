@@ -26,6 +26,7 @@ const ROOT = fromFileUrl(new URL("..", import.meta.url));
 const PYTHON = `${ROOT}.venv-grpc/bin/python`;
 const SERVER = fromFileUrl(new URL("./grpc/server.py", import.meta.url));
 const CLIENT = fromFileUrl(new URL("./grpc/client.py", import.meta.url));
+const UNREACHABLE = fromFileUrl(new URL("./grpc/unreachable_client.py", import.meta.url));
 const GRPC_PORT = 50051;
 const BODY_LIMIT = 64 * 1024;
 /** What client.py sends and asks for (kept in step with it). */
@@ -210,6 +211,32 @@ Deno.test({
           } B of body, ${har._grpc?.response?.sizes.length} sizes; HAR entry ${encoded} chars`,
         );
         assert.ok(encoded < 3 * BODY_LIMIT, `HAR entry of ${encoded} chars`);
+      });
+
+      await t.step("an unreachable upstream (h2c): the client gets UNAVAILABLE with the reason", async () => {
+        // Nothing listens on this port of the origin: the proxy answers the call itself, in gRPC's
+        // trailers-only form, so grpcio reports the proxy's reason rather than an HTTP 502.
+        const out = await client.exec([
+          "timeout",
+          "30",
+          PYTHON,
+          UNREACHABLE,
+          `${origin.address}:${GRPC_PORT + 9}`,
+        ]);
+        const result = JSON.parse(out) as { code: number; details: string };
+        assert.equal(result.code, 14, out);
+        assert.match(result.details, /^wirescope: cannot connect to .*:50060: /);
+        let f: HttpFlow | undefined;
+        for (let i = 0; i < 100 && !f; i++) {
+          f = flows.find((x): x is HttpFlow =>
+            x.type === "http" && x.server.address.port === GRPC_PORT + 9 && x.timestampEnd !== undefined
+          );
+          if (!f) await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.ok(f, "a flow for the call");
+        assert.equal(f.response?.status, 200);
+        assert.equal(f.response?.grpc?.status, 14);
+        assert.match(f.error?.message ?? "", /cannot connect/);
       });
 
       await t.step("through the explicit proxy (HTTP CONNECT): the same calls and flows", async () => {

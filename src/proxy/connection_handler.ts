@@ -465,6 +465,7 @@ function runHttp2(
     bus: ctx.bus,
     initialCommands: layer.start(),
     initialEvents: events,
+    ...headTimeoutOf(ctx, client),
   });
 }
 
@@ -504,6 +505,7 @@ function runHttp2ToHttp1(
     bus: ctx.bus,
     initialCommands: layer.start(),
     initialEvents: events,
+    ...headTimeoutOf(ctx, client),
   });
 }
 

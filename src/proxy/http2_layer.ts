@@ -34,6 +34,7 @@ import type { HeaderField } from "./http2/hpack.ts";
 import type { BodyRecord, ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { appendRecordBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
+import { localAnswer } from "./http2_local_answer.ts";
 
 /** Options of {@link Http2Layer}. */
 export interface Http2LayerOptions {
@@ -183,6 +184,8 @@ export class Http2Layer implements Layer {
   #waiting: StreamPair[] = [];
   /** The upstream sent GOAWAY: no new upstream streams. */
   #upstreamGoaway = false;
+  /** Client streams started on this connection. */
+  #streamsSeen = 0;
   /** Adds this relay's counters to the proxy's totals (once, when it ends). */
   readonly #retire: () => void;
 
@@ -200,6 +203,31 @@ export class Http2Layer implements Layer {
     );
     this.#server = options.serverConnected ? "open" : "connecting";
     this.#retire = options.counters?.track(this.down, this.up) ?? (() => {});
+  }
+
+  /**
+   * The head timeout's wait: no stream started on the connection yet, or a header block left
+   * open (HEADERS without its last CONTINUATION; nothing else may come on the connection then).
+   */
+  get waitingForRequestHead(): boolean {
+    return !this.#done && (this.#streamsSeen === 0 || this.down.headerBlockOpen);
+  }
+
+  /** A request's header block has begun and not ended (the preface and SETTINGS are no request). */
+  get headPartial(): boolean {
+    return this.down.headerBlockOpen;
+  }
+
+  /** The head timeout closes the connection: GOAWAY to the client, open streams end with the reason. */
+  headTimedOut(now: number): LayerCommand[] {
+    const out: LayerCommand[] = [];
+    if (this.#done) return out;
+    const why = this.#streamsSeen === 0
+      ? "no request within the head timeout"
+      : "header block incomplete at the head timeout";
+    this.down.goaway(ErrorCode.NO_ERROR, why);
+    this.#clientGone(`client ${why}`, now, out);
+    return out;
   }
 
   /** Codec counters of both sides. */
@@ -263,8 +291,10 @@ export class Http2Layer implements Layer {
         for (const pair of [...this.#byDown.values()]) {
           this.#answerLocally(pair, this.#serverFailure, now, out);
         }
-        this.#goingAway = true;
-        this.down.goaway(ErrorCode.NO_ERROR, "upstream unreachable");
+        // With no stream yet (h2c: the connect fails before the client's first HEADERS), the
+        // client's first stream is answered with the reason before the GOAWAY, so it sees why
+        // (a GOAWAY first would refuse it with no reason); the head timeout bounds the wait.
+        if (this.#byDown.size > 0 || this.#streamsSeen > 0) this.#goAwayUnreachable();
         break;
       case "timer":
         for (const ev of this.down.timer(now)) this.#fromClient(ev, now, out);
@@ -350,6 +380,7 @@ export class Http2Layer implements Layer {
     now: number,
     out: LayerCommand[],
   ): void {
+    this.#streamsSeen++;
     const flow = this.#newFlow(streamId, headers, now);
     const pair: StreamPair = {
       down: streamId,
@@ -370,6 +401,7 @@ export class Http2Layer implements Layer {
     }
     if (this.#server === "failed" || this.#server === "closed") {
       this.#answerLocally(pair, this.#serverFailure || "the upstream connection is gone", now, out);
+      if (this.#server === "failed") this.#goAwayUnreachable();
       return;
     }
     if (!this.#upstreamGoaway && !this.up.failed && !this.up.canOpenStream()) {
@@ -558,21 +590,27 @@ export class Http2Layer implements Layer {
     this.#goingAway = true;
   }
 
+  /** The upstream cannot be reached: no more streams, close once the answered ones are sent. */
+  #goAwayUnreachable(): void {
+    if (this.#goingAway) return;
+    this.#goingAway = true;
+    this.down.goaway(ErrorCode.NO_ERROR, "upstream unreachable");
+  }
+
   /** Answers a stream with 502 and the reason (no upstream to send it to), and fails its flow. */
   #answerLocally(pair: StreamPair, reason: string, now: number, out: LayerCommand[]): void {
     if (pair.up !== null) this.up.reset(pair.up, ErrorCode.CANCEL);
-    const body = new TextEncoder().encode(`wirescope: ${reason}\n`);
-    const headers: HeaderField[] = [
-      [":status", "502"],
-      ["content-type", "text/plain; charset=utf-8"],
-      ["content-length", String(body.byteLength)],
-    ];
+    // A text body with the reason, or a trailers-only gRPC error for a gRPC call.
+    const answer = localAnswer(502, reason, pair.flow.request.headers);
+    const { headers, body } = answer;
     if (this.down.hasStream(pair.down) && !pair.responseStarted) {
       pair.responseStarted = true;
-      if (this.down.sendHeaders(pair.down, headers, false)) this.down.sendData(pair.down, body, true);
+      if (this.down.sendHeaders(pair.down, headers, answer.trailersOnly) && !answer.trailersOnly) {
+        this.down.sendData(pair.down, body, true);
+      }
       pair.flow.response = {
-        status: 502,
-        reason: "Bad Gateway",
+        status: answer.status,
+        reason: answer.trailersOnly ? "OK" : "Bad Gateway",
         httpVersion: "HTTP/2.0",
         headers: headers.slice(1).map(([n, v]) => [n, v]),
         body: { content: body, size: body.byteLength, truncated: false },

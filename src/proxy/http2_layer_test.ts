@@ -382,6 +382,31 @@ Deno.test("http2 layer: h2c opens the upstream itself; an unreachable one answer
   assert.ok(r.closed.has("client"));
 });
 
+Deno.test("http2 layer: a gRPC call with no upstream gets a trailers-only UNAVAILABLE with the reason", () => {
+  const r = new Rig({ serverConnected: false, scheme: "http" });
+  const id = r.client.request(POST, true);
+  r.pump();
+  r.event({ type: "server-failed", message: "connection refused", now: r.now });
+  r.pump();
+  const heads = r.of(r.clientEvents, "headers").filter((h) => h.streamId === id);
+  assert.equal(heads.length, 1);
+  assert.equal(heads[0]!.endStream, true, "one HEADERS frame ending the stream");
+  assert.deepEqual(heads[0]!.headers.slice(0, 3), [
+    [":status", "200"],
+    ["content-type", "application/grpc"],
+    ["grpc-status", "14"],
+  ]);
+  assert.equal(
+    heads[0]!.headers[3]![1],
+    "wirescope: cannot connect to origin.test:443: connection refused",
+  );
+  assert.equal(r.body(r.clientEvents, id), "");
+  const f = r.ended()[0]!;
+  assert.equal(f.response?.status, 200);
+  assert.equal(f.response?.grpc?.status, 14);
+  assert.match(f.error!.message, /connection refused/);
+});
+
 Deno.test("http2 layer: h2c requests made before the upstream is up go out once it is", () => {
   const r = new Rig({ serverConnected: false, scheme: "http" });
   const id = r.client.request(GET, true);

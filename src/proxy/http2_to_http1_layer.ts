@@ -55,6 +55,7 @@ import { type Http2Counters, namesAnotherHost, regularFields, splitAuthority } f
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { appendRecordBody, emptyBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
+import { localAnswer } from "./http2_local_answer.ts";
 
 /** Options of {@link Http2ToHttp1Layer}. */
 export interface Http2ToHttp1LayerOptions {
@@ -183,6 +184,8 @@ export class Http2ToHttp1Layer implements Layer {
   #nextConn = 1;
   #started = false;
   #done = false;
+  /** Client streams started on this connection. */
+  #streamsSeen = 0;
   #goingAway = false;
   #armed: number | null = null;
   /** Why the last connection attempt failed (answers waiting requests when none is left). */
@@ -207,6 +210,31 @@ export class Http2ToHttp1Layer implements Layer {
   }
 
   /** Upstream connections open or opening, and client streams in progress. */
+  /**
+   * The head timeout's wait: no stream started on the connection yet, or a header block left
+   * open (HEADERS without its last CONTINUATION; nothing else may come on the connection then).
+   */
+  get waitingForRequestHead(): boolean {
+    return !this.#done && (this.#streamsSeen === 0 || this.down.headerBlockOpen);
+  }
+
+  /** A request's header block has begun and not ended (the preface and SETTINGS are no request). */
+  get headPartial(): boolean {
+    return this.down.headerBlockOpen;
+  }
+
+  /** The head timeout closes the connection: GOAWAY to the client, open streams end with the reason. */
+  headTimedOut(now: number): LayerCommand[] {
+    const out: LayerCommand[] = [];
+    if (this.#done) return out;
+    const why = this.#streamsSeen === 0
+      ? "no request within the head timeout"
+      : "header block incomplete at the head timeout";
+    this.down.goaway(ErrorCode.NO_ERROR, why);
+    this.#clientGone(`client ${why}`, now, out);
+    return out;
+  }
+
   stats(): { connections: number; streams: number; waiting: number } {
     return { connections: this.#conns.size, streams: this.#streams.size, waiting: this.#queue.length };
   }
@@ -361,6 +389,7 @@ export class Http2ToHttp1Layer implements Layer {
     now: number,
     out: LayerCommand[],
   ): void {
+    this.#streamsSeen++;
     const flow = this.#newFlow(streamId, headers, now);
     const method = flow.request.method;
     const ex: Exchange = {
@@ -756,18 +785,17 @@ export class Http2ToHttp1Layer implements Layer {
   /** Answers a stream itself (`status` with the reason as text) and fails its flow. */
   #answerLocally(ex: Exchange, status: number, reason: string, now: number, out: LayerCommand[]): void {
     this.#queue = this.#queue.filter((q) => q !== ex);
-    const body = encoder.encode(`wirescope: ${reason}\n`);
-    const headers: HeaderField[] = [
-      [":status", String(status)],
-      ["content-type", "text/plain; charset=utf-8"],
-      ["content-length", String(body.byteLength)],
-    ];
+    // A text body with the reason, or a trailers-only gRPC error for a gRPC call.
+    const answer = localAnswer(status, reason, ex.flow.request.headers);
+    const { headers, body } = answer;
     if (this.down.hasStream(ex.id) && !ex.responseStarted) {
       ex.responseStarted = true;
-      if (this.down.sendHeaders(ex.id, headers, false)) this.down.sendData(ex.id, body, true);
+      if (this.down.sendHeaders(ex.id, headers, answer.trailersOnly) && !answer.trailersOnly) {
+        this.down.sendData(ex.id, body, true);
+      }
       ex.flow.response = {
-        status,
-        reason: REASONS[status] ?? "",
+        status: answer.status,
+        reason: REASONS[answer.status] ?? "",
         httpVersion: "HTTP/2.0",
         headers: headers.slice(1).map(([n, v]) => [n, v]),
         body: { content: body, size: body.byteLength, truncated: false },

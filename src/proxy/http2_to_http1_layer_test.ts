@@ -478,6 +478,31 @@ Deno.test("h2→h1: a failed connect answers the waiting streams with 502", () =
   assert.match(rig.ended()[0]!.error!.message, /connection refused/);
 });
 
+Deno.test("h2→h1: a gRPC call whose upstream cannot be reached gets grpc-status 14 (trailers-only)", () => {
+  const rig = new Rig();
+  const post: HeaderField[] = [
+    [":method", "POST"],
+    [":scheme", "https"],
+    [":authority", "origin.test"],
+    [":path", "/pkg.Svc/Call"],
+    ["content-type", "application/grpc+proto"],
+    ["te", "trailers"],
+  ];
+  const a = rig.request(post);
+  rig.event({ type: "server-failed", message: "connection refused (100%)", now: ++rig.now, conn: 1 });
+  rig.pump();
+  const [h] = rig.of("headers", a);
+  assert.equal(h!.endStream, true);
+  assert.deepEqual(h!.headers, [
+    [":status", "200"],
+    ["content-type", "application/grpc"],
+    ["grpc-status", "14"],
+    ["grpc-message", "wirescope: cannot connect to 10.9.9.9:443: connection refused (100%25)"],
+  ]);
+  assert.equal(rig.body(a), "");
+  assert.equal(rig.ended()[0]!.response?.grpc?.status, 14);
+});
+
 Deno.test("h2→h1: a client reset mid-exchange closes that upstream connection only", () => {
   const rig = new Rig({ poolSize: 2 });
   const a = rig.request(get("/a"));

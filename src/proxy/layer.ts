@@ -72,6 +72,16 @@ export interface Layer {
    * Layers without requests leave it out.
    */
   readonly waitingForRequestHead?: boolean;
+  /**
+   * Called when the head timeout closes the connection: the last commands to carry out first
+   * (an HTTP/2 GOAWAY, flows ended). The driver closes the client side after them.
+   */
+  headTimedOut?(now: number): LayerCommand[];
+  /**
+   * Whether a request head has begun, for the head timeout's log line (absent: any client byte
+   * since the wait began counts; HTTP/2's preface and SETTINGS are no request).
+   */
+  readonly headPartial?: boolean;
 }
 
 /** How far each buffer made by {@link appendBytes} is filled: bytes past that are free to use. */

@@ -158,9 +158,18 @@ class LayerRunner {
         this.#armHead(left);
         return;
       }
-      limit.expired({ partial: this.#headBytes > 0, afterRequest: this.#servedRequest });
-      this.#o.client.close(false);
-      this.#end();
+      const partial = this.#o.layer.headPartial ?? this.#headBytes > 0;
+      limit.expired({ partial, afterRequest: this.#servedRequest });
+      const last = this.#o.layer.headTimedOut?.(Date.now()) ?? [];
+      // The layer's last words (a GOAWAY) get a second to go out; then the connection closes.
+      const said = last.length === 0 ? Promise.resolve() : Promise.race([
+        this.#execute(last),
+        new Promise<void>((r) => Deno.unrefTimer(setTimeout(r, 1000))),
+      ]);
+      void said.finally(() => {
+        this.#o.client.close(false);
+        this.#end();
+      });
     }, ms);
   }
 
