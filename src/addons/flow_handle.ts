@@ -181,7 +181,7 @@ class MessageView {
   headers: Fields;
   #body: Uint8Array | undefined;
   bodyChanged = false;
-  readonly bodyTruncated: boolean;
+  bodyTruncated: boolean;
   stream?: BodyTransform | true;
   readonly httpVersion: string;
   trailers?: Fields;
@@ -213,6 +213,13 @@ class MessageView {
 
   set text(value: string | undefined) {
     this.body = encoder.encode(value ?? "");
+  }
+
+  /** Puts the body in as it came (not a change). */
+  load(body: Uint8Array | undefined, truncated: boolean): void {
+    if (this.bodyChanged) return;
+    this.#body = body;
+    this.bodyTruncated = truncated;
   }
 
   json(): unknown {
@@ -328,37 +335,30 @@ export class HttpFlowView implements HttpFlowHandle {
     return this.#intercepted;
   }
 
-  /** Refreshes the views from the record before hook `phase` (bodies come in with `request`/`response`). */
+  /** Brings the bodies in before hook `phase` (they come with `request`/`response`). */
   enter(phase: HttpHookName): void {
     this.phase = phase;
     const flow = this.flow;
-    if (phase === "request" && !this.#request.bodyChanged) {
-      const stream = this.#request.stream;
-      const headers = this.#request.headers;
-      this.#request = new RequestView(
-        flow.request,
-        stream ? undefined : fullBody(flow.request, true),
-        stream !== undefined || flow.request.body.truncated,
+    if (phase === "request") {
+      const r = this.#request;
+      const complete = flow.request.timestampEnd !== undefined;
+      r.load(
+        r.stream ? undefined : fullBody(flow.request, complete),
+        r.stream !== undefined || !complete ||
+          flow.request.body.truncated,
       );
-      // Edits made in requestheaders carry on.
-      this.#request.headers = headers;
-      if (stream) this.#request.stream = stream;
     }
-    if ((phase === "responseheaders" || phase === "response") && flow.response && !this.#made) {
-      const prev = this.#response;
-      const stream = prev?.stream;
-      const r = new ResponseView(
-        flow.response,
-        phase === "response" && !stream ? fullBody(flow.response, true) : undefined,
-        phase === "response" && (stream !== undefined || flow.response.body.truncated),
-      );
-      if (prev) {
-        r.headers = prev.headers;
-        r.status = prev.status;
-        r.reason = prev.reason;
-        if (stream) r.stream = stream;
+    if ((phase === "responseheaders" || phase === "response") && flow.response) {
+      if (!this.#response) this.#response = new ResponseView(flow.response, undefined, false);
+      if (phase === "response") {
+        const r = this.#response;
+        const complete = flow.response.timestampEnd !== undefined;
+        r.load(
+          r.stream ? undefined : fullBody(flow.response, complete),
+          r.stream !== undefined || !complete ||
+            flow.response.body.truncated,
+        );
       }
-      this.#response = r;
     }
   }
 

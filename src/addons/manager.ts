@@ -302,17 +302,20 @@ export class AddonManager {
   }
 
   /**
-   * Runs HTTP hook `name` for `flow`: each addon in order, waiting while a hook left the flow
+   * Runs HTTP hook `names` (one after the other) for `flow`: each addon in order, waiting while a hook left the flow
    * intercepted; once one answers or kills, the rest are skipped. Returns what they decided.
    */
-  async http(name: HttpHookName, flow: HttpFlow): Promise<HttpVerdict | undefined> {
+  async http(names: HttpHookName | HttpHookName[], flow: HttpFlow): Promise<HttpVerdict | undefined> {
     const view = this.viewOf(flow);
-    view.enter(name);
-    for (const l of this.#loaded) {
-      const hook = l.addon[name];
-      if (typeof hook !== "function") continue;
-      await this.#call(l, name, () => hook.call(l.addon, view, l.ctx), flow.request.url);
-      await view.waitResumed();
+    for (const name of typeof names === "string" ? [names] : names) {
+      view.enter(name);
+      for (const l of this.#loaded) {
+        const hook = l.addon[name];
+        if (typeof hook !== "function") continue;
+        await this.#call(l, name, () => hook.call(l.addon, view, l.ctx), flow.request.url);
+        await view.waitResumed();
+        if (view.decided) break;
+      }
       if (view.decided) break;
     }
     const verdict = view.verdict();

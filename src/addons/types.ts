@@ -315,6 +315,7 @@ export type Hook<P, D extends OptionDecls> = (payload: P, ctx: AddonContext<D>) 
 
 /**
  * An addon: every hook is optional and may be async. `D` types `ctx.options` after `options`.
+ * Hooks are declared as methods, so an `Addon<D>` of any `D` is an `Addon`.
  */
 export interface Addon<D extends OptionDecls = OptionDecls> {
   /** A name for log lines and `--help` (default: the file name, or `addon N`). */
@@ -324,63 +325,63 @@ export interface Addon<D extends OptionDecls = OptionDecls> {
 
   // lifecycle
   /** Called once when the addon is loaded (after its options are registered). */
-  load?: (ctx: AddonContext<D>) => Awaitable<void>;
+  load?(ctx: AddonContext<D>): Awaitable<void>;
   /** Called after `load` and whenever options change; `changed` names the options that did. */
-  configure?: (changed: ReadonlySet<string>, ctx: AddonContext<D>) => Awaitable<void>;
+  configure?(changed: ReadonlySet<string>, ctx: AddonContext<D>): Awaitable<void>;
   /** Called once the proxy is up. */
-  running?: (ctx: AddonContext<D>) => Awaitable<void>;
+  running?(ctx: AddonContext<D>): Awaitable<void>;
   /** Called once at shutdown, or when the addon is unloaded (reload). */
-  done?: (ctx: AddonContext<D>) => Awaitable<void>;
+  done?(ctx: AddonContext<D>): Awaitable<void>;
 
   // connections
-  clientConnected?: Hook<ConnectionInfo, D>;
-  clientDisconnected?: Hook<ConnectionInfo, D>;
-  serverConnect?: Hook<ServerConnectHandle, D>;
-  serverConnected?: Hook<ConnectionInfo, D>;
-  serverDisconnected?: Hook<ConnectionInfo, D>;
+  clientConnected?(payload: ConnectionInfo, ctx: AddonContext<D>): Awaitable<void>;
+  clientDisconnected?(payload: ConnectionInfo, ctx: AddonContext<D>): Awaitable<void>;
+  serverConnect?(payload: ServerConnectHandle, ctx: AddonContext<D>): Awaitable<void>;
+  serverConnected?(payload: ConnectionInfo, ctx: AddonContext<D>): Awaitable<void>;
+  serverDisconnected?(payload: ConnectionInfo, ctx: AddonContext<D>): Awaitable<void>;
 
   // TLS
-  tlsClienthello?: Hook<TlsClientHelloHandle, D>;
-  tlsEstablishedClient?: Hook<TlsHandshakeInfo, D>;
-  tlsEstablishedServer?: Hook<TlsHandshakeInfo, D>;
-  tlsFailedClient?: Hook<TlsHandshakeInfo, D>;
-  tlsFailedServer?: Hook<TlsHandshakeInfo, D>;
+  tlsClienthello?(payload: TlsClientHelloHandle, ctx: AddonContext<D>): Awaitable<void>;
+  tlsEstablishedClient?(payload: TlsHandshakeInfo, ctx: AddonContext<D>): Awaitable<void>;
+  tlsEstablishedServer?(payload: TlsHandshakeInfo, ctx: AddonContext<D>): Awaitable<void>;
+  tlsFailedClient?(payload: TlsHandshakeInfo, ctx: AddonContext<D>): Awaitable<void>;
+  tlsFailedServer?(payload: TlsHandshakeInfo, ctx: AddonContext<D>): Awaitable<void>;
 
   // HTTP
   /** The request head is in (no body yet); may set `flow.request.stream`. */
-  requestheaders?: Hook<HttpFlowHandle, D>;
+  requestheaders?(payload: HttpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
   /** The request is in, body buffered (unless streamed or too long); before the server is contacted. */
-  request?: Hook<HttpFlowHandle, D>;
+  request?(payload: HttpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
   /** The response head is in; may set `flow.response.stream`. */
-  responseheaders?: Hook<HttpFlowHandle, D>;
+  responseheaders?(payload: HttpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
   /** The response is in, body buffered (unless streamed or too long); before the client gets it. */
-  response?: Hook<HttpFlowHandle, D>;
+  response?(payload: HttpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
   /** The exchange failed (`flow.error`). */
-  error?: Hook<HttpFlowHandle, D>;
+  error?(payload: HttpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
   /** A CONNECT request to the explicit proxy. */
-  httpConnect?: Hook<HttpConnectHandle, D>;
+  httpConnect?(payload: HttpConnectHandle, ctx: AddonContext<D>): Awaitable<void>;
 
   // WebSocket
-  websocketStart?: Hook<WebSocketFlowHandle, D>;
-  websocketMessage?: Hook<WebSocketFlowHandle, D>;
-  websocketEnd?: Hook<WebSocketFlowHandle, D>;
+  websocketStart?(payload: WebSocketFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  websocketMessage?(payload: WebSocketFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  websocketEnd?(payload: WebSocketFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
 
   // TCP
-  tcpStart?: Hook<TcpFlowHandle, D>;
-  tcpMessage?: Hook<TcpFlowHandle, D>;
-  tcpEnd?: Hook<TcpFlowHandle, D>;
+  tcpStart?(payload: TcpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  tcpMessage?(payload: TcpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  tcpEnd?(payload: TcpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
 
   // UDP
-  udpStart?: Hook<UdpFlowHandle, D>;
-  udpMessage?: Hook<UdpFlowHandle, D>;
-  udpEnd?: Hook<UdpFlowHandle, D>;
+  udpStart?(payload: UdpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  udpMessage?(payload: UdpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  udpEnd?(payload: UdpFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
 
   // DNS
-  dnsRequest?: Hook<DnsFlowHandle, D>;
-  dnsResponse?: Hook<DnsFlowHandle, D>;
+  dnsRequest?(payload: DnsFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
+  dnsResponse?(payload: DnsFlowHandle, ctx: AddonContext<D>): Awaitable<void>;
 
   // WireGuard
-  wireguardPeer?: Hook<WireGuardPeerEvent, D>;
+  wireguardPeer?(payload: WireGuardPeerEvent, ctx: AddonContext<D>): Awaitable<void>;
 }
 
 /** The names of the hooks that take a payload (everything but the lifecycle hooks). */

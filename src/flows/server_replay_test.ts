@@ -64,7 +64,7 @@ function noResponse(f: HttpFlow): HttpFlow {
 }
 
 function answerOf(verdict: RequestVerdict): string | undefined {
-  return typeof verdict === "object" ? dec.decode(verdict.body) : verdict;
+  return typeof verdict === "object" ? ("body" in verdict ? dec.decode(verdict.body) : undefined) : verdict;
 }
 
 Deno.test("server replay key: method, scheme, host, port, path and query; options leave parts out", () => {

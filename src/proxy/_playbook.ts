@@ -245,6 +245,14 @@ function describe(event: LayerEvent): string {
     case "timer":
       return "timer";
     case "hook-result":
-      return `hook verdict: ${typeof event.verdict === "object" ? event.verdict.status : event.verdict}`;
+      return `hook verdict: ${
+        typeof event.verdict === "object"
+          ? ("change" in event.verdict ? "change" : event.verdict.status)
+          : event.verdict
+      }`;
+    case "response-hook-result":
+      return `response hook verdict: ${
+        typeof event.verdict === "object" ? Object.keys(event.verdict)[0] : event.verdict
+      }`;
   }
 }

@@ -12,7 +12,7 @@
  * @module
  */
 import type { Flow, HostPort, HttpFlow, LogEvent } from "../flows/flow.ts";
-import type { RequestVerdict } from "./request_hook.ts";
+import type { RequestVerdict, ResponseVerdict } from "./request_hook.ts";
 
 /** One side of a proxied connection. */
 export type Side = "client" | "server";
@@ -31,7 +31,9 @@ export type LayerEvent =
   /** The time asked for with the last `timer` command has come. */
   | { type: "timer"; now: number }
   /** The request hook's verdict on the flow of the last `request-hook` command (see request_hook.ts). */
-  | { type: "hook-result"; verdict: RequestVerdict; now: number };
+  | { type: "hook-result"; verdict: RequestVerdict; now: number }
+  /** The response hook's verdict on the flow of the last `response-hook` command. */
+  | { type: "response-hook-result"; verdict: ResponseVerdict; now: number };
 
 /** What the driver must do. */
 export type LayerCommand =
@@ -60,7 +62,9 @@ export type LayerCommand =
    */
   | { type: "timer"; delay: number }
   /** Ask the request hook about `flow`; its verdict comes back as a `hook-result` event. */
-  | { type: "request-hook"; flow: HttpFlow };
+  | { type: "request-hook"; flow: HttpFlow }
+  /** Ask the response hook about `flow`'s held response; the verdict comes as `response-hook-result`. */
+  | { type: "response-hook"; flow: HttpFlow };
 
 /** A sans-IO layer. */
 export interface Layer {

@@ -5,9 +5,9 @@
  * @module
  */
 import type { ByteStream } from "./byte_stream.ts";
-import type { FlowBus, HostPort, HttpFlow } from "../flows/flow.ts";
+import type { Flow, FlowBus, HostPort, HttpFlow } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
-import { callRequestHook, type RequestHook } from "./request_hook.ts";
+import { callRequestHook, type RequestHook, type ResponseHook } from "./request_hook.ts";
 
 /** A connection to a server, as opened by the driver. */
 export interface OpenedServer {
@@ -54,6 +54,10 @@ export interface RunLayerOptions {
   headTimeout?: HeadTimeout;
   /** Answers the layer's `request-hook` commands (absent: every request goes on). */
   requestHook?: RequestHook;
+  /** Answers the layer's `response-hook` commands (a hook that throws lets the response go on). */
+  responseHook?: ResponseHook;
+  /** Told of every flow that ends (addons' `error` hook for failed exchanges). */
+  flowEnded?: (flow: Flow) => void;
 }
 
 /** Drives `layer` until it closes the client side (or hands it off as a tunnel). */
@@ -214,6 +218,7 @@ class LayerRunner {
           break;
         case "flow":
           this.#o.bus.emit(cmd.event, cmd.flow);
+          if (cmd.event === "end") this.#o.flowEnded?.(cmd.flow);
           break;
         case "log":
           this.#o.bus.log(cmd.level, cmd.message);
@@ -221,6 +226,16 @@ class LayerRunner {
         case "request-hook":
           this.#askHook(cmd.flow);
           break;
+        case "response-hook": {
+          const hook = this.#o.responseHook;
+          const flow = cmd.flow;
+          const asked = hook ? hook(flow) : Promise.resolve(undefined);
+          void asked.catch((e) => {
+            this.#o.bus.log("error", `response hook failed on ${flow.request.url}: ${e}`);
+            return undefined;
+          }).then((verdict) => this.#dispatch({ type: "response-hook-result", verdict, now: Date.now() }));
+          break;
+        }
         case "pause-reading":
           break; // always carries a conn (handled above)
         case "timer":

@@ -19,7 +19,37 @@ export type { LocalResponse };
  * client with it (recorded in the flow, with `flow.replay` set when the hook says so); `"kill"`
  * closes the client connection and records the flow as killed.
  */
-export type RequestVerdict = HookResponse | "kill" | undefined;
+export type RequestVerdict = HookResponse | "kill" | RequestChange | undefined;
+
+/**
+ * The request goes on changed (addons, see src/addons): method, target, headers and, when the
+ * whole body was in, the body. The layer rebuilds the head (Content-Length fixed up for a new
+ * body) and records what it sent.
+ */
+export interface RequestChange {
+  change: {
+    method: string;
+    host: string;
+    port: number;
+    path: string;
+    headers: [string, string][];
+    body?: Uint8Array;
+  };
+}
+
+/**
+ * What response hooks decided about a response held by the layer: `undefined` sends it on as it
+ * came, `"kill"` resets both sides, `respond` replaces it, `change` sends it changed (status,
+ * reason, headers; the body when it was in whole, with Content-Length fixed up).
+ */
+export type ResponseVerdict =
+  | undefined
+  | "kill"
+  | { respond: LocalResponse }
+  | { change: { status: number; reason: string; headers: [string, string][]; body?: Uint8Array } };
+
+/** Called with a flow whose response is held (head, and body up to `bodyLimit`). */
+export type ResponseHook = (flow: HttpFlow) => Promise<ResponseVerdict>;
 
 /** A response made by a hook. */
 export interface HookResponse extends LocalResponse {

@@ -1,0 +1,70 @@
+/**
+ * Joins an {@link AddonManager} to the proxy's hook seams (src/proxy/request_hook.ts): the
+ * request hook runs `requestheaders` then `request` once the request is held (head and body up
+ * to the body limit), the response hook runs `responseheaders` then `response` once the
+ * response is held the same way, and a flow that ends with an error runs `error`.
+ *
+ * Where this differs from mitmproxy (for now): `requestheaders`/`responseheaders` run right
+ * before `request`/`response`, once the body is held, not as soon as the head is in; a body
+ * longer than the body limit is held up to the limit only (the hooks get `body` undefined and
+ * `bodyTruncated`, and the rest streams on unchanged); `stream` transforms are not applied yet.
+ * @module
+ */
+import type { Flow, HttpFlow } from "../flows/flow.ts";
+import type { RequestHook, RequestVerdict, ResponseHook, ResponseVerdict } from "../proxy/request_hook.ts";
+import type { HttpVerdict } from "./flow_handle.ts";
+import type { AddonManager } from "./manager.ts";
+
+/** The hooks to hand to the proxy for `manager`'s addons (absent ones when no addon has them). */
+export function addonHooks(manager: AddonManager): {
+  requestHook?: RequestHook;
+  responseHook?: ResponseHook;
+  flowEnded?: (flow: Flow) => void;
+} {
+  const hooks: ReturnType<typeof addonHooks> = {};
+  if (manager.has("requestheaders") || manager.has("request")) {
+    hooks.requestHook = async (flow) =>
+      requestVerdict(await manager.http(["requestheaders", "request"], flow), flow);
+  }
+  if (manager.has("responseheaders") || manager.has("response")) {
+    hooks.responseHook = async (flow) =>
+      responseVerdict(await manager.http(["responseheaders", "response"], flow), flow);
+  }
+  if (manager.has("error")) {
+    hooks.flowEnded = (flow) => {
+      if (flow.type === "http" && flow.error) void manager.http("error", flow);
+    };
+  }
+  return hooks;
+}
+
+function marks(v: HttpVerdict, flow: HttpFlow): void {
+  if (v.marked !== undefined) flow.marked = v.marked;
+  if (v.comment !== undefined) flow.comment = v.comment;
+}
+
+/** The request hook's verdict for what the addons decided. */
+export function requestVerdict(v: HttpVerdict | undefined, flow: HttpFlow): RequestVerdict {
+  if (!v) return undefined;
+  marks(v, flow);
+  if (v.kill) return "kill";
+  if (v.respond) return { ...v.respond };
+  if (v.request) {
+    const { method, host, port, path, headers, body } = v.request;
+    return { change: { method, host, port, path, headers, ...(body !== undefined ? { body } : {}) } };
+  }
+  return undefined;
+}
+
+/** The response hook's verdict for what the addons decided. */
+export function responseVerdict(v: HttpVerdict | undefined, flow: HttpFlow): ResponseVerdict {
+  if (!v) return undefined;
+  marks(v, flow);
+  if (v.kill) return "kill";
+  if (v.respond) return { respond: { ...v.respond } };
+  if (v.response) {
+    const { status, reason, headers, body } = v.response;
+    return { change: { status, reason, headers, ...(body !== undefined ? { body } : {}) } };
+  }
+  return undefined;
+}
