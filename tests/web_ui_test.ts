@@ -73,8 +73,10 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "wirescope-web-ui-" });
-    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
       const path = new URL(req.url).pathname;
+      // /data3 thinks for 80 ms: its waterfall shows the wait.
+      if (path === "/data3") await new Promise((r) => setTimeout(r, 80));
       if (path.startsWith("/data")) return Response.json(DATA, { headers: { "x-origin": "test" } });
       if (path.startsWith("/img")) return new Response(PNG, { headers: { "content-type": "image/png" } });
       return new Response("missing", { status: 404 });
@@ -295,6 +297,10 @@ Deno.test({
       );
       assert.ok(detail.headers.some(([n, v]) => n === "x-origin" && v === "test"));
       assert.equal(detail.json, JSON.stringify(DATA, null, 2));
+      const waiting = await evaluate<string>(
+        "document.querySelector('#detail .p-waiting .ms')?.textContent ?? ''",
+      );
+      assert.ok(Number.parseInt(waiting) >= 70, `the wait for the origin in the waterfall: ${waiting}`);
       await shot("flow-detail-json");
 
       // The image, rendered from the body URL.

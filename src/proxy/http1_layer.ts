@@ -40,7 +40,7 @@ import {
 } from "./http1.ts";
 import { WebSocketReader } from "./websocket.ts";
 import type { LocalResponse } from "./cert_page.ts";
-import type { RequestVerdict } from "./request_hook.ts";
+import type { RequestChange, RequestVerdict, ResponseVerdict } from "./request_hook.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 import { appendBody, boundedContent, emptyBody, formatHostPort } from "../flows/flow.ts";
@@ -86,6 +86,17 @@ export interface Http1LayerOptions {
    * is sent to the server, nor is it dialed, before the `hook-result` event says to go on.
    */
   requestHook?: boolean;
+  /**
+   * Hold each response (head, and body up to `bodyLimit` bytes) for the response hook: a
+   * `response-hook` command goes out and nothing reaches the client before the
+   * `response-hook-result` event (addons' `response`, see src/addons).
+   */
+  responseHook?: boolean;
+  /**
+   * Reverse mode (transparent only): the Host header every request carries to the server, in
+   * place of the client's; the flow's host is then the server's name.
+   */
+  hostHeader?: string;
 }
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
@@ -145,6 +156,13 @@ export class Http1Layer implements Layer {
   #heldWire: Uint8Array = new Uint8Array(0);
   /** Where the current request goes. */
   #target: HostPort | null = null;
+  /** The response hook's part in the current response (as `#hold` for the request). */
+  #respHold: "none" | "body" | "asking" = "none";
+  /** The held response's head (as parsed) and its wire bytes, head then body as they came. */
+  #respHead: ResponseHead | null = null;
+  #respHeldWire: Uint8Array = new Uint8Array(0);
+  /** The server ended (null: cleanly; else the error) while the response hook was asked. */
+  #respServerEnd: { error: string | null } | null = null;
 
   constructor(options: Http1LayerOptions) {
     this.#o = options;
@@ -231,6 +249,9 @@ export class Http1Layer implements Layer {
         break;
       case "hook-result":
         this.#onVerdict(event.verdict, event.now, out);
+        break;
+      case "response-hook-result":
+        this.#onResponseVerdict(event.verdict, event.now, out);
         break;
     }
     return out;
@@ -459,9 +480,13 @@ export class Http1Layer implements Layer {
   #onVerdict(verdict: RequestVerdict, now: number, out: LayerCommand[]): void {
     if (this.#hold !== "asking") return;
     this.#hold = "none";
-    const held = this.#heldWire;
+    let held = this.#heldWire;
     this.#heldWire = new Uint8Array(0);
     const flow = this.#flow!;
+    if (verdict !== undefined && verdict !== "kill" && "change" in verdict) {
+      held = this.#applyRequestChange(verdict.change, held);
+      verdict = undefined;
+    }
     if (verdict === undefined) {
       // On to the server, with the body bytes held so far right behind the head.
       this.#pendingHead = concatBytes(this.#pendingHead ?? new Uint8Array(0), held);
@@ -493,6 +518,163 @@ export class Http1Layer implements Layer {
   }
 
   #pendingHead: Uint8Array | null = null;
+
+  /**
+   * Rebuilds the held request from an addon's change: the head as changed (framing headers kept
+   * as the body needs them), the body replaced when it was in whole; the flow records it.
+   * Returns the body bytes to send behind the head.
+   */
+  #applyRequestChange(change: RequestChange["change"], held: Uint8Array): Uint8Array {
+    const head = this.#requestHead!;
+    const flow = this.#flow!;
+    const framingName = (n: string) => /^(content-length|transfer-encoding)$/i.test(n);
+    let headers = change.headers.filter(([n]) =>
+      n.toLowerCase() !== "expect" &&
+      !(this.#o.mode === "regular" && /^proxy-(connection|authorization)$/i.test(n))
+    );
+    const whole = this.#req === "done";
+    if (change.body !== undefined && whole) {
+      headers = headers.filter(([n]) => !framingName(n));
+      const hadBody = head.headers.some(([n]) => framingName(n));
+      if (change.body.byteLength > 0 || hadBody) {
+        headers.push(["content-length", String(change.body.byteLength)]);
+      }
+      held = change.body;
+      flow.request.body = {
+        content: change.body.slice(0, this.#o.bodyLimit),
+        size: change.body.byteLength,
+        truncated: change.body.byteLength > this.#o.bodyLimit,
+      };
+    } else {
+      headers = [
+        ...headers.filter(([n]) => !framingName(n)),
+        ...head.headers.filter(([n]) => framingName(n)),
+      ];
+    }
+    const defaultPort = flow.request.scheme === "https" ? 443 : 80;
+    if (change.host !== flow.request.host || change.port !== flow.request.port) {
+      const authority = (change.host.includes(":") ? `[${change.host}]` : change.host) +
+        (change.port === defaultPort ? "" : `:${change.port}`);
+      const i = headers.findIndex(([n]) => n.toLowerCase() === "host");
+      if (i >= 0) headers[i] = [headers[i]![0], authority];
+      this.#target = { hostname: change.host, port: change.port };
+      flow.server.address = this.#target;
+      flow.server.hostname = change.host;
+    }
+    const path = change.path === "" ? "/" : change.path;
+    this.#pendingHead = serializeRequestHead({
+      method: change.method,
+      target: path,
+      version: head.version,
+      headers,
+    });
+    const r = flow.request;
+    r.method = change.method;
+    r.host = change.host;
+    r.port = change.port;
+    r.path = path;
+    const host = change.host.includes(":") ? `[${change.host}]` : change.host;
+    r.url = `${r.scheme}://${host}${change.port === defaultPort ? "" : ":" + change.port}${path}`;
+    r.headers = headers;
+    return held;
+  }
+
+  /** Sends the held response on as it came. */
+  #releaseResponse(out: LayerCommand[]): void {
+    out.push({ type: "send", to: "client", data: this.#respHeldWire });
+    this.#respHeldWire = new Uint8Array(0);
+    this.#responseHeadSent = true;
+  }
+
+  /** Carries out the response hook's verdict on the held response. */
+  #onResponseVerdict(verdict: ResponseVerdict, now: number, out: LayerCommand[]): void {
+    if (this.#respHold !== "asking") return;
+    this.#respHold = "none";
+    const flow = this.#flow!;
+    const head = this.#respHead!;
+    this.#respHead = null;
+    const complete = (this.#resp === "body" && this.#responseBody?.done === true) || this.#resp === "idle";
+    if (verdict === "kill") {
+      this.#failFlow("killed by an addon", now, out);
+      out.push({ type: "close", to: "client", reset: true }, { type: "close", to: "server", reset: true });
+      this.#server = "none";
+      this.#req = "closed";
+      this.#done = true;
+      return;
+    }
+    if (verdict !== undefined && "respond" in verdict) {
+      this.#respHeldWire = new Uint8Array(0);
+      const close = !complete || this.#closeAfter || this.#clientEof || this.#req !== "done";
+      if (!complete) {
+        out.push({ type: "close", to: "server", reset: true });
+        this.#server = "none";
+        this.#serverAddress = null;
+      }
+      this.#resp = "idle";
+      this.#responseBody = null;
+      this.#respServerEnd = null;
+      this.#writeLocal(verdict.respond, close, now, out);
+      this.#requestHead = null;
+      this.#requestBody = null;
+      if (!close && this.#client.byteLength > 0) this.#pumpClient(now, out);
+      return;
+    }
+    if (verdict !== undefined) {
+      const change = verdict.change;
+      const framingName = (n: string) => /^(content-length|transfer-encoding)$/i.test(n);
+      let headers = change.headers;
+      let body: Uint8Array;
+      const noBody = this.#requestHead?.method.toUpperCase() === "HEAD" || change.status === 204 ||
+        change.status === 304;
+      if (change.body !== undefined && complete && !noBody) {
+        headers = [...headers.filter(([n]) => !framingName(n)), [
+          "content-length",
+          String(change.body.byteLength),
+        ]];
+        body = change.body;
+        flow.response!.body = {
+          content: change.body.slice(0, this.#o.bodyLimit),
+          size: change.body.byteLength,
+          truncated: change.body.byteLength > this.#o.bodyLimit,
+        };
+      } else {
+        headers = [
+          ...headers.filter(([n]) => !framingName(n)),
+          ...head.headers.filter(([n]) => framingName(n)),
+        ];
+        body = this.#respHeldWire.subarray(this.#respHeadSize);
+      }
+      const wire = serializeResponseHead({
+        version: head.version,
+        status: change.status,
+        reason: change.reason,
+        headers,
+      });
+      this.#respHeldWire = concatBytes(wire, body);
+      const r = flow.response!;
+      r.status = change.status;
+      r.reason = change.reason;
+      r.headers = headers;
+    }
+    this.#releaseResponse(out);
+    if (complete) {
+      if (this.#resp === "body") this.#responseComplete(now, out);
+    } else {
+      this.#pumpServer(now, out);
+    }
+    const ended = this.#respServerEnd;
+    this.#respServerEnd = null;
+    if (ended && !this.#done) this.#onServerEnd(ended.error, now, out);
+  }
+
+  /** Bytes of the held response's head at the start of `#respHeldWire`. */
+  #respHeadSize = 0;
+
+  /** Asks the response hook about the held response. */
+  #askResponseHook(out: LayerCommand[]): void {
+    this.#respHold = "asking";
+    out.push({ type: "response-hook", flow: this.#flow! });
+  }
 
   /** Sends a response the proxy made itself; the request is not passed on. */
   #serveLocal(
@@ -670,13 +852,24 @@ export class Http1Layer implements Layer {
           if (this.#serverBuf.byteLength === 0 || !this.#readResponseHead(now, out)) return;
           break;
         case "body": {
-          if (this.#serverBuf.byteLength === 0) return;
+          if (this.#serverBuf.byteLength === 0 || this.#respHold === "asking") return;
           const body = this.#responseBody!;
           let used, data;
           try {
             ({ used, data } = body.push(this.#serverBuf));
           } catch (e) {
             this.#serverProtocolError(e, now, out);
+            return;
+          }
+          if (this.#respHold === "body") {
+            this.#respHeldWire = appendBytes(this.#respHeldWire, this.#serverBuf.subarray(0, used));
+            this.#forwardRecorded("client", new Uint8Array(0), data, "response", out);
+            this.#serverBuf = this.#serverBuf.subarray(used);
+            if (body.done) this.#responseComplete(now, out);
+            // A body longer than a flow keeps is judged on its start; the rest streams on.
+            else if (this.#respHeldWire.byteLength - this.#respHeadSize >= this.#o.bodyLimit) {
+              this.#askResponseHook(out);
+            }
             return;
           }
           this.#forwardRecorded("client", this.#serverBuf.subarray(0, used), data, "response", out);
@@ -769,8 +962,16 @@ export class Http1Layer implements Layer {
       body: emptyBody(),
       timestampStart: now,
     };
-    out.push({ type: "send", to: "client", data: wire });
-    this.#responseHeadSent = true;
+    const holding = this.#o.responseHook === true && !upgrade;
+    if (holding) {
+      this.#respHold = "body";
+      this.#respHead = head;
+      this.#respHeldWire = wire;
+      this.#respHeadSize = wire.byteLength;
+    } else {
+      out.push({ type: "send", to: "client", data: wire });
+      this.#responseHeadSent = true;
+    }
     out.push({ type: "flow", event: "update", flow });
 
     if (upgrade) {
@@ -812,6 +1013,11 @@ export class Http1Layer implements Layer {
   #responseComplete(now: number, out: LayerCommand[]): void {
     const flow = this.#flow!;
     if (flow.response) flow.response.timestampEnd = now;
+    if (this.#respHold === "body") {
+      // Whole: the hook sees it before the client does (completed when the verdict comes).
+      this.#askResponseHook(out);
+      return;
+    }
     this.#resp = "idle";
     this.#responseBody = null;
     if (this.#req === "body") {

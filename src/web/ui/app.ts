@@ -463,23 +463,49 @@ function kv(rows: [string, string | undefined][]): El {
   );
 }
 
+/** A bar from `left`% to `left + width`% (set through the CSSOM: the page's CSP allows no style attributes). */
+function bar(left: number, width: number): El {
+  const el = h("div", { class: "bar" });
+  el.style.marginLeft = `${left.toFixed(2)}%`;
+  el.style.width = `${width.toFixed(2)}%`;
+  return el;
+}
+
+/** The phases of a flow as a waterfall: one bar each, placed on the flow's own time line. */
 function timingView(d: FlowDetailJson): El {
   const t = d.timing;
-  const points: [string, number | undefined][] = [
-    ["server connected", t.serverConnected],
-    ["TLS set up", t.tlsSetup],
-    ["request started", t.requestStart],
-    ["request sent", t.requestEnd],
-    ["response started", t.responseStart],
-    ["response done", t.responseEnd],
-    ["end", t.end],
+  const end = Math.max(t.end ?? t.start, t.responseEnd ?? t.start, t.requestEnd ?? t.start, t.start + 1);
+  const span = end - t.start;
+  const phases: [string, number | undefined, number | undefined][] = [
+    ["connect", t.start, t.serverConnected],
+    ["TLS", t.serverConnected, t.tlsSetup],
+    ["request", t.requestStart, t.requestEnd],
+    ["waiting", t.requestEnd, t.responseStart],
+    ["response", t.responseStart, t.responseEnd],
   ];
-  return kv([
-    ["start", new Date(t.start).toISOString()],
-    ...points.map((
-      [k, v],
-    ): [string, string | undefined] => [k, v === undefined ? undefined : `+${v - t.start} ms`]),
-  ]);
+  const rows = phases.filter(([, from, to]) => from !== undefined && to !== undefined).map(
+    ([name, from, to]) => {
+      const left = ((from! - t.start) / span) * 100;
+      const width = Math.max(0.5, ((to! - from!) / span) * 100);
+      return h(
+        "tr",
+        { class: `phase p-${name.toLowerCase()}` },
+        h("th", {}, name),
+        h(
+          "td",
+          { class: "track" },
+          bar(left, width),
+        ),
+        h("td", { class: "ms" }, `${to! - from!} ms`),
+      );
+    },
+  );
+  return h(
+    "div",
+    { class: "timing" },
+    h("div", { class: "line" }, `started ${new Date(t.start).toISOString()}, ${end - t.start} ms in all`),
+    h("table", { class: "waterfall" }, rows),
+  );
 }
 
 async function openFlow(index: number): Promise<void> {

@@ -14,7 +14,7 @@ export interface El {
   className: string;
   hidden: boolean;
   readonly dataset: Record<string, string | undefined>;
-  readonly style: { height: string; transform: string };
+  readonly style: { height: string; transform: string; marginLeft: string; width: string };
   readonly classList: { add(name: string): void; remove(name: string): void };
   readonly children: ArrayLike<El>;
   scrollTop: number;
