@@ -752,6 +752,8 @@ export class Http1Layer implements Layer {
     this.#timerArmed = false;
     const limit = this.#o.serverTimeout;
     if (limit === undefined || !this.#waitingOnServer()) return;
+    // A hook being asked is no stall of the server's.
+    if (this.#respHold === "asking") this.#serverProgress = now;
     const left = this.#serverProgress + limit - now;
     if (left > 0) {
       this.#timerArmed = true;
@@ -1074,6 +1076,11 @@ export class Http1Layer implements Layer {
   }
 
   #onServerEnd(error: string | null, now: number, out: LayerCommand[]): void {
+    if (this.#respHold === "asking") {
+      // Taken up once the response hook has spoken.
+      this.#respServerEnd = { error };
+      return;
+    }
     if (this.#resp === "tunnel") {
       if (error && this.#flow) {
         this.#flow.error = { message: `server connection failed: ${error}`, timestamp: now };
