@@ -18,6 +18,8 @@ packages=(
   # browser checks (tests/chromium_h2_test.ts, tests/quic_e2e_test.ts): headless Chromium, and
   # certutil to make it trust the proxy's CA in a throwaway NSS database
   chromium libnss3-tools
+  # upstream chaining tests (tests/upstream_reverse_e2e_test.ts): a real HTTP proxy and SOCKS5 server
+  tinyproxy microsocks
 )
 # Node runs npm, which brings Deno; a Node from elsewhere (as on this project's machines) is kept.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
