@@ -61,6 +61,11 @@ export interface UdpRelayOptions {
    * it, refused QUIC datagrams are dropped silently (still recorded and counted).
    */
   unreachable?: (datagram: RelayDatagram) => Promise<void>;
+  /**
+   * Answers a DNS query itself (an addon's seam): the wire answer, or null to ask the resolvers.
+   * Called with the flow (its `request` parsed) before any resolver is asked.
+   */
+  dnsAnswer?: (flow: DnsFlow, query: Uint8Array) => Promise<Uint8Array | null>;
 }
 
 /** What the relay does with QUIC (UDP to port 443): refuse it with ICMP, or relay it. */
@@ -321,6 +326,21 @@ export class UdpRelay {
   }
 
   async #dns(datagram: RelayDatagram, client: ClientInfo): Promise<void> {
+    const answer = await this.answerDns(datagram, client);
+    if (answer && !this.#closed) {
+      await this.#o.reply({ data: answer, src: datagram.dst, dst: datagram.src }).catch((e) =>
+        this.#o.bus.log("debug", `DNS answer to ${formatHostPort(datagram.src)}: ${describeError(e)}`)
+      );
+    }
+  }
+
+  /**
+   * Answers one DNS query (local names, then `dnsAnswer`, then the resolvers in order) and records
+   * it as a {@link DnsFlow} ended once the answer is known; a SERVFAIL when nothing answered, null
+   * when the query cannot even be answered with an error. The DNS mode's server calls it for each
+   * query it takes.
+   */
+  async answerDns(datagram: RelayDatagram, client: ClientInfo): Promise<Uint8Array | null> {
     this.#stats.dnsQueries++;
     const now = Date.now();
     const flow: DnsFlow = {
@@ -342,6 +362,12 @@ export class UdpRelay {
     const local = question ? this.#o.localNames?.get(question.name.toLowerCase()) : undefined;
     if (question && local !== undefined) {
       answer = localAnswer(datagram.data, question.type === 1 ? local : null);
+    }
+    if (!answer && flow.request && this.#o.dnsAnswer) {
+      answer = await this.#o.dnsAnswer(flow, datagram.data).catch((e) => {
+        this.#o.bus.log("warn", `DNS answer hook failed: ${describeError(e)}`);
+        return null;
+      });
     }
     const problems: string[] = [];
     // Without configured resolvers, the query goes where the client sent it.
@@ -384,13 +410,9 @@ export class UdpRelay {
       flow.error = { message: `no resolver answered (${problems.join("; ")})`, timestamp: Date.now() };
       answer = buildDnsErrorResponse(datagram.data, 2);
     }
-    if (answer && !this.#closed) {
-      await this.#o.reply({ data: answer, src: datagram.dst, dst: datagram.src }).catch((e) =>
-        this.#o.bus.log("debug", `DNS answer to ${formatHostPort(datagram.src)}: ${describeError(e)}`)
-      );
-    }
     flow.timestampEnd = Date.now();
     this.#o.bus.emit("end", flow);
+    return answer;
   }
 
   /** Sends one query to one resolver and waits for the reply with the same id. */
