@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { connectThroughUpstream, parseUpstreamProxy, UpstreamProxyError } from "./upstream_proxy.ts";
 
 /** A one-connection fake upstream on loopback: `serve` gets the connection and what it read. */
-async function fakeUpstream(
+function fakeUpstream(
   serve: (conn: Deno.Conn, read: () => Promise<Uint8Array>) => Promise<void>,
-): Promise<{ url: (scheme: string) => string; done: Promise<void> }> {
+): { url: (scheme: string) => string; done: Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const done = (async () => {
     const conn = await listener.accept();
@@ -46,7 +46,7 @@ Deno.test("parseUpstreamProxy() reads http and socks5 URLs with credentials, and
 });
 
 Deno.test("HTTP CONNECT: credentials sent, bytes after the answer kept, refusals and garbage named", async () => {
-  const ok = await fakeUpstream(async (conn, read) => {
+  const ok = fakeUpstream(async (conn, read) => {
     const head = text(await read());
     assert.match(head, /^CONNECT origin\.test:443 HTTP\/1\.1\r\n/);
     assert.match(head, /Proxy-Authorization: Basic dTpw\r\n/);
@@ -66,7 +66,7 @@ Deno.test("HTTP CONNECT: credentials sent, bytes after the answer kept, refusals
     ["", /closed the connection without answering/],
   ];
   for (const [answer, expected] of cases) {
-    const up = await fakeUpstream(async (conn, read) => {
+    const up = fakeUpstream(async (conn, read) => {
       await read();
       if (answer) await conn.write(enc(answer));
     });
@@ -80,7 +80,7 @@ Deno.test("HTTP CONNECT: credentials sent, bytes after the answer kept, refusals
 });
 
 Deno.test("SOCKS5 CONNECT: username/password, a domain target, refusal codes", async () => {
-  const ok = await fakeUpstream(async (conn, read) => {
+  const ok = fakeUpstream(async (conn, read) => {
     assert.deepEqual([...await read()], [5, 2, 0, 2]);
     await conn.write(Uint8Array.of(5, 2));
     assert.deepEqual([...await read()], [1, 1, 117, 1, 112]);
@@ -95,7 +95,7 @@ Deno.test("SOCKS5 CONNECT: username/password, a domain target, refusal codes", a
   opened.stream.close(false);
   await ok.done;
 
-  const refused = await fakeUpstream(async (conn, read) => {
+  const refused = fakeUpstream(async (conn, read) => {
     await read();
     await conn.write(Uint8Array.of(5, 0));
     const req = await read();
@@ -112,7 +112,7 @@ Deno.test("SOCKS5 CONNECT: username/password, a domain target, refusal codes", a
   );
   await refused.done;
 
-  const wantsAuth = await fakeUpstream(async (conn, read) => {
+  const wantsAuth = fakeUpstream(async (conn, read) => {
     await read();
     await conn.write(Uint8Array.of(5, 0xff));
   });
@@ -131,7 +131,7 @@ Deno.test("an unreachable or silent upstream is a clear error", async () => {
     connectThroughUpstream(parseUpstreamProxy(`http://127.0.0.1:${port}`), target, 2000),
     /upstream proxy http:\/\/127\.0\.0\.1:\d+ could not connect to origin\.test:443: the upstream is unreachable/,
   );
-  const silent = await fakeUpstream(async (_conn, read) => {
+  const silent = fakeUpstream(async (_conn, read) => {
     await read();
     await read();
   });
