@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `deno task bench` needs, idempotently: the Debian packages of scripts/setup.sh (which
-# include wrk, iperf3, nginx, wireguard-go), mitmproxy in .venv-mitmproxy/ (scripts/setup_mitmproxy.sh)
-# and matplotlib in the same virtualenv, for bench/chart.py. Cheap when all is there already.
+# include wrk, iperf3, nginx, wireguard-go, and h2load from nghttp2-client for the HTTP/2 rows), mitmproxy
+# in .venv-mitmproxy/ (scripts/setup_mitmproxy.sh) and matplotlib in the same virtualenv, for
+# bench/chart.py. Cheap when all is there already.
 #
 #   bash scripts/setup_bench.sh
 set -euo pipefail
@@ -12,6 +13,10 @@ VENV=.venv-mitmproxy
 
 bash scripts/setup.sh >/dev/null
 bash scripts/setup_mitmproxy.sh >/dev/null
+command -v h2load >/dev/null || {
+  echo "setup_bench: h2load is missing (Debian package nghttp2-client, in scripts/setup.sh)" >&2
+  exit 1
+}
 
 if ! "$VENV/bin/python" - "$MATPLOTLIB_VERSION" <<'PY' 2>/dev/null; then
 import sys
