@@ -100,13 +100,14 @@ Deno.test({
     });
     const guarded = await startProxy({
       ...options,
-      modes: [{ kind: "socks5", port: 0 }],
+      modes: [{ kind: "socks5", port: 0 }, { kind: "regular", port: 0 }],
       proxyAuth: { username: "alice", password: "s3cret" },
     });
     for (const p of [proxy, guarded]) p.bus.subscribe((e) => e.type === "end" && flows.push(e.flow));
     const socksPort = proxy.addresses.find((a) => a.kind === "socks5")!.addr.port;
     const dnsPort = proxy.addresses.find((a) => a.kind === "dns")!.addr.port;
     const guardedPort = guarded.addresses[0]!.addr.port;
+    const regularPort = guarded.addresses[1]!.addr.port;
     await Deno.writeTextFile(`${dir}/ca.pem`, proxy.ca.certPem);
     await Deno.writeTextFile(`${dir}/ca2.pem`, guarded.ca.certPem);
     const curl = (args: string[], ca = `${dir}/ca.pem`) =>
@@ -180,6 +181,28 @@ Deno.test({
           );
         },
       );
+
+      await t.step("--proxyauth in regular mode: 407 without the login, through with it", async () => {
+        const url = `https://127.0.0.1:${v4Port}/`;
+        const proxyArgs = ["-x", `http://127.0.0.1:${regularPort}`, "-w", "%{http_connect}"];
+        const none = await curl([...proxyArgs, url], `${dir}/ca2.pem`);
+        assert.equal(none.out, "407");
+        const wrong = await curl([...proxyArgs, "-U", "alice:nope", url], `${dir}/ca2.pem`);
+        assert.equal(wrong.out, "407");
+        // With the login the CONNECT gets past the check, to the destination policy (loopback: 502).
+        const right = await curl([...proxyArgs, "-U", "alice:s3cret", url], `${dir}/ca2.pem`);
+        assert.equal(right.out, "502");
+        const plain = await curl([
+          "-x",
+          `http://127.0.0.1:${regularPort}`,
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code} %header{proxy-authenticate}",
+          "http://127.0.0.1:1/",
+        ]);
+        assert.equal(plain.out, '407 Basic realm="wirescope"');
+      });
 
       await t.step(
         "UDP ASSOCIATE from Python: echo and a DNS query, recorded as UDP and DNS flows",
