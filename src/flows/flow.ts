@@ -115,6 +115,8 @@ export interface HttpRequestRecord {
    * transparent mode: `url` and `host` then name the destination the bytes really went to.
    */
   hostHeader?: string;
+  /** `:protocol` of an HTTP/2 extended CONNECT (RFC 8441), e.g. `websocket`: its DATA are the body. */
+  protocol?: string;
   body: BodyRecord;
   /** Trailer fields after the body (HTTP/2), in wire order. */
   trailers?: Headers1;

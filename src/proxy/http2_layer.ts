@@ -533,6 +533,11 @@ export class Http2Layer implements Layer {
         });
         this.#upstreamLost(`server connection error: ${errorName(ev.code)} ${ev.debug}`, now, out);
         return;
+      case "settings":
+        // Extended CONNECT (RFC 8441, WebSocket over h2) is offered to the client only when the
+        // upstream offers it: its streams are relayed like any other, DATA both ways.
+        if (this.up.peerConnectProtocol) this.down.enableConnectProtocol(now);
+        return;
       default:
         return;
     }
@@ -741,11 +746,12 @@ export class Http2Layer implements Layer {
     const known = this.#o.tls?.sni ?? this.#o.server.hostname;
     let authority = given ?? known ?? formatHostPort(destination);
     let { host, port } = splitAuthority(authority, destination.port);
-    const path = method === "CONNECT" ? authority : pseudo(":path") ?? "";
+    // A CONNECT names a host and port; an extended CONNECT (`:protocol`) has a URL like a GET's.
+    const tunnel = method === "CONNECT" && pseudo(":protocol") === undefined;
+    const path = tunnel ? authority : pseudo(":path") ?? "";
     // The stream goes where the connection goes, whatever its authority says (as with HTTP/1's
     // Host header): the URL names that destination, and the authority is kept beside it.
-    const mismatch = given !== undefined && method !== "CONNECT" &&
-      namesAnotherHost(given, known, destination);
+    const mismatch = given !== undefined && !tunnel && namesAnotherHost(given, known, destination);
     if (mismatch) {
       host = known ?? destination.hostname;
       port = destination.port;
@@ -765,7 +771,7 @@ export class Http2Layer implements Layer {
         host,
         port,
         path,
-        url: method === "CONNECT" ? authority : `${scheme}://${authority}${path}`,
+        url: tunnel ? authority : `${scheme}://${authority}${path}`,
         httpVersion: "HTTP/2.0",
         headers: regularFields(headers),
         body: noBody(),
@@ -774,6 +780,8 @@ export class Http2Layer implements Layer {
     };
     if (this.#o.tls) flow.tls = this.#o.tls;
     if (mismatch) flow.request.hostHeader = given;
+    const protocol = pseudo(":protocol");
+    if (protocol !== undefined) flow.request.protocol = protocol;
     return flow;
   }
 }

@@ -407,6 +407,61 @@ Deno.test("http2 layer: a gRPC call with no upstream gets a trailers-only UNAVAI
   assert.match(f.error!.message, /connection refused/);
 });
 
+Deno.test("http2 layer: extended CONNECT (RFC 8441) is offered when the upstream offers it and relayed both ways", () => {
+  const r = new Rig({}, { enableConnectProtocol: true });
+  r.pump();
+  assert.equal(r.client.peerConnectProtocol, true, "the upstream's setting reached the client");
+  const ws: HeaderField[] = [
+    [":method", "CONNECT"],
+    [":protocol", "websocket"],
+    [":scheme", "https"],
+    [":authority", "origin.test"],
+    [":path", "/chat"],
+    ["sec-websocket-version", "13"],
+  ];
+  const id = r.client.request(ws, false);
+  r.pump();
+  const req = r.of(r.serverEvents, "headers")[0]!;
+  assert.deepEqual(req.headers, ws);
+  r.server.sendHeaders(req.streamId, [[":status", "200"]], false);
+  r.client.sendData(id, Uint8Array.from("\x81\x05hello", (c) => c.charCodeAt(0)));
+  r.pump();
+  assert.equal(r.body(r.serverEvents, req.streamId), "\x81\x05hello");
+  r.server.sendData(req.streamId, Uint8Array.from("\x81\x02hi", (c) => c.charCodeAt(0)));
+  r.pump();
+  assert.equal(r.of(r.clientEvents, "headers").find((h) => h.streamId === id)?.headers[0]?.[1], "200");
+  assert.equal(r.body(r.clientEvents, id), "\x81\x02hi");
+  r.client.sendData(id, new Uint8Array(0), true);
+  r.server.sendData(req.streamId, new Uint8Array(0), true);
+  r.pump();
+  const f = r.ended()[0]!;
+  assert.equal(f.error, undefined);
+  assert.equal(f.request.method, "CONNECT");
+  assert.equal(f.request.protocol, "websocket");
+  assert.equal(f.request.url, "https://origin.test/chat");
+  assert.equal(f.request.body.size, 7);
+  assert.equal(f.response?.body.size, 4);
+});
+
+Deno.test("http2 layer: without the upstream's SETTINGS_ENABLE_CONNECT_PROTOCOL an extended CONNECT is refused", () => {
+  const r = new Rig();
+  r.pump();
+  assert.equal(r.client.peerConnectProtocol, false);
+  const id = r.client.request([
+    [":method", "CONNECT"],
+    [":protocol", "websocket"],
+    [":scheme", "https"],
+    [":authority", "origin.test"],
+    [":path", "/chat"],
+  ], false);
+  r.pump();
+  assert.deepEqual(r.of(r.clientEvents, "reset").map((e) => [e.streamId, e.code]), [[
+    id,
+    ErrorCode.PROTOCOL_ERROR,
+  ]]);
+  assert.equal(r.of(r.serverEvents, "headers").length, 0);
+});
+
 Deno.test("http2 layer: h2c requests made before the upstream is up go out once it is", () => {
   const r = new Rig({ serverConnected: false, scheme: "http" });
   const id = r.client.request(GET, true);

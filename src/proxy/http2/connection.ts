@@ -355,6 +355,18 @@ export class Http2Connection {
       this.localOpen < this.peerMaxConcurrent;
   }
 
+  /**
+   * Advertises SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441) after the first SETTINGS (server role;
+   * a relay learns only from its upstream whether extended CONNECT can go through), and accepts
+   * `:protocol` from then on. Once sent it stays (the RFC forbids taking it back).
+   */
+  enableConnectProtocol(now: number): void {
+    if (this.role !== "server" || this.o.enableConnectProtocol || this.failed) return;
+    this.o.enableConnectProtocol = true;
+    this.frame({ type: "settings", ack: false, settings: [[Setting.ENABLE_CONNECT_PROTOCOL, 1]] });
+    if (this.unackedSettings++ === 0) this.settingsDeadline = now + this.o.settingsTimeout;
+  }
+
   /** A header block has begun (HEADERS without END_HEADERS) and its last CONTINUATION has not come. */
   get headerBlockOpen(): boolean {
     return this.block !== null;
