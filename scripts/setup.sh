@@ -11,6 +11,8 @@ packages=(
   rustc-web cargo-web rust-web-src rust-web-llvm llvm-22 lld-22 clang-19 wasi-libc
   # end-to-end rig: a real WireGuard client, namespaces, and clients/servers to talk to
   wireguard-go wireguard-tools iproute2 iputils-ping curl iperf3 nginx-light openssl
+  # dns and socks5 mode tests (tests/socks5_dns_test.ts): dig, and Python for a UDP ASSOCIATE client
+  bind9-dnsutils python3
   # benchmark (deno task bench): an HTTP load generator, and venv for mitmproxy and matplotlib
   wrk python3-venv
   # HTTP/2 interop tests (src/proxy/http2/interop_test.ts): nghttp, a client on nghttp2
