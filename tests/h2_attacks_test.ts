@@ -257,7 +257,7 @@ Deno.test({
                 endHeaders: true,
               }),
             ]));
-            const r = await readAll(conn, 1500);
+            const r = await readAll(conn, 3000);
             const rst = r.frames.find((x) => x.type === "rst_stream" && x.streamId === 1);
             assert.deepEqual(rst, { type: "rst_stream", streamId: 1, code: ErrorCode.ENHANCE_YOUR_CALM });
             assert.equal(goawayOf(r.frames), undefined);
