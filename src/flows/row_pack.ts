@@ -50,9 +50,11 @@ type Header = [
   server: string,
   peer: string,
   peerName: string,
+  mark: string | null,
+  comment: string | null,
   ...blobSizes: number[],
 ];
-const FIXED = 22;
+const FIXED = 24;
 
 /** Collects rows and gives them out packed, a batch at a time. */
 export class RowPacker {
@@ -91,6 +93,8 @@ export class RowPacker {
       c.server,
       c.peer,
       c.peerName,
+      row.mark ?? null,
+      row.comment ?? null,
     ];
     for (const b of encoded.blobs) {
       header.push(b.byteLength);
@@ -157,6 +161,8 @@ export function unpackRows(packed: PackedRows): FlowRow[] {
     };
     if (h[3] !== null) row.flow.timestampEnd = h[3];
     if (h[5] !== null) row.flow.error = { message: h[5] };
+    if (h[22] !== null) row.mark = h[22];
+    if (h[23] !== null) row.comment = h[23];
     rows.push(row);
   }
   if (rows.length !== packed.count) throw new Error("a packed batch holds fewer rows than it says");

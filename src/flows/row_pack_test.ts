@@ -1,4 +1,4 @@
-/** Packing rows for the store's worker: exact round trips, separators in the data, damage. */
+/** Packing rows for the store's worker: exact round trips, separators in the data, marks, damage. */
 import assert from "node:assert/strict";
 import type { HttpFlow } from "./flow.ts";
 import { RowPacker, unpackRows } from "./row_pack.ts";
@@ -12,7 +12,10 @@ Deno.test("row pack: rows of every flow type come back as flowRow made them", ()
   odd.id = "00000000-0000-4000-8000-00000000abcd";
   odd.request.path = "/\u0001\u0002\u0000é😀";
   odd.request.url = `https://example.com${odd.request.path}`;
+  odd.request.headers = [["x-odd", "\ud800 lone"]];
   odd.error = { message: "", timestamp: 1 };
+  odd.marked = ":default:";
+  odd.comment = "a comment ✓";
   flows.push(odd);
   const packer = new RowPacker();
   const rows = flows.map((f, i) => flowRow(f, i % 2 === 0));
@@ -30,8 +33,13 @@ Deno.test("row pack: rows of every flow type come back as flowRow made them", ()
     assert.equal(b.encoded.json, a.encoded.json);
     assert.equal(b.encoded.cut, a.encoded.cut);
     assert.deepStrictEqual(b.encoded.blobs.map((x) => [...x]), a.encoded.blobs.map((x) => [...x]));
+    assert.equal(b.mark, a.mark);
+    assert.equal(b.comment, a.comment);
   }
-  assert.equal(back.at(-1)!.flow.error?.message, "", "an error with no message is still an error");
+  const last = back.at(-1)!;
+  assert.equal(last.flow.error?.message, "", "an error with no message is still an error");
+  assert.equal(last.mark, ":default:");
+  assert.equal(last.comment, "a comment ✓");
   assert.deepEqual(unpackRows(new RowPacker().take()), []);
 });
 
