@@ -16,7 +16,7 @@ const option = (name: string, fallback: number) =>
 const REQUESTS = option("--requests", 20_000);
 const CONNECTIONS = option("--connections", 10);
 const ROUNDS = option("--rounds", 3);
-/** With `--prof DIR`, the store-on proxies run with `--cpu-prof` into DIR (main thread and worker). */
+/** With `--prof DIR`, the proxies run with `--cpu-prof` into DIR/on and DIR/off (main thread and worker). */
 const PROF = args.includes("--prof") ? args[args.indexOf("--prof") + 1] : undefined;
 const root = new URL("..", import.meta.url).pathname;
 
@@ -120,7 +120,7 @@ try {
       args: [
         "run",
         "-A",
-        ...(store && PROF ? ["--cpu-prof", "--cpu-prof-dir", PROF] : []),
+        ...(PROF ? ["--cpu-prof", "--cpu-prof-dir", `${PROF}/${store ? "on" : "off"}`] : []),
         `${root}mod.ts`,
         "-q",
         "--confdir",
