@@ -49,6 +49,7 @@ export type {
   RegularMode,
   WireGuardMode,
 } from "./src/proxy/proxy.ts";
+export type { DnsMode, Socks5Mode } from "./src/proxy/proxy.ts";
 export type { LimitStats } from "./src/proxy/limits.ts";
 export { BlockedDestinationError } from "./src/proxy/destination_policy.ts";
 export { FlowBus } from "./src/flows/flow.ts";

@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import denoJson from "../../deno.json" with { type: "json" };
 import { formatModeSpec, type ModeSpec, parseModeSpec } from "./mode_spec.ts";
+import { parseUpstreamProxy } from "../proxy/upstream_proxy.ts";
 import {
   DEFAULT_HEAD_TIMEOUT,
   DEFAULT_IDLE_TIMEOUT,
@@ -73,6 +74,16 @@ export interface CliOptions {
   maxConnections?: number;
   /** Whether clients may reach this host's own addresses (loopback, link-local, interfaces). */
   allowLocalDestinations: boolean;
+  /** `--proxyauth USER:PASS`: credentials proxy clients must give (socks5: RFC 1929; regular: 407). */
+  proxyAuth?: { username: string; password: string };
+  /** `--upstream-proxy`: every mode's server side goes through it (`http://…` or `socks5://…`). */
+  upstreamProxy?: string;
+  /** `--upstream-auth USER:PASS` for the upstream proxy. */
+  upstreamAuth?: string;
+  /** `--keep-host-header`: reverse mode keeps the client's Host header. */
+  keepHostHeader: boolean;
+  /** `--certs [DOMAIN=]PATH`: PEM files (certificate and key) reverse mode shows its TLS clients. */
+  certs: { domain: string; path: string }[];
   /** `--quic`: QUIC (UDP to port 443) from WireGuard clients refused with ICMP, or relayed. */
   quic: "reject" | "passthrough";
   /** The WireGuard data plane's limits per peer (values given on the command line only). */
@@ -193,6 +204,17 @@ Interception:
   --ssl-insecure             skip checking upstream certificates
   --dns-server HOST[:PORT]   forward DNS queries there, port 53 unless given;
                              repeatable (default: the system's resolvers)
+  --upstream-proxy URL       open every server connection of every mode
+                             (WireGuard included) through this proxy:
+                             http://[USER:PASS@]HOST:PORT (CONNECT) or
+                             socks5://[USER:PASS@]HOST:PORT; UDP other than DNS
+                             is then refused and recorded
+  --upstream-auth USER:PASS  credentials for --upstream-proxy
+  --keep-host-header         reverse mode: keep the client's Host header
+                             (default: the server's name is sent)
+  --certs [DOMAIN=]PATH      reverse mode: show TLS clients this PEM file's
+                             certificate and key (for DOMAIN, or every name);
+                             repeatable (default: a leaf from wirescope's CA)
 
 Limits and access:
   --head-timeout SECONDS     close a client connection whose request head is not
@@ -214,6 +236,8 @@ Limits and access:
   --allow-local-destinations let clients reach this host's own services
                              (loopback, link-local such as 169.254.169.254,
                              this host's addresses); refused by default
+  --proxyauth USER:PASS      proxy clients must log in with these: socks5
+                             (RFC 1929) and regular (Proxy-Authorization, 407)
   --quic reject|passthrough  QUIC (HTTP/3: UDP to port 443) from WireGuard
                              clients is not intercepted. reject answers it with
                              ICMP port unreachable, so browsers use HTTPS over
@@ -363,6 +387,11 @@ export function parseFlags(args: string[]): CliOptions {
         "max-connections-per-client": { type: "string" },
         "max-connections": { type: "string" },
         "allow-local-destinations": { type: "boolean" },
+        proxyauth: { type: "string" },
+        "upstream-proxy": { type: "string" },
+        "upstream-auth": { type: "string" },
+        "keep-host-header": { type: "boolean" },
+        certs: { type: "string", multiple: true },
         quic: { type: "string" },
         "wg-max-half-open": { type: "string" },
         "wg-half-open-timeout": { type: "string" },
@@ -404,7 +433,7 @@ export function parseFlags(args: string[]): CliOptions {
     peers: values.peers === undefined ? 1 : parsePeers(values.peers),
     ignoreHosts: (values["ignore-hosts"] ?? []).map((r) => parseRegExp(r, "--ignore-hosts")),
     allowHosts: (values["allow-hosts"] ?? []).map((r) => parseRegExp(r, "--allow-hosts")),
-    upstreamCa: (values["upstream-ca"] ?? []).map(checkReadable),
+    upstreamCa: (values["upstream-ca"] ?? []).map((path) => checkReadable(path)),
     sslInsecure: values["ssl-insecure"] ?? false,
     dnsServers: (values["dns-server"] ?? []).map((text) => {
       const { host, port } = parseHostPort(text, "--dns-server");
@@ -419,6 +448,16 @@ export function parseFlags(args: string[]): CliOptions {
       DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ),
     allowLocalDestinations: values["allow-local-destinations"] ?? false,
+    ...(values.proxyauth !== undefined ? { proxyAuth: parseProxyAuth(values.proxyauth) } : {}),
+    ...parseUpstreamFlags(values["upstream-proxy"], values["upstream-auth"]),
+    keepHostHeader: values["keep-host-header"] ?? false,
+    certs: (values.certs ?? []).map((text) => {
+      const eq = text.indexOf("=");
+      return {
+        domain: eq === -1 ? "*" : text.slice(0, eq),
+        path: checkReadable(text.slice(eq + 1), "--certs"),
+      };
+    }),
     quic: parseQuic(values.quic),
     wgLimits: parseWgLimits(values),
     noStore: values["no-store"] ?? false,
@@ -536,18 +575,20 @@ function parseModes(texts: string[]): ModeSpec[] {
       throw new UsageError(`--mode: ${(e as Error).message}`);
     }
   });
-  const protocol = (m: ModeSpec) => (m.kind === "wireguard" ? "UDP" : "TCP");
+  // The dns mode listens on UDP and TCP.
+  const protocols = (
+    m: ModeSpec,
+  ) => (m.kind === "wireguard" ? ["UDP"] : m.kind === "dns" ? ["UDP", "TCP"] : ["TCP"]);
   for (let i = 0; i < modes.length; i++) {
     for (let j = 0; j < i; j++) {
       const a = modes[j]!;
       const b = modes[i]!;
       // Port 0 gets a fresh port each time; different specific hosts can share a port.
-      if (a.port === 0 || a.port !== b.port || protocol(a) !== protocol(b)) continue;
+      const shared = protocols(a).find((p) => protocols(b).includes(p));
+      if (a.port === 0 || a.port !== b.port || shared === undefined) continue;
       if (a.host !== "" && b.host !== "" && a.host !== b.host) continue;
       throw new UsageError(
-        `--mode ${formatModeSpec(b)} and --mode ${formatModeSpec(a)} both listen on ${
-          protocol(a)
-        } port ${a.port}`,
+        `--mode ${formatModeSpec(b)} and --mode ${formatModeSpec(a)} both listen on ${shared} port ${a.port}`,
       );
     }
   }
@@ -732,16 +773,33 @@ function parseRegExp(text: string, flag: string): RegExp {
   }
 }
 
+/** `--upstream-proxy` and `--upstream-auth`, checked. */
+function parseUpstreamFlags(
+  url: string | undefined,
+  auth: string | undefined,
+): { upstreamProxy?: string; upstreamAuth?: string } {
+  if (url === undefined) {
+    if (auth !== undefined) throw new UsageError(`--upstream-auth needs --upstream-proxy`);
+    return {};
+  }
+  try {
+    parseUpstreamProxy(url, auth);
+  } catch (e) {
+    throw new UsageError(`--upstream-proxy: ${(e as Error).message}`);
+  }
+  return { upstreamProxy: url, ...(auth !== undefined ? { upstreamAuth: auth } : {}) };
+}
+
 /** Checks that a `--upstream-ca` file can be opened for reading. */
-function checkReadable(path: string): string {
+function checkReadable(path: string, flag = "--upstream-ca"): string {
   try {
     if (Deno.statSync(path).isDirectory) {
-      throw new UsageError(`cannot read --upstream-ca ${path}: it is a directory`);
+      throw new UsageError(`cannot read ${flag} ${path}: it is a directory`);
     }
     Deno.openSync(path, { read: true }).close();
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`cannot read --upstream-ca ${path}: ${describeFsError(e)}`);
+    throw new UsageError(`cannot read ${flag} ${path}: ${describeFsError(e)}`);
   }
   return path;
 }
@@ -823,4 +881,18 @@ function parseHostPort(text: string, flag: string): { host: string; port?: numbe
     return fail(`"${portText}" is not a port (1 to 65535)`);
   }
   return { host, port: Number(portText) };
+}
+
+/** `USER:PASS` for `--proxyauth` (the password may hold ":"; each part 1 to 255 bytes, as RFC 1929 allows). */
+function parseProxyAuth(text: string): { username: string; password: string } {
+  const colon = text.indexOf(":");
+  const username = colon === -1 ? "" : text.slice(0, colon);
+  const password = colon === -1 ? "" : text.slice(colon + 1);
+  const size = (t: string) => new TextEncoder().encode(t).byteLength;
+  if (
+    colon === -1 || size(username) < 1 || size(username) > 255 || size(password) < 1 || size(password) > 255
+  ) {
+    throw new UsageError(`--proxyauth takes USER:PASS, each 1 to 255 bytes (got "${text}")`);
+  }
+  return { username, password };
 }

@@ -26,6 +26,8 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     serverTimeout: 60_000,
     maxConnectionsPerClient: 4096,
     allowLocalDestinations: false,
+    keepHostHeader: false,
+    certs: [],
     quic: "reject",
     wgLimits: {},
     noStore: false,
@@ -50,8 +52,8 @@ Deno.test("parseFlags() reads repeated --mode in order", () => {
 
 Deno.test("parseFlags() rejects a bad --mode spec with the parser's reason", () => {
   assertUsageError(
-    ["--mode", "socks5"],
-    /^--mode: Cannot parse mode "socks5": unknown mode .*"regular", "wireguard"/,
+    ["--mode", "socks4"],
+    /^--mode: Cannot parse mode "socks4": unknown mode .*"regular", "wireguard"/,
   );
   assertUsageError(["--mode", "regular:x"], /regular mode takes no data/);
   assertUsageError(["--mode", "wireguard@70000"], /"70000" is not a port/);
@@ -59,6 +61,8 @@ Deno.test("parseFlags() rejects a bad --mode spec with the parser's reason", () 
 
 Deno.test("parseFlags() rejects two modes on the same port and protocol", () => {
   assertUsageError(["--mode", "regular", "--mode", "regular@8080"], /both listen on TCP port 8080/);
+  assertUsageError(["--mode", "dns@5353", "--mode", "socks5@5353"], /both listen on TCP port 5353/);
+  assertUsageError(["--mode", "dns@51820", "--mode", "wireguard"], /both listen on UDP port 51820/);
   assertUsageError(
     ["--mode", "wireguard", "--mode", "wireguard:other.json"],
     /both listen on UDP port 51820/,
@@ -471,4 +475,15 @@ Deno.test("--web: alone the default 127.0.0.1:8081, a port, HOST[:PORT]; --web-p
   assertUsageError(["--web", "--web-password", "short"], /at least 8/);
   assertUsageError(["--web", "--no-store"], /not with --no-store/);
   assertUsageError(["--web", "x:y"], /not a port/);
+});
+
+Deno.test("parseFlags() reads --proxyauth USER:PASS (the password may hold ':') and rejects other forms", () => {
+  assert.deepEqual(parseFlags(["--proxyauth", "alice:s3:cret"]).proxyAuth, {
+    username: "alice",
+    password: "s3:cret",
+  });
+  assert.equal(parseFlags([]).proxyAuth, undefined);
+  for (const bad of ["alice", ":pass", "alice:"]) {
+    assertUsageError(["--proxyauth", bad], /--proxyauth takes USER:PASS/);
+  }
 });

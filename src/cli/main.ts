@@ -7,9 +7,10 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { generatePrivateKey, publicKeyOf } from "../core/keys.ts";
 import { formatHostPort } from "../flows/flow.ts";
-import { type ProxyHandle, type RegularMode, startProxy, type WireGuardMode } from "../proxy/proxy.ts";
+import { type ProxyHandle, type ProxyOptions, startProxy } from "../proxy/proxy.ts";
 import { CERT_PAGE_HOST } from "../proxy/cert_page.ts";
 import { type CliOptions, KEPT_RUNS, parseFlags, USAGE, UsageError } from "./flags.ts";
+import type { ModeSpec } from "./mode_spec.ts";
 import { compileFilter, type Filter } from "../flows/filter.ts";
 import { FlowFileError, openFlowFile } from "../flows/flow_file.ts";
 import { FlowStoreError } from "../flows/store.ts";
@@ -245,10 +246,19 @@ async function run(options: CliOptions): Promise<number> {
   // Before anything makes timers, so that all of them are seen.
   const timers = Deno.env.get("WIRESCOPE_COUNT_TIMERS") === "1" ? countTimers() : null;
   const peerNames = new Map<string, string>();
-  const modes: (WireGuardMode | RegularMode)[] = [];
+  const modes: ProxyOptions["modes"] = [];
   // Client replay alone (no --mode, no --keep-serving) needs no listener.
   const replayOnly = options.clientReplay !== undefined && !options.modesGiven && !options.keepServing;
   for (const spec of replayOnly ? [] : options.modes) {
+    if (spec.kind === "reverse" || spec.kind === "upstream" || spec.kind === "tun") {
+      modes.push(await serverModeOf(spec, options));
+      continue;
+    }
+    if (spec.kind === "socks5" || spec.kind === "dns") {
+      // Like regular: all interfaces, private-range clients only.
+      modes.push({ kind: spec.kind, hostname: spec.host || "0.0.0.0", port: spec.port });
+      continue;
+    }
     if (spec.kind === "regular") {
       // All interfaces by default, as mitmproxy does; the proxy itself admits only local and
       // private-range clients.
@@ -315,6 +325,9 @@ async function run(options: CliOptions): Promise<number> {
       maxConnectionsPerClient: options.maxConnectionsPerClient,
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
       allowLocalDestinations: options.allowLocalDestinations,
+      ...(options.upstreamProxy !== undefined ? { upstreamProxy: options.upstreamProxy } : {}),
+      ...(options.upstreamAuth !== undefined ? { upstreamAuth: options.upstreamAuth } : {}),
+      ...(options.proxyAuth ? { proxyAuth: options.proxyAuth } : {}),
       quic: options.quic,
       onLog: (event) => {
         if (options.quiet && event.level !== "error") return;
@@ -532,7 +545,17 @@ async function printBanner(
     lines.push(
       a.kind === "wireguard"
         ? `WireGuard server listening on UDP ${where}`
+        : a.kind === "socks5"
+        ? `SOCKS5 proxy listening on TCP ${where}`
+        : a.kind === "dns"
+        ? `DNS server listening on UDP and TCP ${where}`
         : `HTTP(S) proxy listening on TCP ${where}`,
+    );
+  }
+  for (const m of options.modes) {
+    if (m.kind !== "tun") continue;
+    lines.push(
+      `TUN interface ${m.name} up: route into it (ip route add NET dev ${m.name}) or move it into a netns`,
     );
   }
   if (files) {
@@ -565,4 +588,49 @@ async function printBanner(
     "",
   );
   console.log(lines.join("\n"));
+}
+
+/**
+ * The proxy mode of a `reverse:`, `upstream:` or `tun` spec: listen hosts as regular mode's, the
+ * `--certs` files read for reverse mode.
+ */
+async function serverModeOf(
+  spec: Extract<ModeSpec, { kind: "reverse" | "upstream" | "tun" }>,
+  options: CliOptions,
+): Promise<ProxyOptions["modes"][number]> {
+  if (spec.kind === "tun") return { kind: "tun", name: spec.name };
+  if (spec.kind === "upstream") {
+    return { kind: "regular", hostname: spec.host || "0.0.0.0", port: spec.port, upstream: spec.proxy };
+  }
+  const certs: { domain: string; pem: { certPem: string; keyPem: string } }[] = [];
+  for (const c of options.certs) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(c.path);
+    } catch (e) {
+      throw new StartError(`--certs ${c.path}: ${(e as Error).message}`);
+    }
+    const cert = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+    const key = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/.exec(text);
+    if (!cert || !key) throw new StartError(`--certs ${c.path}: needs a PEM certificate and its private key`);
+    certs.push({ domain: c.domain.toLowerCase(), pem: { certPem: cert.join("\n"), keyPem: key[0] } });
+  }
+  return {
+    kind: "reverse",
+    hostname: spec.host || "0.0.0.0",
+    port: spec.port,
+    target: {
+      scheme: spec.scheme,
+      address: spec.target,
+      keepHostHeader: options.keepHostHeader,
+      ...(certs.length > 0
+        ? {
+          certificateFor: (sni: string | undefined) =>
+            (certs.find((c) => c.domain === sni?.toLowerCase()) ?? certs.find((c) => c.domain === "*"))
+              ?.pem ??
+              null,
+        }
+        : {}),
+    },
+  };
 }

@@ -4,6 +4,13 @@
  * - `wireguard[:KEYFILE][@[HOST:]PORT]` listens for WireGuard on UDP, port 51820 unless told.
  *   `KEYFILE` names the JSON file that holds the keys.
  * - `regular[@[HOST:]PORT]` is an explicit HTTP(S) proxy on TCP, port 8080 unless told.
+ * - `socks5[@[HOST:]PORT]` is a SOCKS5 proxy on TCP, port 1080 unless told.
+ * - `dns[@[HOST:]PORT]` is a DNS server on UDP and TCP, port 53 unless told.
+ * - `reverse:SCHEME://HOST[:PORT][@[HOST:]PORT]` sends every connection to one server (`http`,
+ *   `https`, `tcp`, `tls`), port 8080 unless told.
+ * - `upstream:http://HOST:PORT[@[HOST:]PORT]` is the explicit proxy whose server side goes
+ *   through another HTTP proxy, port 8080 unless told.
+ * - `tun[:NAME]` captures what is routed into a TUN interface (`wirescope0` unless named).
  *
  * `HOST` may be a name, an IPv4 address or a bracketed IPv6 address (`[::1]`). Port 0 asks the
  * system for a free port.
@@ -27,13 +34,70 @@ export type ModeSpec =
     host: string;
     /** The TCP port; 8080 unless given, 0 for any free port. */
     port: number;
+  }
+  | {
+    kind: "socks5";
+    /** The address to listen on; `""` means the default listen host. */
+    host: string;
+    /** The TCP port; 1080 unless given, 0 for any free port. */
+    port: number;
+  }
+  | {
+    kind: "dns";
+    /** The address to listen on; `""` means the default listen host. */
+    host: string;
+    /** The UDP and TCP port; 53 unless given, 0 for any free port. */
+    port: number;
+  }
+  | {
+    kind: "reverse";
+    /** How the server is spoken to. */
+    scheme: ReverseScheme;
+    /** The server (its port defaults by scheme: 80, 443). */
+    target: { hostname: string; port: number };
+    /** The address to listen on; `""` means the default listen host. */
+    host: string;
+    /** The TCP port; 8080 unless given. */
+    port: number;
+  }
+  | {
+    kind: "upstream";
+    /** The upstream HTTP proxy (`http://HOST:PORT`). */
+    proxy: string;
+    /** The address to listen on; `""` means the default listen host. */
+    host: string;
+    /** The TCP port; 8080 unless given. */
+    port: number;
+  }
+  | {
+    kind: "tun";
+    /** The TUN interface's name. */
+    name: string;
+    /** Unused (a TUN interface has no listen address); always `""`. */
+    host: string;
+    /** Unused; always 0. */
+    port: number;
   };
 
+/** The schemes of reverse mode. */
+export type ReverseScheme = "http" | "https" | "tcp" | "tls";
+
+/** The default TUN interface name. */
+export const DEFAULT_TUN_NAME = "wirescope0";
+
 /** The mode names {@linkcode parseModeSpec} knows, in the order error messages list them. */
-const KINDS = ["regular", "wireguard"] as const;
+const KINDS = ["regular", "wireguard", "socks5", "dns", "reverse", "upstream", "tun"] as const;
 
 /** The port each mode listens on when the spec names none. */
-const DEFAULT_PORTS: Record<ModeSpec["kind"], number> = { regular: 8080, wireguard: 51820 };
+const DEFAULT_PORTS: Record<ModeSpec["kind"], number> = {
+  regular: 8080,
+  wireguard: 51820,
+  socks5: 1080,
+  dns: 53,
+  reverse: 8080,
+  upstream: 8080,
+  tun: 0,
+};
 
 /**
  * Parses a mode spec such as `wireguard`, `wireguard:keys.json@51821` or `regular@[::1]:8080`.
@@ -74,8 +138,16 @@ export function parseModeSpec(text: string): ModeSpec {
   let port = DEFAULT_PORTS[kind as ModeSpec["kind"]];
   if (listen !== undefined) ({ host, port } = parseListenAddress(listen, fail));
 
-  if (kind === "regular") {
-    if (data !== undefined) fail(`the regular mode takes no data after ":"`);
+  if (kind === "reverse" || kind === "upstream") return parseServerMode(kind, data, host, port, fail);
+  if (kind === "tun") {
+    if (listen !== undefined) fail(`the tun mode takes no listen address`);
+    if (data !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(data)) {
+      fail(`"${data}" is not an interface name (1 to 15 letters, digits, "_", "." or "-")`);
+    }
+    return { kind, name: data ?? DEFAULT_TUN_NAME, host: "", port: 0 };
+  }
+  if (kind === "regular" || kind === "socks5" || kind === "dns") {
+    if (data !== undefined) fail(`the ${kind} mode takes no data after ":"`);
     return { kind, host, port };
   }
   if (data === undefined) return { kind: "wireguard", host, port };
@@ -98,6 +170,12 @@ export function parseModeSpec(text: string): ModeSpec {
  */
 export function formatModeSpec(spec: ModeSpec): string {
   let text: string = spec.kind;
+  if (spec.kind === "tun") return spec.name === DEFAULT_TUN_NAME ? "tun" : `tun:${spec.name}`;
+  if (spec.kind === "reverse") {
+    const h = spec.target.hostname.includes(":") ? `[${spec.target.hostname}]` : spec.target.hostname;
+    text += `:${spec.scheme}://${h}:${spec.target.port}`;
+  }
+  if (spec.kind === "upstream") text += `:${spec.proxy}`;
   let keyFileHasAt = false;
   if (spec.kind === "wireguard" && spec.keyFile !== undefined) {
     text += `:${spec.keyFile}`;
@@ -108,6 +186,48 @@ export function formatModeSpec(spec: ModeSpec): string {
   if (spec.host === "" && spec.port === DEFAULT_PORTS[spec.kind] && !keyFileHasAt) return text;
   const host = spec.host.includes(":") ? `[${spec.host}]` : spec.host;
   return spec.host === "" ? `${text}@${spec.port}` : `${text}@${host}:${spec.port}`;
+}
+
+/** Reverse and upstream modes: the server's URL after the ":". */
+function parseServerMode(
+  kind: "reverse" | "upstream",
+  data: string | undefined,
+  host: string,
+  port: number,
+  fail: (reason: string) => never,
+): ModeSpec {
+  if (data === undefined || data === "") {
+    return fail(`${kind} mode needs a URL, as in "${kind}:http://HOST:PORT"`);
+  }
+  const m = /^([a-z0-9]+):\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?\/?$/i.exec(data);
+  if (!m) return fail(`"${data}" is not SCHEME://HOST[:PORT]`);
+  const scheme = m[1]!.toLowerCase();
+  const hostname = m[2]!.startsWith("[") ? m[2]!.slice(1, -1) : m[2]!;
+  if (m[3] !== undefined && (Number(m[3]) < 1 || Number(m[3]) > 65535)) {
+    fail(`"${m[3]}" is not a port (1 to 65535)`);
+  }
+  if (kind === "upstream") {
+    if (scheme === "https") fail(`TLS to the upstream proxy is not supported; use http://`);
+    if (scheme !== "http") fail(`the upstream proxy must be http://HOST:PORT`);
+    if (m[3] === undefined) fail(`the upstream proxy needs a port, as in "upstream:http://${m[2]}:3128"`);
+    return { kind, proxy: `http://${m[2]}:${m[3]}`, host, port };
+  }
+  const defaults: Record<string, number | undefined> = {
+    http: 80,
+    https: 443,
+    tcp: undefined,
+    tls: undefined,
+  };
+  if (!(scheme in defaults)) {
+    fail(
+      scheme === "udp" || scheme === "dns"
+        ? `reverse mode over UDP ("${scheme}") is not supported yet; supported: http, https, tcp, tls`
+        : `unknown scheme "${scheme}" (supported: http, https, tcp, tls)`,
+    );
+  }
+  const targetPort = m[3] !== undefined ? Number(m[3]) : defaults[scheme];
+  if (targetPort === undefined) fail(`a ${scheme}:// server needs a port`);
+  return { kind, scheme: scheme as ReverseScheme, target: { hostname, port: targetPort! }, host, port };
 }
 
 /** Parses the `[HOST:]PORT` after the "@" of a spec. */

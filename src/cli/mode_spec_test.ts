@@ -38,7 +38,7 @@ Deno.test("parseModeSpec() reads the WireGuard key file, which may hold ':' and 
 });
 
 Deno.test("parseModeSpec() rejects unknown modes and lists the supported ones", () => {
-  for (const spec of ["socks5", "reverse:http://example.com", "WireGuard", "", "@8080"]) {
+  for (const spec of ["socks4", "transparent", "WireGuard", "", "@8080"]) {
     assert.throws(() => parseModeSpec(spec), (e: unknown) => {
       assert(e instanceof TypeError);
       assert.match(e.message, /supported: "regular", "wireguard"/);
@@ -104,4 +104,18 @@ Deno.test("formatModeSpec() output parses back to the same mode", () => {
     { kind: "regular", host: "", port: 3128 },
   ];
   for (const spec of specs) assert.deepEqual(parseModeSpec(formatModeSpec(spec)), spec);
+});
+
+Deno.test("parseModeSpec() reads socks5 and dns modes with mitmproxy's default ports", () => {
+  assert.deepEqual(parseModeSpec("socks5"), { kind: "socks5", host: "", port: 1080 });
+  assert.deepEqual(parseModeSpec("socks5@1081"), { kind: "socks5", host: "", port: 1081 });
+  assert.deepEqual(parseModeSpec("socks5@127.0.0.1:1080"), { kind: "socks5", host: "127.0.0.1", port: 1080 });
+  assert.deepEqual(parseModeSpec("dns"), { kind: "dns", host: "", port: 53 });
+  assert.deepEqual(parseModeSpec("dns@5353"), { kind: "dns", host: "", port: 5353 });
+  assert.deepEqual(parseModeSpec("dns@[::1]:5353"), { kind: "dns", host: "::1", port: 5353 });
+  assert.throws(() => parseModeSpec("socks5:x@1080"), /the socks5 mode takes no data after ":"/);
+  assert.throws(() => parseModeSpec("dns:x"), /the dns mode takes no data/);
+  for (const text of ["socks5", "socks5@1081", "dns@127.0.0.1:5353", "dns"]) {
+    assert.equal(formatModeSpec(parseModeSpec(text)), text);
+  }
 });

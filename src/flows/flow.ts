@@ -31,7 +31,7 @@ export interface ClientInfo {
   /** The client's address (inside the tunnel in WireGuard mode). */
   address: HostPort;
   /** How the connection reached us. */
-  mode: "wireguard" | "regular" | "socks5" | "dns";
+  mode: "wireguard" | "regular" | "socks5" | "dns" | "reverse" | "tun";
   /** The tunnel peer (WireGuard mode). */
   peer?: FlowPeer;
 }

@@ -12,6 +12,7 @@ import { classifyFirstBytes, type ClientHello } from "./client_hello.ts";
 import type {
   CertificateSummary,
   ClientInfo,
+  Flow,
   FlowBus,
   HostPort,
   ServerInfo,
@@ -33,7 +34,7 @@ import {
 import { type ConnectionScope, runInConnectionScope } from "./last_resort.ts";
 import { interceptionObstacle } from "./tls_compatibility.ts";
 import { TcpLayer } from "./tcp_layer.ts";
-import type { RequestHook } from "./request_hook.ts";
+import type { RequestHook, ResponseHook } from "./request_hook.ts";
 import type { Http2Counters } from "./http2_layer.ts";
 
 /** Settings of the interception (resolved from the user's options). */
@@ -85,8 +86,14 @@ export interface ProxyContext {
    * request_hook.ts). While set, intercepted TLS clients are offered HTTP/1.1 only.
    */
   requestHook?: RequestHook;
+  /** Judges each held HTTP/1 response before the client gets it (addons; see request_hook.ts). */
+  responseHook?: ResponseHook;
+  /** Told of every flow that ends (addons' `error` hook). */
+  flowEnded?: (flow: Flow) => void;
   /** Sums the HTTP/2 relays' codec counters (`ProxyStats.http2`). */
   http2Counters?: Http2Counters;
+  /** Regular mode's required `Proxy-Authorization` value (`--proxyauth`), if any. */
+  proxyAuthorization?: string;
 }
 
 /** A new client connection. */
@@ -217,6 +224,8 @@ export function handleProxyConnection(
       ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
       ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
       ...(ctx.requestHook ? { requestHook: true } : {}),
+      ...(ctx.responseHook ? { responseHook: true } : {}),
+      ...(ctx.proxyAuthorization ? { proxyAuthorization: ctx.proxyAuthorization } : {}),
     });
     const result = await runLayer({
       layer,
@@ -226,9 +235,55 @@ export function handleProxyConnection(
       bus: ctx.bus,
       ...headTimeoutOf(ctx, client),
       ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
+      ...addonHooksOf(ctx),
     });
-    if (result.tunnel) await connectTunnel(ctx, stream, client, result.tunnel, resources);
+    if (result.tunnel) {
+      const { httpVersion } = result.tunnel;
+      await connectTunnel(ctx, stream, client, result.tunnel, resources, {
+        established: () => stream.write(encoder.encode(`${httpVersion} 200 Connection established\r\n\r\n`)),
+        refused: async (reason) => {
+          const body = encoder.encode(`wirescope: ${reason}\n`);
+          const head = `${httpVersion} 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n` +
+            `content-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
+          await stream.write(concatBytes(encoder.encode(head), body)).catch(() => {});
+        },
+      });
+    }
   });
+}
+
+/** How a front end answers a tunnel request: once the target is reached, or with the failure. */
+export interface TunnelAnswer {
+  /** The target was reached, at `remote`. */
+  established(remote: HostPort): Promise<void>;
+  /** The target could not be reached; `reason` names it, `error` is what the dial threw. */
+  refused(reason: string, error: unknown): Promise<void>;
+}
+
+/**
+ * Runs another proxy protocol's front end (SOCKS5) in the connection's last-resort scope. The
+ * front end negotiates on `stream`; a tunnel it asks for with `tunnel` is dialed and then goes
+ * through the same first-bytes classification and interception as an HTTP CONNECT tunnel.
+ * Never rejects.
+ */
+export function handleFrontedConnection(
+  ctx: ProxyContext,
+  stream: ByteStream,
+  client: ClientInfo,
+  describe: string,
+  front: (
+    tunnel: (address: HostPort, buffered: Uint8Array, answer: TunnelAnswer) => Promise<void>,
+  ) => Promise<void>,
+): Promise<void> {
+  return guarded(
+    ctx,
+    describe,
+    stream,
+    (resources) =>
+      front((address, buffered, answer) =>
+        connectTunnel(ctx, stream, client, { address, buffered, httpVersion: "" }, resources, answer)
+      ),
+  );
 }
 
 /**
@@ -242,24 +297,22 @@ async function connectTunnel(
   client: ClientInfo,
   tunnel: NonNullable<LayerRunResult["tunnel"]>,
   resources: Resources,
+  answer: TunnelAnswer,
 ): Promise<void> {
-  const { address, buffered, httpVersion } = tunnel;
+  const { address, buffered } = tunnel;
   let opened: OpenedServer;
   const started = Date.now();
   try {
     opened = await ctx.connect(address);
   } catch (e) {
     const reason = `cannot connect to ${formatHostPort(address)}: ${describeError(e)}`;
-    const body = encoder.encode(`wirescope: ${reason}\n`);
-    const head = `${httpVersion} 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n` +
-      `content-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
-    await stream.write(concatBytes(encoder.encode(head), body)).catch(() => {});
+    await answer.refused(reason, e);
     stream.close(false);
     recordFailure(ctx, client, { address }, undefined, `CONNECT refused: ${reason}`, started);
     return;
   }
   const forget = resources.adopt(() => opened.stream.close(true));
-  await stream.write(encoder.encode(`${httpVersion} 200 Connection established\r\n\r\n`));
+  await answer.established(opened.remote);
   let taken = false;
   const connect = (target: HostPort): Promise<OpenedServer> => {
     if (!taken && target.hostname === address.hostname && target.port === address.port) {
@@ -386,6 +439,7 @@ function runTcp(
     server: serverStream,
     openServer,
     bus: ctx.bus,
+    ...addonHooksOf(ctx),
     initialCommands: layer.start(),
     initialEvents: events,
   });
@@ -416,6 +470,7 @@ function runHttp(
     ...(ctx.localResponder ? { localResponder: ctx.localResponder } : {}),
     ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
     ...(ctx.requestHook ? { requestHook: true } : {}),
+    ...(ctx.responseHook ? { responseHook: true } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -429,6 +484,7 @@ function runHttp(
     initialEvents: events,
     ...headTimeoutOf(ctx, client),
     ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
+    ...addonHooksOf(ctx),
   });
 }
 
@@ -463,6 +519,7 @@ function runHttp2(
     server: serverStream,
     openServer: ctx.connect,
     bus: ctx.bus,
+    ...addonHooksOf(ctx),
     initialCommands: layer.start(),
     initialEvents: events,
     ...headTimeoutOf(ctx, client),
@@ -503,6 +560,7 @@ function runHttp2ToHttp1(
     server: null,
     openServer,
     bus: ctx.bus,
+    ...addonHooksOf(ctx),
     initialCommands: layer.start(),
     initialEvents: events,
     ...headTimeoutOf(ctx, client),
@@ -960,5 +1018,128 @@ function summarizeCertificate(cert: tls.PeerCertificate | undefined): Certificat
     validFrom: cert.valid_from ?? "",
     validTo: cert.valid_to ?? "",
     fingerprintSha256: cert.fingerprint256 ?? "",
+  };
+}
+
+/** Where a reverse-mode listener sends everything, and how (see {@link handleReverseConnection}). */
+export interface ReverseTarget {
+  /** `http`/`https`: HTTP relayed (and recorded) to the server; `tcp`/`tls`: bytes relayed as a flow. */
+  scheme: "http" | "https" | "tcp" | "tls";
+  /** The server. */
+  address: HostPort;
+  /** Keep the client's Host header (default: every request carries the server's). */
+  keepHostHeader?: boolean;
+  /** The certificate shown to TLS clients for a server name (null: a leaf from the CA). */
+  certificateFor?: (sni: string | undefined) => { certPem: string; keyPem: string } | null;
+}
+
+/**
+ * Handles a connection to a reverse-mode listener: a client that speaks TLS to it gets a
+ * certificate (the user's, or a leaf for its SNI) and its TLS is ended here; what is inside goes
+ * to the one server of the mode, over TLS for `https`/`tls` (verified against the server's name)
+ * and plain for `http`/`tcp`. HTTP is relayed and recorded; anything else as a TCP flow. Never
+ * rejects.
+ */
+export function handleReverseConnection(
+  ctx: ProxyContext,
+  stream: ByteStream,
+  client: ClientInfo,
+  target: ReverseTarget,
+): Promise<void> {
+  const describe = `reverse connection from ${formatHostPort(client.address)} to ${
+    formatHostPort(target.address)
+  }`;
+  return guarded(ctx, describe, stream, async (resources) => {
+    const address = target.address;
+    const name = IP_LITERAL.test(address.hostname) ? undefined : address.hostname;
+    const server: ServerInfo = { address, ...(name ? { hostname: name } : {}) };
+    const web = target.scheme === "http" || target.scheme === "https";
+    const open = (): Promise<OpenedServer> =>
+      target.scheme === "https" || target.scheme === "tls"
+        ? connectUpstreamTls(ctx.settings, ctx.connect, address, {
+          servername: name,
+          alpn: web ? ["http/1.1"] : [],
+        }).then((u) => ({ stream: u.stream, remote: u.remote }))
+        : ctx.connect(address);
+    let first = await readFirstBytes(stream, new Uint8Array(0), web ? CLIENT_FIRST_WAIT : 0);
+    let kind = first.bytes.byteLength === 0 ? "tcp" : classifyFirstBytes(first.bytes).kind;
+    let tlsInfo: TlsInfo | undefined;
+    if (kind === "tls") {
+      const hello = (classifyFirstBytes(first.bytes) as { hello: ClientHello }).hello;
+      tlsInfo = { alpnOffered: hello.alpn, passthrough: false, ...(hello.sni ? { sni: hello.sni } : {}) };
+      const leaf = target.certificateFor?.(hello.sni) ??
+        await ctx.certs.leafFor(
+          hello.sni ? { sni: hello.sni } : { ip: "127.0.0.1", ...(name ? { extraNames: [name] } : {}) },
+        );
+      const gate = new ReadGate();
+      const socket = new tls.TLSSocket(nodeDuplexOf(first.stream, first.bytes, gate), {
+        isServer: true,
+        secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
+        ...(web && hello.alpn.includes("http/1.1") ? { ALPNProtocols: ["http/1.1"] } : {}),
+      });
+      resources.adopt(() => socket.destroy());
+      const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
+      if (handshake !== true) {
+        resources.closeAll();
+        recordFailure(ctx, client, server, tlsInfo, `client TLS handshake failed: ${handshake}`);
+        return;
+      }
+      const version = socket.getProtocol();
+      if (version) tlsInfo.clientVersion = version;
+      if (typeof socket.alpnProtocol === "string") tlsInfo.alpn = socket.alpnProtocol;
+      const inner = byteStreamOfNodeSocket(socket, gate);
+      first = tlsInfo.alpn === "http/1.1"
+        ? { bytes: new Uint8Array(0), stream: inner }
+        : await readFirstBytes(inner, new Uint8Array(0), web ? CLIENT_FIRST_WAIT : 0);
+      kind = tlsInfo.alpn === "http/1.1"
+        ? "http"
+        : first.bytes.byteLength === 0
+        ? "tcp"
+        : classifyFirstBytes(first.bytes).kind;
+    }
+    if (web && (kind === "http" || kind === "need-more")) {
+      const layer = new Http1Layer({
+        mode: "transparent",
+        scheme: tlsInfo ? "https" : "http",
+        client,
+        server,
+        ...(tlsInfo ? { tls: tlsInfo } : {}),
+        serverState: "none",
+        bodyLimit: ctx.settings.bodyLimit,
+        maxMessages: ctx.settings.maxMessages,
+        newId: ctx.newId,
+        ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
+        ...(ctx.requestHook ? { requestHook: true } : {}),
+        ...(ctx.responseHook ? { responseHook: true } : {}),
+        ...(target.keepHostHeader ? {} : {
+          hostHeader: address.port === (target.scheme === "https" ? 443 : 80)
+            ? formatHostPort(address).replace(/:\d+$/, "")
+            : formatHostPort(address),
+        }),
+      });
+      await runLayer({
+        layer,
+        client: first.stream,
+        server: null,
+        openServer: open,
+        bus: ctx.bus,
+        initialEvents: first.bytes.byteLength > 0
+          ? [{ type: "data", from: "client", data: first.bytes, now: Date.now() }]
+          : [],
+        ...headTimeoutOf(ctx, client),
+        ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
+        ...addonHooksOf(ctx),
+      });
+      return;
+    }
+    await runTcp(ctx, client, server, first.stream, null, first.bytes, tlsInfo, open);
+  });
+}
+
+/** The runner options that carry the addons' response hook and flow-end notice. */
+function addonHooksOf(ctx: ProxyContext): { responseHook?: ResponseHook; flowEnded?: (flow: Flow) => void } {
+  return {
+    ...(ctx.responseHook ? { responseHook: ctx.responseHook } : {}),
+    ...(ctx.flowEnded ? { flowEnded: ctx.flowEnded } : {}),
   };
 }

@@ -75,6 +75,11 @@ export interface Http1LayerOptions {
   /** Answers requests the proxy serves itself (e.g. the certificate page); null passes them on. */
   localResponder?: (method: string, host: string, path: string) => LocalResponse | null;
   /**
+   * Regular mode with `--proxyauth`: the `Proxy-Authorization` value every request and CONNECT
+   * must carry (`Basic …`); others are answered 407 with `Proxy-Authenticate`.
+   */
+  proxyAuthorization?: string;
+  /**
    * How long (ms) a server may make no progress while an exchange waits on it, i.e. send no
    * byte and take no request byte, before the exchange fails: 504 before the response head,
    * a reset of the client after it. Absent: no limit. Tunnels (WebSocket, CONNECT) are not timed.
@@ -342,6 +347,24 @@ export class Http1Layer implements Layer {
     const raw = this.#client.subarray(0, size);
     this.#client = this.#client.subarray(size);
 
+    const authorization = this.#o.proxyAuthorization;
+    if (
+      this.#o.mode === "regular" && authorization !== undefined &&
+      headerValue(head.headers, "proxy-authorization")?.trim() !== authorization
+    ) {
+      this.#rejectRequest(
+        head,
+        407,
+        "Proxy Authentication Required",
+        "proxy authentication required",
+        now,
+        out,
+        [
+          ["proxy-authenticate", 'Basic realm="wirescope"'],
+        ],
+      );
+      return false;
+    }
     if (this.#o.mode === "regular" && head.method.toUpperCase() === "CONNECT") {
       const address = parseAuthority(head.target, 443);
       if (!address) {
@@ -398,6 +421,14 @@ export class Http1Layer implements Layer {
       // Heads go on as they came unless their line endings could be read two ways: a bare LF
       // (or empty lines before the request line) becomes plain CRLF.
       if (needsNewLines(raw)) wire = serializeRequestHead(head);
+      const rewrite = this.#o.hostHeader;
+      if (rewrite !== undefined) {
+        const headers = head.headers.filter(([name]) => name.toLowerCase() !== "host");
+        sent = { ...head, headers: [["Host", rewrite], ...headers] };
+        wire = serializeRequestHead(sent);
+        host = this.#o.server.hostname ?? target.hostname;
+        mismatchedHost = undefined;
+      }
     }
     const flow = this.#newFlow(head, host, target, path, now);
     if (mismatchedHost !== undefined) flow.request.hostHeader = mismatchedHost;
@@ -1218,6 +1249,7 @@ export class Http1Layer implements Layer {
     text: string,
     now: number,
     out: LayerCommand[],
+    extraHeaders: [string, string][] = [],
   ) {
     this.#flow = this.#newFlow(
       head,
@@ -1227,24 +1259,32 @@ export class Http1Layer implements Layer {
       now,
     );
     out.push({ type: "flow", event: "start", flow: this.#flow });
-    this.#respondError(status, reason, text, now, out);
+    this.#respondError(status, reason, text, now, out, extraHeaders);
   }
 
   /** Answers the client with an error response naming what failed, records it, and closes. */
-  #respondError(status: number, reason: string, text: string, now: number, out: LayerCommand[]): void {
+  #respondError(
+    status: number,
+    reason: string,
+    text: string,
+    now: number,
+    out: LayerCommand[],
+    extraHeaders: [string, string][] = [],
+  ): void {
     const flow = this.#flow!;
     const body = encoder.encode(`wirescope: ${text}\n`);
+    const extra = extraHeaders.map(([n, v]) => `${n}: ${v}\r\n`).join("");
     const head =
-      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
+      `HTTP/1.1 ${status} ${reason}\r\n${extra}content-type: text/plain; charset=utf-8\r\ncontent-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
     out.push({ type: "send", to: "client", data: concatBytes(encoder.encode(head), body) });
     flow.response = {
       status,
       reason,
       httpVersion: "HTTP/1.1",
-      headers: [["content-type", "text/plain; charset=utf-8"], ["content-length", String(body.byteLength)], [
-        "connection",
-        "close",
-      ]],
+      headers: [...extraHeaders, ["content-type", "text/plain; charset=utf-8"], [
+        "content-length",
+        String(body.byteLength),
+      ], ["connection", "close"]],
       body: { content: body, size: body.byteLength, truncated: false },
       timestampStart: now,
       timestampEnd: now,

@@ -12,12 +12,15 @@ import {
   type WireGuardPeerOptions,
 } from "../net/wireguard_listener.ts";
 import type { TunnelPeer } from "../net/tunnel_conn.ts";
+import { openTun, type TunListener } from "../net/tun_listener.ts";
 import { byteStreamOfConn } from "./byte_stream.ts";
 import {
   handleConnection,
   handleProxyConnection,
+  handleReverseConnection,
   type InterceptSettings,
   type ProxyContext,
+  type ReverseTarget,
 } from "./connection_handler.ts";
 import {
   type ClientInfo,
@@ -30,7 +33,7 @@ import {
   type LogEvent,
 } from "../flows/flow.ts";
 import { describeError } from "./layer_runner.ts";
-import { DestinationPolicy } from "./destination_policy.ts";
+import { BlockedDestinationError, DestinationPolicy } from "./destination_policy.ts";
 import {
   ConnectionLimiter,
   DEFAULT_HEAD_TIMEOUT,
@@ -41,7 +44,7 @@ import {
   RateLimitedLog,
 } from "./limits.ts";
 import { parseResolvConf } from "./resolv_conf.ts";
-import type { RequestHook, RequestVerdict } from "./request_hook.ts";
+import type { RequestHook, RequestVerdict, ResponseHook } from "./request_hook.ts";
 import type { ServerReplay, ServerReplayStats } from "../flows/server_replay.ts";
 import { ReplayError, replayRequest } from "./client_replay.ts";
 import type { FlowStore } from "../flows/store.ts";
@@ -52,6 +55,18 @@ import { Http2Counters, type Http2ProxyStats } from "./http2_layer.ts";
 import { type QuicPolicy, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { udpPortUnreachable } from "../net/icmp.ts";
 import { type CaMaterial, CERT_PAGE_ADDRESS, CERT_PAGE_HOST, certPageResponse } from "./cert_page.ts";
+import { listenSocks5, type ModeDeps, type Socks5Mode } from "./socks5_mode.ts";
+import { type DnsMode, listenDns } from "./dns_mode.ts";
+import type { Addon } from "../addons/types.ts";
+import { type AddonLog, AddonManager } from "../addons/manager.ts";
+import { addonHooks } from "../addons/wiring.ts";
+export type { DnsMode, Socks5Mode };
+import {
+  connectThroughUpstream,
+  describeUpstream,
+  parseUpstreamProxy,
+  type UpstreamProxy,
+} from "./upstream_proxy.ts";
 
 /** A WireGuard mode: clients connect with WireGuard and everything they send is proxied. */
 export interface WireGuardMode {
@@ -69,6 +84,18 @@ export interface WireGuardMode {
    * per peer follows {@link ProxyOptions.maxConnectionsPerClient} unless given here.
    */
   limits?: WireGuardLimits;
+}
+
+/**
+ * TUN mode (Linux, CAP_NET_ADMIN): what is routed into a TUN interface is intercepted like
+ * WireGuard traffic, without WireGuard (see `openTun()`); route a network or a namespace into it.
+ */
+export interface TunMode {
+  kind: "tun";
+  /** The interface's name (default `wirescope0`). */
+  name?: string;
+  /** Its MTU (default 1500). */
+  mtu?: number;
 }
 
 /** Limits of the WireGuard data plane that a mode may set. */
@@ -94,11 +121,35 @@ export interface RegularMode {
    * ranges (see {@link isPrivateAddress}).
    */
   allowAnyClient?: boolean;
+  /**
+   * Upstream mode (`upstream:http://HOST:PORT`): this mode's server connections go through that
+   * HTTP proxy with CONNECT (TLS is still intercepted), whatever `upstreamProxy` says.
+   */
+  upstream?: string;
+}
+
+/**
+ * Reverse mode: every connection to a TCP port goes to one server (see
+ * {@link handleReverseConnection}); TLS from clients is ended here.
+ */
+export interface ReverseMode {
+  kind: "reverse";
+  /** TCP address to listen on (default 127.0.0.1). */
+  hostname?: string;
+  /** TCP port (0 picks one). */
+  port: number;
+  /** The server, and whether HTTP is relayed (`http`, `https`) or bytes (`tcp`, `tls`). */
+  target: ReverseTarget;
 }
 
 /** Options of {@link startProxy}. */
 export interface ProxyOptions {
-  modes: (WireGuardMode | RegularMode)[];
+  modes: (WireGuardMode | RegularMode | ReverseMode | Socks5Mode | DnsMode | TunMode)[];
+  /**
+   * Credentials proxy clients must give, `--proxyauth`: SOCKS5 username/password (RFC 1929) and
+   * the regular mode's `Proxy-Authorization: Basic` (else 407).
+   */
+  proxyAuth?: { username: string; password: string };
   /** Where the CA lives (default `~/.wirescope`). */
   confdir?: string;
   /** Hosts (regular expressions over the SNI or address) relayed without interception. */
@@ -171,6 +222,23 @@ export interface ProxyOptions {
    * the HTTP/1 layer.
    */
   serverReplay?: ServerReplay;
+  /**
+   * Addons (see src/addons/types.ts): objects, or a loaded {@link AddonManager} (the CLI's, with
+   * `-s` files). Their `load`/`configure` run before the proxy listens, `running` once it does,
+   * `done` at close. HTTP hooks run after server replay and `requestHook`.
+   */
+  addons?: Addon[] | AddonManager;
+  /** `name=value` settings of the addons' options (as `--set`); unknown names are an error. */
+  addonOptions?: string[];
+  /**
+   * Sends the server side of every mode (WireGuard included) through this proxy:
+   * `http://[USER:PASS@]HOST:PORT` (HTTP CONNECT) or `socks5://[USER:PASS@]HOST:PORT` (SOCKS5
+   * CONNECT). UDP other than DNS to the resolvers is refused and recorded (no UDP ASSOCIATE yet).
+   * The destination policy still applies to the real destination.
+   */
+  upstreamProxy?: string;
+  /** `USER:PASS` for `upstreamProxy` (overrides credentials in its URL). */
+  upstreamAuth?: string;
 }
 
 /** Counters of a running proxy. */
@@ -196,7 +264,7 @@ export interface ProxyStats {
 
 /** Where a mode listens. */
 export interface ModeAddress {
-  kind: "wireguard" | "regular";
+  kind: "wireguard" | "regular" | "reverse" | "socks5" | "dns";
   /** The UDP (WireGuard) or TCP (regular) address. */
   addr: Deno.NetAddr;
 }
@@ -260,6 +328,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     serverTimeout: nonNegative(options.serverTimeout ?? DEFAULT_SERVER_TIMEOUT, "serverTimeout"),
   };
   const bus = new FlowBus();
+  const addons = await addonsOf(options, (level, message) => bus.log(level, message));
   bus.onLog(
     options.onLog ?? ((e) => {
       if (e.level === "warn" || e.level === "error") console.error(`wirescope: ${e.message}`);
@@ -298,17 +367,24 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     ),
     maxConnections: nonNegative(options.maxConnections ?? defaultMaxConnections(), "maxConnections"),
   }, (level, message) => bus.log(level, message));
+  const upstream = options.upstreamProxy !== undefined
+    ? parseUpstreamProxy(options.upstreamProxy, options.upstreamAuth)
+    : undefined;
   const ctx: ProxyContext = {
     settings,
     bus,
     certs: ca,
-    connect: connectTcp(settings.connectTimeout, policy),
+    connect: upstream
+      ? connectUpstream(upstream, settings.connectTimeout, policy)
+      : connectTcp(settings.connectTimeout, policy),
     newId: () => crypto.randomUUID(),
     localResponder: (method, host, path) =>
       host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
     headTimeout: (client) => limiter.headTimeout(describeClient(client)),
-    ...requestHookOf(options),
+    ...requestHookOf(options, addonHooksOf(addons)),
+    ...(addons ? responseHooksOf(addons) : {}),
     http2Counters: new Http2Counters(),
+    ...(options.proxyAuth ? { proxyAuthorization: `Basic ${btoa(proxyAuthText(options.proxyAuth))}` } : {}),
   };
   // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
   await ca.leafFor({ sni: CERT_PAGE_HOST });
@@ -326,28 +402,71 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
 
   const addresses: ModeAddress[] = [];
   const wireguard: WireGuardListener[] = [];
+  /** The data planes of the WireGuard and TUN modes (closed after the grace period). */
+  const planes: (WireGuardListener | TunListener)[] = [];
   const tcpListeners: Deno.TcpListener[] = [];
   const relays: UdpRelay[] = [];
-  let current: WireGuardMode | RegularMode | null = null;
+  let current: ProxyOptions["modes"][number] | null = null;
+  const modeListeners: { close(): void }[] = [];
+  const modeDeps: ModeDeps = {
+    ctx,
+    policy,
+    admit: (key, client) => limiter.admit(key, describeClient(client)),
+    clientAllowed: isPrivateAddress,
+    newRelay: (reply, maxFlows) =>
+      new UdpRelay({
+        bus,
+        dnsServers,
+        reply,
+        newId: ctx.newId,
+        localNames: new Map([[CERT_PAGE_HOST, CERT_PAGE_ADDRESS]]),
+        bodyLimit: settings.bodyLimit,
+        maxMessages: settings.maxMessages,
+        destinationPolicy: policy,
+        quic: options.quic ?? "reject",
+        maxFlows,
+      }),
+    track,
+    count: (what) => what === "connection" ? connections++ : acceptErrors++,
+    stopping: () => stopping,
+    open,
+    handshakeTimeout: limiter.limits.headTimeout,
+    ...(options.proxyAuth ? { credentials: options.proxyAuth } : {}),
+  };
   try {
     for (const mode of options.modes) {
       current = mode;
-      if (mode.kind === "wireguard") {
-        const listener = listenWireGuard({
-          hostname: mode.hostname ?? "0.0.0.0",
-          port: mode.port,
-          privateKey: mode.privateKey,
-          peers: mode.peers,
-          // One cap per client: the proxy's per-client cap also bounds what the core holds per peer
-          // (no proxy cap: the core's total cap is the only one).
-          maxConnectionsPerPeer: limiter.limits.maxConnectionsPerClient || CORE_MAX_CONNECTIONS,
-          maxConnections: CORE_MAX_CONNECTIONS,
-          ...mode.limits,
-          onLog: (level, message) => bus.log(level, message),
-        });
-        await listener.ready;
-        wireguard.push(listener);
-        addresses.push({ kind: "wireguard", addr: listener.addr });
+      if (mode.kind === "wireguard" || mode.kind === "tun") {
+        const listener = mode.kind === "tun"
+          ? openTun({
+            ...(mode.name !== undefined ? { name: mode.name } : {}),
+            ...(mode.mtu !== undefined ? { mtu: mode.mtu } : {}),
+            maxConnections: CORE_MAX_CONNECTIONS,
+            onLog: (level, message) => bus.log(level, message),
+          })
+          : listenWireGuard({
+            hostname: mode.hostname ?? "0.0.0.0",
+            port: mode.port,
+            privateKey: mode.privateKey,
+            peers: mode.peers,
+            // One cap per client: the proxy's per-client cap also bounds what the core holds per peer
+            // (no proxy cap: the core's total cap is the only one).
+            maxConnectionsPerPeer: limiter.limits.maxConnectionsPerClient || CORE_MAX_CONNECTIONS,
+            maxConnections: CORE_MAX_CONNECTIONS,
+            ...mode.limits,
+            onLog: (level, message) => bus.log(level, message),
+          });
+        planes.push(listener);
+        if (mode.kind === "wireguard") {
+          await (listener as WireGuardListener).ready;
+          wireguard.push(listener as WireGuardListener);
+          addresses.push({ kind: "wireguard", addr: (listener as WireGuardListener).addr });
+        }
+        // A TUN device's clients are its source addresses; a WireGuard client is its peer.
+        const clientOf = (address: HostPort, peer: TunnelPeer): ClientInfo =>
+          mode.kind === "tun"
+            ? { address, mode: "tun" }
+            : { address, mode: "wireguard", peer: flowPeer(peer) };
         const relay = new UdpRelay({
           bus,
           dnsServers,
@@ -356,27 +475,31 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
           localNames: new Map([[CERT_PAGE_HOST, CERT_PAGE_ADDRESS]]),
           bodyLimit: settings.bodyLimit,
           maxMessages: settings.maxMessages,
-          destinationPolicy: policy,
+          destinationPolicy: upstream
+            ? udpRefusedUpstream(policy, upstream, options.quic ?? "reject")
+            : policy,
           quic: options.quic ?? "reject",
           unreachable: (d) => listener.sendPacket(udpPortUnreachable(d)),
         });
         relays.push(relay);
         track((async () => {
           for await (const conn of listener) {
-            const client: ClientInfo = {
-              address: hostPort(conn.remoteAddr),
-              mode: "wireguard",
-              peer: flowPeer(conn.peer),
-            };
+            const client = clientOf(hostPort(conn.remoteAddr), conn.peer);
             const stream = byteStreamOfConn(conn);
-            const admission = limiter.admit(`peer ${conn.peer.publicKey}`, describeClient(client));
+            const key = mode.kind === "tun"
+              ? `address ${conn.remoteAddr.hostname}`
+              : `peer ${conn.peer.publicKey}`;
+            const admission = limiter.admit(key, describeClient(client));
             if (!admission) {
               stream.close(true);
               continue;
             }
             connections++;
             const what = `${formatHostPort(client.address)} -> ${formatHostPort(hostPort(conn.localAddr))}`;
-            bus.log("info", `connection ${what} (peer ${conn.peer.publicKey})`);
+            bus.log(
+              "info",
+              `connection ${what} (${mode.kind === "tun" ? "tun" : `peer ${conn.peer.publicKey}`})`,
+            );
             open.add(conn);
             track(
               handleConnection(ctx, {
@@ -397,11 +520,25 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
             for await (const d of listener.datagrams) {
               relay.handle(
                 { data: d.data, src: hostPort(d.src), dst: hostPort(d.dst) },
-                { address: hostPort(d.src), mode: "wireguard", peer: flowPeer(d.peer) },
+                clientOf(hostPort(d.src), d.peer),
               );
             }
           })().catch(() => {}),
         );
+      } else if (mode.kind === "socks5") {
+        const { listener, loop } = listenSocks5(modeDeps, mode);
+        modeListeners.push(listener);
+        addresses.push({ kind: "socks5", addr: listener.addr });
+        track(loop.catch((e) => bus.log("error", `the SOCKS5 accept loop stopped: ${describeError(e)}`)));
+      } else if (mode.kind === "dns") {
+        const relay = modeDeps.newRelay(() => Promise.resolve(), 0);
+        relays.push(relay);
+        const server = listenDns(modeDeps, mode, relay, dnsServers);
+        modeListeners.push(server);
+        addresses.push({ kind: "dns", addr: server.addr });
+        for (const loop of server.loops) {
+          track(loop.catch((e) => bus.log("error", `a DNS mode loop stopped: ${describeError(e)}`)));
+        }
       } else {
         const listener = Deno.listen({
           hostname: mode.hostname ?? "127.0.0.1",
@@ -409,7 +546,14 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
           transport: "tcp",
         });
         tcpListeners.push(listener);
-        addresses.push({ kind: "regular", addr: listener.addr });
+        addresses.push({ kind: mode.kind, addr: listener.addr });
+        // Upstream mode: this listener's server connections go through the mode's HTTP proxy.
+        const modeCtx: ProxyContext = mode.kind === "regular" && mode.upstream !== undefined
+          ? {
+            ...ctx,
+            connect: connectUpstream(parseUpstreamProxy(mode.upstream), settings.connectTimeout, policy),
+          }
+          : ctx;
         const where = `TCP ${formatHostPort(hostPort(listener.addr))}`;
         track(
           (async () => {
@@ -445,7 +589,8 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
                 continue;
               }
               const remote = conn.remoteAddr;
-              if (!mode.allowAnyClient && !isPrivateAddress(remote.hostname)) {
+              // A reverse listener reaches one fixed server: not an open relay.
+              if (mode.kind === "regular" && !mode.allowAnyClient && !isPrivateAddress(remote.hostname)) {
                 acceptLog.line(
                   "not-private",
                   "warn",
@@ -456,7 +601,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
                 conn.close();
                 continue;
               }
-              const client: ClientInfo = { address: hostPort(remote), mode: "regular" };
+              const client: ClientInfo = { address: hostPort(remote), mode: mode.kind };
               const admission = limiter.admit(`address ${remote.hostname}`, describeClient(client));
               if (!admission) {
                 conn.close();
@@ -466,11 +611,15 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
               open.add(conn);
               bus.log("info", `proxy client ${formatHostPort(client.address)} connected`);
               track(
-                handleProxyConnection(ctx, admission.guard(byteStreamOfConn(conn)), client).finally(() => {
-                  admission.release();
-                  open.delete(conn);
-                  bus.log("info", `proxy client ${formatHostPort(client.address)} disconnected`);
-                }),
+                (mode.kind === "reverse"
+                  ? handleReverseConnection(ctx, admission.guard(byteStreamOfConn(conn)), client, mode.target)
+                  : handleProxyConnection(modeCtx, admission.guard(byteStreamOfConn(conn)), client)).finally(
+                    () => {
+                      admission.release();
+                      open.delete(conn);
+                      bus.log("info", `proxy client ${formatHostPort(client.address)} disconnected`);
+                    },
+                  ),
               );
             }
           })().catch((e) => bus.log("error", `the accept loop on ${where} stopped: ${describeError(e)}`)),
@@ -480,17 +629,23 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   } catch (e) {
     stopping = true;
     limiter.close();
-    for (const l of wireguard) l.close();
+    for (const l of planes) l.close();
     for (const l of tcpListeners) l.close();
+    for (const l of modeListeners) l.close();
     for (const r of relays) r.close();
     if (!current) throw e;
+    if (current.kind === "tun") {
+      throw new Error(`cannot open TUN interface ${current.name ?? "wirescope0"}: ${describeError(e)}`, {
+        cause: e,
+      });
+    }
     const where = current.kind === "wireguard"
       ? `UDP ${
         formatHostPort({ hostname: current.hostname ?? "0.0.0.0", port: current.port })
       } (wireguard mode)`
       : `TCP ${
         formatHostPort({ hostname: current.hostname ?? "127.0.0.1", port: current.port })
-      } (regular mode)`;
+      } (${current.kind} mode)`;
     const reason = e instanceof Deno.errors.AddrInUse ? "the address is already in use" : describeError(e);
     throw new Error(`cannot listen on ${where}: ${reason}`, { cause: e });
   }
@@ -501,7 +656,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   const close = (grace = 2000): Promise<void> => {
     closing ??= (async () => {
       stopping = true;
-      for (const l of tcpListeners) {
+      for (const l of [...tcpListeners, ...modeListeners]) {
         try {
           l.close();
         } catch { /* closed */ }
@@ -517,12 +672,13 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       if (first === "timeout") { for (const c of open) c.close(); }
       clearTimeout(timer);
       for (const r of relays) r.close();
-      for (const l of wireguard) l.close();
+      for (const l of planes) l.close();
       await Promise.race([pending, new Promise((r) => setTimeout(r, 1000))]);
-      await Promise.all(wireguard.map((l) => l.closed));
+      await Promise.all(planes.map((l) => l.closed));
       limiter.close();
       recorder?.close();
       await recorder?.settled();
+      await addons?.done();
       resolveClosed();
     })();
     return closing;
@@ -530,6 +686,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   const acceptLoops = new Set(tasks);
   const isAcceptLoop = (t: Promise<void>) => acceptLoops.has(t);
 
+  await addons?.running();
   const flowBuffer = options.flowBuffer ?? 10_000;
   const flows: AsyncIterable<Flow> = {
     [Symbol.asyncIterator](): AsyncIterator<Flow> {
@@ -616,15 +773,56 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   };
 }
 
-/** The request hook of the options: server replay first, then the caller's hook on its misses. */
-function requestHookOf(options: ProxyOptions): { requestHook?: RequestHook } {
+/** The addon manager of the options, loaded and started (`load`, `configure`); none without addons. */
+async function addonsOf(options: ProxyOptions, log: AddonLog): Promise<AddonManager | undefined> {
+  const given = options.addons;
+  if (given === undefined) return undefined;
+  let manager: AddonManager;
+  if (given instanceof AddonManager) {
+    manager = given;
+  } else {
+    manager = new AddonManager({ log });
+    manager.add(given);
+  }
+  if (options.addonOptions) manager.set(options.addonOptions);
+  manager.checkOptions();
+  await manager.start();
+  return manager;
+}
+
+/** The addons' hooks (none without addons). */
+function addonHooksOf(addons: AddonManager | undefined): ReturnType<typeof addonHooks> {
+  return addons ? addonHooks(addons) : {};
+}
+
+/** The response hook and flow-end notice of the addons. */
+function responseHooksOf(
+  addons: AddonManager,
+): { responseHook?: ResponseHook; flowEnded?: (flow: Flow) => void } {
+  const { responseHook, flowEnded } = addonHooks(addons);
+  return { ...(responseHook ? { responseHook } : {}), ...(flowEnded ? { flowEnded } : {}) };
+}
+
+/**
+ * The request hook of the options: server replay first, then the caller's hook on its misses,
+ * then the addons.
+ */
+function requestHookOf(options: ProxyOptions, fromAddons: { requestHook?: RequestHook } = {}): {
+  requestHook?: RequestHook;
+} {
   const replay = options.serverReplay;
-  const user = options.requestHook;
+  const user = chain(options.requestHook, fromAddons.requestHook);
   if (!replay) return user ? { requestHook: user } : {};
   if (!user) return { requestHook: replay.hook };
   return {
     requestHook: async (flow): Promise<RequestVerdict> => (await replay.hook(flow)) ?? await user(flow),
   };
+}
+
+/** Two request hooks one after the other: the second runs when the first lets the request go on. */
+function chain(a: RequestHook | undefined, b: RequestHook | undefined): RequestHook | undefined {
+  if (!a || !b) return a ?? b;
+  return async (flow): Promise<RequestVerdict> => (await a(flow)) ?? await b(flow);
 }
 
 /**
@@ -672,6 +870,38 @@ function connectTcp(timeout: number, policy: DestinationPolicy) {
       }
     }
     throw failure ?? timedOut();
+  };
+}
+
+/**
+ * Connections through an upstream proxy: the real destination is checked first (a name that
+ * resolves here to a refused address is refused; one that does not resolve here is left to the
+ * upstream), then the upstream, which the user configured, is dialed.
+ */
+function connectUpstream(upstream: UpstreamProxy, timeout: number, policy: DestinationPolicy) {
+  return async (address: HostPort) => {
+    try {
+      await policy.resolve(address);
+    } catch (e) {
+      if (e instanceof BlockedDestinationError) throw e;
+    }
+    return await connectThroughUpstream(upstream, address, timeout);
+  };
+}
+
+/** The relay's policy with an upstream proxy: UDP (other than DNS to the resolvers) is refused. */
+function udpRefusedUpstream(policy: DestinationPolicy, upstream: UpstreamProxy, quic: QuicPolicy) {
+  return {
+    blockReason: (ip: string, port?: number): string | null => {
+      const local = policy.blockReason(ip, port);
+      // Refused QUIC keeps its ICMP answer (clients fall back to TCP at once).
+      if (local !== null || (port === 443 && quic === "reject")) return local;
+      return `UDP cannot go through the upstream proxy ${describeUpstream(upstream)} (${
+        upstream.scheme === "http"
+          ? "an HTTP proxy carries TCP only"
+          : "SOCKS5 UDP ASSOCIATE is not supported"
+      })`;
+    },
   };
 }
 
@@ -741,4 +971,9 @@ export function isPrivateAddress(ip: string): boolean {
   }
   const lower = ip.toLowerCase();
   return lower === "::1" || /^f[cd]/.test(lower) || /^fe[89ab]/.test(lower);
+}
+
+/** `user:pass` as UTF-8 bytes in a binary string, for `btoa`. */
+function proxyAuthText(auth: { username: string; password: string }): string {
+  return String.fromCharCode(...new TextEncoder().encode(`${auth.username}:${auth.password}`));
 }
