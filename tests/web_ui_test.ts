@@ -14,6 +14,8 @@ import { compileFilter, FilterSyntaxError } from "../src/flows/filter.ts";
 import { startWebUi } from "../src/web/server.ts";
 import { Chromium } from "./chromium.ts";
 import { Rig } from "./rig.ts";
+import { syntheticFlow } from "../src/flows/testdata/flows.ts";
+import type { Flow } from "../src/flows/flow.ts";
 import { generatePrivateKey } from "../src/core/keys.ts";
 
 const PNG = Uint8Array.from(
@@ -432,6 +434,74 @@ Deno.test({
       await store.close();
       await other.shutdown();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "web UI in Chromium: a long list shows its end at once (pages from the end back) and every row in its place",
+  ignore: !(await hasChromium()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const N = 12_000;
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-web-long-" });
+    const store = SqliteFlowStore.open(`${dir}/flows.db`);
+    const ids: string[] = [];
+    for (let start = 1; start <= N; start += 1000) {
+      const flows: Flow[] = [];
+      for (let n = start; n < start + 1000; n++) flows.push(syntheticFlow(n));
+      store.batch(() => flows.forEach((f) => store.end(f)));
+      ids.push(...flows.map((f) => f.id));
+    }
+    const web = await startWebUi({ store, port: 0 });
+    const home = await Deno.makeTempDir({ prefix: "wirescope-web-long-chromium-" });
+    const browser = await Chromium.launch({ home });
+    try {
+      const s = await browser.newPage();
+      const evaluate = <T>(e: string) => browser.evaluate<T>(s, e);
+      await browser.load(s, web.url);
+      await until("the first rows", () => evaluate<boolean>("!!document.querySelector('.row[data-id]')"));
+      const idAt = async (index: number) => {
+        await evaluate(
+          `(() => { const l = document.getElementById('list'); l.scrollTop = ${index} * 24; })()`,
+        );
+        let id: string | null = null;
+        await until(`row ${index}`, async () => {
+          id = await evaluate<string | null>(
+            `document.querySelector('.row[data-index="${index}"]:not([hidden])')?.dataset.id ?? null`,
+          );
+          return id !== null;
+        });
+        return id;
+      };
+      // The end first: far from the start, it comes from the end back, not after 12,000 rows.
+      assert.equal(await idAt(N - 1), ids[N - 1]);
+      assert.ok(
+        (await evaluate<number>("Number(document.body.dataset.loaded)")) < N / 2,
+        "the end showed before the rest loaded",
+      );
+      for (const index of [N - 300, Math.floor(N / 2), 150, 5000, 9000, 0, N - 1]) {
+        assert.equal(await idAt(index), ids[index], `row ${index}`);
+      }
+      // Through the whole list: every row loaded once, in its place.
+      for (let i = 0; i < N; i += 1500) assert.equal(await idAt(i), ids[i], `row ${i}`);
+      await until(
+        "every row loaded",
+        async () => (await evaluate<number>("Number(document.body.dataset.loaded)")) === N,
+      );
+      for (const index of [1, 2345, 6789, N - 2]) assert.equal(await idAt(index), ids[index], `row ${index}`);
+      assert.match(
+        await evaluate<string>("document.getElementById('count').textContent"),
+        /^12,000 of 12,000 flows$/,
+      );
+    } finally {
+      await browser.close();
+      await web.close();
+      await store.close();
+      await Deno.remove(dir, { recursive: true });
+      await Deno.remove(home, { recursive: true });
     }
   },
 });

@@ -41,10 +41,13 @@ export interface FlowSummary {
   live?: boolean;
 }
 
-/** `GET /api/flows`: one page. */
+/**
+ * `GET /api/flows`: one page, oldest first from `cursor` (or the start); or, with `before=CURSOR`
+ * or `from=end`, newest first.
+ */
 export interface FlowPageJson {
   flows: FlowSummary[];
-  /** Pass as `cursor` for the next page; absent at the end. */
+  /** Pass as `cursor` (or `before`, going back from the end) for the next page; absent at the end. */
   cursor?: string;
   /** Flows matching the filter in the whole store (only when asked for with `count=1`). */
   total?: number;

@@ -378,9 +378,12 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
       if (r) return r;
       throw e;
     }
+    // `before` (or `from=end` to start there) pages from the newest back: the page's end of a long list.
+    const before = url.searchParams.get("before");
+    const fromEnd = url.searchParams.get("from") === "end";
     const page = await store.query({
       ...(compiled ? { filter: compiled } : {}),
-      ...(cursor ? { after: cursor } : {}),
+      ...(before ? { before } : cursor ? { after: cursor } : fromEnd ? { newestFirst: true } : {}),
       limit,
       // A highlight that reads bodies needs them loaded; otherwise summaries never do.
       withBodies: highlight?.needsBodies === true,

@@ -49,15 +49,29 @@ const COLUMNS: { key: string; title: string; cell: (f: FlowSummary) => string }[
 ];
 
 /** What the list holds for the current filter. */
+/**
+ * What the list holds for the current filter. Pages load from the start (`head`) and, when the
+ * view jumps far ahead and the total is known, from the end back (`tail`), so the end of 100,000
+ * flows shows at once; `rows` is sparse between the two until they meet.
+ */
 interface ListState {
   filter: string;
   highlight: string;
-  rows: FlowSummary[];
+  /** rows[0, head) and rows[tail, rows.length) are loaded. */
+  rows: (FlowSummary | undefined)[];
   ids: Set<string>;
   /** Flows matching in the store (grows with live updates). */
   total: number;
-  /** Where the next page starts; null when every page is loaded. */
+  /** Whether the server counted them (it does when SQL answers the filter alone). */
+  counted: boolean;
+  /** Where the next page from the start begins; null when every flow is loaded. */
   cursor: string | null | undefined;
+  /** Rows loaded from the start. */
+  head: number;
+  /** The first row loaded from the end (meaningful once `tailCursor` is not undefined). */
+  tail: number;
+  /** Where the next page back from the end begins; undefined before the first, null when done. */
+  tailCursor: string | null | undefined;
   loading: boolean;
   /** Bumped on every reload: answers for an older list are dropped. */
   generation: number;
@@ -70,10 +84,34 @@ const state: ListState = {
   rows: [],
   ids: new Set(),
   total: 0,
+  counted: false,
   cursor: undefined,
+  head: 0,
+  tail: 0,
+  tailCursor: undefined,
   loading: false,
   generation: 0,
 };
+
+/** Rows loaded. */
+function loadedCount(): number {
+  if (state.cursor === null) return state.rows.length;
+  return state.head + (state.tailCursor === undefined ? 0 : state.rows.length - state.tail);
+}
+
+/**
+ * The start and end blocks met: one dense list of the head, `between` (flows of the last page
+ * that were in neither, oldest first) and the tail.
+ */
+function joinBlocks(between: FlowSummary[]): void {
+  const middle = between.filter((f) => !state.ids.has(f.id));
+  for (const f of middle) state.ids.add(f.id);
+  const tail = state.tailCursor === undefined ? [] : state.rows.slice(state.tail);
+  state.rows = [...state.rows.slice(0, state.head), ...middle, ...tail];
+  state.head = state.tail = state.total = state.rows.length;
+  state.cursor = null;
+  state.tailCursor = null;
+}
 let selected = -1;
 let openId: string | null = null;
 let follow = true;
@@ -175,12 +213,11 @@ function render(): void {
     }
   }
   // Without a count from the server (a filter SQL cannot answer alone), the list grows as pages come.
-  const more = state.cursor !== null && state.total <= state.rows.length ? "+" : "";
-  countLabel.textContent = `${state.rows.length.toLocaleString("en")} of ${
-    total.toLocaleString("en")
-  }${more} flows`;
+  const loaded = loadedCount();
+  const more = state.cursor !== null && !state.counted ? "+" : "";
+  countLabel.textContent = `${loaded.toLocaleString("en")} of ${total.toLocaleString("en")}${more} flows`;
   // Figures for bench/web_ui.ts: when the list first showed flows, and how long a filter took.
-  if (state.rows.length > 0 || state.cursor === null) {
+  if (loaded > 0 || state.cursor === null) {
     const d = doc.body.dataset;
     d.firstRows ??= String(performance.now());
     if (filterStarted !== undefined) {
@@ -188,8 +225,15 @@ function render(): void {
       filterStarted = undefined;
     }
   }
-  // Within a screen of the loaded end: the next page (also when the total is not known).
-  if (last + visible > state.rows.length && state.cursor !== null) void loadMore();
+  // A gap within a screen of the view: pages from the start when it is near, else (a jump far
+  // ahead, with a known total) from the end back.
+  if (state.cursor !== null) {
+    const gapEnd = state.tailCursor === undefined ? total : state.tail;
+    if (last + visible > state.head && first < gapEnd) {
+      if (first - state.head > PAGE && state.counted && state.tailCursor !== null) void loadTail();
+      else void loadMore();
+    }
+  }
 }
 
 async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
@@ -220,16 +264,76 @@ async function loadMore(): Promise<void> {
   try {
     const page = await api<FlowPageJson>(`/api/flows?${params}`);
     if (generation !== state.generation) return;
-    for (const f of page.flows) {
+    if (page.total !== undefined) {
+      state.total = page.total;
+      state.counted = true;
+    }
+    const tailed = state.tailCursor !== undefined;
+    let met = false;
+    let k = 0;
+    for (; k < page.flows.length; k++) {
+      const f = page.flows[k]!;
+      // Reaching a flow of the end block (or its first row) joins the two.
+      if (tailed && (state.ids.has(f.id) || state.head >= state.tail)) {
+        met = true;
+        break;
+      }
       if (state.ids.has(f.id)) continue;
       state.ids.add(f.id);
-      state.rows.push(f);
+      state.rows[state.head++] = f;
     }
-    if (page.total !== undefined) state.total = page.total;
-    state.cursor = page.cursor ?? null;
-    if (state.cursor === null) state.total = state.rows.length;
-    doc.body.dataset.loaded = String(state.rows.length);
+    if (met || page.cursor === undefined) joinBlocks(page.flows.slice(k));
+    else state.cursor = page.cursor;
+    doc.body.dataset.loaded = String(loadedCount());
     if (first) doc.body.dataset.firstPage = String(performance.now());
+  } catch (e) {
+    statusLabel.textContent = `error: ${(e as Error).message}`;
+  } finally {
+    if (generation === state.generation) state.loading = false;
+  }
+  if (generation === state.generation) scheduleRender();
+}
+
+/** One page back from the end of the list (newest first), placed below the rows already there. */
+async function loadTail(): Promise<void> {
+  if (state.loading || state.tailCursor === null || state.cursor === null) return;
+  state.loading = true;
+  const generation = state.generation;
+  const first = state.tailCursor === undefined;
+  const params = new URLSearchParams({
+    filter: state.filter,
+    highlight: state.highlight,
+    // The first page from the end is small, like the first from the start: it is what the jump shows.
+    limit: String(first ? FIRST_PAGE : PAGE),
+  });
+  if (first) {
+    params.set("from", "end");
+    params.set("count", "1");
+  } else params.set("before", state.tailCursor!);
+  try {
+    const page = await api<FlowPageJson>(`/api/flows?${params}`);
+    if (generation !== state.generation) return;
+    if (first) {
+      // The end block starts at the end of the list as counted now.
+      state.total = Math.max(page.total ?? state.total, state.head);
+      state.tail = state.total;
+      state.rows.length = state.total;
+      state.tailCursor = null;
+    }
+    let met = false;
+    let k = 0;
+    for (; k < page.flows.length; k++) {
+      const f = page.flows[k]!;
+      if (state.ids.has(f.id) || state.tail <= state.head) {
+        met = true;
+        break;
+      }
+      state.ids.add(f.id);
+      state.rows[--state.tail] = f;
+    }
+    if (met || page.cursor === undefined) joinBlocks(page.flows.slice(k).reverse());
+    else state.tailCursor = page.cursor;
+    doc.body.dataset.loaded = String(loadedCount());
   } catch (e) {
     statusLabel.textContent = `error: ${(e as Error).message}`;
   } finally {
@@ -243,6 +347,10 @@ function reload(): void {
   state.rows = [];
   state.ids = new Set();
   state.total = 0;
+  state.counted = false;
+  state.head = 0;
+  state.tail = 0;
+  state.tailCursor = undefined;
   state.cursor = undefined;
   state.loading = false;
   selected = -1;
@@ -261,13 +369,13 @@ function onUpdates(message: UpdatesMessage): void {
   for (const f of message.flows) {
     if (state.ids.has(f.id)) continue;
     state.total++;
-    // Until every page is in, new flows arrive with the pages that follow.
-    if (state.cursor === null) {
+    // With the list's end loaded, a new flow goes after it; else it comes with the pages to follow.
+    if (state.cursor === null || state.tailCursor !== undefined) {
       state.ids.add(f.id);
       state.rows.push(f);
     }
   }
-  doc.body.dataset.loaded = String(state.rows.length);
+  doc.body.dataset.loaded = String(loadedCount());
   if (follow && selected < 0) followPending = true;
   // Live updates repaint the list at most every LIVE_REPAINT ms: with a busy proxy a repaint costs
   // the browser more than the few hundred summaries it shows (bench/web_ui_load.ts).
@@ -647,10 +755,14 @@ async function toggleMark(f: FlowSummary): Promise<void> {
 async function deleteFlow(f: FlowSummary): Promise<void> {
   await api(`/api/flows/${encodeURIComponent(f.id)}`, { method: "DELETE" });
   const index = state.rows.indexOf(f);
-  if (index >= 0) state.rows.splice(index, 1);
+  if (index >= 0) {
+    state.rows.splice(index, 1);
+    if (index < state.head) state.head--;
+    if (index < state.tail) state.tail--;
+  }
   state.ids.delete(f.id);
   state.total = Math.max(0, state.total - 1);
-  doc.body.dataset.loaded = String(state.rows.length);
+  doc.body.dataset.loaded = String(loadedCount());
   if (openId === f.id) closeDetail();
   if (selected >= state.rows.length) selected = state.rows.length - 1;
   scheduleRender();
