@@ -374,7 +374,8 @@ async function run(options: CliOptions): Promise<number> {
   };
   // With a store, a flow's line is printed once its batch is committed (some ms after its end):
   // every printed flow is then in the store, also after a SIGKILL.
-  proxy.recorder?.onCommit((flows) => flows.forEach(printLine));
+  // (Quiet, nothing is printed: flows are not held until their commit for nothing.)
+  if (!options.quiet) proxy.recorder?.onCommit((flows) => flows.forEach(printLine));
   proxy.bus.subscribe((event) => {
     if (event.type !== "end") return;
     counts.flows++;
