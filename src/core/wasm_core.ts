@@ -20,10 +20,14 @@ export interface Endpoint {
 
 /** Options for {@link WasmCore}. */
 export interface WasmCoreOptions {
-  /** Our 32-byte static private key. */
+  /** Our 32-byte static private key (unused in the `tun` role). */
   privateKey: Uint8Array;
-  /** `server` accepts connections to any address; `client` opens them (for tests and tools). */
-  role: "server" | "client";
+  /**
+   * `server` accepts connections to any address; `client` opens them (for tests and tools);
+   * `tun` is the server stack without WireGuard: raw IP packets go in with
+   * {@link WasmCore.ipInput} and every packet it sends comes out through `CoreSink.ipPacket`.
+   */
+  role: "server" | "client" | "tun";
   /** The interface's own IPv4 address inside the tunnel. */
   address4?: string;
   /** The interface's own IPv6 address inside the tunnel. */
@@ -211,6 +215,7 @@ interface Exports {
   ws_tcp_release(id: number): void;
   ws_udp_send(now: number, len: number): number;
   ws_ip_send(now: number, len: number): number;
+  ws_ip_input(now: number, len: number): number;
   ws_stats(): number;
   ws_tcp_info(id: number): number;
 }
@@ -267,7 +272,7 @@ export class WasmCore {
   #decoder = new TextDecoder();
   #lastEp = new Uint8Array(18);
   #lastEpValue: Endpoint = { hostname: "", port: -1 };
-  #role: "server" | "client";
+  #role: WasmCoreOptions["role"];
 
   /** @param options See {@link WasmCoreOptions}. */
   constructor(options: WasmCoreOptions) {
@@ -303,7 +308,7 @@ export class WasmCore {
       if (!Number.isFinite(v) || v < 0) throw new RangeError(`core setting ${i} is not a count: ${v}`);
       this.#dv.setUint32(this.#io + 52 + 4 * i, Math.min(Math.round(v), 0xffff_ffff), true);
     });
-    this.#x.ws_init(options.now, options.role === "server" ? 1 : 0);
+    this.#x.ws_init(options.now, { client: 0, server: 1, tun: 2 }[options.role]);
   }
 
   /** The module's memory as bytes, refreshed when memory grew (growth detaches old views). */
@@ -579,6 +584,19 @@ export class WasmCore {
     this.#memory().set(packet, this.#io);
     const err = this.#x.ws_ip_send(now, packet.length);
     if (err > 0) throw new Error(`cannot send IP packet: ${this.#resultText(err)}`);
+  }
+
+  /**
+   * `tun` role: one IP packet read from the device, into the stack (a malformed one is counted
+   * in `malformedInner` and dropped).
+   *
+   * @throws {RangeError} For a packet longer than 65,535 bytes.
+   */
+  ipInput(packet: Uint8Array, now: number): void {
+    if (packet.length > 65_535) throw new RangeError("packet too large");
+    this.#memory().set(packet, this.#io);
+    const err = this.#x.ws_ip_input(now, packet.length);
+    if (err > 0) throw new Error(`cannot take IP packet: ${this.#resultText(err)}`);
   }
 
   /** A connection's state inside the stack (for diagnostics), or null for an unknown id. */

@@ -12,28 +12,17 @@
  * worker thread ({@link ./udp_worker.ts}) with shared-memory rings in each direction.
  * @module
  */
-import {
-  CloseReason,
-  type CoreSink,
-  type CoreStats,
-  derivePublicKey,
-  type Endpoint,
-  WasmCore,
-} from "../core/wasm_core.ts";
+import { type CoreStats, derivePublicKey, WasmCore } from "../core/wasm_core.ts";
 import { decodeKey, encodeKey } from "../core/keys.ts";
-import { type ConnDriver, ConnectionResetError, TunnelConn, type TunnelPeer } from "./tunnel_conn.ts";
+import type { TunnelPeer } from "./tunnel_conn.ts";
+import { StackDriver, type StackDriverStats } from "./stack_driver.ts";
 import { DatagramRing } from "./datagram_ring.ts";
 import { DirectUdp } from "./direct_udp.ts";
 import { formatIp, writeIp } from "./ip.ts";
 import { enlargeUdpBuffers, SOCKET_BUFFER } from "./socket_buffers.ts";
 import type { UdpWorkerInit } from "./udp_worker.ts";
 
-/**
- * Most bytes handed to a reader at once. Larger chunks save little per byte, but allocations
- * past glibc's mmap threshold (128 KiB, raised as such blocks are freed) end up fragmenting the
- * heap, and RSS stays at its peak.
- */
-const READ_CHUNK = 64 * 1024;
+export type { TunnelDatagram } from "./stack_driver.ts";
 
 /** A peer allowed to connect. */
 export interface WireGuardPeerOptions {
@@ -111,32 +100,13 @@ export interface ListenWireGuardOptions {
   socketIo?: "direct" | "worker";
 }
 
-/** A UDP datagram inside the tunnel. */
-export interface TunnelDatagram {
-  data: Uint8Array;
-  /** Sender (the client's tunnel address). */
-  src: Deno.NetAddr;
-  /** Destination the client addressed. */
-  dst: Deno.NetAddr;
-  /** The peer it came through. */
-  peer: TunnelPeer;
-}
-
 /** Listener counters: the core's plus the driver's. */
-export interface WireGuardStats extends CoreStats {
+export interface WireGuardStats extends CoreStats, StackDriverStats {
   /** Datagrams that could not be sent (send ring full, or the OS refused). */
   sendFailures: number;
   /** Datagrams received but dropped because the main thread fell behind (receive ring full). */
   receiveDrops: number;
-  /** Tunnel UDP datagrams dropped because `datagrams` was not read. */
-  datagramsDropped: number;
-  /** Datagrams whose processing failed inside the core (each is logged). */
-  internalErrors: number;
-  /** Connections handed to the application and not yet closed. */
-  connectionsActive: number;
 }
-
-const LEVELS = ["debug", "info", "warn"] as const;
 /** Bytes of each datagram ring between the main thread and the socket worker. */
 const RING_BYTES = 2 << 20;
 /** Batches of datagrams taken per wake-up in direct mode before other work gets a turn. */
@@ -148,20 +118,12 @@ const DIRECT_BATCHES = 8;
  */
 const QUIET_GAP_MS = 0.2;
 
-function netAddr(ep: Endpoint, transport: "tcp" | "udp"): Deno.NetAddr {
-  return { transport, hostname: ep.hostname, port: ep.port };
-}
-
 /** A running WireGuard server. Iterate it (or `accept()`) for connections. */
-export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, ConnDriver {
+export class WireGuardListener extends StackDriver {
   /** The UDP address the server listens on. */
   readonly addr: Deno.NetAddr;
   /** Our public key (base64). */
   readonly publicKey: string;
-  /** UDP datagrams that clients sent inside the tunnel (to any address). */
-  readonly datagrams: ReadableStream<TunnelDatagram>;
-  /** Resolves when the listener has shut down. */
-  readonly closed: Promise<void>;
   /**
    * Resolves once the socket thread has bound the port (a few milliseconds after the listener
    * is made); datagrams that arrive before are lost, which WireGuard clients recover from with
@@ -170,7 +132,6 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
    */
   readonly ready: Promise<void>;
 
-  #core: WasmCore;
   /** Direct mode: the socket and the batched I/O on its descriptor. */
   #socket: Deno.DatagramConn | null = null;
   #direct: DirectUdp | null = null;
@@ -183,30 +144,18 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   #rx: DatagramRing | null = null;
   #tx: DatagramRing | null = null;
   #txPending = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #timerAt = Infinity;
-  #settleQueued = false;
-  #closing = false;
-  #resolveClosed!: () => void;
-  #conns = new Map<number, TunnelConn>();
   #peers = new Map<number, TunnelPeer>();
   #peerIds = new Map<string, number>();
   /** The endpoint bytes behind each peer's `endpoint`, to notice when it changes. */
   #peerEndpointBytes = new Map<number, Uint8Array>();
-  #acceptQueue: TunnelConn[] = [];
-  #acceptWaiters: { resolve: (c: TunnelConn) => void; reject: (e: Error) => void }[] = [];
-  #datagramController!: ReadableStreamDefaultController<TunnelDatagram>;
   /** The endpoint bytes of the datagram being processed (valid only during it). */
   #from: Uint8Array | null = null;
-  #datagramsDropped = 0;
-  #internalErrors = 0;
-  #onLog: NonNullable<ListenWireGuardOptions["onLog"]>;
 
   /** Use {@link listenWireGuard}. */
   constructor(options: ListenWireGuardOptions) {
     const privateKey = decodeKey(options.privateKey, "private key");
-    this.#onLog = options.onLog ?? ((level, msg) => console.error(`wirescope wireguard ${level}: ${msg}`));
-    this.#core = new WasmCore({
+    const onLog = options.onLog ?? ((level, msg) => console.error(`wirescope wireguard ${level}: ${msg}`));
+    const core = new WasmCore({
       privateKey,
       role: "server",
       now: performance.now(),
@@ -225,8 +174,9 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
         ? { maxUdpConversationsPerPeer: options.maxUdpConversationsPerPeer }
         : {}),
       ...(options.udpTimeoutSeconds !== undefined ? { udpTimeoutSeconds: options.udpTimeoutSeconds } : {}),
-      onOutput: (line) => this.#onLog("warn", `core: ${line}`),
+      onOutput: (line) => onLog("warn", `core: ${line}`),
     });
+    super(core, onLog, options.datagramQueue ?? 1024);
     this.publicKey = encodeKey(derivePublicKey(privateKey));
     for (const peer of options.peers ?? []) this.addPeer(peer);
     // Bind here, synchronously, so a bad address or a port in use fails at the call and port 0
@@ -242,26 +192,20 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       this.#socket = socket;
       this.#direct = direct;
       const bigger = enlargeUdpBuffers(this.addr.port, SOCKET_BUFFER);
-      if (bigger) this.#onLog("warn", `UDP socket: buffers left at the system default: ${bigger}`);
+      if (bigger) this.onLog("warn", `UDP socket: buffers left at the system default: ${bigger}`);
       this.ready = Promise.resolve();
     } else {
       if (options.socketIo === "direct") {
         socket.close();
         throw new Error(`direct socket I/O is not available: ${direct}`);
       }
-      this.#onLog("debug", `UDP socket I/O on a worker thread (${direct})`);
+      this.onLog("debug", `UDP socket I/O on a worker thread (${direct})`);
       socket.close();
       this.ready = this.#startWorker();
     }
-    this.datagrams = new ReadableStream<TunnelDatagram>({
-      start: (c) => {
-        this.#datagramController = c;
-      },
-    }, { highWaterMark: options.datagramQueue ?? 1024 });
-    this.closed = new Promise((r) => (this.#resolveClosed = r));
     if (this.#direct) this.#directLoop(this.#socket!, this.#direct);
     else this.#ringLoop();
-    this.#settle();
+    this.settle();
   }
 
   /** Starts the socket worker; resolves once it has bound the port. */
@@ -280,7 +224,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       if (e.data.type === "ready") resolveReady();
       if (e.data.type === "error") rejectReady(new Error(`cannot open UDP socket: ${e.data.message}`));
       if (e.data.type === "error" || e.data.type === "warning") {
-        this.#onLog("warn", `UDP socket: ${e.data.message}`);
+        this.onLog("warn", `UDP socket: ${e.data.message}`);
       }
     };
     this.#worker.postMessage(
@@ -306,7 +250,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   addPeer(peer: WireGuardPeerOptions): void {
     const publicKey = decodeKey(peer.publicKey, "peer public key");
     const canonical = encodeKey(publicKey);
-    const id = this.#core.addPeer({
+    const id = this.core.addPeer({
       publicKey,
       ...(peer.presharedKey ? { presharedKey: decodeKey(peer.presharedKey, "preshared key") } : {}),
       ...(peer.keepalive ? { keepalive: peer.keepalive } : {}),
@@ -321,106 +265,32 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     const canonical = encodeKey(decodeKey(publicKey, "peer public key"));
     const id = this.#peerIds.get(canonical);
     if (id === undefined) return false;
-    this.#core.removePeer(id, performance.now());
+    this.core.removePeer(id, performance.now());
     this.#peerIds.delete(canonical);
     this.#peers.delete(id);
     this.#peerEndpointBytes.delete(id);
-    this.#drain();
+    this.drain();
     return true;
-  }
-
-  // ---- connections ----
-
-  /** Waits for the next tunneled TCP connection. */
-  accept(): Promise<TunnelConn> {
-    const next = this.#acceptQueue.shift();
-    if (next) return Promise.resolve(next);
-    if (this.#closing) return Promise.reject(new Deno.errors.BadResource("listener is closed"));
-    return new Promise((resolve, reject) => this.#acceptWaiters.push({ resolve, reject }));
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<TunnelConn> {
-    while (true) {
-      try {
-        yield await this.accept();
-      } catch (e) {
-        if (e instanceof Deno.errors.BadResource) return;
-        throw e;
-      }
-    }
-  }
-
-  /**
-   * Sends a UDP datagram into the tunnel, e.g. a reply: `src` may be any address (usually the
-   * `dst` of the datagram being answered), `dst` a client's tunnel address.
-   */
-  sendDatagram(
-    d: { data: Uint8Array; src: Deno.NetAddr | Endpoint; dst: Deno.NetAddr | Endpoint },
-  ): Promise<void> {
-    try {
-      this.#core.udpSend(d.src, d.dst, d.data, performance.now());
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    this.#drain();
-    return Promise.resolve();
-  }
-
-  /**
-   * Sends a whole IP packet into the tunnel, to the peer that owns its destination address (e.g.
-   * an ICMP error built with {@link ./icmp.ts}).
-   */
-  sendPacket(packet: Uint8Array): Promise<void> {
-    try {
-      this.#core.ipSend(packet, performance.now());
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    this.#drain();
-    return Promise.resolve();
-  }
-
-  /** A connection's state in the stack and in the stream layer (for diagnostics). */
-  connectionState(conn: TunnelConn): Record<string, unknown> {
-    return { stack: this.#core.tcpInfo(conn.id), streams: conn.debugState() };
   }
 
   /** Counters: peers, handshakes, drops by reason, connections, bytes. */
   stats(): WireGuardStats {
-    const s = this.#core.stats();
+    const s = this.core.stats();
     const direct = this.#direct?.stats;
     return {
       ...s,
+      ...this.driverStats(),
       sendFailures: (this.#tx?.dropped ?? 0) + (this.#tx?.failed ?? 0) + (direct?.sendFailures ?? 0),
       receiveDrops: (this.#rx?.dropped ?? 0) + (direct?.truncated ?? 0),
-      datagramsDropped: this.#datagramsDropped,
-      internalErrors: this.#internalErrors,
-      connectionsActive: this.#conns.size,
     };
   }
 
   /** Stops: resets open connections, stops the timer, closes the socket. */
   close(): void {
-    if (this.#closing) return;
-    this.#closing = true;
-    const now = performance.now();
-    for (const [id, conn] of this.#conns) {
-      this.#core.tcpAbort(id);
-      conn.onClosed(new ConnectionResetError("listener closed"));
-    }
-    this.#core.flush(now);
+    if (this.closing) return;
     // Send the resets now, even when close() was called from inside a batch.
     this.#batching = false;
-    this.#drain();
-    this.#conns.clear();
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    for (const w of this.#acceptWaiters.splice(0)) {
-      w.reject(new Deno.errors.BadResource("listener is closed"));
-    }
-    try {
-      this.#datagramController.close();
-    } catch { /* already closed */ }
+    this.closeStack();
     this.#ioClosed = true;
     if (this.#worker) {
       this.#worker.terminate();
@@ -431,28 +301,19 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     try {
       this.#socket?.close();
     } catch { /* already closed */ }
-    this.#resolveClosed();
+    this.closedDone();
   }
 
   [Symbol.dispose](): void {
     this.close();
   }
 
-  // ---- driver: socket, timer, core ----
+  // ---- driver: socket ----
 
   /** Hands one received datagram to the core and drains what it says. */
   #input(from: Uint8Array, data: Uint8Array, now: number): void {
     this.#from = from;
-    try {
-      this.#core.datagramRaw(data, from, now);
-      this.#drain();
-    } catch (e) {
-      // A fault inside the core must not stop the listener: count it, say it now and then.
-      this.#internalErrors++;
-      if (this.#internalErrors === 1 || this.#internalErrors % 1000 === 0) {
-        this.#onLog("warn", `datagram failed (${this.#internalErrors} so far): ${(e as Error).stack}`);
-      }
-    }
+    this.guarded("datagram", () => this.core.datagramRaw(data, from, now));
     this.#from = null;
   }
 
@@ -466,20 +327,20 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     let lastHost = "", lastPort = -1, receiveErrors = 0;
     const input = (from: Uint8Array, data: Uint8Array) => this.#input(from, data, now);
     let now = 0;
-    while (!this.#closing) {
+    while (!this.closing) {
       let data: Uint8Array, from: Deno.NetAddr;
       try {
         [data, from] = (await socket.receive(buf)) as [Uint8Array, Deno.NetAddr];
       } catch (e) {
-        if (this.#closing) return;
+        if (this.closing) return;
         if (receiveErrors++ % 1000 === 0) {
-          this.#onLog("warn", `UDP receive failed (${receiveErrors} so far): ${(e as Error).message}`);
+          this.onLog("warn", `UDP receive failed (${receiveErrors} so far): ${(e as Error).message}`);
         }
         // Not a tight loop should the error persist.
         await new Promise((r) => setTimeout(r, 10));
         continue;
       }
-      if (this.#closing) return;
+      if (this.closing) return;
       if (from.hostname !== lastHost || from.port !== lastPort) {
         writeIp(from.hostname, ep);
         ep[16] = from.port & 0xff;
@@ -501,7 +362,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       this.#txPending = false;
       if (this.#ioClosed) return;
       if (direct.queued > 0) direct.flush();
-      this.#queueSettle();
+      this.queueSettle();
     }
   }
 
@@ -509,20 +370,19 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
   async #ringLoop(): Promise<void> {
     const rx = this.#rx!;
     let seen = rx.writePosition;
-    while (!this.#closing) {
+    while (!this.closing) {
       const wait = Atomics.waitAsync(rx.header, 0, seen);
       if (wait.async) await wait.value;
-      if (this.#closing) return;
+      if (this.closing) return;
       seen = rx.writePosition;
       const now = performance.now();
       rx.drain((from, data) => this.#input(from, data, now));
-      this.#queueSettle();
+      this.queueSettle();
     }
   }
 
-  /** Drains the core's output; called after every input. Sends, or wakes the socket worker to. */
-  #drain(): void {
-    this.#core.drain(this);
+  /** After each drain: sends, or wakes the socket worker to. */
+  protected flushOutput(): void {
     if (this.#txPending) {
       if (this.#direct) {
         if (this.#batching) return;
@@ -532,38 +392,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
     }
   }
 
-  #queueSettle(): void {
-    if (this.#settleQueued) return;
-    this.#settleQueued = true;
-    queueMicrotask(() => {
-      this.#settleQueued = false;
-      this.#settle();
-    });
-  }
-
-  /** Flushes, runs due timers, and re-arms the single timer at the core's next deadline. */
-  #settle(): void {
-    if (this.#closing) return;
-    const now = performance.now();
-    const delay = Math.max(1, this.#core.tick(now));
-    this.#drain();
-    const at = now + delay;
-    if (this.#timer !== undefined && this.#timerAt <= at) return;
-    clearTimeout(this.#timer);
-    this.#timerAt = at;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#timerAt = Infinity;
-      this.#settle();
-    }, delay);
-  }
-
   // CoreSink: what the core says.
-
-  /** @internal */
-  datagram(): void {
-    // Never called: datagramRaw takes every datagram.
-  }
 
   /** @internal */
   datagramRaw(to: Uint8Array, data: Uint8Array): void {
@@ -577,7 +406,7 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
 
   /** The peer, with its endpoint updated from the datagram being processed (formatted only
    * when it changed: this runs for every tunneled UDP datagram). */
-  #peer(id: number): TunnelPeer {
+  protected peerOf(id: number): TunnelPeer {
     const peer = this.#peers.get(id) ?? { publicKey: "", endpoint: null };
     const from = this.#from;
     if (!from) return peer;
@@ -591,106 +420,6 @@ export class WireGuardListener implements AsyncIterable<TunnelConn>, CoreSink, C
       peer.endpoint = { transport: "udp", hostname: formatIp(from), port: from[16]! | (from[17]! << 8) };
     }
     return peer;
-  }
-
-  /** @internal */
-  tcpOpen(conn: number, peer: number, remote: Endpoint, local: Endpoint): void {
-    const c = new TunnelConn(conn, this, netAddr(local, "tcp"), netAddr(remote, "tcp"), {
-      ...this.#peer(peer),
-    });
-    this.#conns.set(conn, c);
-    const waiter = this.#acceptWaiters.shift();
-    if (waiter) waiter.resolve(c);
-    else this.#acceptQueue.push(c);
-  }
-
-  /** @internal */
-  tcpReadable(conn: number): void {
-    this.#conns.get(conn)?.onReadable();
-  }
-
-  /** @internal */
-  tcpWritable(conn: number): void {
-    this.#conns.get(conn)?.onWritable();
-  }
-
-  /** @internal */
-  tcpFin(conn: number): void {
-    this.#conns.get(conn)?.onFin();
-  }
-
-  /** @internal */
-  tcpClosed(conn: number, reason: number): void {
-    const c = this.#conns.get(conn);
-    if (!c) return;
-    this.#conns.delete(conn);
-    const why = reason === CloseReason.PeerRemoved ? "peer removed" : "connection reset by peer";
-    c.onClosed(reason === CloseReason.Graceful ? null : new ConnectionResetError(why));
-    // The application may still hold the conn; the core frees the socket once it is released.
-    this.#core.tcpRelease(conn);
-  }
-
-  /** @internal */
-  udp(peer: number, src: Endpoint, dst: Endpoint, data: Uint8Array): void {
-    const c = this.#datagramController;
-    if ((c.desiredSize ?? 0) <= 0) {
-      this.#datagramsDropped++;
-      return;
-    }
-    c.enqueue({
-      data: data.slice(),
-      src: netAddr(src, "udp"),
-      dst: netAddr(dst, "udp"),
-      peer: { ...this.#peer(peer) },
-    });
-  }
-
-  /** @internal */
-  ipPacket(): void {}
-
-  /** @internal */
-  peerEvent(peer: number): void {
-    this.#peer(peer);
-  }
-
-  /** @internal */
-  log(level: number, text: string): void {
-    this.#onLog(LEVELS[level] ?? "info", text);
-  }
-
-  // ConnDriver: what connections ask of the core.
-
-  /** @internal */
-  read(conn: number): Uint8Array | null {
-    const data = this.#core.tcpRead(conn, READ_CHUNK);
-    if (data) this.#queueSettle();
-    return data;
-  }
-
-  /** @internal */
-  write(conn: number, data: Uint8Array): number {
-    const n = this.#core.tcpWrite(conn, data);
-    if (n > 0) this.#queueSettle();
-    return n;
-  }
-
-  /** @internal */
-  shutdown(conn: number): void {
-    this.#core.tcpShutdown(conn);
-    this.#queueSettle();
-  }
-
-  /** @internal */
-  abort(conn: number): void {
-    this.#core.tcpAbort(conn);
-    this.#queueSettle();
-  }
-
-  /** @internal */
-  release(conn: number): void {
-    this.#core.tcpRelease(conn);
-    this.#conns.delete(conn);
-    this.#queueSettle();
   }
 }
 

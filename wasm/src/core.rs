@@ -22,7 +22,19 @@ pub struct Core {
     last_timers: f64,
     /// Errors from `udp_send` and `ip_send` that went nowhere.
     pub send_errors: u64,
+    /// The TUN role: no WireGuard; raw IP packets come in through [`Core::ip_input`] and every
+    /// packet the stack sends goes out as an `IP_PACKET` record of peer [`TUN_PEER`].
+    tun: bool,
+    /// TUN role: packets taken and handed out (reported as `datagramsIn` and `datagramsOut`).
+    tun_in: u64,
+    tun_out: u64,
 }
+
+/// The peer id the TUN role's traffic belongs to (per-peer limits apply to the whole device).
+pub const TUN_PEER: u32 = 0;
+
+/// Longest IP packet the TUN role takes or sends (an IPv4 packet's largest total length).
+pub const MAX_TUN_PACKET: usize = 65_535;
 
 /// Converts host milliseconds to the clocks of boringtun and smoltcp.
 fn set_clock(now_ms: f64) -> smoltcp::time::Instant {
@@ -43,7 +55,40 @@ impl Core {
             now_ms,
             last_timers: now_ms,
             send_errors: 0,
+            tun: false,
+            tun_in: 0,
+            tun_out: 0,
         }
+    }
+
+    /// A core in the TUN role: the server stack without WireGuard, fed raw IP packets with
+    /// [`Core::ip_input`] (from a TUN device) and answering with `IP_PACKET` records.
+    pub fn new_tun(cfg: StackConfig, now_ms: f64) -> Core {
+        let mut c = Core::new([0; 32], StackConfig { server: true, ..cfg }, now_ms);
+        c.tun = true;
+        c
+    }
+
+    /// Whether this core is in the TUN role.
+    pub fn is_tun(&self) -> bool {
+        self.tun
+    }
+
+    /// TUN role: one IP packet read from the device, straight into the stack.
+    pub fn ip_input(&mut self, now_ms: f64, pkt: &[u8]) -> Result<(), &'static str> {
+        if !self.tun {
+            return Err("raw IP input needs the TUN role");
+        }
+        self.at(now_ms);
+        self.tun_in += 1;
+        if pkt.len() > MAX_TUN_PACKET {
+            self.stack.stats.malformed += 1;
+            return Err("packet longer than an IP packet can be");
+        }
+        let now = self.now;
+        self.stack.input(TUN_PEER, pkt, now, &mut self.out);
+        self.flush(now_ms);
+        Ok(())
     }
 
     fn at(&mut self, now_ms: f64) {
@@ -96,15 +141,22 @@ impl Core {
     pub fn flush(&mut self, now_ms: f64) {
         self.at(now_ms);
         self.stack.poll(self.now);
-        let Core { tunnel, stack, out, .. } = self;
-        stack.take_tx(|p| route(tunnel, p, out));
+        let Core { tunnel, stack, out, tun, tun_out, .. } = self;
+        if *tun {
+            stack.take_tx(|p| {
+                *tun_out += 1;
+                out.ip_packet(TUN_PEER, p)
+            });
+        } else {
+            stack.take_tx(|p| route(tunnel, p, out));
+        }
         stack.events(out);
     }
 
     /// Sends a UDP datagram into the tunnel from `src` (any address) to `dst` (a peer's).
     pub fn udp_send(&mut self, now_ms: f64, src: SocketAddr, dst: SocketAddr, data: &[u8]) -> Result<(), &'static str> {
         self.at(now_ms);
-        if self.tunnel.peer_for(dst.ip()).is_none() {
+        if !self.tun && self.tunnel.peer_for(dst.ip()).is_none() {
             self.send_errors += 1;
             return Err("no peer owns the destination address");
         }
@@ -129,6 +181,14 @@ impl Core {
         let Some(dst) = packet::destination(pkt) else {
             return Err("not an IP packet");
         };
+        if self.tun {
+            // Into the stack's queue, so it leaves in order with what the stack sends.
+            self.stack.queue_tx(|b| {
+                b.extend_from_slice(pkt);
+                true
+            });
+            return Ok(());
+        }
         let Some(peer) = self.tunnel.peer_for(dst) else {
             return Err("no peer owns the destination address");
         };
@@ -189,8 +249,8 @@ impl Core {
         let _ = write!(
             j,
             "}},\"datagramsIn\":{},\"datagramsOut\":{},\"connectionsOpen\":{},\"connectionsOpened\":{},\"connectionsRefused\":{},\"refusedPeerLimit\":{},\"refusedHalfOpen\":{},\"refusedMemory\":{},\"halfOpenTimeouts\":{},\"bufferGrowthRefused\":{},\"bufferBytes\":{},\"udpConversations\":{},\"udpRefused\":{},\"malformedInner\":{},\"udpIn\":{},\"udpOut\":{},\"echoReplies\":{},\"tcpRxBytes\":{},\"tcpTxBytes\":{},\"sendErrors\":{}}}",
-            t.datagrams_in,
-            t.datagrams_out,
+            if self.tun { self.tun_in } else { t.datagrams_in },
+            if self.tun { self.tun_out } else { t.datagrams_out },
             self.stack.connection_count(),
             s.connections_opened,
             s.connections_refused,

@@ -94,7 +94,8 @@ pub extern "C" fn ws_public_key() {
 /// buffer, initial buffer, buffer budget (bytes), most connections, most per peer, most not yet
 /// established per peer, half-open timeout (ms), most UDP conversations per peer, UDP
 /// conversation timeout (ms), TCP keepalive (s, 0 = off), TCP idle timeout (s, 0 = off).
-/// `server` = 1 accepts connections to any address; 0 is the client role.
+/// `server` = 1 accepts connections to any address; 0 is the client role; 2 is the TUN role (the
+/// server stack without WireGuard: packets in with `ws_ip_input`, out as `IP_PACKET` records).
 #[no_mangle]
 pub extern "C" fn ws_init(now_ms: f64, server: u32) {
     let private: [u8; 32] = io(0..32).try_into().unwrap();
@@ -119,7 +120,7 @@ pub extern "C" fn ws_init(now_ms: f64, server: u32) {
         keepalive_secs: field(11),
         timeout_secs: field(12),
     };
-    state().core = Some(Core::new(private, cfg, now_ms));
+    state().core = Some(if server == 2 { Core::new_tun(cfg, now_ms) } else { Core::new(private, cfg, now_ms) });
 }
 
 /// Adds a peer. io: public key (32), preshared key (32, used if `has_psk`), endpoint (18, used if
@@ -280,6 +281,16 @@ pub extern "C" fn ws_ip_send(now_ms: f64, len: u32) -> i32 {
     let r = c.ip_send(now_ms, io(0..len as usize));
     c.flush(now_ms);
     match r {
+        Ok(()) => 0,
+        Err(e) => error_text(e),
+    }
+}
+
+/// TUN role: one IP packet read from the device, in io[0..len], into the stack. Returns 0, or
+/// the length of an error text at `ws_result_ptr()`.
+#[no_mangle]
+pub extern "C" fn ws_ip_input(now_ms: f64, len: u32) -> i32 {
+    match core().ip_input(now_ms, io(0..len as usize)) {
         Ok(()) => 0,
         Err(e) => error_text(e),
     }

@@ -11,7 +11,7 @@
 //! | `TCP_READABLE`, `TCP_WRITABLE`, `TCP_FIN` | u32 conn |
 //! | `TCP_CLOSED` | u32 conn, u8 reason (see [`CloseReason`]) |
 //! | `UDP` | u32 peer, source endpoint, destination endpoint, u16 length, bytes |
-//! | `IP_PACKET` | u32 peer, u16 length, bytes (client role: packets no socket took) |
+//! | `IP_PACKET` | u32 peer, u16 length, bytes (client role: packets no socket took; TUN role: every packet to write to the device) |
 //! | `PEER` | u32 peer, u8 what (see [`PeerEvent`]) |
 //! | `LOG` | u8 level, u16 length, UTF-8 text |
 
