@@ -279,6 +279,8 @@ export interface ProxyHandle {
   readonly addresses: ModeAddress[];
   /** The WireGuard listeners (one per WireGuard mode), e.g. to add peers at run time. */
   readonly wireguard: WireGuardListener[];
+  /** The TUN data planes (one per tun mode), e.g. for their `stats()`. */
+  readonly tun: TunListener[];
   /** The flow store given in the options (query it with `store.query({ filter })`). */
   readonly store?: FlowStore;
   /** What writes flows to the store; `onCommit` tells when ended flows are in it. */
@@ -404,6 +406,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   const wireguard: WireGuardListener[] = [];
   /** The data planes of the WireGuard and TUN modes (closed after the grace period). */
   const planes: (WireGuardListener | TunListener)[] = [];
+  const tuns: TunListener[] = [];
   const tcpListeners: Deno.TcpListener[] = [];
   const relays: UdpRelay[] = [];
   let current: ProxyOptions["modes"][number] | null = null;
@@ -457,7 +460,8 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
             onLog: (level, message) => bus.log(level, message),
           });
         planes.push(listener);
-        if (mode.kind === "wireguard") {
+        if (mode.kind === "tun") tuns.push(listener as TunListener);
+        else {
           await (listener as WireGuardListener).ready;
           wireguard.push(listener as WireGuardListener);
           addresses.push({ kind: "wireguard", addr: (listener as WireGuardListener).addr });
@@ -731,6 +735,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     ca,
     addresses,
     wireguard,
+    tun: tuns,
     stats: () => ({
       connections,
       activeConnections: open.size,
