@@ -72,6 +72,8 @@ export interface CliOptions {
   maxConnectionsPerClient: number;
   /** Open client connections allowed in total (0: no cap); the library's default when absent. */
   maxConnections?: number;
+  /** HTTP/2 limits offered to clients (`--h2-max-concurrent-streams`, `--h2-max-header-list-size`). */
+  http2: { maxConcurrentStreams: number; maxHeaderListSize: number };
   /** Whether clients may reach this host's own addresses (loopback, link-local, interfaces). */
   allowLocalDestinations: boolean;
   /** `--proxyauth USER:PASS`: credentials proxy clients must give (socks5: RFC 1929; regular: 407). */
@@ -233,6 +235,14 @@ Limits and access:
   --max-connections N        open client connections allowed in total; 0 means
                              no cap (default: 16384, less when the open-file
                              limit is low: half of it)
+  --h2-max-concurrent-streams N
+                             streams an HTTP/2 client may have open at once
+                             (SETTINGS_MAX_CONCURRENT_STREAMS; more are refused
+                             with REFUSED_STREAM) (default: 100)
+  --h2-max-header-list-size BYTES
+                             largest HTTP/2 header list taken from a client
+                             (SETTINGS_MAX_HEADER_LIST_SIZE; larger ones reset
+                             the stream) (default: 65536)
   --allow-local-destinations let clients reach this host's own services
                              (loopback, link-local such as 169.254.169.254,
                              this host's addresses); refused by default
@@ -386,6 +396,8 @@ export function parseFlags(args: string[]): CliOptions {
         "server-timeout": { type: "string" },
         "max-connections-per-client": { type: "string" },
         "max-connections": { type: "string" },
+        "h2-max-concurrent-streams": { type: "string" },
+        "h2-max-header-list-size": { type: "string" },
         "allow-local-destinations": { type: "boolean" },
         proxyauth: { type: "string" },
         "upstream-proxy": { type: "string" },
@@ -447,6 +459,22 @@ export function parseFlags(args: string[]): CliOptions {
       "--max-connections-per-client",
       DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ),
+    http2: {
+      maxConcurrentStreams: parseRange(
+        values["h2-max-concurrent-streams"],
+        "--h2-max-concurrent-streams",
+        100,
+        1,
+        2 ** 31 - 1,
+      ),
+      maxHeaderListSize: parseRange(
+        values["h2-max-header-list-size"],
+        "--h2-max-header-list-size",
+        65536,
+        1024,
+        16 * 2 ** 20,
+      ),
+    },
     allowLocalDestinations: values["allow-local-destinations"] ?? false,
     ...(values.proxyauth !== undefined ? { proxyAuth: parseProxyAuth(values.proxyauth) } : {}),
     ...parseUpstreamFlags(values["upstream-proxy"], values["upstream-auth"]),
@@ -760,6 +788,22 @@ function parseCount(text: string | undefined, flag: string, fallback: number): n
   if (text === undefined) return fallback;
   const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(n)) throw new UsageError(`${flag} ${text}: expected a whole number (0 means no cap)`);
+  return n;
+}
+
+/** A whole number from `min` to `max`, or the fallback when the flag is absent. */
+function parseRange(
+  text: string | undefined,
+  flag: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (text === undefined) return fallback;
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(`${flag} ${text}: expected a whole number from ${min} to ${max}`);
+  }
   return n;
 }
 

@@ -25,6 +25,7 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     idleTimeout: 600_000,
     serverTimeout: 60_000,
     maxConnectionsPerClient: 4096,
+    http2: { maxConcurrentStreams: 100, maxHeaderListSize: 65536 },
     allowLocalDestinations: false,
     keepHostHeader: false,
     certs: [],
@@ -486,4 +487,18 @@ Deno.test("parseFlags() reads --proxyauth USER:PASS (the password may hold ':') 
   for (const bad of ["alice", ":pass", "alice:"]) {
     assertUsageError(["--proxyauth", bad], /--proxyauth takes USER:PASS/);
   }
+});
+
+Deno.test("parseFlags() reads the HTTP/2 limits offered to clients", () => {
+  assert.deepEqual(parseFlags([]).http2, { maxConcurrentStreams: 100, maxHeaderListSize: 65536 });
+  const o = parseFlags(["--h2-max-concurrent-streams", "8", "--h2-max-header-list-size=16384"]);
+  assert.deepEqual(o.http2, { maxConcurrentStreams: 8, maxHeaderListSize: 16384 });
+  assertUsageError(
+    ["--h2-max-concurrent-streams", "0"],
+    /--h2-max-concurrent-streams 0: expected a whole number from 1/,
+  );
+  assertUsageError(["--h2-max-concurrent-streams", "many"], /--h2-max-concurrent-streams many/);
+  assertUsageError(["--h2-max-header-list-size", "100"], /from 1024 to 16777216/);
+  assert.match(USAGE, /--h2-max-concurrent-streams N/);
+  assert.match(USAGE, /--h2-max-header-list-size BYTES/);
 });

@@ -324,6 +324,7 @@ async function run(options: CliOptions): Promise<number> {
       serverTimeout: options.serverTimeout,
       maxConnectionsPerClient: options.maxConnectionsPerClient,
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+      http2: options.http2,
       allowLocalDestinations: options.allowLocalDestinations,
       ...(options.upstreamProxy !== undefined ? { upstreamProxy: options.upstreamProxy } : {}),
       ...(options.upstreamAuth !== undefined ? { upstreamAuth: options.upstreamAuth } : {}),

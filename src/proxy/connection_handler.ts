@@ -92,6 +92,8 @@ export interface ProxyContext {
   flowEnded?: (flow: Flow) => void;
   /** Sums the HTTP/2 relays' codec counters (`ProxyStats.http2`). */
   http2Counters?: Http2Counters;
+  /** HTTP/2 limits offered to clients (SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE). */
+  http2ClientSide?: { maxConcurrentStreams?: number; maxHeaderListSize?: number };
   /** Regular mode's required `Proxy-Authorization` value (`--proxyauth`), if any. */
   proxyAuthorization?: string;
 }
@@ -509,6 +511,7 @@ function runHttp2(
     newId: ctx.newId,
     now: Date.now(),
     ...(ctx.http2Counters ? { counters: ctx.http2Counters } : {}),
+    ...(ctx.http2ClientSide ? { clientSide: ctx.http2ClientSide } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -550,6 +553,7 @@ function runHttp2ToHttp1(
     now: Date.now(),
     ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
     ...(ctx.http2Counters ? { counters: ctx.http2Counters } : {}),
+    ...(ctx.http2ClientSide ? { clientSide: ctx.http2ClientSide } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]

@@ -664,3 +664,19 @@ Deno.test("http2 layer: live relays count in the proxy's HTTP/2 totals until the
   // Ended relays are added once: asking again gives the same totals.
   assert.deepEqual(counters.snapshot(), ended);
 });
+
+Deno.test("http2 layer: the limits offered to clients (clientSide) are advertised and enforced", () => {
+  const r = new Rig({ clientSide: { maxConcurrentStreams: 2, maxHeaderListSize: 1024 } });
+  r.pump();
+  const settings = r.of(r.clientEvents, "settings")[0]!.settings;
+  assert.ok(settings.some(([id, v]) => id === 3 && v === 2), "SETTINGS_MAX_CONCURRENT_STREAMS 2");
+  assert.ok(settings.some(([id, v]) => id === 6 && v === 1024), "SETTINGS_MAX_HEADER_LIST_SIZE 1024");
+  // A header list past 1,024 bytes resets its stream (ENHANCE_YOUR_CALM); the connection goes on.
+  const big = r.client.request([...GET, ["x-big", "a".repeat(2000)]], true);
+  r.pump();
+  assert.deepEqual(
+    r.of(r.clientEvents, "reset").filter((e) => e.streamId === big).map((e) => e.code),
+    [ErrorCode.ENHANCE_YOUR_CALM],
+  );
+  assert.equal(r.client.failed, null);
+});

@@ -192,6 +192,12 @@ export interface ProxyOptions {
    */
   maxConnections?: number;
   /**
+   * HTTP/2 limits offered to clients: SETTINGS_MAX_CONCURRENT_STREAMS (default 100; more streams
+   * are refused with REFUSED_STREAM) and SETTINGS_MAX_HEADER_LIST_SIZE (default 64 KiB; a larger
+   * header list resets its stream).
+   */
+  http2?: Http2Limits;
+  /**
    * Let clients reach this host's own services: loopback, link-local (169.254.169.254
    * included), multicast and broadcast, and the host's interface addresses. Off by default: such
    * destinations are refused (TCP: reset or 502, UDP: dropped) and recorded as flows.
@@ -303,6 +309,26 @@ export interface ProxyHandle {
   readonly closed: Promise<void>;
 }
 
+/** HTTP/2 limits offered to clients ({@link ProxyOptions.http2}). */
+export interface Http2Limits {
+  maxConcurrentStreams?: number;
+  maxHeaderListSize?: number;
+}
+
+/** {@link ProxyOptions.http2}, checked: each limit is a whole number from 1 to 2^31-1. */
+function http2Limits(o: Http2Limits): Http2Limits {
+  const out: Http2Limits = {};
+  for (const key of ["maxConcurrentStreams", "maxHeaderListSize"] as const) {
+    const v = o[key];
+    if (v === undefined) continue;
+    if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) {
+      throw new RangeError(`http2.${key}: ${v} is not a whole number from 1 to 2^31-1`);
+    }
+    out[key] = v;
+  }
+  return out;
+}
+
 /** TCP connections one WireGuard core holds at most (its default too). */
 const CORE_MAX_CONNECTIONS = 8192;
 
@@ -386,6 +412,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     ...requestHookOf(options, addonHooksOf(addons)),
     ...(addons ? responseHooksOf(addons) : {}),
     http2Counters: new Http2Counters(),
+    ...(options.http2 ? { http2ClientSide: http2Limits(options.http2) } : {}),
     ...(options.proxyAuth ? { proxyAuthorization: `Basic ${btoa(proxyAuthText(options.proxyAuth))}` } : {}),
   };
   // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
