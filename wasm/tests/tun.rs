@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cfg, drain, Rec};
+use common::{cfg, checksum_from, drain, Rec};
 use std::net::SocketAddr;
 use wirescope_core::core::{Core, TUN_PEER};
 use wirescope_core::out::Out;
@@ -170,24 +170,13 @@ fn echo_requests_are_answered_through_the_device() {
     // A ping to any address behind the TUN gets a reply (the server role's behaviour).
     let mut w = Wire::new();
     let mut req = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 10, 77, 0, 2, 198, 51, 100, 7, 8, 0, 0, 0, 0, 7, 0, 1];
-    let ip_sum = checksum(&req[..20]);
+    let ip_sum = checksum_from(&req[..20], 0);
     req[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    let icmp_sum = checksum(&req[20..]);
+    let icmp_sum = checksum_from(&req[20..], 0);
     req[22..24].copy_from_slice(&icmp_sum.to_be_bytes());
     w.tun.ip_input(w.now, &req).unwrap();
     let recs = drain(&mut w.tun);
     let [Rec::Ip(_, reply)] = &recs[..] else { panic!("one reply: {recs:?}") };
     assert_eq!(packet::destination(reply), Some("10.77.0.2".parse().unwrap()));
     assert_eq!(reply[20], 0, "an echo reply");
-}
-
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for pair in b.chunks(2) {
-        sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
