@@ -512,6 +512,8 @@ function runHttp2(
     now: Date.now(),
     ...(ctx.http2Counters ? { counters: ctx.http2Counters } : {}),
     ...(ctx.http2ClientSide ? { clientSide: ctx.http2ClientSide } : {}),
+    ...(ctx.requestHook ? { requestHook: true } : {}),
+    ...(ctx.responseHook ? { responseHook: true } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -522,6 +524,7 @@ function runHttp2(
     server: serverStream,
     openServer: ctx.connect,
     bus: ctx.bus,
+    ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
     ...addonHooksOf(ctx),
     initialCommands: layer.start(),
     initialEvents: events,
@@ -665,8 +668,9 @@ async function interceptTls(
   // we offer the client. h2 is offered when the client offered it: if the upstream takes it, both
   // sides speak HTTP/2 through the Http2Layer; if it takes http/1.1 (or no ALPN) the client is
   // still offered h2 and its streams are translated (Http2ToHttp1Layer). h3 is not TCP.
-  // The request hook runs in the HTTP/1 layer only: while one is set, h2 is not offered.
-  const alpn = hello.alpn.filter((p) => p !== "h3" && !(ctx.requestHook && p === "h2"));
+  // Hooks run in the HTTP/1 and the h2-to-h2 layers: while one is set, an h2 client is offered h2
+  // only when the upstream takes it (no translation to HTTP/1.1, which has no hooks yet).
+  const alpn = hello.alpn.filter((p) => p !== "h3");
   // A client that offers h2 alone can still be served by an HTTP/1.1-only upstream (translated):
   // the upstream is offered http/1.1 too (nginx refuses a handshake whose ALPN it cannot meet).
   const upstreamAlpn = alpn.includes("h2") && !alpn.includes("http/1.1") ? [...alpn, "http/1.1"] : alpn;
@@ -707,7 +711,7 @@ async function interceptTls(
   const socket = new tls.TLSSocket(duplex, {
     isServer: true,
     secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
-    ...(clientAlpn(alpn, upstream?.alpn, upstream !== null)),
+    ...(clientAlpn(alpn, upstream?.alpn, upstream !== null, !ctx.requestHook && !ctx.responseHook)),
   });
   resources.adopt(() => socket.destroy());
   const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
@@ -807,8 +811,14 @@ function clientAlpn(
   offered: string[],
   upstreamAlpn: string | undefined,
   connected: boolean,
+  translate = true,
 ): { ALPNProtocols?: string[] } {
   const h1 = upstreamAlpn === undefined || upstreamAlpn === "http/1.1" || upstreamAlpn === "http/1.0";
+  if (!translate && h1) {
+    // No translation wanted: an h2 client of an HTTP/1.1 upstream is offered HTTP/1.1 only.
+    const rest = upstreamAlpn ?? (offered.includes("http/1.1") ? "http/1.1" : undefined);
+    return rest ? { ALPNProtocols: [rest] } : {};
+  }
   if (connected && h1 && offered.includes("h2")) {
     const rest = upstreamAlpn ?? (offered.includes("http/1.1") ? "http/1.1" : undefined);
     return { ALPNProtocols: rest ? ["h2", rest] : ["h2"] };

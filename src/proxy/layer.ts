@@ -31,9 +31,9 @@ export type LayerEvent =
   /** The time asked for with the last `timer` command has come. */
   | { type: "timer"; now: number }
   /** The request hook's verdict on the flow of the last `request-hook` command (see request_hook.ts). */
-  | { type: "hook-result"; verdict: RequestVerdict; now: number }
+  | { type: "hook-result"; verdict: RequestVerdict; now: number; stream?: number }
   /** The response hook's verdict on the flow of the last `response-hook` command. */
-  | { type: "response-hook-result"; verdict: ResponseVerdict; now: number };
+  | { type: "response-hook-result"; verdict: ResponseVerdict; now: number; stream?: number };
 
 /** What the driver must do. */
 export type LayerCommand =
@@ -61,10 +61,14 @@ export type LayerCommand =
    * one. Layers keep their own deadlines and re-arm on a `timer` event that came too early.
    */
   | { type: "timer"; delay: number }
-  /** Ask the request hook about `flow`; its verdict comes back as a `hook-result` event. */
-  | { type: "request-hook"; flow: HttpFlow }
+  /**
+   * Ask the request hook about `flow`; its verdict comes back as a `hook-result` event. A layer
+   * with several exchanges at once (HTTP/2) names the exchange with `stream`, which the event
+   * carries back; the others ask about one exchange at a time and leave it out.
+   */
+  | { type: "request-hook"; flow: HttpFlow; stream?: number }
   /** Ask the response hook about `flow`'s held response; the verdict comes as `response-hook-result`. */
-  | { type: "response-hook"; flow: HttpFlow };
+  | { type: "response-hook"; flow: HttpFlow; stream?: number };
 
 /** A sans-IO layer. */
 export interface Layer {

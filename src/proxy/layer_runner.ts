@@ -224,7 +224,7 @@ class LayerRunner {
           this.#o.bus.log(cmd.level, cmd.message);
           break;
         case "request-hook":
-          this.#askHook(cmd.flow);
+          this.#askHook(cmd.flow, cmd.stream);
           break;
         case "response-hook": {
           const hook = this.#o.responseHook;
@@ -233,7 +233,14 @@ class LayerRunner {
           void asked.catch((e) => {
             this.#o.bus.log("error", `response hook failed on ${flow.request.url}: ${e}`);
             return undefined;
-          }).then((verdict) => this.#dispatch({ type: "response-hook-result", verdict, now: Date.now() }));
+          }).then((verdict) =>
+            this.#dispatch({
+              type: "response-hook-result",
+              verdict,
+              now: Date.now(),
+              ...(cmd.stream !== undefined ? { stream: cmd.stream } : {}),
+            })
+          );
           break;
         }
         case "pause-reading":
@@ -252,7 +259,7 @@ class LayerRunner {
   }
 
   /** Calls the request hook and feeds its verdict back; a hook that fails lets the request go on. */
-  #askHook(flow: HttpFlow): void {
+  #askHook(flow: HttpFlow, stream: number | undefined): void {
     const hook = this.#o.requestHook;
     const asked = hook ? callRequestHook(hook, flow) : Promise.resolve({ verdict: undefined });
     void asked.then(async (outcome) => {
@@ -260,7 +267,12 @@ class LayerRunner {
         this.#o.bus.log("error", `request hook failed on ${flow.request.url}: ${outcome.error}`);
       }
       const verdict = "error" in outcome ? undefined : outcome.verdict;
-      await this.#dispatch({ type: "hook-result", verdict, now: Date.now() });
+      await this.#dispatch({
+        type: "hook-result",
+        verdict,
+        now: Date.now(),
+        ...(stream !== undefined ? { stream } : {}),
+      });
     });
   }
 
