@@ -35,6 +35,7 @@ import type { BodyRecord, ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } 
 import { appendRecordBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import type { Layer, LayerCommand, LayerEvent } from "./layer.ts";
 import { localAnswer } from "./http2_local_answer.ts";
+import type { LocalResponse, RequestChange, RequestVerdict, ResponseVerdict } from "./request_hook.ts";
 
 /** Options of {@link Http2Layer}. */
 export interface Http2LayerOptions {
@@ -57,6 +58,14 @@ export interface Http2LayerOptions {
   serverSide?: ConnectionOptions;
   /** Where the proxy sums the codec counters of its HTTP/2 connections (`ProxyStats.http2`). */
   counters?: Http2Counters;
+  /**
+   * Hold each stream's request (head, and body up to `bodyLimit`) for the request hook: a
+   * `request-hook` command with the stream's id goes out and the request is not sent upstream
+   * before the `hook-result` event for that stream. Other streams go on meanwhile.
+   */
+  requestHook?: boolean;
+  /** Hold each stream's response the same way for the response hook (`response-hook`). */
+  responseHook?: boolean;
 }
 
 /** A proxy's HTTP/2 counters: each side's codec counters summed over its relays, live and ended. */
@@ -159,10 +168,34 @@ interface StreamPair {
    * A request waiting for the upstream's concurrency limit, with what came of it so far (its
    * body is not given back to the client until it is sent, so the client's windows bound it).
    */
-  waiting:
-    | { headers: HeaderField[]; chunks: Uint8Array[]; end: boolean; trailers: HeaderField[] | null }
-    | null;
+  waiting: Held | null;
+  /**
+   * The request hook's part: `holding` while the request is held (in `waiting`, not queued)
+   * and its body read, `asking` while the verdict is awaited, null once it is given (or never).
+   */
+  hook: "holding" | "asking" | null;
+  /** Request body bytes held for the hook (given back to the client at once up to `bodyLimit`). */
+  heldBytes: number;
+  /** The response held for the response hook (nothing of it sent to the client yet). */
+  heldResponse: (Held & { asking: boolean; bytes: number }) | null;
 }
+
+/** A message held by the layer: its header list, body chunks, whether it ended, its trailers. */
+interface Held {
+  headers: HeaderField[];
+  chunks: Uint8Array[];
+  end: boolean;
+  trailers: HeaderField[] | null;
+}
+
+/** Fields that never go into an HTTP/2 header list (RFC 9113 §8.2.2). */
+const CONNECTION_SPECIFIC = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
 
 /** Relays HTTP/2 between a client and an upstream and records each stream. */
 export class Http2Layer implements Layer {
@@ -301,6 +334,12 @@ export class Http2Layer implements Layer {
         for (const ev of this.up.timer(now)) this.#fromServer(ev, now, out);
         this.#armed = null;
         break;
+      case "hook-result":
+        if (event.stream !== undefined) this.#onVerdict(event.stream, event.verdict, now, out);
+        break;
+      case "response-hook-result":
+        if (event.stream !== undefined) this.#onResponseVerdict(event.stream, event.verdict, now, out);
+        break;
     }
     this.#flush(now, out);
   }
@@ -320,6 +359,7 @@ export class Http2Layer implements Layer {
           pair.waiting.end = true;
         } else if (pair.up !== null) this.up.sendTrailers(pair.up, ev.headers);
         this.#requestEnded(pair, now, out);
+        if (pair.hook === "holding") this.#askHook(pair, out);
         return;
       }
       case "data": {
@@ -329,12 +369,21 @@ export class Http2Layer implements Layer {
           return;
         }
         appendRecordBody(pair.flow.request, ev.data, this.#o.bodyLimit);
-        pair.requestOwed += ev.data.byteLength;
+        if (pair.hook !== null && pair.heldBytes < this.#o.bodyLimit) {
+          // Held for the hook, up to the body limit (and the frame that crosses it): the
+          // client's windows re-open at once (the proxy keeps these bytes, as the HTTP/1 layer
+          // does), so a body the client's window could not hold whole still reaches the hook.
+          pair.heldBytes += ev.data.byteLength;
+          this.down.consume(ev.streamId, ev.data.byteLength);
+        } else pair.requestOwed += ev.data.byteLength;
         if (pair.waiting) {
           pair.waiting.chunks.push(ev.data);
           if (ev.endStream) pair.waiting.end = true;
         } else if (pair.up !== null) this.up.sendData(pair.up, ev.data, ev.endStream);
         if (ev.endStream) this.#requestEnded(pair, now, out);
+        if (pair.hook === "holding" && (ev.endStream || pair.heldBytes >= this.#o.bodyLimit)) {
+          this.#askHook(pair, out);
+        }
         return;
       }
       case "reset": {
@@ -392,6 +441,9 @@ export class Http2Layer implements Layer {
       responseDone: false,
       responseStarted: false,
       waiting: null,
+      hook: null,
+      heldBytes: 0,
+      heldResponse: null,
     };
     this.#byDown.set(streamId, pair);
     out.push({ type: "flow", event: "start", flow });
@@ -402,6 +454,13 @@ export class Http2Layer implements Layer {
     if (this.#server === "failed" || this.#server === "closed") {
       this.#answerLocally(pair, this.#serverFailure || "the upstream connection is gone", now, out);
       if (this.#server === "failed") this.#goAwayUnreachable();
+      return;
+    }
+    if (this.#o.requestHook) {
+      // Held until the hook has spoken (not queued: #release queues it).
+      pair.waiting = { headers, chunks: [], end: endStream, trailers: null };
+      pair.hook = "holding";
+      if (endStream) this.#askHook(pair, out);
       return;
     }
     if (!this.#upstreamGoaway && !this.up.failed && !this.up.canOpenStream()) {
@@ -440,6 +499,12 @@ export class Http2Layer implements Layer {
         }
         if (ev.kind === "trailers") {
           if (pair.flow.response) pair.flow.response.trailers = regularFields(ev.headers);
+          const held = pair.heldResponse;
+          if (held) {
+            held.trailers = ev.headers;
+            this.#responseHeldEnd(pair, now, out);
+            return;
+          }
           this.down.sendTrailers(pair.down, ev.headers);
           this.#responseEnded(pair, now, out);
           return;
@@ -453,9 +518,22 @@ export class Http2Layer implements Layer {
           body: noBody(),
           timestampStart: now,
         };
+        out.push({ type: "flow", event: "update", flow: pair.flow });
+        if (this.#o.responseHook) {
+          // Held for the response hook: nothing goes to the client before its verdict.
+          pair.heldResponse = {
+            headers: ev.headers,
+            chunks: [],
+            end: false,
+            trailers: null,
+            asking: false,
+            bytes: 0,
+          };
+          if (ev.endStream) this.#responseHeldEnd(pair, now, out);
+          return;
+        }
         pair.responseStarted = true;
         this.down.sendHeaders(pair.down, ev.headers, ev.endStream);
-        out.push({ type: "flow", event: "update", flow: pair.flow });
         if (ev.endStream) this.#responseEnded(pair, now, out);
         return;
       }
@@ -466,6 +544,17 @@ export class Http2Layer implements Layer {
           return;
         }
         if (pair.flow.response) appendRecordBody(pair.flow.response, ev.data, this.#o.bodyLimit);
+        const held = pair.heldResponse;
+        if (held) {
+          if (held.bytes < this.#o.bodyLimit) {
+            held.bytes += ev.data.byteLength;
+            this.up.consume(ev.streamId, ev.data.byteLength);
+          } else pair.responseOwed += ev.data.byteLength;
+          held.chunks.push(ev.data);
+          if (ev.endStream) this.#responseHeldEnd(pair, now, out);
+          else if (!held.asking && held.bytes >= this.#o.bodyLimit) this.#askResponseHook(pair, out);
+          return;
+        }
         pair.responseOwed += ev.data.byteLength;
         this.down.sendData(pair.down, ev.data, ev.endStream);
         if (ev.endStream) this.#responseEnded(pair, now, out);
@@ -554,6 +643,182 @@ export class Http2Layer implements Layer {
     }
   }
 
+  // ---- hooks -------------------------------------------------------------------------------
+
+  #askHook(pair: StreamPair, out: LayerCommand[]): void {
+    pair.hook = "asking";
+    out.push({ type: "request-hook", flow: pair.flow, stream: pair.down });
+  }
+
+  /** Carries out the request hook's verdict on stream `down`'s held request. */
+  #onVerdict(down: number, verdict: RequestVerdict, now: number, out: LayerCommand[]): void {
+    const pair = this.#byDown.get(down);
+    if (!pair || pair.hook !== "asking" || !pair.waiting || pair.flow.timestampEnd !== undefined) return;
+    pair.hook = null;
+    if (verdict === "kill") {
+      this.down.reset(pair.down, ErrorCode.CANCEL);
+      this.#fail(pair, "killed by the request hook", now, out);
+      return;
+    }
+    if (verdict !== undefined && !("change" in verdict)) {
+      if (verdict.replay) pair.flow.replay = verdict.replay;
+      pair.waiting = null;
+      this.#sendMade(pair, verdict, now, out);
+      return;
+    }
+    if (verdict !== undefined) this.#applyRequestChange(pair, pair.waiting, verdict.change);
+    // On to the upstream, in turn with requests waiting for its concurrency limit.
+    if (this.#server === "failed" || this.#server === "closed" || this.#upstreamGoaway || this.up.failed) {
+      this.down.reset(pair.down, ErrorCode.REFUSED_STREAM);
+      this.#fail(pair, this.#serverFailure || "the upstream connection is gone", now, out);
+      return;
+    }
+    this.#waiting.push(pair);
+  }
+
+  /**
+   * Rebuilds a held request's header list from an addon's change: pseudo-fields from the method
+   * and target, names lowercased, connection-specific fields dropped, Content-Length set for a
+   * replaced body. The flow records what goes out. The stream still goes to this connection's
+   * upstream whatever host the change names (its `:authority` says it).
+   */
+  #applyRequestChange(pair: StreamPair, held: Held, change: RequestChange["change"]): void {
+    const r = pair.flow.request;
+    const defaultPort = r.scheme === "https" ? 443 : 80;
+    const bare = change.host.includes(":") ? `[${change.host}]` : change.host;
+    const authority = change.port === defaultPort ? bare : `${bare}:${change.port}`;
+    const path = change.path === "" ? "/" : change.path;
+    const protocol = held.headers.find(([n]) => n === ":protocol");
+    const tunnel = change.method === "CONNECT" && !protocol;
+    const pseudo: HeaderField[] = [[":method", change.method]];
+    if (!tunnel) pseudo.push([":scheme", r.scheme]);
+    pseudo.push([":authority", authority]);
+    if (!tunnel) pseudo.push([":path", path]);
+    if (protocol) pseudo.push(protocol);
+    let fields = lowered(change.headers);
+    if (change.body !== undefined && held.end) {
+      fields = fields.filter(([n]) => n !== "content-length");
+      const hadBody = held.chunks.some((c) => c.byteLength > 0) ||
+        held.headers.some(([n]) => n === "content-length");
+      if (change.body.byteLength > 0 || hadBody) {
+        fields.push(["content-length", String(change.body.byteLength)]);
+      }
+      held.chunks = change.body.byteLength > 0 ? [change.body] : [];
+      r.body = {
+        content: change.body.slice(0, this.#o.bodyLimit),
+        size: change.body.byteLength,
+        truncated: change.body.byteLength > this.#o.bodyLimit,
+      };
+    }
+    held.headers = [...pseudo, ...fields];
+    r.method = change.method;
+    r.host = change.host;
+    r.port = change.port;
+    r.path = tunnel ? authority : path;
+    r.url = tunnel ? authority : `${r.scheme}://${authority}${path}`;
+    r.headers = fields;
+  }
+
+  /**
+   * Answers a stream with a response a hook made: the upstream is not asked (or its stream is
+   * cancelled), the flow records the response and ends without an error.
+   */
+  #sendMade(pair: StreamPair, made: LocalResponse, now: number, out: LayerCommand[]): void {
+    if (pair.up !== null && this.up.hasStream(pair.up)) this.up.reset(pair.up, ErrorCode.CANCEL);
+    pair.heldResponse = null;
+    const headOnly = pair.flow.request.method === "HEAD" || made.status === 204 || made.status === 304;
+    const fields = lowered(made.headers);
+    const headers: HeaderField[] = [[":status", String(made.status)], ...fields];
+    pair.responseStarted = true;
+    const body = headOnly ? new Uint8Array(0) : made.body;
+    if (this.down.hasStream(pair.down)) {
+      if (this.down.sendHeaders(pair.down, headers, body.byteLength === 0) && body.byteLength > 0) {
+        this.down.sendData(pair.down, body, true);
+      }
+    }
+    pair.flow.response = {
+      status: made.status,
+      reason: made.reason,
+      httpVersion: "HTTP/2.0",
+      headers: fields,
+      body: {
+        content: body.slice(0, this.#o.bodyLimit),
+        size: body.byteLength,
+        truncated: body.byteLength > this.#o.bodyLimit,
+      },
+      timestampStart: now,
+      timestampEnd: now,
+    };
+    pair.responseDone = true;
+    this.#endFlow(pair, now, out);
+  }
+
+  /** The held response ended (last DATA or trailers): the response hook is asked now. */
+  #responseHeldEnd(pair: StreamPair, now: number, out: LayerCommand[]): void {
+    const held = pair.heldResponse!;
+    held.end = true;
+    if (pair.flow.response) pair.flow.response.timestampEnd = now;
+    if (!held.asking) this.#askResponseHook(pair, out);
+  }
+
+  #askResponseHook(pair: StreamPair, out: LayerCommand[]): void {
+    pair.heldResponse!.asking = true;
+    out.push({ type: "response-hook", flow: pair.flow, stream: pair.down });
+  }
+
+  /** Carries out the response hook's verdict on stream `down`'s held response. */
+  #onResponseVerdict(down: number, verdict: ResponseVerdict, now: number, out: LayerCommand[]): void {
+    const pair = this.#byDown.get(down);
+    const held = pair?.heldResponse;
+    if (!pair || !held || !held.asking || pair.flow.timestampEnd !== undefined) return;
+    if (verdict === "kill") {
+      this.down.reset(pair.down, ErrorCode.CANCEL);
+      if (pair.up !== null && this.up.hasStream(pair.up)) this.up.reset(pair.up, ErrorCode.CANCEL);
+      this.#fail(pair, "killed by an addon", now, out);
+      return;
+    }
+    if (verdict !== undefined && "respond" in verdict) {
+      this.#sendMade(pair, verdict.respond, now, out);
+      return;
+    }
+    const response = pair.flow.response!;
+    if (verdict !== undefined) {
+      const change = verdict.change;
+      let fields = lowered(change.headers);
+      const noBody = pair.flow.request.method === "HEAD" || change.status === 204 || change.status === 304;
+      if (change.body !== undefined && held.end && !noBody) {
+        fields = [...fields.filter(([n]) => n !== "content-length"), [
+          "content-length",
+          String(change.body.byteLength),
+        ]];
+        held.chunks = change.body.byteLength > 0 ? [change.body] : [];
+        response.body = {
+          content: change.body.slice(0, this.#o.bodyLimit),
+          size: change.body.byteLength,
+          truncated: change.body.byteLength > this.#o.bodyLimit,
+        };
+      }
+      held.headers = [[":status", String(change.status)], ...fields];
+      response.status = change.status;
+      response.reason = change.reason;
+      response.headers = fields;
+    }
+    // Sent on: head, what was held, and (when it ended) the end; the rest streams as it comes.
+    pair.heldResponse = null;
+    pair.responseStarted = true;
+    const endNow = held.end && held.chunks.length === 0 && held.trailers === null;
+    this.down.sendHeaders(pair.down, held.headers, endNow);
+    held.chunks.forEach((chunk, i) => {
+      this.down.sendData(
+        pair.down,
+        chunk,
+        held.end && held.trailers === null && i === held.chunks.length - 1,
+      );
+    });
+    if (held.trailers !== null) this.down.sendTrailers(pair.down, held.trailers);
+    if (held.end) this.#responseEnded(pair, now, out);
+  }
+
   // ---- failures ----------------------------------------------------------------------------
 
   /** The client connection is gone: every stream fails, the upstream is told and closed. */
@@ -628,6 +893,8 @@ export class Http2Layer implements Layer {
 
   #fail(pair: StreamPair, message: string, now: number, out: LayerCommand[]): void {
     pair.waiting = null;
+    pair.hook = null;
+    pair.heldResponse = null;
     if (pair.flow.timestampEnd === undefined) pair.flow.error = { message, timestamp: now };
     this.#endFlow(pair, now, out);
   }
@@ -668,14 +935,14 @@ export class Http2Layer implements Layer {
     this.#startWaiting();
     // Deleting the entry being visited is safe in a Map's iteration.
     for (const pair of this.#byDown.values()) {
-      if (pair.requestOwed > 0 && !pair.waiting) {
+      if (pair.requestOwed > 0 && !pair.waiting && pair.hook === null) {
         const sent = pair.requestOwed - (pair.up === null ? 0 : this.up.bufferedData(pair.up));
         if (sent > 0) {
           this.down.consume(pair.down, sent);
           pair.requestOwed -= sent;
         }
       }
-      if (pair.responseOwed > 0 && pair.up !== null) {
+      if (pair.responseOwed > 0 && pair.up !== null && !pair.heldResponse) {
         const sent = pair.responseOwed - this.down.bufferedData(pair.down);
         if (sent > 0) {
           this.up.consume(pair.up, sent);
@@ -792,6 +1059,18 @@ const NO_BYTES = new Uint8Array(0);
 /** An empty body record (as `emptyBody()`, without allocating an array for each). */
 function noBody(): BodyRecord {
   return { content: NO_BYTES, size: 0, truncated: false };
+}
+
+/** Header fields for an HTTP/2 header list: names lowercased, connection-specific fields and pseudo-fields dropped. */
+function lowered(headers: [string, string][]): [string, string][] {
+  const out: [string, string][] = [];
+  for (const [name, value] of headers) {
+    const n = name.toLowerCase();
+    if (n.charCodeAt(0) === 0x3a || CONNECTION_SPECIFIC.has(n)) continue;
+    if (n === "te" && value.trim().toLowerCase() !== "trailers") continue;
+    out.push([n, value]);
+  }
+  return out;
 }
 
 /** The fields of a header list without its pseudo-fields, as [name, value] pairs. */
