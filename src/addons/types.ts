@@ -236,7 +236,17 @@ export interface TlsClientHelloHandle {
   readonly sni: string | undefined;
   /** The protocols offered (ALPN). */
   readonly alpn: readonly string[];
-  /** Set to true to relay this connection without interception (passthrough). */
+  /**
+   * The TLS versions offered, newest first as sent (`TLSv1.3`, `TLSv1.2`, ...; from
+   * supported_versions, else the legacy version; GREASE left out).
+   */
+  readonly versions: readonly string[];
+  /**
+   * Starts as the proxy's own decision (ignore_hosts/allow_hosts); set to true to relay this
+   * connection without interception (passthrough, recorded with "addon chose passthrough"), or
+   * to false to intercept a host the lists would have ignored. A hello the proxy cannot
+   * intercept at all is relayed whatever is set here.
+   */
   ignoreConnection: boolean;
 }
 
@@ -291,8 +301,15 @@ export interface UdpFlowHandle {
 export interface DnsFlowHandle {
   readonly flow: Readonly<DnsFlow>;
   readonly request: DnsMessage | undefined;
-  /** Set in `dnsRequest` to answer without asking a resolver; changed in `dnsResponse`. */
+  /**
+   * Set in `dnsRequest` to answer without asking a resolver; changed in `dnsResponse` (the
+   * changed message is written back to the wire; see src/proxy/dns_encode.ts for what it takes).
+   */
   response: DnsMessage | undefined;
+  /** Answers with these addresses (A for IPv4, AAAA for IPv6, those the question asks for). */
+  answer(addresses: string | readonly string[], ttl?: number): void;
+  /** Answers with this response code and no records (3: NXDOMAIN, 5: REFUSED). */
+  answerError(rcode: number): void;
   /** No answer at all (the client times out). */
   kill(): void;
 }

@@ -14,6 +14,8 @@ import type { Flow, HttpFlow } from "../flows/flow.ts";
 import type { RequestHook, RequestVerdict, ResponseHook, ResponseVerdict } from "../proxy/request_hook.ts";
 import type { HttpVerdict } from "./flow_handle.ts";
 import type { AddonManager } from "./manager.ts";
+import type { EventHookName } from "./types.ts";
+import type { AddonCall } from "../proxy/layer.ts";
 
 /** The hooks to hand to the proxy for `manager`'s addons (absent ones when no addon has them). */
 export function addonHooks(manager: AddonManager): {
@@ -67,4 +69,20 @@ export function responseVerdict(v: HttpVerdict | undefined, flow: HttpFlow): Res
     return { change: { status, reason, headers, ...(body !== undefined ? { body } : {}) } };
   }
   return undefined;
+}
+
+/**
+ * What the connection driver, the layers and the UDP relay call the non-HTTP hooks through
+ * (connection, TLS, CONNECT, WebSocket, TCP, UDP, DNS): `has` says whether an addon defines a
+ * hook (the callers skip the call entirely when none does), `run` calls it on every addon in
+ * order. None when no addon is loaded.
+ */
+export function addonRunner(
+  manager: AddonManager | undefined,
+): { has(hook: EventHookName): boolean; run(call: AddonCall): Promise<void> } | undefined {
+  if (!manager || manager.addons.length === 0) return undefined;
+  return {
+    has: (hook) => manager.has(hook),
+    run: (call) => manager.trigger(call.hook, call.payload as never),
+  };
 }

@@ -33,7 +33,9 @@ export type Expected =
   | { type: "flow"; event: "start" | "update" | "end"; flow: Record<string, unknown> }
   | { type: "log"; level: LogEvent["level"]; message: string | RegExp }
   | { type: "timer"; delay: number }
-  | { type: "request-hook"; flow: Record<string, unknown> };
+  | { type: "request-hook"; flow: Record<string, unknown> }
+  /** An addon hook asked for (the payload is not compared; tests read it from the command). */
+  | { type: "addon-hook"; id: number; hook: string };
 
 /** An event followed by the commands it must produce, any number of times. */
 export type Script = (LayerEvent | Expected[])[];
@@ -100,6 +102,16 @@ export function connected(address: HostPort, now: number): LayerEvent {
 /** The server connection could not be made. */
 export function failed(message: string, now: number): LayerEvent {
   return { type: "server-failed", message, now };
+}
+
+/** The addons returned from the hook of `addon-hook` command `id`. */
+export function addonResult(id: number, now: number): LayerEvent {
+  return { type: "addon-result", id, now };
+}
+
+/** Expects an addon hook to be asked for. */
+export function addonHook(id: number, hook: string): Expected {
+  return { type: "addon-hook", id, hook };
 }
 
 /** The layer's timer went off. */
@@ -192,6 +204,8 @@ function readable(command: LayerCommand): unknown {
       return { type: "flow", event: command.event, flow: plain(command.flow) };
     case "request-hook":
       return { type: "request-hook", flow: plain(command.flow) };
+    case "addon-hook":
+      return { type: "addon-hook", id: command.id, hook: command.call.hook };
     default:
       return command;
   }
@@ -254,5 +268,7 @@ function describe(event: LayerEvent): string {
       return `response hook verdict: ${
         typeof event.verdict === "object" ? Object.keys(event.verdict)[0] : event.verdict
       }`;
+    case "addon-result":
+      return `addon hook ${event.id} returned`;
   }
 }

@@ -36,6 +36,10 @@ import { interceptionObstacle } from "./tls_compatibility.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 import type { RequestHook, ResponseHook } from "./request_hook.ts";
 import type { Http2Counters } from "./http2_layer.ts";
+import type { HookSet } from "./layer.ts";
+import type { AddonRunner } from "./layer_runner.ts";
+import type { ConnectionInfo } from "../addons/types.ts";
+import { HttpConnectView, ServerConnectView } from "../addons/handles.ts";
 
 /** Settings of the interception (resolved from the user's options). */
 export interface InterceptSettings {
@@ -96,7 +100,15 @@ export interface ProxyContext {
   http2ClientSide?: { maxConcurrentStreams?: number; maxHeaderListSize?: number };
   /** Regular mode's required `Proxy-Authorization` value (`--proxyauth`), if any. */
   proxyAuthorization?: string;
+  /**
+   * The addons' non-HTTP hooks (connection, TLS, CONNECT, TCP, WebSocket): each is called only
+   * when some addon has it (`has`), so a hook nobody defines costs nothing.
+   */
+  addons?: ConnectionAddons;
 }
+
+/** What the connection driver needs to call addon hooks (see wiring.ts). */
+export interface ConnectionAddons extends HookSet, AddonRunner {}
 
 /** A new client connection. */
 export interface IncomingConnection {
@@ -150,6 +162,12 @@ function firstBytesWait(settings: InterceptSettings, port: number): number {
  */
 class Resources {
   #closers = new Set<() => void>();
+  /** The connection as connection and TLS hooks see it (its server and TLS filled in as known). */
+  readonly info: { id: string; client: ClientInfo; server: ServerInfo; tls?: TlsInfo };
+
+  constructor(info: Resources["info"]) {
+    this.info = info;
+  }
 
   /** Registers `close`; returns a function that forgets it (once ownership moved elsewhere). */
   adopt(close: () => void): () => void {
@@ -172,12 +190,20 @@ class Resources {
  * with the connection, and the connection (with what it opened) is reset.
  */
 function guarded(
-  ctx: ProxyContext,
+  outer: ProxyContext,
   describe: string,
   client: ByteStream,
-  drive: (resources: Resources) => Promise<void>,
+  clientInfo: ClientInfo,
+  destination: HostPort | undefined,
+  drive: (resources: Resources, ctx: ProxyContext) => Promise<void>,
 ): Promise<void> {
-  const resources = new Resources();
+  const resources = new Resources({
+    id: outer.newId(),
+    client: clientInfo,
+    server: { address: destination ?? { hostname: "", port: 0 } },
+  });
+  const addons = outer.addons;
+  const ctx = addons ? { ...outer, connect: hookedConnect(outer, resources.info, addons) } : outer;
   const fail = () => {
     resources.closeAll();
     client.close(true);
@@ -189,12 +215,67 @@ function guarded(
   };
   return runInConnectionScope(scope, async () => {
     try {
-      await drive(resources);
+      if (addons?.has("clientConnected")) {
+        await addons.run({ hook: "clientConnected", payload: resources.info });
+      }
+      await drive(resources, ctx);
     } catch (e) {
       ctx.bus.log("error", `${describe}: ${describeError(e)}`);
       fail();
+    } finally {
+      if (addons?.has("clientDisconnected")) {
+        await addons.run({ hook: "clientDisconnected", payload: resources.info });
+      }
     }
   }, (message) => ctx.bus.log("error", message));
+}
+
+/**
+ * `connect` with the server hooks around it: `serverConnect` may change the address or refuse,
+ * `serverConnected` once the connection is up, `serverDisconnected` when it is closed (once).
+ * Without any of them, `connect` itself.
+ */
+function hookedConnect(
+  ctx: ProxyContext,
+  info: ConnectionInfo & { server: ServerInfo },
+  addons: ConnectionAddons,
+): ProxyContext["connect"] {
+  const before = addons.has("serverConnect");
+  const up = addons.has("serverConnected");
+  const down = addons.has("serverDisconnected");
+  if (!before && !up && !down) return ctx.connect;
+  return async (address) => {
+    let target = address;
+    if (before) {
+      const view = new ServerConnectView(info, address);
+      await addons.run({ hook: "serverConnect", payload: view });
+      if (view.killed) throw new Error(`connection to ${formatHostPort(address)} refused by an addon`);
+      const { hostname, port } = view.address;
+      if (
+        typeof hostname === "string" && hostname !== "" && Number.isInteger(port) && port > 0 && port < 65536
+      ) {
+        target = { hostname, port };
+      }
+    }
+    const opened = await ctx.connect(target);
+    const server: ConnectionInfo = {
+      id: info.id,
+      client: info.client,
+      server: { ...info.server, address: target, peerAddress: opened.remote },
+      ...(info.tls ? { tls: info.tls } : {}),
+    };
+    if (up) await addons.run({ hook: "serverConnected", payload: server });
+    if (!down) return opened;
+    const stream = opened.stream;
+    let closed = false;
+    const close = (reset: boolean) => {
+      stream.close(reset);
+      if (closed) return;
+      closed = true;
+      void addons.run({ hook: "serverDisconnected", payload: server });
+    };
+    return { remote: opened.remote, stream: { ...withReads(stream, () => stream.read()), close } };
+  };
 }
 
 /** Handles a connection from its first byte to its end. Never rejects. */
@@ -202,7 +283,7 @@ export function handleConnection(ctx: ProxyContext, conn: IncomingConnection): P
   const describe = `connection from ${formatHostPort(conn.client.address)} to ${
     formatHostPort(conn.destination)
   }`;
-  return guarded(ctx, describe, conn.stream, (resources) => handle(ctx, conn, resources));
+  return guarded(ctx, describe, conn.stream, conn.client, conn.destination, (r, c) => handle(c, conn, r));
 }
 
 /** Handles an explicit-proxy connection (absolute-form requests and CONNECT). Never rejects. */
@@ -212,7 +293,7 @@ export function handleProxyConnection(
   client: ClientInfo,
 ): Promise<void> {
   const describe = `proxy connection from ${formatHostPort(client.address)}`;
-  return guarded(ctx, describe, stream, async (resources) => {
+  return guarded(ctx, describe, stream, client, undefined, async (resources, ctx) => {
     const server: ServerInfo = { address: { hostname: "", port: 0 } };
     const layer = new Http1Layer({
       mode: "regular",
@@ -227,6 +308,7 @@ export function handleProxyConnection(
       ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
       ...(ctx.requestHook ? { requestHook: true } : {}),
       ...(ctx.responseHook ? { responseHook: true } : {}),
+      ...(ctx.addons ? { hooks: ctx.addons } : {}),
       ...(ctx.proxyAuthorization ? { proxyAuthorization: ctx.proxyAuthorization } : {}),
     });
     const result = await runLayer({
@@ -239,6 +321,29 @@ export function handleProxyConnection(
       ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
       ...addonHooksOf(ctx),
     });
+    if (result.tunnel && ctx.addons?.has("httpConnect")) {
+      // The explicit proxy's CONNECT: an addon may answer it (refusing the tunnel) or kill it.
+      const view = new HttpConnectView(client, result.tunnel.address);
+      await ctx.addons.run({ hook: "httpConnect", payload: view });
+      const answer = view.response;
+      if (view.killed || answer) {
+        if (answer) {
+          const head = `${result.tunnel.httpVersion} ${answer.status} ${answer.reason}\r\n` +
+            answer.headers.filter(([n]) => !/^(content-length|connection)$/i.test(n))
+              .map(([n, v]) => `${n}: ${v}\r\n`).join("") +
+            `content-length: ${answer.body.byteLength}\r\nconnection: close\r\n\r\n`;
+          await stream.write(concatBytes(encoder.encode(head), answer.body)).catch(() => {});
+        }
+        ctx.bus.log(
+          "info",
+          `CONNECT ${formatHostPort(result.tunnel.address)} from ${formatHostPort(client.address)} ${
+            answer ? `answered ${answer.status}` : "killed"
+          } by an addon`,
+        );
+        stream.close(!answer);
+        return;
+      }
+    }
     if (result.tunnel) {
       const { httpVersion } = result.tunnel;
       await connectTunnel(ctx, stream, client, result.tunnel, resources, {
@@ -281,7 +386,9 @@ export function handleFrontedConnection(
     ctx,
     describe,
     stream,
-    (resources) =>
+    client,
+    undefined,
+    (resources, ctx) =>
       front((address, buffered, answer) =>
         connectTunnel(ctx, stream, client, { address, buffered, httpVersion: "" }, resources, answer)
       ),
@@ -302,6 +409,7 @@ async function connectTunnel(
   answer: TunnelAnswer,
 ): Promise<void> {
   const { address, buffered } = tunnel;
+  resources.info.server = { address };
   let opened: OpenedServer;
   const started = Date.now();
   try {
@@ -431,6 +539,7 @@ function runTcp(
     messageLimit: ctx.settings.bodyLimit,
     maxMessages: ctx.settings.maxMessages,
     now: Date.now(),
+    ...(ctx.addons ? { hooks: ctx.addons } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -473,6 +582,7 @@ function runHttp(
     ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
     ...(ctx.requestHook ? { requestHook: true } : {}),
     ...(ctx.responseHook ? { responseHook: true } : {}),
+    ...(ctx.addons ? { hooks: ctx.addons } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -557,6 +667,8 @@ function runHttp2ToHttp1(
     ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
     ...(ctx.http2Counters ? { counters: ctx.http2Counters } : {}),
     ...(ctx.http2ClientSide ? { clientSide: ctx.http2ClientSide } : {}),
+    ...(ctx.requestHook ? { requestHook: true } : {}),
+    ...(ctx.responseHook ? { responseHook: true } : {}),
   });
   const events: LayerEvent[] = first.byteLength > 0
     ? [{ type: "data", from: "client", data: first, now: Date.now() }]
@@ -567,6 +679,7 @@ function runHttp2ToHttp1(
     server: null,
     openServer,
     bus: ctx.bus,
+    ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
     ...addonHooksOf(ctx),
     initialCommands: layer.start(),
     initialEvents: events,
@@ -628,6 +741,38 @@ function headTimeoutOf(ctx: ProxyContext, client: ClientInfo): { headTimeout?: H
   return limit ? { headTimeout: limit } : {};
 }
 
+/** `tlsEstablishedClient` or `tlsFailedClient` after the client handshake, when an addon has it. */
+async function tlsClientHooks(
+  addons: ConnectionAddons | undefined,
+  resources: Resources,
+  handshake: true | string,
+): Promise<void> {
+  if (handshake === true && addons?.has("tlsEstablishedClient")) {
+    await addons.run({
+      hook: "tlsEstablishedClient",
+      payload: { connection: resources.info, side: "client" },
+    });
+  } else if (handshake !== true && addons?.has("tlsFailedClient")) {
+    await addons.run({
+      hook: "tlsFailedClient",
+      payload: { connection: resources.info, side: "client", error: handshake },
+    });
+  }
+}
+
+/** The TLS versions a hello offers, by name (supported_versions, else the legacy version). */
+function tlsVersions(hello: ClientHello): string[] {
+  const names: Record<number, string> = {
+    0x0304: "TLSv1.3",
+    0x0303: "TLSv1.2",
+    0x0302: "TLSv1.1",
+    0x0301: "TLSv1",
+    0x0300: "SSLv3",
+  };
+  const offered = hello.supportedVersions.length > 0 ? hello.supportedVersions : [hello.legacyVersion];
+  return offered.flatMap((v) => names[v] ? [names[v]] : []);
+}
+
 /** True when `host` is to be relayed without interception. */
 export function isPassthrough(settings: InterceptSettings, host: string): boolean {
   if (settings.ignoreHosts.some((re) => re.test(host))) return true;
@@ -653,7 +798,25 @@ async function interceptTls(
   const tlsInfo: TlsInfo = { alpnOffered: hello.alpn, passthrough: false };
   if (sni) tlsInfo.sni = sni;
   const obstacle = interceptionObstacle(hello);
-  if (obstacle || isPassthrough(ctx.settings, name ?? destination.hostname)) {
+  resources.info.server = server;
+  resources.info.tls = tlsInfo;
+  const addons = ctx.addons;
+  let ignore = isPassthrough(ctx.settings, name ?? destination.hostname);
+  if (addons?.has("tlsClienthello")) {
+    const view = {
+      connection: resources.info,
+      sni,
+      alpn: [...hello.alpn],
+      versions: tlsVersions(hello),
+      ignoreConnection: ignore || obstacle !== null,
+    };
+    await addons.run({ hook: "tlsClienthello", payload: view });
+    if (view.ignoreConnection === true && !ignore && !obstacle) {
+      tlsInfo.passthroughReason = "addon chose passthrough";
+    }
+    ignore = view.ignoreConnection === true;
+  }
+  if (obstacle || ignore) {
     tlsInfo.passthrough = true;
     if (obstacle) {
       // Interception is impossible with this client; relaying it untouched keeps the device working.
@@ -668,8 +831,6 @@ async function interceptTls(
   // we offer the client. h2 is offered when the client offered it: if the upstream takes it, both
   // sides speak HTTP/2 through the Http2Layer; if it takes http/1.1 (or no ALPN) the client is
   // still offered h2 and its streams are translated (Http2ToHttp1Layer). h3 is not TCP.
-  // Hooks run in the HTTP/1 and the h2-to-h2 layers: while one is set, an h2 client is offered h2
-  // only when the upstream takes it (no translation to HTTP/1.1, which has no hooks yet).
   const alpn = hello.alpn.filter((p) => p !== "h3");
   // A client that offers h2 alone can still be served by an HTTP/1.1-only upstream (translated):
   // the upstream is offered http/1.1 too (nginx refuses a handshake whose ALPN it cannot meet).
@@ -683,6 +844,17 @@ async function interceptTls(
     upstream = await connectUpstreamTls(ctx.settings, ctx.connect, destination, upstreamOptions);
   } catch (e) {
     failure = describeError(e);
+  }
+  if (upstream && addons?.has("tlsEstablishedServer")) {
+    await addons.run({
+      hook: "tlsEstablishedServer",
+      payload: { connection: resources.info, side: "server" },
+    });
+  } else if (!upstream && addons?.has("tlsFailedServer")) {
+    await addons.run({
+      hook: "tlsFailedServer",
+      payload: { connection: resources.info, side: "server", error: failure },
+    });
   }
   // Until a layer runs with it, the upstream connection is ours to close on any failure.
   const forgetUpstream = upstream ? resources.adopt(() => upstream.stream.close(true)) : () => {};
@@ -711,10 +883,11 @@ async function interceptTls(
   const socket = new tls.TLSSocket(duplex, {
     isServer: true,
     secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
-    ...(clientAlpn(alpn, upstream?.alpn, upstream !== null, !ctx.requestHook && !ctx.responseHook)),
+    ...(clientAlpn(alpn, upstream?.alpn, upstream !== null)),
   });
   resources.adopt(() => socket.destroy());
   const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
+  await tlsClientHooks(addons, resources, handshake);
   if (handshake !== true) {
     resources.closeAll();
     const message = `client TLS handshake failed for ${name ?? destination.hostname}: ${handshake}` +
@@ -811,14 +984,8 @@ function clientAlpn(
   offered: string[],
   upstreamAlpn: string | undefined,
   connected: boolean,
-  translate = true,
 ): { ALPNProtocols?: string[] } {
   const h1 = upstreamAlpn === undefined || upstreamAlpn === "http/1.1" || upstreamAlpn === "http/1.0";
-  if (!translate && h1) {
-    // No translation wanted: an h2 client of an HTTP/1.1 upstream is offered HTTP/1.1 only.
-    const rest = upstreamAlpn ?? (offered.includes("http/1.1") ? "http/1.1" : undefined);
-    return rest ? { ALPNProtocols: [rest] } : {};
-  }
   if (connected && h1 && offered.includes("h2")) {
     const rest = upstreamAlpn ?? (offered.includes("http/1.1") ? "http/1.1" : undefined);
     return { ALPNProtocols: rest ? ["h2", rest] : ["h2"] };
@@ -1063,7 +1230,7 @@ export function handleReverseConnection(
   const describe = `reverse connection from ${formatHostPort(client.address)} to ${
     formatHostPort(target.address)
   }`;
-  return guarded(ctx, describe, stream, async (resources) => {
+  return guarded(ctx, describe, stream, client, target.address, async (resources, ctx) => {
     const address = target.address;
     const name = IP_LITERAL.test(address.hostname) ? undefined : address.hostname;
     const server: ServerInfo = { address, ...(name ? { hostname: name } : {}) };
@@ -1093,6 +1260,8 @@ export function handleReverseConnection(
       });
       resources.adopt(() => socket.destroy());
       const handshake = await waitFor(socket, "secure", ctx.settings.connectTimeout);
+      resources.info.tls = tlsInfo;
+      await tlsClientHooks(ctx.addons, resources, handshake);
       if (handshake !== true) {
         resources.closeAll();
         recordFailure(ctx, client, server, tlsInfo, `client TLS handshake failed: ${handshake}`);
@@ -1125,6 +1294,7 @@ export function handleReverseConnection(
         ...(ctx.settings.serverTimeout ? { serverTimeout: ctx.settings.serverTimeout } : {}),
         ...(ctx.requestHook ? { requestHook: true } : {}),
         ...(ctx.responseHook ? { responseHook: true } : {}),
+        ...(ctx.addons ? { hooks: ctx.addons } : {}),
         ...(target.keepHostHeader ? {} : {
           hostHeader: address.port === (target.scheme === "https" ? 443 : 80)
             ? formatHostPort(address).replace(/:\d+$/, "")
@@ -1151,9 +1321,12 @@ export function handleReverseConnection(
 }
 
 /** The runner options that carry the addons' response hook and flow-end notice. */
-function addonHooksOf(ctx: ProxyContext): { responseHook?: ResponseHook; flowEnded?: (flow: Flow) => void } {
+function addonHooksOf(
+  ctx: ProxyContext,
+): { responseHook?: ResponseHook; flowEnded?: (flow: Flow) => void; addons?: AddonRunner } {
   return {
     ...(ctx.responseHook ? { responseHook: ctx.responseHook } : {}),
     ...(ctx.flowEnded ? { flowEnded: ctx.flowEnded } : {}),
+    ...(ctx.addons ? { addons: ctx.addons } : {}),
   };
 }

@@ -38,7 +38,8 @@ import {
   serializeRequestHead,
   serializeResponseHead,
 } from "./http1.ts";
-import { WebSocketReader } from "./websocket.ts";
+import { encodeWebSocketFrame, type WebSocketMessage, WebSocketReader } from "./websocket.ts";
+import { MessageView, WebSocketFlowView } from "../addons/handles.ts";
 import type { LocalResponse } from "./cert_page.ts";
 import type { RequestChange, RequestVerdict, ResponseVerdict } from "./request_hook.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
@@ -47,6 +48,7 @@ import { appendBody, boundedContent, emptyBody, formatHostPort } from "../flows/
 import {
   appendBytes,
   concatBytes,
+  type HookSet,
   type Layer,
   type LayerCommand,
   type LayerEvent,
@@ -102,6 +104,12 @@ export interface Http1LayerOptions {
    * place of the client's; the flow's host is then the server's name.
    */
   hostHeader?: string;
+  /**
+   * The addon hooks some addon defines (WebSocket ones here): `websocketStart`/`websocketEnd`
+   * are announced with `addon-hook` commands; with `websocketMessage` each message is held
+   * whole until its `addon-result` and then sent as one frame (changed, or not at all).
+   */
+  hooks?: HookSet;
 }
 
 type RequestState = "head" | "body" | "done" | "tunnel" | "closed";
@@ -142,6 +150,10 @@ export class Http1Layer implements Layer {
   #done = false;
   #wsClient: WebSocketReader | null = null;
   #wsServer: WebSocketReader | null = null;
+  /** An addon has `websocketMessage`: messages are held for it (see {@link Http1LayerOptions.hooks}). */
+  #wsHold = false;
+  #wsCalls = new Map<number, { view: WebSocketFlowView; m?: WebSocketMessage }>();
+  #wsNextCall = 1;
   /** When the server last made progress (sent bytes, or took request bytes). */
   #serverProgress = 0;
   #timerArmed = false;
@@ -195,6 +207,9 @@ export class Http1Layer implements Layer {
     const out: LayerCommand[] = [];
     if (this.#done) return out;
     switch (event.type) {
+      case "addon-result":
+        this.#onWebSocketHook(event.id, event.now, out);
+        break;
       case "data":
         // Request bytes arrive only after the previous ones were written (backpressure): while a
         // body goes up, each of them shows the server is taking it.
@@ -1011,8 +1026,14 @@ export class Http1Layer implements Layer {
       this.#resp = "tunnel";
       this.#req = "tunnel";
       flow.websocket = { messages: [], messagesDropped: 0 };
-      this.#wsClient = new WebSocketReader({ maxRecord: this.#o.bodyLimit });
-      this.#wsServer = new WebSocketReader({ maxRecord: this.#o.bodyLimit });
+      // Messages addons look at are held whole (up to the reader's frame limit).
+      this.#wsHold = this.#o.hooks?.has("websocketMessage") ?? false;
+      const maxRecord = this.#wsHold ? WS_HELD_LIMIT : this.#o.bodyLimit;
+      this.#wsClient = new WebSocketReader({ maxRecord });
+      this.#wsServer = new WebSocketReader({ maxRecord });
+      if (this.#o.hooks?.has("websocketStart")) {
+        this.#wsCall("websocketStart", new WebSocketFlowView(flow), out);
+      }
       // Bytes the client sent after its upgrade request already belong to the WebSocket.
       if (this.#client.byteLength > 0) {
         this.#relayWebSocket("client", this.#client, now, out);
@@ -1163,7 +1184,7 @@ export class Http1Layer implements Layer {
   // ---- WebSocket --------------------------------------------------------------------------
 
   #relayWebSocket(from: Side, data: Uint8Array, now: number, out: LayerCommand[]): void {
-    out.push({ type: "send", to: from === "client" ? "server" : "client", data });
+    if (!this.#wsHold) out.push({ type: "send", to: from === "client" ? "server" : "client", data });
     const reader = from === "client" ? this.#wsClient : this.#wsServer;
     const ws = this.#flow?.websocket;
     if (!reader || !ws) return;
@@ -1171,6 +1192,16 @@ export class Http1Layer implements Layer {
     try {
       messages = reader.push(data);
     } catch (e) {
+      if (this.#wsHold) {
+        // Held messages cannot go on once the frames are out of step: the WebSocket ends.
+        this.#failFlow(
+          `WebSocket frames from the ${from} cannot be parsed: ${(e as Error).message}`,
+          now,
+          out,
+        );
+        this.#closeAll(out);
+        return;
+      }
       // Keep relaying; stop recording this direction.
       out.push({
         type: "log",
@@ -1182,23 +1213,89 @@ export class Http1Layer implements Layer {
       return;
     }
     for (const m of messages) {
-      const kind = WS_KINDS[m.opcode] ?? "binary";
-      if (kind === "close" && m.data.byteLength >= 2) {
-        ws.closeCode = (m.data[0]! << 8) | m.data[1]!;
-        ws.closeReason = new TextDecoder().decode(m.data.subarray(2));
-      }
-      if (ws.messages.length >= this.#o.maxMessages) {
-        ws.messagesDropped++;
+      if (this.#wsHold && this.#flow) {
+        const view = new WebSocketFlowView(
+          this.#flow,
+          new MessageView(from === "client", WS_KINDS[m.opcode] ?? "binary", m.data),
+        );
+        this.#wsCall("websocketMessage", view, out, m);
         continue;
       }
-      ws.messages.push({
-        fromClient: from === "client",
-        kind,
-        content: boundedContent(ws, m.data, this.#o.bodyLimit),
-        size: m.size,
-        timestamp: now,
-      });
+      this.#recordWebSocket(from, m, now);
     }
+  }
+
+  /** Asks for a WebSocket hook; a message's hook holds it (`m`) until the result. */
+  #wsCall(
+    hook: "websocketStart" | "websocketMessage" | "websocketEnd",
+    view: WebSocketFlowView,
+    out: LayerCommand[],
+    m?: WebSocketMessage,
+  ): void {
+    const id = this.#wsNextCall++;
+    if (hook !== "websocketEnd") this.#wsCalls.set(id, { view, ...(m ? { m } : {}) });
+    out.push({ type: "addon-hook", id, call: { hook, payload: view } });
+  }
+
+  /** The addons returned from a WebSocket hook: kill, or send the held message as they left it. */
+  #onWebSocketHook(id: number, now: number, out: LayerCommand[]): void {
+    const call = this.#wsCalls.get(id);
+    if (!call) return;
+    this.#wsCalls.delete(id);
+    if (call.view.killed) {
+      this.#failFlow("WebSocket killed by an addon", now, out);
+      if (this.#server === "open" || this.#server === "connecting") {
+        out.push({ type: "close", to: "server", reset: true });
+      }
+      out.push({ type: "close", to: "client", reset: true });
+      this.#server = "none";
+      this.#req = "closed";
+      this.#done = true;
+      return;
+    }
+    const message = call.view.message;
+    const m = call.m;
+    if (!message || !m || message.dropped) return;
+    const fromClient = message.fromClient;
+    if (m.truncated && !message.changed) {
+      this.#failFlow(`WebSocket message of ${m.size} bytes is over the held limit`, now, out);
+      this.#closeAll(out);
+      return;
+    }
+    const content = message.content;
+    out.push({
+      type: "send",
+      to: fromClient ? "server" : "client",
+      data: encodeWebSocketFrame(m.opcode, content, { mask: fromClient, compressed: m.compressed }),
+    });
+    this.#recordWebSocket(fromClient ? "client" : "server", {
+      ...m,
+      data: content,
+      size: content.byteLength,
+      truncated: false,
+    }, now);
+  }
+
+  /** Records one WebSocket message in the flow (bounded). */
+  #recordWebSocket(from: Side, m: WebSocketMessage, now: number): void {
+    const ws = this.#flow?.websocket;
+    if (!ws) return;
+    const kind = WS_KINDS[m.opcode] ?? "binary";
+    if (kind === "close" && m.data.byteLength >= 2) {
+      ws.closeCode = (m.data[0]! << 8) | m.data[1]!;
+      ws.closeReason = new TextDecoder().decode(m.data.subarray(2));
+    }
+    if (ws.messages.length >= this.#o.maxMessages) {
+      ws.messagesDropped++;
+      return;
+    }
+    ws.messages.push({
+      fromClient: from === "client",
+      kind,
+      content: boundedContent(ws, m.data, this.#o.bodyLimit),
+      size: m.size,
+      timestamp: now,
+    });
   }
 
   #finishTunnel(now: number, out: LayerCommand[]): void {
@@ -1305,6 +1402,9 @@ export class Http1Layer implements Layer {
     if (!flow || flow.timestampEnd !== undefined) return;
     flow.timestampEnd = now;
     out.push({ type: "flow", event: "end", flow });
+    if (flow.websocket && this.#o.hooks?.has("websocketEnd")) {
+      this.#wsCall("websocketEnd", new WebSocketFlowView(flow), out);
+    }
   }
 
   #closeAll(out: LayerCommand[]): void {
@@ -1354,6 +1454,9 @@ export class Http1Layer implements Layer {
     return flow;
   }
 }
+
+/** The most bytes of one WebSocket message held for `websocketMessage` hooks. */
+const WS_HELD_LIMIT = 64 * 1024 * 1024;
 
 const WS_KINDS: Record<number, "text" | "binary" | "close" | "ping" | "pong"> = {
   1: "text",

@@ -13,6 +13,10 @@
  */
 import type { Flow, HostPort, HttpFlow, LogEvent } from "../flows/flow.ts";
 import type { RequestVerdict, ResponseVerdict } from "./request_hook.ts";
+import type { EventHookName, HookPayload } from "../addons/types.ts";
+
+/** One addon hook call a layer asks for: the hook's name and its (mutable) payload. */
+export type AddonCall = { [K in EventHookName]: { hook: K; payload: HookPayload<K> } }[EventHookName];
 
 /** One side of a proxied connection. */
 export type Side = "client" | "server";
@@ -33,7 +37,12 @@ export type LayerEvent =
   /** The request hook's verdict on the flow of the last `request-hook` command (see request_hook.ts). */
   | { type: "hook-result"; verdict: RequestVerdict; now: number; stream?: number }
   /** The response hook's verdict on the flow of the last `response-hook` command. */
-  | { type: "response-hook-result"; verdict: ResponseVerdict; now: number; stream?: number };
+  | { type: "response-hook-result"; verdict: ResponseVerdict; now: number; stream?: number }
+  /**
+   * The addons' hook of the `addon-hook` command with this `id` returned: what they changed is
+   * in the payload the layer handed out (the layer reads it back).
+   */
+  | { type: "addon-result"; id: number; now: number };
 
 /** What the driver must do. */
 export type LayerCommand =
@@ -68,7 +77,18 @@ export type LayerCommand =
    */
   | { type: "request-hook"; flow: HttpFlow; stream?: number }
   /** Ask the response hook about `flow`'s held response; the verdict comes as `response-hook-result`. */
-  | { type: "response-hook"; flow: HttpFlow; stream?: number };
+  | { type: "response-hook"; flow: HttpFlow; stream?: number }
+  /**
+   * Run an addon hook: the driver calls the addons (one after another, awaited, in the order
+   * these commands came) and answers with an `addon-result` event carrying `id`. A layer issues
+   * it only for hooks some addon has (see {@link HookSet}), so hooks nobody defines cost nothing.
+   */
+  | { type: "addon-hook"; id: number; call: AddonCall };
+
+/** Which addon hooks some loaded addon defines: layers ask before issuing `addon-hook`. */
+export interface HookSet {
+  has(hook: EventHookName): boolean;
+}
 
 /** A sans-IO layer. */
 export interface Layer {

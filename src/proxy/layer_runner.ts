@@ -6,7 +6,7 @@
  */
 import type { ByteStream } from "./byte_stream.ts";
 import type { Flow, FlowBus, HostPort, HttpFlow } from "../flows/flow.ts";
-import type { Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
+import type { AddonCall, Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
 import { callRequestHook, type RequestHook, type ResponseHook } from "./request_hook.ts";
 
 /** A connection to a server, as opened by the driver. */
@@ -58,6 +58,14 @@ export interface RunLayerOptions {
   responseHook?: ResponseHook;
   /** Told of every flow that ends (addons' `error` hook for failed exchanges). */
   flowEnded?: (flow: Flow) => void;
+  /** Runs the layer's `addon-hook` commands (absent: each is answered at once, nothing changed). */
+  addons?: AddonRunner;
+}
+
+/** What runs addon hooks for the driver (an `AddonManager` is one). */
+export interface AddonRunner {
+  /** Calls every addon's hook `call.hook` with `call.payload`, in order; never rejects. */
+  run(call: AddonCall): Promise<void>;
 }
 
 /** Drives `layer` until it closes the client side (or hands it off as a tunnel). */
@@ -91,6 +99,8 @@ class LayerRunner {
   #headTimer: ReturnType<typeof setTimeout> | null = null;
   /** Numbered server connections of a layer that keeps several (see `conn` in layer.ts). */
   #pool = new Map<number, PooledServer>();
+  /** The last addon hook call: the next one starts after it, so results come back in order. */
+  #hooks: Promise<void> = Promise.resolve();
 
   constructor(options: RunLayerOptions) {
     this.#o = options;
@@ -243,6 +253,9 @@ class LayerRunner {
           );
           break;
         }
+        case "addon-hook":
+          waits.push(this.#addonHook(cmd.id, cmd.call));
+          break;
         case "pause-reading":
           break; // always carries a conn (handled above)
         case "timer":
@@ -256,6 +269,21 @@ class LayerRunner {
     }
     if (waits.length === 0) return Promise.resolve();
     return waits.length === 1 ? waits[0]!.then(() => {}) : Promise.all(waits).then(() => {});
+  }
+
+  /**
+   * Runs one addon hook after the ones before it and feeds its `addon-result` back. The side
+   * whose event asked waits for it (its next bytes are not read meanwhile): that is what holds a
+   * message while an addon looks at it.
+   */
+  #addonHook(id: number, call: AddonCall): Promise<void> {
+    const addons = this.#o.addons;
+    const ran = this.#hooks.then(() => addons?.run(call)).catch((e) => {
+      this.#o.bus.log("error", `addon hook ${call.hook} failed: ${describeError(e)}`);
+    });
+    // Only the calls are chained: a result may itself ask for the next hook.
+    this.#hooks = ran;
+    return ran.then(() => this.#dispatch({ type: "addon-result", id, now: Date.now() }));
   }
 
   /** Calls the request hook and feeds its verdict back; a hook that fails lets the request go on. */

@@ -59,7 +59,7 @@ import { listenSocks5, type ModeDeps, type Socks5Mode } from "./socks5_mode.ts";
 import { type DnsMode, listenDns } from "./dns_mode.ts";
 import type { Addon } from "../addons/types.ts";
 import { type AddonLog, AddonManager } from "../addons/manager.ts";
-import { addonHooks } from "../addons/wiring.ts";
+import { addonHooks, addonRunner } from "../addons/wiring.ts";
 export type { DnsMode, Socks5Mode };
 import {
   connectThroughUpstream,
@@ -410,6 +410,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
     headTimeout: (client) => limiter.headTimeout(describeClient(client)),
     ...requestHookOf(options, addonHooksOf(addons)),
+    ...(addonRunner(addons) ? { addons: addonRunner(addons)! } : {}),
     ...(addons ? responseHooksOf(addons) : {}),
     http2Counters: new Http2Counters(),
     ...(options.http2 ? { http2ClientSide: http2Limits(options.http2) } : {}),
@@ -455,6 +456,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         destinationPolicy: policy,
         quic: options.quic ?? "reject",
         maxFlows,
+        ...(ctx.addons ? { addons: ctx.addons } : {}),
       }),
     track,
     count: (what) => what === "connection" ? connections++ : acceptErrors++,
@@ -511,6 +513,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
             : policy,
           quic: options.quic ?? "reject",
           unreachable: (d) => listener.sendPacket(udpPortUnreachable(d)),
+          ...(ctx.addons ? { addons: ctx.addons } : {}),
         });
         relays.push(relay);
         track((async () => {

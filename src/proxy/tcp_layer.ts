@@ -12,7 +12,8 @@
  */
 import type { ClientInfo, ServerInfo, TcpFlow, TlsInfo } from "../flows/flow.ts";
 import { formatHostPort, recordMessage } from "../flows/flow.ts";
-import { appendBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
+import { appendBytes, type HookSet, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
+import { MessageView, TcpFlowView } from "../addons/handles.ts";
 
 /** Options of {@link TcpLayer}. */
 export interface TcpLayerOptions {
@@ -27,6 +28,12 @@ export interface TcpLayerOptions {
   /** Messages kept in the flow. */
   maxMessages: number;
   now: number;
+  /**
+   * The addon hooks some addon defines: `tcpStart`, `tcpMessage` (each chunk held until the hooks
+   * return; they may change or drop it, or kill the flow) and `tcpEnd` are asked for with
+   * `addon-hook` commands. Absent: no hook, nothing held.
+   */
+  hooks?: HookSet;
 }
 
 /** Relays a TCP connection and records it. */
@@ -39,6 +46,10 @@ export class TcpLayer implements Layer {
   #serverEof = false;
   #ended = false;
   #started = false;
+  /** Hook calls whose results are awaited, by id. */
+  #calls = new Map<number, TcpFlowView>();
+  #nextCall = 1;
+  #hookMessages: boolean;
 
   constructor(options: TcpLayerOptions) {
     this.#options = options;
@@ -55,6 +66,13 @@ export class TcpLayer implements Layer {
     };
     if (options.tls) this.flow.tls = options.tls;
     if (options.serverConnected) this.#server = "open";
+    this.#hookMessages = options.hooks?.has("tcpMessage") ?? false;
+  }
+
+  #call(hook: "tcpStart" | "tcpMessage" | "tcpEnd", view: TcpFlowView, out: LayerCommand[]): void {
+    const id = this.#nextCall++;
+    if (hook === "tcpMessage") this.#calls.set(id, view);
+    out.push({ type: "addon-hook", id, call: { hook, payload: view } });
   }
 
   /** The commands that start the relay (flow start, and opening the server if needed). */
@@ -62,6 +80,7 @@ export class TcpLayer implements Layer {
     this.#started = true;
     const out: LayerCommand[] = [{ type: "flow", event: "start", flow: this.flow }];
     if (this.#server === "connecting") out.push({ type: "open-server", address: this.flow.server.address });
+    if (this.#options.hooks?.has("tcpStart")) this.#call("tcpStart", new TcpFlowView(this.flow), out);
     return out;
   }
 
@@ -71,8 +90,32 @@ export class TcpLayer implements Layer {
     if (this.#ended) return out;
     switch (event.type) {
       case "data":
-        this.#data(event.from === "client", event.data, event.now, out);
+        if (this.#hookMessages) {
+          const view = new TcpFlowView(
+            this.flow,
+            new MessageView(event.from === "client", "data", event.data),
+          );
+          this.#call("tcpMessage", view, out);
+        } else {
+          this.#data(event.from === "client", event.data, event.now, out);
+        }
         break;
+      case "addon-result": {
+        const view = this.#calls.get(event.id);
+        if (!view?.message) break;
+        this.#calls.delete(event.id);
+        if (view.killed) {
+          this.#fail("killed by an addon", event.now, out);
+          out.push({ type: "close", to: "server", reset: true }, {
+            type: "close",
+            to: "client",
+            reset: true,
+          });
+        } else if (!view.message.dropped && view.message.content.byteLength > 0) {
+          this.#data(view.message.fromClient, view.message.content, event.now, out);
+        }
+        break;
+      }
       case "eof":
         if (event.from === "client") {
           this.#clientEof = true;
@@ -147,5 +190,6 @@ export class TcpLayer implements Layer {
     this.#ended = true;
     this.flow.timestampEnd = now;
     out.push({ type: "flow", event: "end", flow: this.flow });
+    if (this.#options.hooks?.has("tcpEnd")) this.#call("tcpEnd", new TcpFlowView(this.flow), out);
   }
 }

@@ -19,10 +19,13 @@
  * `quic: "passthrough"` relays it like any other UDP.
  * @module
  */
-import { buildDnsErrorResponse, parseDnsMessage } from "./dns_message.ts";
+import { buildDnsErrorResponse, type DnsMessage, parseDnsMessage } from "./dns_message.ts";
 import type { ClientInfo, DnsFlow, FlowBus, HostPort, UdpFlow } from "../flows/flow.ts";
 import { formatHostPort, recordMessage } from "../flows/flow.ts";
-import { describeError } from "./layer_runner.ts";
+import { type AddonRunner, describeError } from "./layer_runner.ts";
+import type { HookSet } from "./layer.ts";
+import { DnsFlowView, MessageView, UdpFlowView } from "../addons/handles.ts";
+import { encodeDnsMessage } from "./dns_encode.ts";
 
 /** A datagram from the tunnel, or one to send into it. */
 export interface RelayDatagram {
@@ -66,7 +69,16 @@ export interface UdpRelayOptions {
    * Called with the flow (its `request` parsed) before any resolver is asked.
    */
   dnsAnswer?: (flow: DnsFlow, query: Uint8Array) => Promise<Uint8Array | null>;
+  /**
+   * Addon hooks: `udpStart`/`udpMessage` (each datagram held until the hooks return; changed,
+   * dropped, or the conversation killed)/`udpEnd`, and `dnsRequest` (may answer or kill) and
+   * `dnsResponse` (may change the answer). Each is called only when some addon has it.
+   */
+  addons?: HookSet & AddonRunner;
 }
+
+/** Datagrams of one conversation waiting for its `udpMessage` hooks; beyond, they are dropped. */
+const MAX_HELD_DATAGRAMS = 256;
 
 /** What the relay does with QUIC (UDP to port 443): refuse it with ICMP, or relay it. */
 export type QuicPolicy = "reject" | "passthrough";
@@ -91,6 +103,10 @@ const MAX_BLOCKED_RECORDED = 1024;
 
 interface Conversation {
   flow: UdpFlow;
+  /** The last hook call of this conversation (the next datagram's waits for it). */
+  hooks: Promise<void>;
+  /** Datagrams from the client waiting for hooks. */
+  held: number;
   socket: Deno.DatagramConn;
   lastActive: number;
   client: HostPort;
@@ -164,19 +180,59 @@ export class UdpRelay {
       conv = opened;
     }
     conv.lastActive = Date.now();
-    conv.flow.bytesFromClient += datagram.data.byteLength;
+    const addons = this.#o.addons;
+    if (addons?.has("udpMessage")) {
+      if (conv.held >= MAX_HELD_DATAGRAMS) {
+        this.#stats.dropped++;
+        return;
+      }
+      conv.held++;
+      const c = conv;
+      conv.hooks = conv.hooks.then(async () => {
+        c.held--;
+        const data = await this.#udpMessage(key, c, true, datagram.data);
+        if (data) this.#forward(c, datagram, data);
+      });
+      return;
+    }
+    this.#forward(conv, datagram, datagram.data);
+  }
+
+  /** Records a client datagram and sends it on. */
+  #forward(conv: Conversation, datagram: RelayDatagram, data: Uint8Array): void {
+    if (this.#closed || conv.flow.timestampEnd !== undefined) return;
+    conv.flow.bytesFromClient += data.byteLength;
     recordMessage(
       conv.flow,
-      { fromClient: true, kind: "data", data: datagram.data, timestamp: conv.lastActive },
+      { fromClient: true, kind: "data", data, timestamp: Date.now() },
       this.#o.bodyLimit,
       this.#o.maxMessages,
     );
-    conv.socket.send(datagram.data, {
+    conv.socket.send(data, {
       transport: "udp",
       hostname: datagram.dst.hostname,
       port: datagram.dst.port,
     })
       .catch((e) => this.#o.bus.log("debug", `UDP to ${formatHostPort(datagram.dst)}: ${describeError(e)}`));
+  }
+
+  /**
+   * Runs `udpMessage` for one datagram: what to send (null: dropped, or the conversation was
+   * killed, which ends it).
+   */
+  async #udpMessage(
+    key: string,
+    conv: Conversation,
+    fromClient: boolean,
+    data: Uint8Array,
+  ): Promise<Uint8Array | null> {
+    const view = new UdpFlowView(conv.flow, new MessageView(fromClient, "data", data));
+    await this.#o.addons!.run({ hook: "udpMessage", payload: view });
+    if (view.killed) {
+      this.#end(key, "killed by an addon");
+      return null;
+    }
+    return view.message!.dropped ? null : view.message!.content;
   }
 
   /** Drops a datagram to a refused destination; records the first of its conversation. */
@@ -279,10 +335,25 @@ export class UdpRelay {
       messages: [],
       messagesDropped: 0,
     };
-    const conv: Conversation = { flow, socket, lastActive: now, client: datagram.src, server: datagram.dst };
+    const conv: Conversation = {
+      flow,
+      socket,
+      lastActive: now,
+      client: datagram.src,
+      server: datagram.dst,
+      hooks: Promise.resolve(),
+      held: 0,
+    };
     this.#flows.set(key, conv);
     this.#stats.flows++;
     this.#o.bus.emit("start", flow);
+    const addons = this.#o.addons;
+    if (addons?.has("udpStart")) {
+      const view = new UdpFlowView(flow);
+      conv.hooks = addons.run({ hook: "udpStart", payload: view }).then(() => {
+        if (view.killed) this.#end(key, "killed by an addon");
+      });
+    }
     void this.#receive(key, conv);
     return conv;
   }
@@ -290,8 +361,15 @@ export class UdpRelay {
   async #receive(key: string, conv: Conversation): Promise<void> {
     try {
       for (;;) {
-        const [data] = await conv.socket.receive();
+        const [received] = await conv.socket.receive();
+        let data: Uint8Array = received;
         conv.lastActive = Date.now();
+        if (this.#o.addons?.has("udpMessage")) {
+          const changed = await this.#udpMessage(key, conv, false, data);
+          if (this.#flows.get(key) !== conv) return;
+          if (!changed) continue;
+          data = changed;
+        }
         conv.flow.bytesFromServer += data.byteLength;
         recordMessage(
           conv.flow,
@@ -323,6 +401,8 @@ export class UdpRelay {
     conv.flow.timestampEnd = now;
     if (error) conv.flow.error = { message: error, timestamp: now };
     this.#o.bus.emit("end", conv.flow);
+    const addons = this.#o.addons;
+    if (addons?.has("udpEnd")) void addons.run({ hook: "udpEnd", payload: new UdpFlowView(conv.flow) });
   }
 
   async #dns(datagram: RelayDatagram, client: ClientInfo): Promise<void> {
@@ -362,6 +442,16 @@ export class UdpRelay {
     const local = question ? this.#o.localNames?.get(question.name.toLowerCase()) : undefined;
     if (question && local !== undefined) {
       answer = localAnswer(datagram.data, question.type === 1 ? local : null);
+    }
+    const addons = this.#o.addons;
+    if (!answer && flow.request && addons?.has("dnsRequest")) {
+      const view = new DnsFlowView(flow);
+      await addons.run({ hook: "dnsRequest", payload: view });
+      if (view.killed) return this.#dnsKilled(flow);
+      if (view.response) {
+        answer = this.#encodeDns(view.response, flow.request.id);
+        if (answer) flow.resolver = { hostname: "addon", port: 0 };
+      }
     }
     if (!answer && flow.request && this.#o.dnsAnswer) {
       answer = await this.#o.dnsAnswer(flow, datagram.data).catch((e) => {
@@ -410,9 +500,41 @@ export class UdpRelay {
       flow.error = { message: `no resolver answered (${problems.join("; ")})`, timestamp: Date.now() };
       answer = buildDnsErrorResponse(datagram.data, 2);
     }
+    if (flow.response && addons?.has("dnsResponse")) {
+      const view = new DnsFlowView(flow, flow.response);
+      const before = JSON.stringify(flow.response);
+      await addons.run({ hook: "dnsResponse", payload: view });
+      if (view.killed) return this.#dnsKilled(flow);
+      if (view.response && JSON.stringify(view.response) !== before) {
+        const changed = this.#encodeDns(view.response, flow.request?.id);
+        if (changed) {
+          answer = changed;
+          flow.response = view.response;
+        }
+      }
+    }
     flow.timestampEnd = Date.now();
     this.#o.bus.emit("end", flow);
     return answer;
+  }
+
+  /** An addon's DNS message in wire form (the query's id kept), or null with a log line. */
+  #encodeDns(message: DnsMessage, id: number | undefined): Uint8Array | null {
+    try {
+      return encodeDnsMessage(id === undefined ? message : { ...message, id });
+    } catch (e) {
+      this.#o.bus.log("warn", `an addon's DNS answer cannot be written: ${describeError(e)}`);
+      return null;
+    }
+  }
+
+  /** A query an addon killed: recorded, not answered. */
+  #dnsKilled(flow: DnsFlow): null {
+    const now = Date.now();
+    flow.error = { message: "killed by an addon (not answered)", timestamp: now };
+    flow.timestampEnd = now;
+    this.#o.bus.emit("end", flow);
+    return null;
   }
 
   /** Sends one query to one resolver and waits for the reply with the same id. */

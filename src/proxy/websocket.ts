@@ -260,3 +260,51 @@ export function closeCodeOf(message: WebSocketMessage): { code?: number; reason:
   if (data.length < 2) return { reason: "" };
   return { code: (data[0]! << 8) | data[1]!, reason: new TextDecoder().decode(data.subarray(2)) };
 }
+
+/** Options of {@link encodeWebSocketFrame}. */
+export interface FrameOptions {
+  /** Mask the payload (every frame a client sends is masked): with this key, or a random one. */
+  mask?: boolean | Uint8Array;
+  /** Set RSV1 (the payload is permessage-deflate compressed). */
+  compressed?: boolean;
+}
+
+/**
+ * Encodes one whole message as a single final frame (RFC 6455 §5.2): what the proxy sends in
+ * place of a message an addon looked at (changed or not).
+ *
+ * @param opcode 1 text, 2 binary, 8 close, 9 ping, 10 pong.
+ * @param payload The unmasked payload.
+ * @param options Masking (client to server) and RSV1.
+ * @returns The frame bytes.
+ */
+export function encodeWebSocketFrame(
+  opcode: number,
+  payload: Uint8Array,
+  options: FrameOptions = {},
+): Uint8Array {
+  const n = payload.byteLength;
+  const lengthBytes = n < 126 ? 0 : n < 0x10000 ? 2 : 8;
+  const key = options.mask === true
+    ? crypto.getRandomValues(new Uint8Array(4))
+    : options.mask instanceof Uint8Array
+    ? options.mask
+    : null;
+  const head = 2 + lengthBytes + (key ? 4 : 0);
+  const out = new Uint8Array(head + n);
+  out[0] = 0x80 | (options.compressed ? 0x40 : 0) | (opcode & 0x0f);
+  out[1] = (key ? 0x80 : 0) | (n < 126 ? n : n < 0x10000 ? 126 : 127);
+  if (lengthBytes === 2) {
+    out[2] = n >> 8;
+    out[3] = n & 0xff;
+  } else if (lengthBytes === 8) {
+    new DataView(out.buffer).setBigUint64(2, BigInt(n));
+  }
+  if (key) {
+    out.set(key, head - 4);
+    for (let i = 0; i < n; i++) out[head + i] = payload[i]! ^ key[i & 3]!;
+  } else {
+    out.set(payload, head);
+  }
+  return out;
+}
