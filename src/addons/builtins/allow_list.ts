@@ -4,7 +4,9 @@
  *
  * - HTTP and intercepted HTTPS requests: a small HTML page, "blocked by wirescope", status 403.
  * - TLS that is relayed without interception (passthrough): the connection is refused, decided
- *   from the ClientHello's server name (SNI), before any byte reaches the server.
+ *   from the ClientHello's server name (SNI), before the proxy dials the server (`serverConnect`),
+ *   or, where the server was dialed before the hello (the explicit proxy's CONNECT), when the
+ *   relay starts (`tcpStart`).
  * - DNS queries for names not on the list: NXDOMAIN, answered locally.
  * - Other TCP and UDP: refused unless the destination is on the list, or is an address a DNS
  *   answer for an allowed name gave (remembered for the answer's TTL, at most 10 minutes).
@@ -15,7 +17,6 @@
  * address allows that address. Names are compared without regard to case or a trailing dot.
  * @module
  */
-import type { DnsMessage } from "../../proxy/dns_message.ts";
 import { defineAddon } from "../types.ts";
 import { SpecError } from "./spec.ts";
 
@@ -71,22 +72,6 @@ export function blockPage(host: string): string {
 `;
 }
 
-/** An NXDOMAIN answer to `query`. */
-export function nxdomain(query: DnsMessage): DnsMessage {
-  return {
-    id: query.id,
-    response: true,
-    opcode: query.opcode,
-    rcode: 3,
-    rcodeName: "NXDOMAIN",
-    flags: { aa: false, tc: false, rd: query.flags.rd, ra: true, ad: false, cd: query.flags.cd },
-    questions: query.questions,
-    answers: [],
-    authorities: [],
-    additionals: [],
-  };
-}
-
 /** Most addresses remembered from DNS answers (the oldest are forgotten first). */
 const MAX_LEARNED = 10_000;
 const MAX_TTL_MS = 600_000;
@@ -122,15 +107,14 @@ export function allowList() {
       ctx.log("info", `blocked ${flow.request.url}`);
       flow.respond(403, { "content-type": "text/html; charset=utf-8" }, blockPage(flow.request.host));
     },
-    tlsClienthello(hello, ctx) {
-      // Intercepted connections get the block page from their first request; a relayed one
-      // would carry the bytes past the proxy, so it is refused here from its SNI.
-      if (!on() || !hello.ignoreConnection) return;
-      const address = hello.connection.server.address.hostname;
-      if (allowed(hello.sni, address)) return;
-      ctx.log("info", `refused passthrough TLS to ${hello.sni ?? address}`);
-      const killable = hello as unknown as { kill?: () => void };
-      if (typeof killable.kill === "function") killable.kill();
+    serverConnect(conn, ctx) {
+      // TLS relayed without interception (passthrough, chosen from the ClientHello) is refused
+      // before the proxy dials, from its SNI. Intercepted TLS and plain HTTP get the block page
+      // from their first request instead, so they are let through here.
+      if (!on() || !conn.tls?.passthrough) return;
+      if (allowed(conn.tls.sni ?? conn.server.hostname, conn.address.hostname)) return;
+      ctx.log("info", `refused passthrough TLS to ${conn.tls.sni ?? conn.address.hostname}`);
+      conn.kill();
     },
     tcpStart(tcp, ctx) {
       const f = tcp.flow;
@@ -150,7 +134,7 @@ export function allowList() {
       const denied = q.questions.find((x) => !hostAllowed(patterns, x.name));
       if (!denied) return;
       ctx.log("info", `NXDOMAIN for ${denied.name}`);
-      dns.response = nxdomain(q);
+      dns.answerError(3);
     },
     dnsResponse(dns) {
       const r = dns.response;
