@@ -72,7 +72,25 @@ export interface FlowQuery {
   until?: number;
   /** Load bodies and message contents (default true); without, they come back empty. */
   withBodies?: boolean;
+  /**
+   * Sort by a column instead of the storage order (ties by storage order). Pages then go by
+   * position: pass the page's `cursor` as `after`; `before` and `newestFirst` do not apply.
+   */
+  order?: { by: FlowOrderKey; descending?: boolean };
 }
+
+/** The columns {@link FlowQuery.order} sorts by (`size` is the response's, `requestSize` the request's). */
+export type FlowOrderKey = "time" | "status" | "host" | "method" | "size" | "requestSize" | "duration";
+
+const ORDER_SQL: Record<FlowOrderKey, string> = {
+  time: "f.ts_start",
+  status: "f.status",
+  host: "(SELECT n.name FROM names n WHERE n.id = f.host_id)",
+  method: "(SELECT n.name FROM names n WHERE n.id = f.method_id)",
+  size: "f.response_size",
+  requestSize: "f.request_size",
+  duration: "(f.ts_end - f.ts_start)",
+};
 
 /** One page of a query. */
 export interface FlowPage {
@@ -912,6 +930,7 @@ export class SqliteFlowStore implements FlowStore {
     const filter = typeof query.filter === "string" ? compileFilter(query.filter) : query.filter;
     const limit = clampLimit(query.limit);
     const withBodies = query.withBodies !== false;
+    if (query.order) return this.#queryOrdered(query, query.order, filter, limit, withBodies);
     const descending = query.before !== undefined ||
       (query.after === undefined && query.newestFirst === true);
     let from = query.before !== undefined
@@ -966,6 +985,64 @@ export class SqliteFlowStore implements FlowStore {
           if (filter!.match(candidate, annotations)) flows.push(this.#load(row, withBodies));
         }
         if (flows.length === limit) return { flows, cursor: String(from) };
+      }
+      if (rows.length < chunk) return { flows };
+    }
+  }
+
+  /** {@link querySync} with `order`: a page by position in the sorted list (cursor `@N`). */
+  #queryOrdered(
+    query: FlowQuery,
+    order: NonNullable<FlowQuery["order"]>,
+    filter: Filter | undefined,
+    limit: number,
+    withBodies: boolean,
+  ): FlowPage {
+    const key = ORDER_SQL[order.by];
+    if (key === undefined) throw new RangeError(`cannot sort by '${order.by}'`);
+    let offset = 0;
+    if (query.after !== undefined) {
+      if (!/^@\d{1,15}$/.test(query.after)) throw new RangeError(`bad after cursor '${query.after}'`);
+      offset = Number(query.after.slice(1));
+    }
+    const where: string[] = ["1"];
+    const params: (string | number)[] = [];
+    if (query.since !== undefined) {
+      where.push("f.ts_start >= ?");
+      params.push(query.since);
+    }
+    if (query.until !== undefined) {
+      where.push("f.ts_start < ?");
+      params.push(query.until);
+    }
+    const sql = filter?.toSql();
+    if (sql) {
+      where.push(sql.sql);
+      params.push(...sql.params);
+    }
+    const exact = sql === undefined || sql.exact;
+    const chunk = exact ? limit : Math.max(limit, 500);
+    const dir = order.descending ? "DESC" : "ASC";
+    const stmt = this.#db.prepare(
+      `SELECT p.seq, p.id, p.mark, p.comment, p.ts_end, d.json FROM
+         (SELECT f.seq, f.id, f.mark, f.comment, f.ts_end, ${key} AS k FROM flows f WHERE ${
+        where.join(" AND ")
+      }
+          ORDER BY k ${dir}, f.seq ${dir} LIMIT ? OFFSET ?) AS p
+       JOIN flow_data d ON d.seq = p.seq ORDER BY p.k ${dir}, p.seq ${dir}`,
+    );
+    const flows: StoredFlow[] = [];
+    for (;;) {
+      const rows = stmt.all(...params, chunk, offset) as unknown as Row[];
+      for (const row of rows) {
+        offset++;
+        if (exact) flows.push(this.#load(row, withBodies));
+        else {
+          const candidate = filter!.needsBodies ? this.#load(row, true).flow : JSON.parse(row.json) as Flow;
+          const annotations = { marked: row.mark !== "", mark: row.mark, comment: row.comment };
+          if (filter!.match(candidate, annotations)) flows.push(this.#load(row, withBodies));
+        }
+        if (flows.length === limit) return { flows, cursor: `@${offset}` };
       }
       if (rows.length < chunk) return { flows };
     }
