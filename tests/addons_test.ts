@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { startProxy } from "../src/proxy/proxy.ts";
 import { defineAddon } from "../src/addons/types.ts";
 import http2 from "node:http2";
+import https from "node:https";
 import type { HttpFlow } from "../src/flows/flow.ts";
 
 async function curl(proxyPort: number, args: string[]): Promise<{ code: number; out: string; head: string }> {
@@ -176,6 +177,19 @@ Deno.test({
     });
     await new Promise<void>((r) => origin.listen(0, "127.0.0.1", () => r()));
     const originPort = (origin.address() as { port: number }).port;
+    // An HTTP/1.1-only origin: h2 streams from curl are translated (Http2ToHttp1Layer).
+    const h1Origin = https.createServer({ key, cert }, (req, res) => {
+      const path = req.url ?? "";
+      seen.push({ path, tag: req.headers["x-tag"] as string | undefined, version: req.httpVersion });
+      const answer = () => {
+        res.setHeader("content-type", "text/plain");
+        res.end(`hello from ${path}`);
+      };
+      if (path === "/slow") setTimeout(answer, 400);
+      else answer();
+    });
+    await new Promise<void>((r) => h1Origin.listen(0, "127.0.0.1", () => r()));
+    const h1Port = (h1Origin.address() as { port: number }).port;
 
     const addon = defineAddon({
       name: "h2-tagger",
@@ -267,9 +281,37 @@ Deno.test({
       assert.notEqual(killed.streamId, slow.streamId);
       assert.ok(!seen.some((s) => s.path === "/kill"), "the origin never saw the killed request");
       assert.equal(flows.find((f) => f.request.path === "/plain")?.request.httpVersion, "HTTP/2.0");
+
+      // The same through an HTTP/1.1-only origin: the client still speaks h2 (no downgrade).
+      const h1 = `https://127.0.0.1:${h1Port}`;
+      const t1 = await h2curl(["-D", "-", "-w", "\n%{http_version}", `${h1}/plain`]);
+      assert.equal(t1.code, 0, t1.err);
+      assert.match(t1.out, /^HTTP\/1\.1 200 Connection established\r\n\r\nHTTP\/2 200/);
+      assert.match(t1.out, /x-seen-by: green\r\n/);
+      assert.deepEqual(seen.at(-1), { path: "/plain", tag: "green", version: "1.1" });
+      const t2 = await h2curl(["-D", "-", `${h1}/rewrite`]);
+      assert.match(t2.out, new RegExp(`content-length: ${body.length}\\r\\n`));
+      assert.ok(t2.out.endsWith(`\r\n\r\n${body}`), t2.out);
+      const seenBefore = seen.length;
+      const t3 = await h2curl([`${h1}/local`]);
+      assert.equal(t3.out, "made locally over h2");
+      assert.equal(seen.length, seenBefore);
+      const t4 = await h2curl([
+        "-Z",
+        "-o",
+        `${dir}/slow1.txt`,
+        `${h1}/slow`,
+        "-o",
+        `${dir}/kill1.txt`,
+        `${h1}/kill`,
+      ]);
+      assert.notEqual(t4.code, 0);
+      assert.equal(await Deno.readTextFile(`${dir}/slow1.txt`), "hello from /slow");
+      assert.equal(seen.filter((s) => s.path === "/kill").length, 0);
     } finally {
       await proxy.close();
       await new Promise((r) => origin.close(r));
+      await new Promise((r) => h1Origin.close(r));
     }
   },
 });

@@ -308,7 +308,6 @@ Output:
                              matched by method, URL and body; identical
                              requests get the recorded answers in order, each
                              once. Hits and misses are printed at exit.
-                             Intercepted TLS clients are offered HTTP/1.1 only
   --server-replay-ignore-params NAME
                              leave this query parameter out of the match;
                              repeatable, or NAME,NAME

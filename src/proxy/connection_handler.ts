@@ -86,8 +86,8 @@ export interface ProxyContext {
   /** The head timeout for one client's HTTP layers (see `limits.ts`); none when absent. */
   headTimeout?: (client: ClientInfo) => HeadTimeout | undefined;
   /**
-   * Judges each HTTP/1 request before its server is contacted (server replay, addons; see
-   * request_hook.ts). While set, intercepted TLS clients are offered HTTP/1.1 only.
+   * Judges each HTTP request (HTTP/1 and each HTTP/2 stream) before its server is contacted
+   * (server replay, addons; see request_hook.ts).
    */
   requestHook?: RequestHook;
   /** Judges each held HTTP/1 response before the client gets it (addons; see request_hook.ts). */

@@ -56,6 +56,7 @@ import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flo
 import { appendRecordBody, emptyBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
 import { localAnswer } from "./http2_local_answer.ts";
+import type { LocalResponse, RequestChange, RequestVerdict, ResponseVerdict } from "./request_hook.ts";
 
 /** Options of {@link Http2ToHttp1Layer}. */
 export interface Http2ToHttp1LayerOptions {
@@ -83,6 +84,14 @@ export interface Http2ToHttp1LayerOptions {
   serverTimeout?: number;
   /** Where the proxy sums the codec counters of its HTTP/2 connections (`ProxyStats.http2`). */
   counters?: Http2Counters;
+  /**
+   * Hold each stream's request (head, and body up to `bodyLimit` or the stream window, whichever
+   * is less) for the request hook: `request-hook` with the stream's id, nothing sent upstream
+   * before the `hook-result` event for that stream. Other streams go on meanwhile.
+   */
+  requestHook?: boolean;
+  /** Hold each response (head, and body up to `bodyLimit`) for the response hook the same way. */
+  responseHook?: boolean;
 }
 
 /**
@@ -147,6 +156,22 @@ interface Exchange {
   retried: boolean;
   /** The rest of the request body has nowhere to go (the response came first). */
   abandoned: boolean;
+  /** The request hook's part: held while its body is read, asked, or null (given, or none). */
+  hook: "holding" | "asking" | null;
+  /** The request's header list as it came, and whether it ended with it (for a changed head). */
+  h2Headers: HeaderField[];
+  endAtHead: boolean;
+  /** Request body bytes held for the hook. */
+  heldBytes: number;
+  /** The response held for the response hook (nothing of it sent to the client yet). */
+  respHold: {
+    headers: HeaderField[];
+    chunks: Uint8Array[];
+    trailers: HeaderField[] | null;
+    end: boolean;
+    asking: boolean;
+    bytes: number;
+  } | null;
 }
 
 /** One HTTP/1.1 connection of the pool. */
@@ -313,6 +338,12 @@ export class Http2ToHttp1Layer implements Layer {
         this.#armed = null;
         this.#serverTimeouts(now, out);
         break;
+      case "hook-result":
+        if (event.stream !== undefined) this.#onVerdict(event.stream, event.verdict, now, out);
+        break;
+      case "response-hook-result":
+        if (event.stream !== undefined) this.#onResponseVerdict(event.stream, event.verdict, now, out);
+        break;
       default:
         break;
     }
@@ -407,6 +438,11 @@ export class Http2ToHttp1Layer implements Layer {
       responseDone: false,
       retried: false,
       abandoned: false,
+      hook: null,
+      h2Headers: headers,
+      endAtHead: endStream,
+      heldBytes: 0,
+      respHold: null,
     };
     this.#streams.set(streamId, ex);
     out.push({ type: "flow", event: "start", flow });
@@ -427,6 +463,12 @@ export class Http2ToHttp1Layer implements Layer {
       this.#answerLocally(ex, 502, this.#lastFailure, now, out);
       return;
     }
+    if (this.#o.requestHook) {
+      // Held (not queued) until the hook has spoken; the body collects in `pending`.
+      ex.hook = "holding";
+      if (endStream) this.#askHook(ex, out);
+      return;
+    }
     this.#queue.push(ex);
   }
 
@@ -442,6 +484,11 @@ export class Http2ToHttp1Layer implements Layer {
       ex.conn.progress = now;
     } else if (data.byteLength > 0) ex.pending.push(data.slice());
     if (end) this.#requestEnded(ex, now);
+    if (ex.hook === "holding") {
+      // Held bytes are not given back to the client's window: ask before it would shut.
+      ex.heldBytes += data.byteLength;
+      if (end || ex.heldBytes >= Math.min(this.#o.bodyLimit, STREAM_WINDOW)) this.#askHook(ex, out);
+    }
   }
 
   #requestEnded(ex: Exchange, now: number): void {
@@ -627,14 +674,29 @@ export class Http2ToHttp1Layer implements Layer {
           body: emptyBody(),
           timestampStart: now,
         };
-        ex.responseStarted = true;
         const done = conn.decoder.done;
+        out.push({ type: "flow", event: "update", flow: ex.flow });
+        if (this.#o.responseHook) {
+          ex.respHold = {
+            headers: [[":status", String(head.status)], ...responseFields(head.headers)],
+            chunks: [],
+            trailers: null,
+            end: false,
+            asking: false,
+            bytes: 0,
+          };
+          if (done) {
+            this.#responseEnded(conn, ex, now, out);
+            return;
+          }
+          continue;
+        }
+        ex.responseStarted = true;
         this.down.sendHeaders(
           ex.id,
           [[":status", String(head.status)], ...responseFields(head.headers)],
           done,
         );
-        out.push({ type: "flow", event: "update", flow: ex.flow });
         if (done) {
           this.#responseEnded(conn, ex, now, out);
           return;
@@ -647,10 +709,23 @@ export class Http2ToHttp1Layer implements Layer {
       // The last piece of a body without trailers carries END_STREAM (no empty DATA frame after).
       const endsHere = done && decoder.trailers.length === 0;
       const pieces = data.filter((piece) => piece.byteLength > 0);
+      const held = ex.respHold;
       pieces.forEach((piece, i) => {
         appendRecordBody(ex.flow.response!, piece, this.#o.bodyLimit);
-        this.down.sendData(ex.id, piece, endsHere && i === pieces.length - 1);
+        if (held) {
+          held.chunks.push(piece.slice());
+          held.bytes += piece.byteLength;
+        } else this.down.sendData(ex.id, piece, endsHere && i === pieces.length - 1);
       });
+      if (held && !done && !held.asking && held.bytes >= this.#o.bodyLimit) {
+        // Past the body limit: asked now, and the connection is not read until the verdict.
+        this.#askResponseHook(ex, out);
+        if (!conn.paused) {
+          conn.paused = true;
+          out.push({ type: "pause-reading", from: "server", conn: conn.id, paused: true });
+        }
+        return;
+      }
       if (endsHere && pieces.length > 0) {
         this.#responseEnded(conn, ex, now, out);
         return;
@@ -670,7 +745,15 @@ export class Http2ToHttp1Layer implements Layer {
   /** The response body is complete: trailers or END_STREAM to the client. */
   #finishBody(conn: Upstream, ex: Exchange, decoder: BodyDecoder, now: number, out: LayerCommand[]): void {
     const trailers = decoder.trailers;
-    if (trailers.length > 0) {
+    if (ex.respHold) {
+      if (trailers.length > 0) {
+        ex.flow.response!.trailers = trailers;
+        const fields = trailers.map(([n, v]): HeaderField => [n.toLowerCase(), v]).filter(([n]) =>
+          !NOT_IN_TRAILERS.has(n)
+        );
+        if (fields.length > 0) ex.respHold.trailers = fields;
+      }
+    } else if (trailers.length > 0) {
       ex.flow.response!.trailers = trailers;
       const fields = trailers.map(([n, v]): HeaderField => [n.toLowerCase(), v]).filter(([n]) =>
         !NOT_IN_TRAILERS.has(n)
@@ -702,6 +785,13 @@ export class Http2ToHttp1Layer implements Layer {
         conn.paused = false;
         out.push({ type: "pause-reading", from: "server", conn: conn.id, paused: false });
       }
+    }
+    const held = ex.respHold;
+    if (held) {
+      // The connection is free; the flow ends once the response hook's verdict is carried out.
+      held.end = true;
+      if (!held.asking) this.#askResponseHook(ex, out);
+      return;
     }
     this.#endFlow(ex, now, out);
   }
@@ -777,6 +867,199 @@ export class Http2ToHttp1Layer implements Layer {
 
   // ---- failures and the end ----------------------------------------------------------------
 
+  // ---- hooks -------------------------------------------------------------------------------
+
+  #askHook(ex: Exchange, out: LayerCommand[]): void {
+    ex.hook = "asking";
+    out.push({ type: "request-hook", flow: ex.flow, stream: ex.id });
+  }
+
+  /** Carries out the request hook's verdict on stream `id`'s held request. */
+  #onVerdict(id: number, verdict: RequestVerdict, now: number, out: LayerCommand[]): void {
+    const ex = this.#streams.get(id);
+    if (!ex || ex.hook !== "asking" || ex.flow.timestampEnd !== undefined) return;
+    ex.hook = null;
+    if (verdict === "kill") {
+      this.down.reset(ex.id, ErrorCode.CANCEL);
+      this.#fail(ex, "killed by the request hook", now, out);
+      return;
+    }
+    if (verdict !== undefined && !("change" in verdict)) {
+      if (verdict.replay) ex.flow.replay = verdict.replay;
+      ex.pending = [];
+      this.#sendMade(ex, verdict, now, out);
+      return;
+    }
+    if (verdict !== undefined) {
+      const problem = this.#applyRequestChange(ex, verdict.change);
+      if (problem) {
+        this.#answerLocally(
+          ex,
+          502,
+          `the request as an addon changed it cannot be sent: ${problem}`,
+          now,
+          out,
+        );
+        return;
+      }
+    }
+    this.#queue.push(ex);
+  }
+
+  /**
+   * Rebuilds a held request's HTTP/1.1 head from an addon's change (as an HTTP/2 header list
+   * first, then translated like any other); a replaced body gets its Content-Length. The stream
+   * still goes to this layer's upstream whatever host the change names (its Host field says it).
+   */
+  #applyRequestChange(ex: Exchange, change: RequestChange["change"]): string | undefined {
+    const r = ex.flow.request;
+    const defaultPort = r.scheme === "https" ? 443 : 80;
+    const bare = change.host.includes(":") ? `[${change.host}]` : change.host;
+    const authority = change.port === defaultPort ? bare : `${bare}:${change.port}`;
+    const path = change.path === "" ? "/" : change.path;
+    let fields = change.headers.map(([n, v]): [string, string] => [n.toLowerCase(), v]).filter(([n]) =>
+      !n.startsWith(":") && n !== "host"
+    );
+    let end = ex.endAtHead;
+    if (change.body !== undefined && ex.requestDone) {
+      fields = [...fields.filter(([n]) => n !== "content-length" && n !== "transfer-encoding"), [
+        "content-length",
+        String(change.body.byteLength),
+      ]];
+      ex.pending = change.body.byteLength > 0 ? [change.body] : [];
+      end = false;
+      r.body = {
+        content: change.body.slice(0, this.#o.bodyLimit),
+        size: change.body.byteLength,
+        truncated: change.body.byteLength > this.#o.bodyLimit,
+      };
+    }
+    const headers: HeaderField[] = [
+      [":method", change.method],
+      [":scheme", r.scheme],
+      [":authority", authority],
+      [":path", path],
+      ...fields,
+    ];
+    const translated = requestHead(headers, end, this.#o.server, change.method);
+    if (typeof translated === "string") return translated;
+    ex.head = translated.head;
+    ex.framing = translated.framing;
+    ex.method = change.method;
+    r.method = change.method;
+    r.host = change.host;
+    r.port = change.port;
+    r.path = path;
+    r.url = `${r.scheme}://${authority}${path}`;
+    r.headers = fields;
+    return undefined;
+  }
+
+  /** Answers a stream with a response a hook made; the flow ends without an error. */
+  #sendMade(ex: Exchange, made: LocalResponse, now: number, out: LayerCommand[]): void {
+    this.#queue = this.#queue.filter((q) => q !== ex);
+    if (ex.conn) {
+      const conn = ex.conn;
+      ex.conn = null;
+      this.#drop(conn, true, out);
+    }
+    ex.respHold = null;
+    const headOnly = ex.method === "HEAD" || made.status === 204 || made.status === 304;
+    const fields = made.headers.map(([n, v]): HeaderField => [n.toLowerCase(), v]).filter(([n]) =>
+      !n.startsWith(":") && !HOP_BY_HOP.has(n)
+    );
+    const body = headOnly ? EMPTY : made.body;
+    if (this.down.hasStream(ex.id)) {
+      ex.responseStarted = true;
+      if (
+        this.down.sendHeaders(ex.id, [[":status", String(made.status)], ...fields], body.byteLength === 0)
+      ) {
+        if (body.byteLength > 0) this.down.sendData(ex.id, body, true);
+      }
+    }
+    ex.flow.response = {
+      status: made.status,
+      reason: made.reason,
+      httpVersion: "HTTP/2.0",
+      headers: fields.map(([n, v]): [string, string] => [n, v]),
+      body: {
+        content: body.slice(0, this.#o.bodyLimit),
+        size: body.byteLength,
+        truncated: body.byteLength > this.#o.bodyLimit,
+      },
+      timestampStart: now,
+      timestampEnd: now,
+    };
+    ex.responseDone = true;
+    if (!ex.requestDone) ex.abandoned = true;
+    this.#endFlow(ex, now, out);
+  }
+
+  #askResponseHook(ex: Exchange, out: LayerCommand[]): void {
+    ex.respHold!.asking = true;
+    out.push({ type: "response-hook", flow: ex.flow, stream: ex.id });
+  }
+
+  /** Carries out the response hook's verdict on stream `id`'s held response. */
+  #onResponseVerdict(id: number, verdict: ResponseVerdict, now: number, out: LayerCommand[]): void {
+    const ex = this.#streams.get(id);
+    const held = ex?.respHold;
+    if (!ex || !held || !held.asking || ex.flow.timestampEnd !== undefined) return;
+    if (verdict === "kill") {
+      this.down.reset(ex.id, ErrorCode.CANCEL);
+      this.#detach(ex, out);
+      this.#fail(ex, "killed by an addon", now, out);
+      return;
+    }
+    if (verdict !== undefined && "respond" in verdict) {
+      this.#sendMade(ex, verdict.respond, now, out);
+      return;
+    }
+    const response = ex.flow.response!;
+    if (verdict !== undefined) {
+      const change = verdict.change;
+      let fields = change.headers.map(([n, v]): HeaderField => [n.toLowerCase(), v]).filter(([n]) =>
+        !n.startsWith(":") && !HOP_BY_HOP.has(n)
+      );
+      const noBody = ex.method === "HEAD" || change.status === 204 || change.status === 304;
+      if (change.body !== undefined && held.end && !noBody) {
+        fields = [...fields.filter(([n]) => n !== "content-length"), [
+          "content-length",
+          String(change.body.byteLength),
+        ]];
+        held.chunks = change.body.byteLength > 0 ? [change.body] : [];
+        response.body = {
+          content: change.body.slice(0, this.#o.bodyLimit),
+          size: change.body.byteLength,
+          truncated: change.body.byteLength > this.#o.bodyLimit,
+        };
+      }
+      held.headers = [[":status", String(change.status)], ...fields];
+      response.status = change.status;
+      response.reason = change.reason;
+      response.headers = change.headers;
+    }
+    ex.respHold = null;
+    ex.responseStarted = true;
+    const endNow = held.end && held.chunks.length === 0 && held.trailers === null;
+    this.down.sendHeaders(ex.id, held.headers, endNow);
+    held.chunks.forEach((chunk, i) => {
+      this.down.sendData(ex.id, chunk, held.end && held.trailers === null && i === held.chunks.length - 1);
+    });
+    if (held.end) {
+      if (held.trailers !== null) this.down.sendTrailers(ex.id, held.trailers);
+      else if (!endNow && held.chunks.length === 0) this.down.sendData(ex.id, EMPTY, true);
+      this.#endFlow(ex, now, out);
+      return;
+    }
+    // The rest of the body streams on as it comes.
+    const conn = ex.conn;
+    if (conn && conn.paused) {
+      conn.paused = false;
+      out.push({ type: "pause-reading", from: "server", conn: conn.id, paused: false });
+    }
+  }
+
   #clientGone(message: string, now: number, out: LayerCommand[]): void {
     for (const ex of [...this.#streams.values()]) this.#fail(ex, message, now, out);
     this.#closeAll(out, false);
@@ -810,6 +1093,8 @@ export class Http2ToHttp1Layer implements Layer {
 
   #fail(ex: Exchange, message: string, now: number, out: LayerCommand[]): void {
     ex.pending = [];
+    ex.hook = null;
+    ex.respHold = null;
     if (ex.flow.timestampEnd === undefined) ex.flow.error = { message, timestamp: now };
     this.#endFlow(ex, now, out);
   }
@@ -842,13 +1127,14 @@ export class Http2ToHttp1Layer implements Layer {
   #flush(now: number, out: LayerCommand[]): void {
     if (this.#done) return;
     for (const ex of [...this.#streams.values()]) {
-      const waiting = ex.conn === null && !ex.abandoned && ex.flow.timestampEnd === undefined;
+      const waiting = ex.conn === null && !ex.abandoned && ex.flow.timestampEnd === undefined &&
+        !(ex.respHold && ex.requestDone);
       if (ex.owed > 0 && !waiting) {
         this.down.consume(ex.id, ex.owed);
         ex.owed = 0;
       }
       const conn = ex.conn;
-      if (conn && conn.paused && this.down.bufferedData(ex.id) <= PAUSE_AT / 2) {
+      if (conn && conn.paused && !ex.respHold && this.down.bufferedData(ex.id) <= PAUSE_AT / 2) {
         conn.paused = false;
         out.push({ type: "pause-reading", from: "server", conn: conn.id, paused: false });
       }

@@ -656,3 +656,83 @@ Deno.test("h2→h1: the client side's codec counters are summed into the proxy's
   assert.ok(rig.clientClosed);
   assert.deepEqual(counters.snapshot().client, live.client, "the ended connection's counters are kept");
 });
+
+Deno.test("h2→h1 hooks: requests held per stream; one changed and sent while another waits, then killed; response replaced", () => {
+  const r = new Rig({ requestHook: true, responseHook: true });
+  r.connect(1);
+  const asked = () =>
+    r.commands.filter((c): c is Extract<LayerCommand, { type: "request-hook" | "response-hook" }> =>
+      c.type === "request-hook" || c.type === "response-hook"
+    );
+  const a = r.request([[":method", "POST"], [":scheme", "https"], [":authority", "origin.test"], [
+    ":path",
+    "/up",
+  ]], false);
+  r.client.sendData(a, bytes("hello"), true);
+  r.pump();
+  const b = r.request(get("/b", [["accept", "*/*"]]));
+  assert.deepEqual(asked().map((c) => [c.type, c.stream]), [["request-hook", a], ["request-hook", b]]);
+  assert.equal(r.take(1), "", "nothing upstream before a verdict");
+  assert.equal(latin1(asked()[0]!.flow.request.body.content), "hello");
+
+  r.event({
+    type: "hook-result",
+    stream: b,
+    now: ++r.now,
+    verdict: {
+      change: {
+        method: "GET",
+        host: "origin.test",
+        port: 443,
+        path: "/b2",
+        headers: [["Accept", "*/*"], ["X-Tag", "blue"]],
+      },
+    },
+  });
+  r.pump();
+  assert.equal(r.take(1), "GET /b2 HTTP/1.1\r\nhost: origin.test\r\naccept: */*\r\nx-tag: blue\r\n\r\n");
+
+  r.event({ type: "hook-result", stream: a, now: ++r.now, verdict: "kill" });
+  r.pump();
+  assert.deepEqual(r.of("reset").map((e) => [e.streamId, e.code]), [[a, ErrorCode.CANCEL]]);
+
+  r.answer(1, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nworld");
+  assert.equal(r.of("headers", b).length, 0, "the response waits for the response hook");
+  assert.deepEqual(asked().map((c) => [c.type, c.stream]).at(-1), ["response-hook", b]);
+  r.event({
+    type: "response-hook-result",
+    stream: b,
+    now: ++r.now,
+    verdict: {
+      change: { status: 200, reason: "OK", headers: [["Content-Length", "5"]], body: bytes("WORLD!!") },
+    },
+  });
+  r.pump();
+  assert.deepEqual(r.of("headers", b)[0]!.headers, [[":status", "200"], ["content-length", "7"]]);
+  assert.equal(r.body(b), "WORLD!!");
+  const ended = r.flows.filter((f) => f.event === "end").map((f) => f.flow);
+  assert.match(ended.find((f) => f.streamId === a)!.error!.message, /killed/);
+  assert.equal(ended.find((f) => f.streamId === b)!.error, undefined);
+  assert.equal(r.clientClosed, false);
+});
+
+Deno.test("h2→h1 hooks: a local answer never reaches the upstream", () => {
+  const r = new Rig({ requestHook: true });
+  r.connect(1);
+  const id = r.request(get("/local"));
+  r.event({
+    type: "hook-result",
+    stream: id,
+    now: ++r.now,
+    verdict: {
+      status: 418,
+      reason: "I'm a teapot",
+      headers: [["Content-Type", "text/plain"]],
+      body: bytes("tea"),
+    },
+  });
+  r.pump();
+  assert.equal(r.take(1), "");
+  assert.deepEqual(r.of("headers", id)[0]!.headers, [[":status", "418"], ["content-type", "text/plain"]]);
+  assert.equal(r.body(id), "tea");
+});

@@ -223,9 +223,8 @@ export interface ProxyOptions {
    */
   requestHook?: RequestHook;
   /**
-   * Answers requests from a recording (see src/flows/server_replay.ts). While it (or a
-   * `requestHook`) is set, intercepted TLS clients are offered HTTP/1.1 only: the hook runs in
-   * the HTTP/1 layer.
+   * Answers requests from a recording (see src/flows/server_replay.ts), over HTTP/1 and HTTP/2
+   * alike (the request hook runs per stream in the HTTP/2 layers).
    */
   serverReplay?: ServerReplay;
   /**
