@@ -17,6 +17,7 @@ import {
 import { DEFAULT_SERVER_TIMEOUT } from "../proxy/http1_layer.ts";
 import type { WireGuardLimits } from "../proxy/proxy.ts";
 import { compileFilter, FilterSyntaxError } from "../flows/filter.ts";
+import { BUILTINS, checkBuiltinSettings } from "../addons/builtins/index.ts";
 
 /** Runs kept under `<confdir>/flows/` when `--store` is not given. */
 export const KEPT_RUNS = 10;
@@ -120,6 +121,10 @@ export interface CliOptions {
   verbose: boolean;
   /** Whether `--help` was given. */
   help: boolean;
+  /** `-s FILE` (repeatable): addon modules to load, in order (see src/addons). */
+  scripts: string[];
+  /** `--set name=value` (repeatable): values of the addons' options. */
+  sets: string[];
   /** Whether `--version` was given. */
   version: boolean;
   /** A command to run instead of the proxy. */
@@ -134,6 +139,11 @@ export interface CliOptions {
   web?: { hostname: string; port: number };
   /** `--web-password`: a fixed secret for the web UI instead of a random token per run. */
   webPassword?: string;
+  /**
+   * The built-in addons' flags (`--block-list`, `--map-remote`, ...) as option settings
+   * (`block_list=|~d ads|404`), checked; src/addons/builtins/ loads the addons they name.
+   */
+  builtinSettings: string[];
 }
 
 /** The server replay flags. */
@@ -269,6 +279,42 @@ WireGuard data plane (per peer; refusals are counted and logged):
                              of the core's 4096; past it new connections are
                              reset (default: 1024)
   (open TCP connections per peer follow --max-connections-per-client)
+
+Addons (see README "Addons"):
+  -s, --scripts FILE         load the addons a TypeScript/JavaScript module
+                             exports; repeatable, run in order; reloaded when
+                             the file changes (a broken version is logged and
+                             the old one kept). With --help: list their options
+  --set NAME=VALUE           set an addon option; repeatable (a list option
+                             takes every value given)
+
+Built-in addons (mitmproxy's syntax: the first character separates the parts,
+FILTER in the filter language and optional where shown in [ ]; repeatable):
+  --block-list |FILTER|STATUS
+                             answer matching requests with STATUS and no body;
+                             444 closes the connection without an answer
+  --allow-list HOST          only these hosts reach the internet: HOST and its
+                             subdomains, *.HOST only subdomains, or an IP
+                             address; others get a 403 block page (HTTP, HTTPS),
+                             NXDOMAIN (DNS) or a refused connection (TLS passed
+                             through, other TCP and UDP)
+  --map-local [|FILTER]|URL-REGEX|PATH
+                             answer matching URLs from a file, or a directory
+                             (the file by the rest of the URL path; 404 when
+                             missing; paths leading out of it refused)
+  --map-remote [|FILTER]|REGEX|REPLACEMENT
+                             rewrite matching URLs before they go upstream
+                             (Python re.sub: \\1, \\g<name>)
+  --modify-headers [|FILTER]|NAME|VALUE
+                             set header NAME (~q requests, ~s responses, no
+                             filter both); empty VALUE removes; @FILE reads it
+  --modify-body [|FILTER]|REGEX|REPLACEMENT
+                             replace in bodies, as bytes; @FILE for the
+                             replacement's bytes
+  --anticache                drop If-None-Match and If-Modified-Since
+  --anticomp                 ask servers not to compress (Accept-Encoding)
+  --stickycookie FILTER      remember Set-Cookie and send the cookies on with
+                             matching requests
 
 Flows:
   --store FILE               record flows in this SQLite flow store (default: a
@@ -420,6 +466,8 @@ export function parseFlags(args: string[]): CliOptions {
         quiet: { type: "boolean", short: "q" },
         verbose: { type: "boolean", short: "v" },
         help: { type: "boolean", short: "h" },
+        scripts: { type: "string", short: "s", multiple: true },
+        set: { type: "string", multiple: true },
         version: { type: "boolean" },
         "server-replay": { type: "string" },
         "server-replay-ignore-params": { type: "string", multiple: true },
@@ -431,6 +479,7 @@ export function parseFlags(args: string[]): CliOptions {
         "client-replay-filter": { type: "string" },
         "client-replay-concurrency": { type: "string" },
         "keep-serving": { type: "boolean" },
+        ...builtinFlagOptions(),
       },
     });
   } catch (e) {
@@ -492,7 +541,13 @@ export function parseFlags(args: string[]): CliOptions {
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
     help: values.help ?? false,
+    scripts: (values.scripts ?? []).map((f) => checkReadable(f, "-s")),
+    sets: (values.set ?? []).map((pair) => {
+      if (!/^[A-Za-z][A-Za-z0-9_]*=/.test(pair)) throw new UsageError(`--set wants name=value, got ${pair}`);
+      return pair;
+    }),
     version: values.version ?? false,
+    builtinSettings: builtinSettingsOf(values),
   };
   parseReplayFlags(options, values);
   if (values["wg-endpoint"] !== undefined) {
@@ -938,4 +993,28 @@ function parseProxyAuth(text: string): { username: string; password: string } {
     throw new UsageError(`--proxyauth takes USER:PASS, each 1 to 255 bytes (got "${text}")`);
   }
   return { username, password };
+}
+
+/**
+ * The parseArgs declarations of the built-in addons' flags (`--anticache` alone; others
+ * repeatable). Typed as adding nothing: {@link builtinSettingsOf} reads their values by name.
+ */
+function builtinFlagOptions(): Record<never, never> {
+  return Object.fromEntries(
+    BUILTINS.map((
+      b,
+    ) => [b.flag.slice(2), b.boolean ? { type: "boolean" } : { type: "string", multiple: true }]),
+  );
+}
+
+/** The built-in addons' flags as checked `option=value` settings (see src/addons/builtins/). */
+function builtinSettingsOf(values: Record<string, unknown>): string[] {
+  const pairs = BUILTINS.flatMap((b) => {
+    const v = values[b.flag.slice(2)];
+    if (b.boolean) return v === true ? [`${b.option}=true`] : [];
+    return ((v as string[] | undefined) ?? []).map((x) => `${b.option}=${x}`);
+  });
+  const problem = checkBuiltinSettings(pairs);
+  if (problem) throw new UsageError(problem);
+  return pairs;
 }

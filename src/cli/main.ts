@@ -23,6 +23,7 @@ import { HarSpool } from "../flows/har_file.ts";
 import { FlowLogWriter } from "../flows/json_lines.ts";
 import { exportCommand } from "./export_command.ts";
 import { copySavedRun } from "./copy_run.ts";
+import { builtinAddons } from "../addons/builtins/index.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import {
@@ -330,6 +331,10 @@ async function run(options: CliOptions): Promise<number> {
       ...(options.upstreamAuth !== undefined ? { upstreamAuth: options.upstreamAuth } : {}),
       ...(options.proxyAuth ? { proxyAuth: options.proxyAuth } : {}),
       quic: options.quic,
+      // The built-in addons the flags ask for (src/addons/builtins/), with their settings.
+      ...(options.builtinSettings.length > 0
+        ? { addons: builtinAddons(options.builtinSettings), addonOptions: options.builtinSettings }
+        : {}),
       onLog: (event) => {
         if (options.quiet && event.level !== "error") return;
         if (!options.verbose && (event.level === "debug" || event.level === "info")) return;
