@@ -203,7 +203,10 @@ function guarded(
     server: { address: destination ?? { hostname: "", port: 0 } },
   });
   const addons = outer.addons;
-  const ctx = addons ? { ...outer, connect: hookedConnect(outer, resources.info, addons) } : outer;
+  // Server connections whose `serverDisconnected` has not run yet: a TLS socket closes its TCP
+  // stream a little after the layers are done, so they are all told before `clientDisconnected`.
+  const stillOpen = new Set<() => Promise<void>>();
+  const ctx = addons ? { ...outer, connect: hookedConnect(outer, resources.info, addons, stillOpen) } : outer;
   const fail = () => {
     resources.closeAll();
     client.close(true);
@@ -223,6 +226,7 @@ function guarded(
       ctx.bus.log("error", `${describe}: ${describeError(e)}`);
       fail();
     } finally {
+      for (const disconnected of [...stillOpen]) await disconnected();
       if (addons?.has("clientDisconnected")) {
         await addons.run({ hook: "clientDisconnected", payload: resources.info });
       }
@@ -239,6 +243,7 @@ function hookedConnect(
   ctx: ProxyContext,
   info: ConnectionInfo & { server: ServerInfo },
   addons: ConnectionAddons,
+  stillOpen: Set<() => Promise<void>>,
 ): ProxyContext["connect"] {
   const before = addons.has("serverConnect");
   const up = addons.has("serverConnected");
@@ -267,12 +272,14 @@ function hookedConnect(
     if (up) await addons.run({ hook: "serverConnected", payload: server });
     if (!down) return opened;
     const stream = opened.stream;
-    let closed = false;
+    const disconnected = () => {
+      stillOpen.delete(disconnected);
+      return addons.run({ hook: "serverDisconnected", payload: server });
+    };
+    stillOpen.add(disconnected);
     const close = (reset: boolean) => {
       stream.close(reset);
-      if (closed) return;
-      closed = true;
-      void addons.run({ hook: "serverDisconnected", payload: server });
+      if (stillOpen.has(disconnected)) void disconnected();
     };
     return { remote: opened.remote, stream: { ...withReads(stream, () => stream.read()), close } };
   };
