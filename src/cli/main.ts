@@ -25,6 +25,7 @@ import { exportCommand } from "./export_command.ts";
 import { copySavedRun } from "./copy_run.ts";
 import { builtinAddons } from "../addons/builtins/index.ts";
 import { primaryHostAddress } from "./host_address.ts";
+import { type AddonLog, AddonManager } from "../addons/manager.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
 import {
   checkClientReplayFile,
@@ -58,7 +59,15 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (options.help) {
-    console.log(USAGE);
+    // With -s: the loaded addons' options too (a file that cannot be loaded is one line, exit 2).
+    let addonHelp = "";
+    try {
+      if (options.scripts.length > 0) addonHelp = addonOptionsHelp(await loadAddons(options, () => {}));
+    } catch (e) {
+      console.error(`wirescope: ${(e as Error).message}`);
+      return 2;
+    }
+    console.log(USAGE + addonHelp);
     return 0;
   }
   if (options.version) {
@@ -305,6 +314,14 @@ async function run(options: CliOptions): Promise<number> {
   }
   // From before the ports open: a stop asked for while starting must not end the process by the
   // signal's default action (exit 130/143, files unflushed).
+  // Addon files (-s) and --set values: loaded before anything is opened (a broken file: exit 2).
+  const addonManager = await loadAddons(options, (level, message) => {
+    if (options.quiet && level !== "error") return;
+    if (!options.verbose && (level === "debug" || level === "info")) return;
+    console.error(formatLogLine({ level, message }, color));
+  });
+  // From before the ports open: a stop asked for while starting must not end the process by the
+  // signal's default action (exit 130/143, files unflushed).
   const stop = catchStopSignals();
   const store = await openStore(options);
   let proxy: ProxyHandle;
@@ -335,6 +352,8 @@ async function run(options: CliOptions): Promise<number> {
       ...(options.builtinSettings.length > 0
         ? { addons: builtinAddons(options.builtinSettings), addonOptions: options.builtinSettings }
         : {}),
+      // With -s or --set: one manager holding the built-ins first, then the files (replaces the above).
+      ...(addonManager ? { addons: addonManager } : {}),
       onLog: (event) => {
         if (options.quiet && event.level !== "error") return;
         if (!options.verbose && (event.level === "debug" || event.level === "info")) return;
@@ -345,6 +364,8 @@ async function run(options: CliOptions): Promise<number> {
     await store?.close();
     throw new StartError((e as Error).message);
   }
+  // Files that change are loaded again while traffic flows (the old version stays on an error).
+  addonManager?.watch();
   const closeStore = async () => {
     if (!store) return;
     await store.close();
@@ -640,4 +661,36 @@ async function serverModeOf(
         : {}),
     },
   };
+}
+/**
+ * The addon manager of `-s` files and `--set` values, with the built-in addons the flags ask for
+ * first; none without `-s` or `--set`. A file that cannot be loaded, or an option no addon
+ * declares or a value of the wrong type, is a {@link StartError} (one line, exit 2).
+ */
+async function loadAddons(options: CliOptions, log: AddonLog): Promise<AddonManager | undefined> {
+  if (options.scripts.length === 0 && options.sets.length === 0) return undefined;
+  const manager = new AddonManager({ log });
+  try {
+    manager.add(builtinAddons(options.builtinSettings));
+    for (const file of options.scripts) await manager.addFile(file);
+    manager.set([...options.builtinSettings, ...options.sets]);
+    manager.checkOptions();
+  } catch (e) {
+    throw new StartError((e as Error).message);
+  }
+  return manager;
+}
+
+/** The `--help` lines for the options of the addons `manager` loaded. */
+function addonOptionsHelp(manager: AddonManager | undefined): string {
+  const declared = manager?.describeOptions() ?? [];
+  if (declared.length === 0) return "\nThe loaded addons declare no options.\n";
+  const lines = ["", "Options of the loaded addons (--set NAME=VALUE):"];
+  for (const o of declared) {
+    const shown = Array.isArray(o.default) ? o.default.join(",") : String(o.default);
+    lines.push(
+      `  ${o.name} (${o.type}, ${o.owner})`.padEnd(29) + ` ${o.help} (default: ${JSON.stringify(shown)})`,
+    );
+  }
+  return lines.join("\n") + "\n";
 }
