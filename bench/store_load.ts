@@ -33,14 +33,14 @@ async function run(cmd: string, cmdArgs: string[]): Promise<void> {
 }
 
 /** CPU time (user + system, all threads) of a process so far, in ms. */
-function cpuMs(pid: number, thread = false, path?: string): number {
-  // With `thread`, the main thread alone (its task id is the process id).
+function cpuMs(pid: number, thread = false, path?: string, part: "all" | "system" = "all"): number {
+  // With `thread`, the main thread alone (its task id is the process id); `system`: kernel time only.
   const stat = Deno.readTextFileSync(
     path ?? (thread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`),
   );
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // utime and stime are fields 14 and 15 (1-based) of the whole line, in clock ticks (100 Hz).
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return ((part === "system" ? 0 : Number(fields[11])) + Number(fields[12])) * 10;
 }
 
 /** CPU time (ms) of the threads of `pid` whose name starts with `prefix` (e.g. "worker-"). */
@@ -107,6 +107,8 @@ try {
     rate: number;
     cpu: number;
     main: number;
+    /** Of `main`, the kernel's part (socket writes and reads, waking other threads). */
+    mainSystem: number;
     worker: number;
     others: number;
   }
@@ -181,6 +183,7 @@ try {
       await curl(1000); // warm-up: connections, certificates, JIT
       const cpu0 = cpuMs(proxy.pid);
       const main0 = cpuMs(proxy.pid, true);
+      const mainSystem0 = cpuMs(proxy.pid, true, undefined, "system");
       const worker0 = threadsCpuMs(proxy.pid, "worker-");
       const origin0 = cpuMs(origin.pid);
       const { rate, curlMs } = await curl(REQUESTS);
@@ -191,6 +194,7 @@ try {
         rate,
         cpu: per(cpuMs(proxy.pid) - cpu0),
         main: per(cpuMs(proxy.pid, true) - main0),
+        mainSystem: per(cpuMs(proxy.pid, true, undefined, "system") - mainSystem0),
         worker: per(threadsCpuMs(proxy.pid, "worker-") - worker0),
         others: per(curlMs + cpuMs(origin.pid) - origin0),
       };
@@ -204,6 +208,7 @@ try {
   const on: Figures[] = [];
   const show = (x: Figures) =>
     `${x.rate.toFixed(0)} req/s, proxy ${x.cpu.toFixed(0)} µs CPU/req (main thread ${x.main.toFixed(0)}, ` +
+    `${x.mainSystem.toFixed(0)} of it in the kernel, ` +
     `store worker ${x.worker.toFixed(0)}), curl + origin ${x.others.toFixed(0)}`;
   for (let i = 0; i < ROUNDS; i++) {
     // Which goes first alternates: a machine that gets busier or quieter favours neither.
@@ -219,15 +224,13 @@ try {
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const m = (rs: Figures[], key: keyof Figures) => median(rs.map((r) => r[key]));
   const a = m(off, "rate"), b = m(on, "rate");
-  console.log(
-    `CPU per request (medians, µs): store off: proxy ${m(off, "cpu").toFixed(0)} (main thread ${
-      m(off, "main").toFixed(0)
-    }), curl + origin ${m(off, "others").toFixed(0)}; store on: proxy ${
-      m(on, "cpu").toFixed(0)
-    } (main thread ${m(on, "main").toFixed(0)}, store worker ${m(on, "worker").toFixed(0)}), curl + origin ${
-      m(on, "others").toFixed(0)
-    }`,
-  );
+  const cpu = (rs: Figures[]) =>
+    `proxy ${m(rs, "cpu").toFixed(0)} (main thread ${m(rs, "main").toFixed(0)}, ${
+      m(rs, "mainSystem").toFixed(0)
+    } of it in the kernel; store worker ${m(rs, "worker").toFixed(0)}), curl + origin ${
+      m(rs, "others").toFixed(0)
+    }`;
+  console.log(`CPU per request (medians, µs): store off: ${cpu(off)}; store on: ${cpu(on)}`);
   // Each round's on/off ratio: the two runs of a round are next to each other in time.
   const ratios = on.map((r, i) => r.rate / off[i]!.rate);
   console.log(
