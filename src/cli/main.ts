@@ -23,7 +23,7 @@ import { HarSpool } from "../flows/har_file.ts";
 import { FlowLogWriter } from "../flows/json_lines.ts";
 import { exportCommand } from "./export_command.ts";
 import { copySavedRun } from "./copy_run.ts";
-import { builtinAddons } from "../addons/builtins/index.ts";
+import { builtinAddons, checkBuiltinSettings } from "../addons/builtins/index.ts";
 import { primaryHostAddress } from "./host_address.ts";
 import { type AddonLog, AddonManager } from "../addons/manager.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
@@ -671,7 +671,14 @@ async function loadAddons(options: CliOptions, log: AddonLog): Promise<AddonMana
   if (options.scripts.length === 0 && options.sets.length === 0) return undefined;
   const manager = new AddonManager({ log });
   try {
-    manager.add(builtinAddons(options.builtinSettings));
+    // `--set block_list=...` loads a built-in as its flag would (and is checked the same way).
+    const problem = checkBuiltinSettings(options.sets);
+    if (problem) {
+      throw new Error(
+        problem.replace(/^--[a-z-]+ /, (flag) => `--set ${flag.slice(2, -1).replace(/-/g, "_")}=`),
+      );
+    }
+    manager.add(builtinAddons([...options.builtinSettings, ...options.sets]));
     for (const file of options.scripts) await manager.addFile(file);
     manager.set([...options.builtinSettings, ...options.sets]);
     manager.checkOptions();
