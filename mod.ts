@@ -75,6 +75,21 @@ export type {
 } from "./src/flows/flow.ts";
 export { CertificateAuthority, namesFromCertificate } from "./src/certs/mod.ts";
 export type { Leaf, LeafHost } from "./src/certs/mod.ts";
+export { defineAddon } from "./src/addons/types.ts";
+export type {
+  Addon,
+  AddonContext,
+  AddonModule,
+  BodyTransform,
+  HeaderList,
+  HttpFlowHandle,
+  HttpRequestHandle,
+  HttpResponseHandle,
+  OptionSpec,
+  OptionType,
+  OptionValue,
+} from "./src/addons/types.ts";
+export { AddonError, AddonManager } from "./src/addons/manager.ts";
 export { flowToHarEntry } from "./src/flows/har.ts";
 export { HarRecorder, HarSpool } from "./src/flows/har_file.ts";
 export { FlowLogWriter, flowToJson } from "./src/flows/json_lines.ts";
