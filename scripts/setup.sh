@@ -20,6 +20,8 @@ packages=(
   # browser checks (tests/chromium_h2_test.ts, tests/quic_e2e_test.ts): headless Chromium, and
   # certutil to make it trust the proxy's CA in a throwaway NSS database
   chromium libnss3-tools
+  # web UI tests (tests/web_wireguard_test.ts): zbarimg decodes the peers' QR codes
+  zbar-tools
   # upstream chaining tests (tests/upstream_reverse_e2e_test.ts): a real HTTP proxy and SOCKS5 server
   tinyproxy microsocks
 )

@@ -14,7 +14,7 @@ import type { Flow, HttpFlow } from "../flows/flow.ts";
 import type { RequestHook, RequestVerdict, ResponseHook, ResponseVerdict } from "../proxy/request_hook.ts";
 import type { HttpVerdict } from "./flow_handle.ts";
 import type { AddonManager } from "./manager.ts";
-import type { EventHookName } from "./types.ts";
+import type { EventHookName, WireGuardPeerEvent } from "./types.ts";
 import type { AddonCall } from "../proxy/layer.ts";
 
 /** The hooks to hand to the proxy for `manager`'s addons (absent ones when no addon has them). */
@@ -84,5 +84,36 @@ export function addonRunner(
   return {
     has: (hook) => manager.has(hook),
     run: (call) => manager.trigger(call.hook, call.payload as never),
+  };
+}
+
+/**
+ * The listener's peer notices as `wireguardPeer` calls: each handshake, `online` with the first
+ * handshake of a peer not online, `offline` when its session expires. Calls run one after
+ * another. Null when no addon has the hook.
+ */
+export function wireguardPeerNotices(
+  runner: ReturnType<typeof addonRunner>,
+): ((e: { publicKey: string; endpoint?: string; kind: "handshake" | "expired" }) => void) | null {
+  if (!runner?.has("wireguardPeer")) return null;
+  const online = new Set<string>();
+  let chain: Promise<void> = Promise.resolve();
+  return (e) => {
+    const events: WireGuardPeerEvent["event"][] = [];
+    if (e.kind === "handshake") {
+      events.push("handshake");
+      if (!online.has(e.publicKey)) events.push("online");
+      online.add(e.publicKey);
+    } else if (online.delete(e.publicKey)) {
+      events.push("offline");
+    }
+    for (const event of events) {
+      const payload: WireGuardPeerEvent = {
+        publicKey: e.publicKey,
+        ...(e.endpoint ? { endpoint: e.endpoint } : {}),
+        event,
+      };
+      chain = chain.then(() => runner.run({ hook: "wireguardPeer", payload }));
+    }
   };
 }

@@ -312,8 +312,6 @@ async function run(options: CliOptions): Promise<number> {
   } catch (e) {
     throw new StartError(`--client-replay: ${(e as Error).message}`);
   }
-  // From before the ports open: a stop asked for while starting must not end the process by the
-  // signal's default action (exit 130/143, files unflushed).
   // Addon files (-s) and --set values: loaded before anything is opened (a broken file: exit 2).
   const addonManager = await loadAddons(options, (level, message) => {
     if (options.quiet && level !== "error") return;
@@ -433,6 +431,18 @@ async function run(options: CliOptions): Promise<number> {
         hostname: options.web.hostname,
         port: options.web.port,
         ...(options.webPassword !== undefined ? { password: options.webPassword } : {}),
+        // The WireGuard page: the first WireGuard mode's peers, whose configs were written above.
+        ...(files && proxy.wireguard[0]
+          ? {
+            wireguard: await WireGuardAdmin.open({
+              listener: proxy.wireguard[0],
+              confdir: options.confdir,
+              stateFile: files.stateFile,
+              endpoint: files.endpoint,
+              peers: options.peers,
+            }),
+          }
+          : {}),
         onLog: (level, message) => {
           if (options.verbose || (level !== "info" && !options.quiet)) console.error(`wirescope: ${message}`);
         },
@@ -557,9 +567,10 @@ async function writeClientFiles(options: CliOptions, proxy: ProxyHandle): Promis
   }
   const port = options.wgEndpoint?.port ?? addr.port;
   const endpoint = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-  const state = await loadWireGuardState(first.keyFile ?? `${options.confdir}/wireguard.json`, options.peers);
+  const stateFile = first.keyFile ?? `${options.confdir}/wireguard.json`;
+  const state = await loadWireGuardState(stateFile, options.peers);
   const paths = await writeClientConfigs(options.confdir, state, options.peers, endpoint);
-  return { state, endpoint, paths };
+  return { state, endpoint, paths, stateFile };
 }
 
 async function printBanner(

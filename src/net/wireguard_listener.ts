@@ -107,6 +107,32 @@ export interface WireGuardStats extends CoreStats, StackDriverStats {
   /** Datagrams received but dropped because the main thread fell behind (receive ring full). */
   receiveDrops: number;
 }
+/** One peer as {@link WireGuardListener.peerStates} reports it. */
+export interface WireGuardPeerState {
+  /** The peer's public key (base64). */
+  publicKey: string;
+  /** Where its datagrams last came from (`host:port`), null before any. */
+  endpoint: string | null;
+  /** Its allowed prefixes (empty for a peer that learns its addresses). */
+  allowedIps: string[];
+  /** Addresses a peer without `allowedIps` has taken. */
+  addresses: string[];
+  /** Handshakes completed. */
+  handshakes: number;
+  /** When the last one completed (ms since the epoch), absent before any. */
+  lastHandshake?: number;
+  /**
+   * A session is up: a handshake completed less than 180 s ago (WireGuard's reject-after time)
+   * and the core has not reported its session expired since.
+   */
+  online: boolean;
+  /** Tunnel bytes received from it and sent to it. */
+  rxBytes: number;
+  txBytes: number;
+}
+
+/** WireGuard refuses a session this long after its handshake (Reject-After-Time), ms. */
+const SESSION_MS = 180_000;
 /** Bytes of each datagram ring between the main thread and the socket worker. */
 const RING_BYTES = 2 << 20;
 /** Batches of datagrams taken per wake-up in direct mode before other work gets a turn. */
@@ -150,6 +176,14 @@ export class WireGuardListener extends StackDriver {
   #peerEndpointBytes = new Map<number, Uint8Array>();
   /** The endpoint bytes of the datagram being processed (valid only during it). */
   #from: Uint8Array | null = null;
+  /** Each peer's last completed handshake (ms since the epoch) and whether its session ended since. */
+  #sessions = new Map<number, { at: number; expired: boolean }>();
+  /**
+   * Told when a peer completes a handshake or its session expires (the addons' `wireguardPeer`);
+   * `endpoint` is its outer address as `host:port` when known.
+   */
+  onPeerEvent: ((event: { publicKey: string; endpoint?: string; kind: "handshake" | "expired" }) => void) | null =
+    null;
 
   /** Use {@link listenWireGuard}. */
   constructor(options: ListenWireGuardOptions) {
@@ -269,8 +303,55 @@ export class WireGuardListener extends StackDriver {
     this.#peerIds.delete(canonical);
     this.#peers.delete(id);
     this.#peerEndpointBytes.delete(id);
+    this.#sessions.delete(id);
     this.drain();
     return true;
+  }
+
+  /** Each peer: its key, endpoint, addresses, handshakes, whether a session is up, bytes each way. */
+  peerStates(): WireGuardPeerState[] {
+    const now = Date.now();
+    return this.core.stats().peers.flatMap((p) => {
+      const known = this.#peers.get(p.id);
+      if (!known) return [];
+      const session = this.#sessions.get(p.id);
+      return [{
+        publicKey: known.publicKey,
+        endpoint: p.endpoint,
+        allowedIps: p.allowedIps,
+        addresses: p.addresses,
+        handshakes: p.handshakes,
+        ...(session ? { lastHandshake: session.at } : {}),
+        online: session !== undefined && !session.expired && now - session.at < SESSION_MS,
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes,
+      }];
+    });
+  }
+
+  /** @internal Notes when sessions start and end (for {@link peerStates}). */
+  override peerEvent(peer: number, what = 0): void {
+    if (what === PeerEventKind.HandshakeComplete) {
+      this.#sessions.set(peer, { at: Date.now(), expired: false });
+    } else if (what === PeerEventKind.Expired) {
+      const s = this.#sessions.get(peer);
+      if (s) s.expired = true;
+    }
+    super.peerEvent(peer);
+    const kind = what === PeerEventKind.HandshakeComplete
+      ? "handshake"
+      : what === PeerEventKind.Expired
+      ? "expired"
+      : null;
+    if (kind && this.onPeerEvent) {
+      const known = this.peerOf(peer);
+      const e = known.endpoint;
+      this.onPeerEvent({
+        publicKey: known.publicKey,
+        ...(e ? { endpoint: e.hostname.includes(":") ? `[${e.hostname}]:${e.port}` : `${e.hostname}:${e.port}` } : {}),
+        kind,
+      });
+    }
   }
 
   /** Counters: peers, handshakes, drops by reason, connections, bytes. */

@@ -39,6 +39,10 @@ export interface FlowSummary {
   highlight?: boolean;
   /** True while the flow has not ended. */
   live?: boolean;
+  /** Where the flow is held by interception, while it is. */
+  intercepted?: "request" | "response";
+  /** The flow this one replays (client replay, or a duplicate sent from the editor). */
+  replayOf?: string;
 }
 
 /**
@@ -103,6 +107,7 @@ export interface FlowDetailJson {
         subject: string;
         issuer: string;
         dnsNames: string[];
+        ipAddresses?: string[];
         validFrom: string;
         validTo: string;
         fingerprintSha256: string;
@@ -154,4 +159,59 @@ export interface UpdatesMessage {
 export interface UpdatesFilterMessage {
   filter: string;
   highlight?: string;
+}
+
+/** One client peer on the WireGuard page. */
+export interface WireGuardPeerJson {
+  /** The client number (its config is `wireguard-client-<index>.conf`). */
+  index: number;
+  name: string;
+  publicKey: string;
+  /** Its inner addresses (AllowedIPs on the server's side). */
+  addresses: string[];
+  /** In the listener (a disabled peer is out of it; its config stays). */
+  enabled: boolean;
+  /** A session is up (a handshake less than 180 s ago, not expired since). */
+  online: boolean;
+  /** When its last handshake completed (ms since the epoch). */
+  lastHandshake?: number;
+  handshakes: number;
+  /** Where its datagrams come from. */
+  endpoint?: string;
+  /** Tunnel bytes from it and to it. */
+  rxBytes: number;
+  txBytes: number;
+  /** Its configuration file in the confdir. */
+  configFile: string;
+}
+
+/** `GET /api/wireguard`. */
+export interface WireGuardPageJson {
+  publicKey: string;
+  /** What client configurations give as `Endpoint`. */
+  endpoint: string;
+  /** Where the listener is bound. */
+  listening: string;
+  peers: WireGuardPeerJson[];
+}
+
+/** `GET`/`PUT /api/intercept`: the intercept expression ("" for none) and the flows held now. */
+export interface InterceptJson {
+  filter: string;
+  paused: FlowSummary[];
+}
+
+/**
+ * `POST /api/flows/:id/resume` (the changes to the held request or response; absent fields stay
+ * as they are) and `POST /api/flows/:id/send` (a request built from a recorded one: the edited
+ * copy is sent by client replay).
+ */
+export interface MessageEditsJson {
+  method?: string;
+  url?: string;
+  status?: number;
+  reason?: string;
+  headers?: [string, string][];
+  /** The new body as text (sent as UTF-8). */
+  body?: string;
 }

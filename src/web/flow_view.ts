@@ -156,8 +156,17 @@ export function flowDetail(
     if (t.serverCipher) c.tls.serverCipher = t.serverCipher;
     if (t.passthroughReason) c.tls.passthroughReason = t.passthroughReason;
     if (t.serverCertificate) {
-      const { subject, issuer, dnsNames, validFrom, validTo, fingerprintSha256 } = t.serverCertificate;
-      c.tls.serverCertificate = { subject, issuer, dnsNames, validFrom, validTo, fingerprintSha256 };
+      const { subject, issuer, dnsNames, ipAddresses, validFrom, validTo, fingerprintSha256 } =
+        t.serverCertificate;
+      c.tls.serverCertificate = {
+        subject,
+        issuer,
+        dnsNames,
+        ipAddresses,
+        validFrom,
+        validTo,
+        fingerprintSha256,
+      };
     }
   }
   const timing = detail.timing;

@@ -18,11 +18,15 @@ import type { FlowStore } from "../flows/store.ts";
 import { compileFilter, type Filter, FilterSyntaxError } from "../flows/filter.ts";
 import type { ProxyHandle } from "../proxy/proxy.ts";
 import { type Refusal, WebAuth } from "./auth.ts";
-import { bodyOf, decodeContent, flowDetail, flowSummary } from "./flow_view.ts";
+import { bodyOf, decodeContent, flowDetail } from "./flow_view.ts";
 import { flowToCurl, flowToRaw } from "../flows/export.ts";
 import { flowToHarEntry } from "../flows/har.ts";
 import type { FilterCheckJson, FlowPageJson, FlowSummary, UpdatesMessage } from "./api_types.ts";
 import { ASSETS } from "./assets.generated.ts";
+import type { InterceptAddon } from "../addons/builtins/intercept.ts";
+import { interceptApi, summarize } from "./intercept_api.ts";
+import type { FlowOrderKey } from "../flows/store.ts";
+import { certPage, type WireGuardAdmin, wireGuardApi } from "./wireguard_admin.ts";
 
 /** Options of {@link startWebUi}. */
 export interface WebUiOptions {
@@ -46,6 +50,13 @@ export interface WebUiOptions {
   updateInterval?: number;
   /** Receives the server's log lines. */
   onLog?: (level: "info" | "warn", message: string) => void;
+  /**
+   * Interception from the UI (src/web/intercept_api.ts): the intercept addon given to the proxy
+   * (`startProxy({ addons: [intercept] })`). Without it the UI shows no intercept controls.
+   */
+  intercept?: InterceptAddon;
+  /** The WireGuard page's peers (src/web/wireguard_admin.ts); without it the page says there is no such mode. */
+  wireguard?: WireGuardAdmin;
 }
 
 /** A running web UI. */
@@ -73,6 +84,9 @@ export interface WebUiStats {
   /** Requests refused by the checks. */
   refused: number;
 }
+
+/** The columns `/api/flows?sort=` takes. */
+const SORT_KEYS = new Set<string>(["time", "status", "host", "method", "size", "requestSize", "duration"]);
 
 /** Most pages connected to the live updates at once. */
 const MAX_PAGES = 64;
@@ -128,7 +142,8 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
 
   const flush = () => {
     timer = undefined;
-    const flows = pending;
+    // A flow heard of twice in one batch (started, held, ended) is sent once, as it is now.
+    const flows = [...new Set(pending)];
     const missed = overflow;
     pending = [];
     overflow = false;
@@ -140,7 +155,7 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
       for (const flow of flows) {
         if (page.filter && !page.filter.match(flow, { marked: false, comment: "" })) continue;
         let s = summaries.get(flow);
-        if (!s) summaries.set(flow, s = flowSummary(flow));
+        if (!s) summaries.set(flow, s = summarize(flow, options.intercept));
         out.push(page.highlight?.match(flow, { marked: false, comment: "" }) ? { ...s, highlight: true } : s);
       }
       if (out.length === 0 && !page.gap) continue;
@@ -164,6 +179,13 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
     else pending.push(...flows);
     timer ??= setTimeout(flush, interval);
   };
+  // Flows in progress (started, held by interception, let go) are sent live too; ended ones once committed.
+  const unsubscribeLive = [
+    bus?.subscribe((e) => {
+      if (e.type === "start") heard([e.flow]);
+    }),
+    options.intercept?.onChange((p) => heard([p.flow as Flow])),
+  ];
   const unsubscribe = recorder ? recorder.onCommit(heard) : bus
     ? bus.subscribe((e) => {
       if (e.type === "end") heard([e.flow]);
@@ -210,6 +232,15 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
       }
       return page(200, ASSETS.html);
     }
+    if (path === "/cert" || path.startsWith("/cert/")) {
+      // The CA's install page (what http://wirescope.cert/ shows through the proxy), for the WireGuard page.
+      const r = a.checkRequest(req.method, req.headers);
+      if (r) {
+        stats.refused++;
+        return refusal(r);
+      }
+      return await certPage(options.proxy?.ca, req.method, path);
+    }
     if (!path.startsWith("/api/")) return json(404, { error: "not found" });
     if (path === "/api/updates") {
       const r = a.checkUpgrade(req.headers);
@@ -253,7 +284,16 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
       return refusal(r);
     }
     try {
-      return await api(req, url, store, a);
+      const answered = await interceptApi(req, url, {
+        store,
+        ...(options.intercept ? { intercept: options.intercept } : {}),
+        ...(options.proxy ? { proxy: options.proxy } : {}),
+      });
+      if (answered) return answered;
+      if (path === "/api/wireguard" || path.startsWith("/api/wireguard/")) {
+        return await wireGuardApi(req, url, options.wireguard);
+      }
+      return await api(req, url, store, a, options.intercept);
     } catch (e) {
       log("warn", `web UI: ${req.method} ${path} failed: ${(e as Error).message}`);
       return json(500, { error: (e as Error).message });
@@ -295,6 +335,7 @@ export async function startWebUi(options: WebUiOptions): Promise<WebUiHandle> {
     stats: () => ({ ...stats }),
     async close() {
       unsubscribe();
+      for (const u of unsubscribeLive) u?.();
       if (timer !== undefined) clearTimeout(timer);
       for (const p of pages) {
         try {

@@ -23,12 +23,15 @@ import {
   formatSize,
   formatTime,
   h,
-  hexDump,
   type InputEl,
   type KeyEvent,
   replace,
   win,
 } from "./dom.ts";
+import { bodyView, certificateView } from "./content_views.ts";
+import { wireGuardPage } from "./wireguard_page.ts";
+import { editor, flowActions, interceptBar, noteSummary, refresh } from "./intercept.ts";
+import { sortableHeader, sorting, sortParams } from "./sorting.ts";
 
 const ROW_HEIGHT = 24;
 const FIRST_PAGE = 200;
@@ -135,11 +138,9 @@ const highlightInput = h("input", {
 const highlightError = h("div", { id: "highlight-error", class: "filter-error", hidden: true });
 const countLabel = h("span", { id: "count", class: "count" });
 const statusLabel = h("span", { id: "conn", class: "conn" }, "connecting…");
-const header = h(
-  "div",
-  { class: "list-header" },
-  COLUMNS.map((c) => h("div", { class: `c-${c.key}` }, c.title)),
-);
+const header = sortableHeader(COLUMNS, () => reload());
+/** Summaries of flows listed while in progress (held ones among them): live updates change them in place. */
+const liveRows = new Map<string, FlowSummary>();
 const spacer = h("div", { class: "spacer" });
 const list = h("div", { id: "list", class: "list", tabindex: 0 }, spacer);
 const detail = h("div", { id: "detail", class: "detail", hidden: true });
@@ -205,7 +206,8 @@ function render(): void {
     const cells = row.children;
     row.className = "row" + (index === selected ? " selected" : "") + (f?.highlight ? " highlight" : "") +
       (f?.marked ? " marked" : "") +
-      (f?.error ? " failed" : f && f.status >= 400 ? " bad" : "");
+      (f?.error ? " failed" : f && f.status >= 400 ? " bad" : "") +
+      (f?.intercepted ? " intercepted" : f?.live ? " live" : "") + (f?.replayOf ? " replayed" : "");
     if (f) row.dataset.id = f.id;
     else delete row.dataset.id;
     for (let c = 0; c < COLUMNS.length; c++) {
@@ -367,7 +369,18 @@ function onUpdates(message: UpdatesMessage): void {
     return;
   }
   for (const f of message.flows) {
+    noteSummary(f);
+    const known = liveRows.get(f.id);
+    if (known) {
+      refresh(known, f);
+      if (!f.live) liveRows.delete(f.id);
+      if (openId === f.id && f.intercepted && !doc.getElementById("editor")) {
+        void openFlow(state.rows.indexOf(known));
+      }
+      continue;
+    }
     if (state.ids.has(f.id)) continue;
+    if (f.live) liveRows.set(f.id, f);
     state.total++;
     // With the list's end loaded, a new flow goes after it; else it comes with the pages to follow.
     if (state.cursor === null || state.tailCursor !== undefined) {
@@ -469,85 +482,6 @@ function headersTable(headers: [string, string][]): El {
   );
 }
 
-type View = "auto" | "json" | "form" | "text" | "image" | "hex";
-
-function pickView(contentType: string, text: string | undefined): Exclude<View, "auto"> {
-  const t = contentType.toLowerCase();
-  if (t.startsWith("image/")) return "image";
-  if (text !== undefined) {
-    if (t.includes("json")) return "json";
-    if (t.includes("x-www-form-urlencoded")) return "form";
-    return "text";
-  }
-  return "hex";
-}
-
-async function bodyBytes(body: BodyJson): Promise<Uint8Array> {
-  const res = await fetch(`${body.url}${body.contentEncoding ? "?decode=1" : ""}`, {
-    credentials: "same-origin",
-  });
-  return new Uint8Array(await res.arrayBuffer());
-}
-
-function bodyView(body: BodyJson): El {
-  const out = h("div", { class: "body-view" });
-  const select = h(
-    "select",
-    { class: "view-select", title: "content view" },
-    (["auto", "json", "form", "text", "image", "hex"] as View[]).map((v) => h("option", { value: v }, v)),
-  ) as InputEl;
-  const content = h("div", { class: "body-content" });
-  const info = h(
-    "div",
-    { class: "body-info" },
-    `${formatSize(body.size)}${body.truncated ? " (truncated)" : ""}`,
-    body.contentType ? ` · ${body.contentType}` : "",
-    body.contentEncoding ? ` · ${body.contentEncoding} (decoded)` : "",
-    " ",
-    select,
-    " ",
-    h("a", { href: body.url, target: "_blank", rel: "noopener" }, "raw"),
-  );
-  const show = async (choice: View) => {
-    let text = body.text;
-    let bytes: Uint8Array | undefined;
-    if (text === undefined && body.size > 0 && !body.contentType.toLowerCase().startsWith("image/")) {
-      bytes = await bodyBytes(body);
-      try {
-        text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-      } catch { /* binary */ }
-    }
-    const view = choice === "auto" ? pickView(body.contentType, text) : choice;
-    content.dataset.view = view;
-    if (body.size === 0) {
-      replace(content, h("div", { class: "empty" }, "no body"));
-    } else if (view === "image") {
-      replace(content, h("img", { src: `${body.url}?decode=1`, alt: "body image", class: "body-image" }));
-    } else if (view === "json") {
-      let pretty = text ?? "";
-      try {
-        pretty = JSON.stringify(JSON.parse(pretty), null, 2);
-      } catch { /* shown as it is */ }
-      replace(content, h("pre", { class: "json" }, pretty));
-    } else if (view === "form" && text !== undefined) {
-      const fields = [...new URLSearchParams(text)];
-      replace(
-        content,
-        h("table", { class: "kv form" }, fields.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
-      );
-    } else if (view === "text" && text !== undefined) {
-      replace(content, h("pre", { class: "text" }, text));
-    } else {
-      bytes ??= await bodyBytes(body);
-      replace(content, h("pre", { class: "hex" }, hexDump(bytes)));
-    }
-  };
-  select.addEventListener("change", () => void show(select.value as View));
-  void show("auto");
-  replace(out, info, content);
-  return out;
-}
-
 function section(
   title: string,
   open: boolean,
@@ -635,6 +569,7 @@ async function openFlow(index: number): Promise<void> {
       d.request?.url ?? `${d.summary.host}${d.summary.path}`,
     ),
     actionBar(f, d),
+    h("div", { id: "editor-slot" }, d.summary.intercepted ? editor(d, "held") : null),
     d.error ? h("div", { class: "error" }, d.error) : null,
     d.request
       ? section(
@@ -695,9 +630,8 @@ async function openFlow(index: number): Promise<void> {
         ["ALPN", c.tls?.alpn],
         ["ALPN offered", c.tls?.alpnOffered.join(", ")],
         ["passthrough", c.tls?.passthrough ? c.tls.passthroughReason ?? "yes" : undefined],
-        ["certificate", c.tls?.serverCertificate?.subject],
-        ["issuer", c.tls?.serverCertificate?.issuer],
       ]),
+      c.tls?.serverCertificate ? certificateView(c.tls.serverCertificate) : null,
     ),
     section("Timing", true, timingView(d)),
   );
@@ -735,6 +669,10 @@ function actionBar(f: FlowSummary, d: FlowDetailJson): El {
     ),
     h("button", { id: "delete", title: "delete (d)", onclick: () => void deleteFlow(f) }, "Delete"),
     exports.length ? h("span", { class: "exports" }, "export: ", exports) : null,
+    flowActions(d, (e) => {
+      const slot = doc.getElementById("editor-slot");
+      if (slot) replace(slot, e);
+    }),
     comment,
   );
 }
@@ -787,7 +725,9 @@ function onKey(event: Event): void {
     return;
   }
   // Typing in any other box (the comment) is not a shortcut.
-  if ((target as { tagName?: string } | null)?.tagName === "INPUT") return;
+  if (["INPUT", "TEXTAREA", "SELECT"].includes((target as { tagName?: string } | null)?.tagName ?? "")) {
+    return;
+  }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   switch (e.key) {
     case "/":
@@ -834,12 +774,16 @@ async function main(): Promise<void> {
       h("span", { class: "brand" }, "wirescope"),
       h("div", { class: "filter-box" }, filterInput, filterError),
       h("div", { class: "filter-box highlight-box" }, highlightInput, highlightError),
+      interceptBar({ api, closeDetail }),
       countLabel,
       statusLabel,
+      wgButton,
     ),
-    h("div", { class: "main" }, h("div", { class: "list-pane" }, header, list), detail),
+    mainPane,
+    wg.element,
   );
   doc.body.append(app);
+  if ((win as unknown as { location: { hash: string } }).location.hash === "#wireguard") toggleWireGuard();
   for (const input of [filterInput, highlightInput]) {
     input.addEventListener("input", () => {
       clearTimeout(checkTimer);
