@@ -15,6 +15,7 @@ import { compileFilter, type Filter } from "../flows/filter.ts";
 import { FlowFileError, openFlowFile } from "../flows/flow_file.ts";
 import { FlowStoreError } from "../flows/store.ts";
 import { startWebUi, type WebUiHandle } from "../web/server.ts";
+import { WireGuardAdmin } from "../web/wireguard_admin.ts";
 import { WorkerFlowStore } from "../flows/worker_store.ts";
 import { formatSize } from "./flow_line.ts";
 import type { Flow } from "../flows/flow.ts";
@@ -546,6 +547,8 @@ interface ClientFiles {
   state: WireGuardState;
   endpoint: string;
   paths: string[];
+  /** The state file the keys are in. */
+  stateFile: string;
 }
 
 /** Writes the client configurations of the first WireGuard mode (also when quiet). */

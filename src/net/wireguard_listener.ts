@@ -12,7 +12,7 @@
  * worker thread ({@link ./udp_worker.ts}) with shared-memory rings in each direction.
  * @module
  */
-import { type CoreStats, derivePublicKey, WasmCore } from "../core/wasm_core.ts";
+import { type CoreStats, derivePublicKey, PeerEventKind, WasmCore } from "../core/wasm_core.ts";
 import { decodeKey, encodeKey } from "../core/keys.ts";
 import type { TunnelPeer } from "./tunnel_conn.ts";
 import { StackDriver, type StackDriverStats } from "./stack_driver.ts";

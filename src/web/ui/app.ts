@@ -764,6 +764,23 @@ function onKey(event: Event): void {
   }
 }
 
+/** The WireGuard page, in place of the list while shown (the button, or `#wireguard` in the URL). */
+const wg = wireGuardPage(api);
+const mainPane = h("div", { class: "main" }, h("div", { class: "list-pane" }, header, list), detail);
+const wgButton = h(
+  "button",
+  { id: "nav-wireguard", class: "nav", onclick: () => toggleWireGuard() },
+  "WireGuard",
+);
+function toggleWireGuard(): void {
+  const showing = mainPane.hidden;
+  mainPane.hidden = !showing;
+  if (showing) wg.hide();
+  else wg.show();
+  if (showing) wgButton.classList.remove("active");
+  else wgButton.classList.add("active");
+}
+
 async function main(): Promise<void> {
   const app = h(
     "div",
