@@ -5,6 +5,7 @@
  * flow records is what went on the wire.
  * @module
  */
+import { brotliDecompressSync, gunzipSync, inflateRawSync, inflateSync } from "node:zlib";
 import type { HttpFlow, HttpRequestRecord, HttpResponseRecord } from "../flows/flow.ts";
 import type {
   BodyInit,
@@ -207,11 +208,17 @@ class MessageView {
     this.bodyChanged = true;
   }
 
+  /**
+   * The body decoded: its Content-Encoding (gzip, deflate, br; several in order) undone, then
+   * read as UTF-8. A body that does not decode is read as it is.
+   */
   get text(): string | undefined {
-    return this.#body === undefined ? undefined : decoder.decode(this.#body);
+    return this.#body === undefined ? undefined : decoder.decode(decodeContent(this.#body, this.headers));
   }
 
+  /** Sets the body to `value` as UTF-8, not encoded: Content-Encoding is removed. */
   set text(value: string | undefined) {
+    this.headers.delete("content-encoding");
     this.body = encoder.encode(value ?? "");
   }
 
@@ -272,6 +279,33 @@ class ResponseView extends MessageView implements HttpResponseHandle {
     this.status = record.status;
     this.reason = record.reason;
   }
+}
+
+/**
+ * `body` with the Content-Encoding of `headers` undone (gzip, x-gzip, deflate (zlib or raw), br;
+ * the codings in reverse of the order they were applied). Unknown codings and bodies that do not
+ * decode come back as they are.
+ */
+export function decodeContent(body: Uint8Array, headers: HeaderList): Uint8Array {
+  const codings = headers.getAll("content-encoding").flatMap((v) => v.split(","))
+    .map((c) => c.trim().toLowerCase()).filter((c) => c !== "" && c !== "identity");
+  let out = body;
+  try {
+    for (const coding of codings.reverse()) {
+      if (coding === "gzip" || coding === "x-gzip") out = gunzipSync(out);
+      else if (coding === "br") out = brotliDecompressSync(out);
+      else if (coding === "deflate") {
+        try {
+          out = inflateSync(out);
+        } catch {
+          out = inflateRawSync(out); // some servers send raw DEFLATE under this name
+        }
+      } else return body;
+    }
+  } catch {
+    return body;
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
 /** Body content for a hook: the whole body when it is in and was kept in full. */

@@ -296,3 +296,52 @@ Deno.test({
     assert.equal(done, 1, "done ran at close though a hook never resolved");
   },
 });
+
+Deno.test("flow handle: text and json() undo gzip, deflate and br; setting text drops Content-Encoding", async () => {
+  const { gzipSync, deflateSync, brotliCompressSync } = await import("node:zlib");
+  const { manager } = quietManager();
+  const seen: unknown[] = [];
+  manager.add([{
+    response(f) {
+      seen.push(f.response!.json());
+      if (f.request.path === "/set") f.response!.text = "plain now";
+    },
+  }]);
+  const json = new TextEncoder().encode(JSON.stringify({ hello: "wörld" }));
+  for (
+    const [coding, bytes] of [
+      ["gzip", gzipSync(json)],
+      ["deflate", deflateSync(json)],
+      ["br", brotliCompressSync(json)],
+      ["gzip, br", brotliCompressSync(gzipSync(json))],
+    ] as const
+  ) {
+    const flow = httpFlow("/get");
+    const body = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    flow.response = {
+      status: 200,
+      reason: "OK",
+      httpVersion: "HTTP/1.1",
+      headers: [["Content-Encoding", coding]],
+      body: { content: body, size: body.byteLength, truncated: false },
+      timestampStart: 0,
+      timestampEnd: 0,
+    };
+    assert.equal(await manager.http("response", flow), undefined, "reading changes nothing");
+    assert.deepEqual(seen.pop(), { hello: "wörld" }, coding);
+  }
+  const flow = httpFlow("/set");
+  const gz = gzipSync(json);
+  flow.response = {
+    status: 200,
+    reason: "OK",
+    httpVersion: "HTTP/1.1",
+    headers: [["content-type", "application/json"], ["Content-Encoding", "gzip"]],
+    body: { content: new Uint8Array(gz), size: gz.byteLength, truncated: false },
+    timestampStart: 0,
+    timestampEnd: 0,
+  };
+  const v = await manager.http("response", flow);
+  assert.deepEqual(v?.response?.headers, [["content-type", "application/json"]]);
+  assert.equal(new TextDecoder().decode(v?.response?.body), "plain now");
+});

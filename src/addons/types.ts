@@ -128,9 +128,13 @@ export interface HttpMessageHandle {
    * Setting it replaces the body; Content-Length is fixed up (and Transfer-Encoding dropped).
    */
   body: Uint8Array | undefined;
-  /** The body decoded as UTF-8 (undefined as for `body`); setting it sets `body`. */
+  /**
+   * The body as text (undefined as for `body`): its Content-Encoding (gzip, deflate, br) undone,
+   * then UTF-8. Setting it sets `body` to the text as UTF-8 and removes Content-Encoding (the
+   * body goes on unencoded; Content-Length is fixed up). `body` itself is the bytes as they came.
+   */
   text: string | undefined;
-  /** The body parsed as JSON (throws when there is none or it is not JSON). */
+  /** The body parsed as JSON, decoded as for `text` (throws when there is none or it is not JSON). */
   json(): unknown;
   /** True when the body was not buffered in full (too long): `body` is then undefined. */
   readonly bodyTruncated: boolean;
