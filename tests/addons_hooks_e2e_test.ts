@@ -4,7 +4,7 @@
  * hook call with its key payload and changes what goes by: a WebSocket message, a TCP chunk, a
  * UDP datagram (another is dropped), DNS answers of its own (an address for a made-up name,
  * NXDOMAIN for a blocked one), and a TLS passthrough decision; a second addon's tcpMessage
- * throws (the bytes go on, one log line). Needs root.
+ * throws (the bytes go on, one log line). `wireguardPeer` sees the client's handshake. Needs root.
  */
 import assert from "node:assert/strict";
 import { generatePrivateKey } from "../mod.ts";
@@ -87,6 +87,8 @@ function recorder(calls: Call[]): Addon {
       if (m.fromClient && m.text === "hello udp") m.text = "HELLO UDP";
       if (m.fromClient && m.text === "drop me") m.drop();
     },
+    wireguardPeer: (p) =>
+      rec("wireguardPeer", 0, `${p.event} ${p.publicKey} ${p.endpoint ? "endpoint" : "-"}`),
     udpEnd: (u) => rec("udpEnd", u.flow.client.address.port, ""),
     dnsRequest: (d) => {
       const name = d.request?.questions[0]?.name ?? "";
@@ -294,6 +296,14 @@ Deno.test({
           ["dnsRequest", "changed.test"],
           ["dnsResponse", "10.11.12.13"],
         ]);
+      });
+      await t.step("wireguardPeer: the client's handshake, and online once", () => {
+        const peer = calls.filter((c) => c.hook === "wireguardPeer").map((c) => c.key);
+        assert.ok(peer.length >= 2, peer.join(" | "));
+        assert.equal(peer[0], `handshake ${client.publicKey} endpoint`);
+        assert.equal(peer[1], `online ${client.publicKey} endpoint`);
+        assert.equal(peer.filter((k) => k.startsWith("online")).length, 1);
+        assert.ok(peer.every((k) => !k.startsWith("offline")));
       });
     } finally {
       await rig?.close();

@@ -59,7 +59,7 @@ import { listenSocks5, type ModeDeps, type Socks5Mode } from "./socks5_mode.ts";
 import { type DnsMode, listenDns } from "./dns_mode.ts";
 import type { Addon } from "../addons/types.ts";
 import { type AddonLog, AddonManager } from "../addons/manager.ts";
-import { addonHooks, addonRunner } from "../addons/wiring.ts";
+import { addonHooks, addonRunner, wireguardPeerNotices } from "../addons/wiring.ts";
 export type { DnsMode, Socks5Mode };
 import {
   connectThroughUpstream,
@@ -491,6 +491,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         if (mode.kind === "tun") tuns.push(listener as TunListener);
         else {
           await (listener as WireGuardListener).ready;
+          (listener as WireGuardListener).onPeerEvent = wireguardPeerNotices(ctx.addons);
           wireguard.push(listener as WireGuardListener);
           addresses.push({ kind: "wireguard", addr: (listener as WireGuardListener).addr });
         }
