@@ -138,3 +138,13 @@ Deno.test("Http1Layer: websocketMessage holds a message; the changed text goes o
   (h2.call.payload as WebSocketFlowView).message!.drop();
   assert.deepEqual(layer.handle(addonResult(h2.id, 6)), []);
 });
+
+Deno.test("TcpLayer: a tcpStart hook that kills ends the flow before any byte goes on", () => {
+  const layer = tcp(["tcpStart"]);
+  const start = layer.start();
+  payload<TcpFlowView>(start, 1).kill();
+  play(layer, [
+    addonResult(1, 1001),
+    [flow("end", { error: { message: "killed by an addon" } }), close("server", true), close("client", true)],
+  ]);
+});

@@ -1111,6 +1111,7 @@ export class Http1Layer implements Layer {
       messageLimit: this.#o.bodyLimit,
       maxMessages: this.#o.maxMessages,
       now,
+      ...(this.#o.hooks ? { hooks: this.#o.hooks } : {}),
     });
     this.#raw = raw;
     this.#req = "tunnel";

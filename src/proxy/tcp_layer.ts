@@ -71,7 +71,7 @@ export class TcpLayer implements Layer {
 
   #call(hook: "tcpStart" | "tcpMessage" | "tcpEnd", view: TcpFlowView, out: LayerCommand[]): void {
     const id = this.#nextCall++;
-    if (hook === "tcpMessage") this.#calls.set(id, view);
+    if (hook !== "tcpEnd") this.#calls.set(id, view);
     out.push({ type: "addon-hook", id, call: { hook, payload: view } });
   }
 
@@ -102,7 +102,7 @@ export class TcpLayer implements Layer {
         break;
       case "addon-result": {
         const view = this.#calls.get(event.id);
-        if (!view?.message) break;
+        if (!view) break;
         this.#calls.delete(event.id);
         if (view.killed) {
           this.#fail("killed by an addon", event.now, out);
@@ -111,7 +111,7 @@ export class TcpLayer implements Layer {
             to: "client",
             reset: true,
           });
-        } else if (!view.message.dropped && view.message.content.byteLength > 0) {
+        } else if (view.message && !view.message.dropped && view.message.content.byteLength > 0) {
           this.#data(view.message.fromClient, view.message.content, event.now, out);
         }
         break;
