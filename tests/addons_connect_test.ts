@@ -127,3 +127,50 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "addons: dnsRequest answers and refuses in dns mode (dig over UDP and TCP); the resolver is not asked",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-addons-dns-" });
+    const names: string[] = [];
+    const addon: Addon = {
+      dnsRequest(d) {
+        const name = d.request?.questions[0]?.name ?? "";
+        names.push(name);
+        if (name === "made-up.test") d.answer(["10.44.0.1", "10.44.0.2"], 30);
+        else d.answerError(3);
+      },
+    };
+    // A resolver that is never there: every answer must come from the addon.
+    const proxy = await startProxy({
+      modes: [{ kind: "dns", port: 0 }],
+      confdir: dir,
+      dnsServers: [{ hostname: "127.0.0.1", port: 9 }],
+      addons: [addon],
+      onLog: () => {},
+    });
+    try {
+      const port = proxy.addresses.find((a) => a.kind === "dns")!.addr.port;
+      const dig = async (transport: string, name: string) => {
+        const o = await new Deno.Command("dig", {
+          args: ["@127.0.0.1", "-p", String(port), transport, "+tries=1", "+time=5", name, "A"],
+        }).output();
+        return new TextDecoder().decode(o.stdout);
+      };
+      for (const transport of ["+notcp", "+tcp"]) {
+        const answer = await dig(transport, "made-up.test");
+        assert.match(answer, /status: NOERROR/);
+        assert.match(answer, /made-up\.test\.\s+30\s+IN\s+A\s+10\.44\.0\.1/);
+        assert.match(answer, /made-up\.test\.\s+30\s+IN\s+A\s+10\.44\.0\.2/);
+        assert.match(await dig(transport, "blocked.test"), /status: NXDOMAIN/);
+      }
+      assert.deepEqual(names, ["made-up.test", "blocked.test", "made-up.test", "blocked.test"]);
+    } finally {
+      await proxy.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
