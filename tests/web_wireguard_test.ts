@@ -91,6 +91,7 @@ export function renderTerminal(text: string, scale = 6): Uint8Array {
   let fg = DEFAULT_FG, bg = DEFAULT_BG;
   for (const line of text.split("\n")) {
     const top: number[] = [], bottom: number[] = [];
+    // deno-lint-ignore no-control-regex
     const re = /\x1b\[(\d+(?:;\d+)*)m|([\s\S])/g;
     for (const m of line.matchAll(re)) {
       if (m[1] !== undefined) {
