@@ -37,8 +37,32 @@ Deno.test("parseFlags() fills in defaults when given nothing", () => {
     verbose: false,
     help: false,
     version: false,
+    scripts: [],
+    sets: [],
+    builtinSettings: [],
   };
   assert.deepEqual(parseFlags([]), expected);
+});
+
+Deno.test("parseFlags() turns the built-in addons' flags into option settings, checked", () => {
+  assert.deepEqual(
+    parseFlags([
+      "--anticache",
+      "--block-list",
+      "|~d ads|404",
+      "--block-list",
+      "/~u a|b/444",
+      "--stickycookie",
+      "~d x",
+    ])
+      .builtinSettings,
+    ["block_list=|~d ads|404", "block_list=/~u a|b/444", "anticache=true", "stickycookie=~d x"],
+  );
+  assert.throws(
+    () => parseFlags(["--map-remote", "|only-one"]),
+    /^UsageError: --map-remote "\|only-one": expected/,
+  );
+  assert.throws(() => parseFlags(["--anticache=yes"]), UsageError);
 });
 
 Deno.test("parseFlags() reads repeated --mode in order", () => {
