@@ -261,3 +261,111 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "replay over HTTP/2 (curl --http2, h2 origin): recorded streams answered from the run, the origin not asked",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const { default: http2 } = await import("node:http2");
+    const dir = await Deno.makeTempDir({ prefix: "wirescope-replay-h2-" });
+    const gen = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+      ],
+      stderr: "null",
+    }).output();
+    assert.equal(gen.code, 0);
+    let asked = 0;
+    const h2 = http2.createSecureServer({
+      key: await Deno.readTextFile(`${dir}/key.pem`),
+      cert: await Deno.readTextFile(`${dir}/cert.pem`),
+    });
+    h2.on("stream", (stream, headers) => {
+      stream.on("error", () => {});
+      asked++;
+      stream.respond({ ":status": 200, "x-origin": "h2" });
+      stream.end(`answer ${asked} to ${headers[":path"]}`);
+    });
+    await new Promise<void>((r) => h2.listen(0, "127.0.0.1", () => r()));
+    const base = `https://127.0.0.1:${(h2.address() as { port: number }).port}`;
+    const common = {
+      modes: [{ kind: "regular" as const, hostname: "127.0.0.1", port: 0 }],
+      confdir: `${dir}/conf`,
+      allowLocalDestinations: true,
+      upstreamCa: [`${dir}/cert.pem`],
+      onLog: () => {},
+    };
+    const h2curl = async (pp: number, ca: string, args: string[]) => {
+      const o = await new Deno.Command("curl", {
+        args: [
+          "-sS",
+          "--http2",
+          "--max-time",
+          "10",
+          "-x",
+          `http://127.0.0.1:${pp}`,
+          "--cacert",
+          ca,
+          "-w",
+          "\n%{http_version}",
+          ...args,
+        ],
+      }).output();
+      return { code: o.code, out: new TextDecoder().decode(o.stdout) };
+    };
+    const store = SqliteFlowStore.open(`${dir}/run.db`);
+    try {
+      const recorder = await startProxy({ ...common, store });
+      const first = await h2curl(recorder.addresses[0]!.addr.port, recorder.ca.paths.cert, [
+        `${base}/one`,
+        `${base}/two`,
+      ]);
+      await recorder.close();
+      await store.close();
+      assert.equal(first.code, 0);
+      assert.equal(first.out, "answer 1 to /one\n2answer 2 to /two\n2");
+      assert.equal(asked, 2);
+
+      // Replayed while the origin is up (the proxy's TLS to it comes first): the streams are answered
+      // from the run, in HTTP/2, and the origin sees no request.
+      const replay = await ServerReplay.load(`${dir}/run.db`, { extra: "404" });
+      const replaying = await startProxy({ ...common, serverReplay: replay });
+      try {
+        const again = await h2curl(replaying.addresses[0]!.addr.port, replaying.ca.paths.cert, [
+          "-i",
+          `${base}/two`,
+          `${base}/one`,
+        ]);
+        assert.equal(again.code, 0);
+        assert.match(again.out, /\r\n\r\nHTTP\/2 200 \r\n/);
+        assert.match(again.out, /x-origin: h2\r\n/);
+        assert.match(again.out, /answer 2 to \/two\n2HTTP\/2 200 [^]*answer 1 to \/one\n2$/);
+        assert.equal(asked, 2, "the origin was not asked");
+        assert.deepEqual(replaying.stats().serverReplay, { loaded: 2, hits: 2, misses: 0, truncated: 0 });
+      } finally {
+        await replaying.close();
+      }
+    } finally {
+      await new Promise((r) => h2.close(r));
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
