@@ -197,12 +197,13 @@ function guarded(
   destination: HostPort | undefined,
   drive: (resources: Resources, ctx: ProxyContext) => Promise<void>,
 ): Promise<void> {
+  const addons = outer.addons;
   const resources = new Resources({
-    id: outer.newId(),
+    // Only hooks see this id: without addons no id is made.
+    id: addons ? outer.newId() : "",
     client: clientInfo,
     server: { address: destination ?? { hostname: "", port: 0 } },
   });
-  const addons = outer.addons;
   // Server connections whose `serverDisconnected` has not run yet: a TLS socket closes its TCP
   // stream a little after the layers are done, so they are all told before `clientDisconnected`.
   const stillOpen = new Set<() => Promise<void>>();
