@@ -262,10 +262,8 @@ Deno.test({
       });
       await t.step({
         name: "a passthrough host (ignore-hosts) not on the list: refused",
-        // The explicit proxy dials at CONNECT, before the ClientHello, so the refusal falls to
-        // allow_list's tcpStart kill, which TcpLayer does not act on yet (it reads only
-        // tcpMessage results). Turn on once it does.
-        ignore: Deno.env.get("WIRESCOPE_TCPSTART_KILL") !== "1",
+        // The explicit proxy dials at CONNECT, before the ClientHello: allow_list's tcpStart
+        // refuses the relay before any byte goes on.
         fn: async () => {
           // Two proxies that pass localhost through and differ only in their list.
           const relayed = async (list: string) => {
