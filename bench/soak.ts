@@ -148,7 +148,7 @@ class Command {
   /** Asks for a stats line and waits (bounded) for it. */
   async sampleStats(): Promise<Record<string, unknown> | null> {
     const before = this.statsCount;
-    this.child.kill("SIGUSR1");
+    this.child.kill("SIGUSR2");
     for (let i = 0; i < 100 && this.statsCount === before; i++) await sleep(20);
     return this.statsCount === before ? null : this.stats;
   }
@@ -467,7 +467,7 @@ export function formatSoak(r: SoakResult, command: string): string {
     "How measured: RSS and descriptors from /proc/PID of the command (`scripts/wirescope` execs Deno, so that " +
     "is the proxy); wasm memory (linear memory of the core: it grows, never shrinks), JS heap, external memory, " +
     "pending timers (global setTimeout/setInterval, counted with WIRESCOPE_COUNT_TIMERS=1) and open client " +
-    "connections from its SIGUSR1 stats line. Flows and their errors from its -w file; workload failures are " +
+    "connections from its SIGUSR2 stats line. Flows and their errors from its -w file; workload failures are " +
     "operations whose bytes or answer were wrong, or that failed or timed out (20 s).",
   ];
   return lines.join("\n") + "\n";

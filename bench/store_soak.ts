@@ -9,7 +9,7 @@
  * process as the client: `--loops` fetch loops through the explicit proxy, paced to `--rate`
  * requests a second in all, each loop on a new connection every 50 requests; at most
  * `rate × seconds` requests in all. Every `--sample` seconds the command's RSS (from /proc), its
- * JS heap and the recorder's backlog (from its SIGUSR1 stats line) and the store's size on disk
+ * JS heap and the recorder's backlog (from its SIGUSR2 stats line) and the store's size on disk
  * (file and WAL) are sampled. The RSS slope is a least-squares fit over the second half of the
  * run, in MiB per hour. At the end the command is stopped (SIGINT) and the store is opened and
  * counted: every request that got its response must be a flow in it, and every printed line too.
@@ -176,7 +176,7 @@ class Command {
   /** Asks for a stats line and waits (bounded) for it. */
   async sampleStats(): Promise<Record<string, unknown> | null> {
     const before = this.statsCount;
-    this.child.kill("SIGUSR1");
+    this.child.kill("SIGUSR2");
     for (let i = 0; i < 100 && this.statsCount === before; i++) await sleep(20);
     return this.statsCount === before ? null : this.stats;
   }

@@ -384,7 +384,7 @@ Output:
 
 Signals:
   SIGINT, SIGTERM            stop cleanly (a second one: at once)
-  SIGUSR1                    print one line of figures: memory, descriptors,
+  SIGUSR2                    print one line of figures: memory, descriptors,
                              wasm memory, connections, flows (JSON, stderr)
 
 Examples:

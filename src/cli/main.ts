@@ -28,6 +28,7 @@ import { builtinAddons, checkBuiltinSettings } from "../addons/builtins/index.ts
 import { primaryHostAddress } from "./host_address.ts";
 import { type AddonLog, AddonManager } from "../addons/manager.ts";
 import { countTimers, runtimeStats } from "./runtime_stats.ts";
+import { ignoreInspectorSignal } from "./inspector_signal.ts";
 import {
   checkClientReplayFile,
   loadServerReplay,
@@ -457,10 +458,12 @@ async function run(options: CliOptions): Promise<number> {
     console.error(`wirescope: web UI at ${web.url}`);
   }
 
-  // SIGUSR1: one line of figures on stderr (also when quiet), e.g. for watching memory over time.
+  // SIGUSR2: one line of figures on stderr (also when quiet), e.g. for watching memory over time.
+  // Not SIGUSR1: in this Deno that opens the inspector port, so it is set to be ignored.
   const printStats = () =>
     console.error(`wirescope: stats ${JSON.stringify(runtimeStats(proxy, counts, timers))}`);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR1", printStats);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR2", printStats);
+  const cancelInspectorGuard = ignoreInspectorSignal((reason) => console.error(`wirescope: ${reason}`));
   // Client replay runs once the proxy is up; without --keep-serving the process ends with it.
   let replayFailed = false;
   const replayDone = options.clientReplay &&
@@ -473,7 +476,8 @@ async function run(options: CliOptions): Promise<number> {
   if (replayFailed) exitCode ||= 1;
   const replayStats = proxy.stats().serverReplay;
   if (replayStats && !options.quiet) console.error(`wirescope: ${serverReplaySummary(replayStats)}`);
-  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", printStats);
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", printStats);
+  cancelInspectorGuard();
   await web?.close();
   await closeStore();
   await log?.close();
@@ -676,6 +680,7 @@ async function serverModeOf(
     },
   };
 }
+
 /**
  * The addon manager of `-s` files and `--set` values, with the built-in addons the flags ask for
  * first; none without `-s` or `--set`. A file that cannot be loaded, or an option no addon

@@ -1,5 +1,5 @@
 /**
- * What the `wirescope` command prints on SIGUSR1 (one `wirescope: stats {...}` line on stderr), for
+ * What the `wirescope` command prints on SIGUSR2 (one `wirescope: stats {...}` line on stderr), for
  * operators and the soak (`deno task soak`): the process's memory and descriptors, the wasm
  * cores' linear memory, the proxy's counters, and, when counting was switched on at start
  * (`WIRESCOPE_COUNT_TIMERS=1`), the timers of `setTimeout`/`setInterval` that are pending.
