@@ -56,7 +56,7 @@ Deno.test({
       assert.throws(() => intercept.setFilter("~u ("), /never closed|expected/);
       intercept.setFilter("~u /held & ~q");
       const changes: string[] = [];
-      intercept.onChange((id, p) => changes.push(p ? `pause ${p.phase}` : "go"));
+      intercept.onChange((p, held) => changes.push(held ? `pause ${p.phase}` : "go"));
 
       // Request: held before the server, a header changed, then on the wire.
       const a = curl(["-x", via, "-H", "x-edit: before", `${base}/held`]);

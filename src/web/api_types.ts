@@ -197,6 +197,8 @@ export interface WireGuardPageJson {
 
 /** `GET`/`PUT /api/intercept`: the intercept expression ("" for none) and the flows held now. */
 export interface InterceptJson {
+  /** False when the UI has no intercept addon (it serves a store, or the proxy was started without one). */
+  available: boolean;
   filter: string;
   paused: FlowSummary[];
 }

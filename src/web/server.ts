@@ -380,7 +380,13 @@ function filterError(e: unknown): Response | undefined {
   return undefined;
 }
 
-async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Promise<Response> {
+async function api(
+  req: Request,
+  url: URL,
+  store: FlowStore,
+  auth: WebAuth,
+  intercept?: InterceptAddon,
+): Promise<Response> {
   const path = url.pathname;
   if (path === "/api/session" && req.method === "GET") {
     // Without a session (the check is off) there is nothing to guard: any value passes.
@@ -422,16 +428,30 @@ async function api(req: Request, url: URL, store: FlowStore, auth: WebAuth): Pro
     // `before` (or `from=end` to start there) pages from the newest back: the page's end of a long list.
     const before = url.searchParams.get("before");
     const fromEnd = url.searchParams.get("from") === "end";
+    // `sort=KEY` (and `desc=1`): sorted by a column, paged by position (cursor only, from the start).
+    const sort = url.searchParams.get("sort") as FlowOrderKey | null;
+    if (sort !== null && !SORT_KEYS.has(sort)) return json(400, { error: `cannot sort by '${sort}'` });
     const page = await store.query({
       ...(compiled ? { filter: compiled } : {}),
-      ...(before ? { before } : cursor ? { after: cursor } : fromEnd ? { newestFirst: true } : {}),
+      ...(sort
+        ? {
+          order: { by: sort, descending: url.searchParams.get("desc") === "1" },
+          ...(cursor ? { after: cursor } : {}),
+        }
+        : before
+        ? { before }
+        : cursor
+        ? { after: cursor }
+        : fromEnd
+        ? { newestFirst: true }
+        : {}),
       limit,
       // A highlight that reads bodies needs them loaded; otherwise summaries never do.
       withBodies: highlight?.needsBodies === true,
     });
     const body: FlowPageJson = {
       flows: page.flows.map((f) => {
-        const s = flowSummary(f.flow, { cursor: f.cursor, marked: f.marked, live: f.live });
+        const s = summarize(f.flow, intercept, { cursor: f.cursor, marked: f.marked, live: f.live });
         if (highlight?.match(f.flow, { marked: f.marked, mark: f.mark, comment: f.comment })) {
           s.highlight = true;
         }

@@ -70,7 +70,7 @@ export class InterceptAddon implements Addon {
   readonly name = "intercept";
   #filter: Filter | undefined;
   #paused = new Map<string, PausedFlow>();
-  #listeners = new Set<(id: string, paused: PausedFlow | undefined) => void>();
+  #listeners = new Set<(paused: PausedFlow, held: boolean) => void>();
 
   constructor(filter?: string) {
     if (filter) this.setFilter(filter);
@@ -100,10 +100,10 @@ export class InterceptAddon implements Addon {
   }
 
   /**
-   * Calls `listener` whenever a flow pauses (with it) or goes on (with undefined). Returns a
-   * function that removes the listener.
+   * Calls `listener` whenever a flow pauses (`held` true) or goes on (resumed or killed: false).
+   * Returns a function that removes the listener.
    */
-  onChange(listener: (id: string, paused: PausedFlow | undefined) => void): () => void {
+  onChange(listener: (paused: PausedFlow, held: boolean) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
@@ -124,13 +124,13 @@ export class InterceptAddon implements Addon {
     handle.intercept();
     const paused: PausedFlow = { handle, flow, phase, since: Date.now() };
     this.#paused.set(flow.id, paused);
-    this.#tell(flow.id, paused);
+    this.#tell(paused, true);
   }
 
-  #tell(id: string, paused: PausedFlow | undefined): void {
+  #tell(paused: PausedFlow, held: boolean): void {
     for (const l of this.#listeners) {
       try {
-        l(id, paused);
+        l(paused, held);
       } catch { /* a listener's failure is its own */ }
     }
   }
@@ -156,7 +156,7 @@ export class InterceptAddon implements Addon {
     }
     this.#paused.delete(id);
     p.handle.resume();
-    this.#tell(id, undefined);
+    this.#tell(p, false);
   }
 
   /** Kills paused flow `id`: its client connection is closed, the flow recorded as killed. */
@@ -165,7 +165,7 @@ export class InterceptAddon implements Addon {
     this.#paused.delete(id);
     p.handle.kill();
     p.handle.resume();
-    this.#tell(id, undefined);
+    this.#tell(p, false);
   }
 
   /** Resumes every paused flow unchanged; returns how many. */

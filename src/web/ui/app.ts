@@ -9,7 +9,6 @@
  * @module
  */
 import type {
-  BodyJson,
   FilterCheckJson,
   FlowDetailJson,
   FlowPageJson,
@@ -232,8 +231,9 @@ function render(): void {
   if (state.cursor !== null) {
     const gapEnd = state.tailCursor === undefined ? total : state.tail;
     if (last + visible > state.head && first < gapEnd) {
-      if (first - state.head > PAGE && state.counted && state.tailCursor !== null) void loadTail();
-      else void loadMore();
+      if (first - state.head > PAGE && state.counted && state.tailCursor !== null && !sorting.by) {
+        void loadTail();
+      } else void loadMore();
     }
   }
 }
@@ -262,6 +262,7 @@ async function loadMore(): Promise<void> {
     limit: String(first ? FIRST_PAGE : PAGE),
   });
   if (state.cursor) params.set("cursor", state.cursor);
+  sortParams(params);
   if (first) params.set("count", "1");
   try {
     const page = await api<FlowPageJson>(`/api/flows?${params}`);
@@ -282,6 +283,8 @@ async function loadMore(): Promise<void> {
       }
       if (state.ids.has(f.id)) continue;
       state.ids.add(f.id);
+      if (f.live) liveRows.set(f.id, f);
+      noteSummary(f);
       state.rows[state.head++] = f;
     }
     if (met || page.cursor === undefined) joinBlocks(page.flows.slice(k));
@@ -331,6 +334,7 @@ async function loadTail(): Promise<void> {
         break;
       }
       state.ids.add(f.id);
+      if (f.live) liveRows.set(f.id, f);
       state.rows[--state.tail] = f;
     }
     if (met || page.cursor === undefined) joinBlocks(page.flows.slice(k).reverse());
@@ -348,6 +352,7 @@ function reload(): void {
   state.generation++;
   state.rows = [];
   state.ids = new Set();
+  liveRows.clear();
   state.total = 0;
   state.counted = false;
   state.head = 0;
@@ -661,7 +666,7 @@ function actionBar(f: FlowSummary, d: FlowDetailJson): El {
     : [];
   return h(
     "div",
-    { class: "actions" },
+    { class: "actions", id: "actions" },
     h(
       "button",
       { id: "mark", title: "mark (m)", onclick: () => void toggleMark(f) },
