@@ -111,6 +111,7 @@ export { exportFlows, flowToCurl, flowToRaw } from "./src/flows/export.ts";
 export type { ExportFormat, ExportResult } from "./src/flows/export.ts";
 
 if (import.meta.main) {
-  const { main } = await import("./src/cli/main.ts");
-  Deno.exit(await main(Deno.args));
+  // No top-level await: an addon (`-s FILE`) that imports this module would otherwise wait for a
+  // module whose evaluation waits for the addon, and the command would hang at start.
+  import("./src/cli/main.ts").then(({ main }) => main(Deno.args)).then((code) => Deno.exit(code));
 }
