@@ -12,8 +12,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"wirescope": "#2a7ab0", "mitmproxy": "#d9822b", "wireguard-go": "#7a7a7a"}
+COLORS = {"wirescope": "#2a7ab0", "mitmproxy12": "#b5531a", "mitmproxy": "#d9822b",
+          "wireguard-go": "#7a7a7a"}
 LABELS = {"wireguard-go": "wireguard-go\n(ceiling)"}
+ORDER = ["wirescope", "mitmproxy12", "mitmproxy", "wireguard-go"]
+
+
+def label(data, s):
+    """A server's bar label: the mitmproxy columns with their version."""
+    if s in ("mitmproxy", "mitmproxy12"):
+        return "mitmproxy\n" + (data.get("versions", {}).get(s, "?").split(" ")[0])
+    return LABELS.get(s, s)
 
 
 def median(xs):
@@ -25,7 +34,7 @@ def median(xs):
 def main(src, dst):
     with open(src) as f:
         data = json.load(f)
-    servers = data["servers"]
+    servers = sorted(data["servers"], key=lambda s: ORDER.index(s) if s in ORDER else len(ORDER))
     metrics = [m for m in data["metrics"]
                if any(data["results"].get(s, {}).get(m["id"]) for s in servers)]
     cols = 4
@@ -38,7 +47,7 @@ def main(src, dst):
             if not xs:
                 continue
             md = median(xs)
-            names.append(LABELS.get(s, s))
+            names.append(label(data, s))
             meds.append(md)
             lo.append(md - min(xs))
             hi.append(max(xs) - md)

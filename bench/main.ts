@@ -13,9 +13,10 @@
  *
  *   deno task bench [--quick] [--servers wirescope,mitmproxy,wireguard-go] [--wirescope-library]
  *                   [--profile DIR] [--no-setup]
- *                   [--workloads ping,echo,iperf,wrk,download,h2,h2download,hosts]
+ *                   [--workloads ping,echo,iperf,bidir,wrk,download,h2,h2download,hosts]
  *     --quick              fewer repetitions and shorter workloads (for development)
- *     --servers            which servers to measure (default all three)
+ *     --servers            which servers to measure (default all: wirescope, mitmproxy12, mitmproxy,
+ *                          wireguard-go)
  *     --wirescope-library  run wirescope through bench/wirescope_server.ts instead of the CLI
  *     --profile DIR        write a V8 CPU profile of the wirescope server into DIR
  *     --no-setup           skip scripts/setup_bench.sh
@@ -30,7 +31,9 @@ import { BenchRig } from "./bench_rig.ts";
 import { startOrigins } from "./origins.ts";
 import { type BenchResults, median, mergeResults, type Metric, toMarkdown } from "./report.ts";
 import { type BenchServer, SERVER_NAMES, type ServerName, startServer } from "./servers.ts";
+import { MITMPROXY12_VENV, TRIXIE_ROOT } from "./mitmproxy_server.ts";
 import {
+  bidirEcho,
   type ClientContext,
   download,
   downloadH2,
@@ -39,6 +42,7 @@ import {
   httpsRejected,
   httpsSanity,
   iperf,
+  iperfBidir,
   ping,
   requestTo,
   warmUp,
@@ -52,7 +56,7 @@ const quick = flag("--quick");
 const servers = (option("--servers")?.split(",") ?? [...SERVER_NAMES]) as ServerName[];
 for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}`);
 const profileDir = option("--profile");
-const WORKLOADS = ["ping", "echo", "iperf", "wrk", "download", "h2", "h2download", "hosts"] as const;
+const WORKLOADS = ["ping", "echo", "iperf", "bidir", "wrk", "download", "h2", "h2download", "hosts"] as const;
 const workloads = new Set(option("--workloads")?.split(",") ?? WORKLOADS);
 for (const w of workloads) {
   if (!(WORKLOADS as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
@@ -64,6 +68,9 @@ const CONFIG = {
   iperfSeconds: quick ? 3 : 5,
   echoCounts: quick ? [1_000, 10_000] : [1_000, 10_000, 100_000],
   echoBytes: 1000,
+  /** Both directions at once (echo of this many MB, iperf3 --bidir), repeated for medians of 5. */
+  bidirMB: quick ? 20 : 100,
+  bidirRepetitions: quick ? 1 : 5,
   wrkSeconds: quick ? 3 : 5,
   wrkConnections: [1, 10],
   /** h2load: connections × concurrent streams each. */
@@ -86,7 +93,12 @@ const rig = new BenchRig({
   clientTunnel: CLIENT_TUNNEL,
   target: TARGET,
 });
-const PORTS: Record<ServerName, number> = { wirescope: 51820, mitmproxy: 51821, "wireguard-go": 51822 };
+const PORTS: Record<ServerName, number> = {
+  wirescope: 51820,
+  mitmproxy: 51821,
+  "wireguard-go": 51822,
+  mitmproxy12: 51823,
+};
 const HOSTS_DIR = `/etc/netns/${CLIENT_NS}`; // `ip netns exec` mounts its hosts file over /etc/hosts
 const root = new URL("..", import.meta.url).pathname;
 
@@ -101,6 +113,30 @@ const METRICS: Metric[] = [
   { id: "iperfUp", label: "iperf3 upload, client → origin", unit: "Mbit/s", better: "higher" },
   { id: "iperfDown", label: "iperf3 download (-R), origin → client", unit: "Mbit/s", better: "higher" },
   { id: "cpuPerGbTcp", label: "server CPU per GB carried, iperf3", unit: "CPU s/GB", better: "lower" },
+  {
+    id: "bidirEcho",
+    label: `both ways at once: echo of ${CONFIG.bidirMB} MB (sent and echoed back concurrently), each way`,
+    unit: "Mbit/s",
+    better: "higher",
+  },
+  {
+    id: "iperfBidirUp",
+    label: "both ways at once: iperf3 --bidir, client → origin",
+    unit: "Mbit/s",
+    better: "higher",
+  },
+  {
+    id: "iperfBidirDown",
+    label: "both ways at once: iperf3 --bidir, origin → client",
+    unit: "Mbit/s",
+    better: "higher",
+  },
+  {
+    id: "cpuPerGbBidir",
+    label: "server CPU per GB carried, iperf3 --bidir",
+    unit: "CPU s/GB",
+    better: "lower",
+  },
   ...CONFIG.wrkConnections.flatMap((c): Metric[] => [
     { id: `rps${c}`, label: `HTTPS small GET, keep-alive, ${c} conn.`, unit: "req/s", better: "higher" },
     { id: `p50_${c}`, label: `HTTPS small GET, ${c} conn., p50 latency`, unit: "ms", better: "lower" },
@@ -186,6 +222,17 @@ async function versions(): Promise<Record<string, string>> {
     "-c",
     'from importlib.metadata import version as v; print(v("mitmproxy"), "(mitmproxy_rs", v("mitmproxy_rs") + ")")',
   ]);
+  // mitmproxy 12 in its Debian trixie root (scripts/setup_mitmproxy12.sh), asked with a clean environment.
+  const mitm12 = await first([
+    "chroot",
+    TRIXIE_ROOT,
+    "env",
+    "-i",
+    `${MITMPROXY12_VENV}/bin/python`,
+    "-c",
+    'import platform; from importlib.metadata import version as v; print(v("mitmproxy"), "(mitmproxy_rs", ' +
+    'v("mitmproxy_rs") + ", Python " + platform.python_version() + " in a Debian trixie root)")',
+  ]);
   const matplotlib = await first([
     `${root}.venv-mitmproxy/bin/python`,
     "-c",
@@ -194,6 +241,7 @@ async function versions(): Promise<Record<string, string>> {
   return {
     wirescope: `${denoJson.version} (commit ${commit}${dirty ? " with uncommitted changes" : ""})`,
     deno: `${Deno.version.deno} (V8 ${Deno.version.v8})`,
+    mitmproxy12: mitm12,
     mitmproxy: mitm,
     "wireguard-go": await first(["wireguard-go", "--version"]),
     "client tools": [
@@ -278,6 +326,17 @@ async function measure(
       const res = await iperf(ctx, CONFIG.iperfSeconds, down);
       push(down ? "iperfDown" : "iperfUp", res.mbps);
       push("cpuPerGbTcp", (usage().cpuSeconds - before) / (res.bytes / 1e9));
+    }
+    // Both directions at once: medians of 5 (bidirRepetitions), spread over the rounds.
+    const bidirRounds = Math.ceil(CONFIG.bidirRepetitions / CONFIG.repetitions);
+    for (let i = 0; i < (workloads.has("bidir") ? bidirRounds : 0); i++) {
+      if ((fig.bidirEcho?.length ?? 0) >= CONFIG.bidirRepetitions) break;
+      push("bidirEcho", (await bidirEcho(ctx, CONFIG.bidirMB * 1e6)).mbps);
+      const before = usage().cpuSeconds;
+      const b = await iperfBidir(ctx, CONFIG.iperfSeconds);
+      push("iperfBidirUp", b.upMbps);
+      push("iperfBidirDown", b.downMbps);
+      push("cpuPerGbBidir", (usage().cpuSeconds - before) / (b.bytes / 1e9));
     }
     for (const c of workloads.has("wrk") ? CONFIG.wrkConnections : []) {
       const w = await wrk(ctx, origins.smallPath, c, CONFIG.wrkSeconds);

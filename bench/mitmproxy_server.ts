@@ -1,6 +1,7 @@
 /**
  * mitmproxy's WireGuard mode (`mitmdump --mode wireguard`) as a benchmark server, from the
- * virtualenv that scripts/setup_mitmproxy.sh makes (.venv-mitmproxy/, mitmproxy 11.0.2).
+ * virtualenv that scripts/setup_mitmproxy.sh makes (.venv-mitmproxy/, mitmproxy 11.0.2), or with
+ * `root`, mitmproxy 12 from the Debian trixie root of scripts/setup_mitmproxy12.sh.
  *
  * mitmdump terminates the tunnel in userspace (mitmproxy_rs: boringtun + smoltcp), accepts TCP and
  * UDP to any destination address, and opens its own sockets to that address, through the routing
@@ -32,6 +33,15 @@ const root = new URL("..", import.meta.url).pathname;
 /** The mitmdump of the virtualenv that scripts/setup_mitmproxy.sh installs. */
 export const MITMDUMP = `${root}.venv-mitmproxy/bin/mitmdump`;
 
+/**
+ * The Debian trixie root that scripts/setup_mitmproxy12.sh makes (mitmproxy 12 needs Python >= 3.12),
+ * and the virtualenv inside it (a path in the root).
+ */
+export const TRIXIE_ROOT = Deno.env.get("WIRESCOPE_TRIXIE_ROOT") ?? "/var/cache/wirescope/trixie";
+export const MITMPROXY12_VENV = "/opt/mitmproxy";
+/** Where the confdir is mounted inside the root while mitmdump runs there. */
+const CONFDIR_IN_ROOT = "/run/wirescope-confdir";
+
 /** The tunnel address mitmproxy's own client config gives the client (any address works). */
 export const MITMPROXY_CLIENT_ADDRESS = "10.0.0.1/32";
 
@@ -56,6 +66,13 @@ export interface MitmproxyOptions {
    * this loads a two-line addon that keeps only the latest. Default false: stock behaviour.
    */
   discardTcpMessages?: boolean;
+  /**
+   * Run the mitmdump of this root's {@link MITMPROXY12_VENV} (mitmproxy 12, TRIXIE_ROOT) with
+   * chroot, instead of .venv-mitmproxy's. /proc, /dev and /sys and the confdir are mounted into the
+   * root in a mount namespace of mitmdump's own (they go away with it); the upstream CA is copied
+   * into the confdir; the environment is clean (env -i) but for PATH, HOME and PYTHONUNBUFFERED.
+   */
+  root?: string;
   /** More mitmdump arguments. */
   extraArgs?: string[];
   /** How long to wait for the UDP socket (ms, default 30 000: the first start makes a CA). */
@@ -122,6 +139,33 @@ def tcp_message(flow):
     del flow.messages[:-1]
 `;
 
+/** The command that runs the root's mitmdump with `args` (see {@link MitmproxyOptions.root}). */
+function chrooted(rootDir: string, confdir: string, args: string[]): string[] {
+  const script = 'r=$1; c=$2; shift 2; mkdir -p "$r/proc" "$r/dev" "$r/sys" "$r' + CONFDIR_IN_ROOT + '" && ' +
+    'mount --bind /proc "$r/proc" && mount --rbind /dev "$r/dev" && mount --bind /sys "$r/sys" && ' +
+    'mount --bind "$c" "$r' + CONFDIR_IN_ROOT + '" && exec chroot "$r" "$@"';
+  return [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    script,
+    "mitmdump12",
+    rootDir,
+    confdir,
+    "env",
+    "-i",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "LANG=C.UTF-8",
+    "PYTHONUNBUFFERED=1",
+    `${MITMPROXY12_VENV}/bin/mitmdump`,
+    ...args,
+  ];
+}
+
 /** Starts `mitmdump --mode wireguard` and resolves once its UDP socket is bound. */
 export async function startMitmproxy(opts: MitmproxyOptions): Promise<MitmproxyServer> {
   const serverPrivateKey = opts.serverPrivateKey ?? await wgKey();
@@ -135,23 +179,31 @@ export async function startMitmproxy(opts: MitmproxyOptions): Promise<MitmproxyS
     { mode: 0o600 },
   );
   const host = opts.listenHost === "0.0.0.0" ? "" : opts.listenHost;
+  // Inside a root, mitmdump sees the confdir at CONFDIR_IN_ROOT, and the upstream CA in it.
+  const confdir = opts.root ? CONFDIR_IN_ROOT : opts.confdir;
+  let upstreamCaFile = opts.upstreamCaFile;
+  if (opts.root && upstreamCaFile) {
+    await Deno.copyFile(upstreamCaFile, `${opts.confdir}/upstream-ca.pem`);
+    upstreamCaFile = `${CONFDIR_IN_ROOT}/upstream-ca.pem`;
+  }
   const args = [
     "--mode",
     `wireguard@${host ? `${host}:` : ""}${opts.port}`,
     "--set",
-    `confdir=${opts.confdir}`,
+    `confdir=${confdir}`,
     // No per-flow output; the log stays at "info" (startup, errors), which is little.
     "--set",
     "flow_detail=0",
-    ...(opts.upstreamCaFile ? ["--set", `ssl_verify_upstream_trusted_ca=${opts.upstreamCaFile}`] : []),
+    ...(upstreamCaFile ? ["--set", `ssl_verify_upstream_trusted_ca=${upstreamCaFile}`] : []),
     ...(opts.extraArgs ?? []),
   ];
   if (opts.discardTcpMessages) {
     await Deno.writeTextFile(`${opts.confdir}/discard_tcp_messages.py`, ADDON);
-    args.push("-s", `${opts.confdir}/discard_tcp_messages.py`);
+    args.push("-s", `${confdir}/discard_tcp_messages.py`);
   }
-  const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, MITMDUMP, ...args] : [MITMDUMP, ...args];
-  // (`ip netns exec` execs the command: the child's pid is mitmdump's.)
+  const program = opts.root ? chrooted(opts.root, opts.confdir, args) : [MITMDUMP, ...args];
+  const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, ...program] : program;
+  // (`ip netns exec`, unshare, sh, chroot and env all exec the next: the child's pid is mitmdump's.)
   const { child, tail, stop, exited: hasExited } = spawnWatched(cmd, { env: { PYTHONUNBUFFERED: "1" } });
 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);

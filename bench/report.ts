@@ -53,16 +53,44 @@ function ratio(a: number[] | undefined, b: number[] | undefined): string {
   return `${(median(a) / median(b)).toFixed(2)}×`;
 }
 
-/** The markdown report. */
+/** Column titles of the servers (the mitmproxy versions come from the run's `versions`). */
+function title(r: BenchResults, s: ServerName): string {
+  const version = (key: string) => (r.versions[key] ?? "").split(" ")[0] || "?";
+  switch (s) {
+    case "wirescope":
+      return "wirescope";
+    case "mitmproxy12":
+      return `mitmproxy ${version("mitmproxy12")}`;
+    case "mitmproxy":
+      return `mitmproxy ${version("mitmproxy")}`;
+    case "wireguard-go":
+      return "wireguard-go + kernel (ceiling)";
+  }
+}
+
+/** The markdown report: a column per server, wirescope against each other, each proxy against the ceiling. */
 export function toMarkdown(r: BenchResults): string {
-  const ceiling = r.results["wireguard-go"], ws = r.results.wirescope, mitm = r.results.mitmproxy;
+  const order: ServerName[] = ["wirescope", "mitmproxy12", "mitmproxy", "wireguard-go"];
+  const servers = order.filter((s) => r.servers.includes(s) && r.results[s]);
+  const proxies = servers.filter((s) => s !== "wirescope" && s !== "wireguard-go");
+  const pairs: [ServerName, ServerName][] = [
+    ...servers.filter((s) => s !== "wirescope").map((s): [ServerName, ServerName] => ["wirescope", s]),
+    ...(servers.includes("wireguard-go")
+      ? proxies.map((s): [ServerName, ServerName] => [s, "wireguard-go"])
+      : []),
+  ];
+  const short = (s: ServerName) => (s === "wireguard-go" ? "ceiling" : title(r, s));
   const rows = r.metrics.map((m) => {
-    const v = (x: Partial<Record<string, number[]>> | undefined) => x?.[m.id];
-    return `| ${m.label} (${m.unit}) | ${m.better} | ${cell(v(ws))} | ${cell(v(mitm))} | ${
-      cell(v(ceiling))
-    } | ` +
-      `${ratio(v(ws), v(mitm))} | ${ratio(v(ws), v(ceiling))} | ${ratio(v(mitm), v(ceiling))} |`;
+    const v = (s: ServerName) => r.results[s]?.[m.id];
+    return `| ${m.label} (${m.unit}) | ${m.better} | ${servers.map((s) => cell(v(s))).join(" | ")} | ` +
+      `${pairs.map(([a, b]) => ratio(v(a), v(b))).join(" | ")} |`;
   });
+  const header = [
+    "workload",
+    "better",
+    ...servers.map((s) => title(r, s)),
+    ...pairs.map(([a, b]) => `${short(a)} ÷ ${short(b)}`),
+  ];
   return [
     "# wirescope benchmark",
     "",
@@ -76,9 +104,8 @@ export function toMarkdown(r: BenchResults): string {
     "Each cell is min / **median** / max over the repetitions (one value where measured once). " +
     "Ratios compare medians; whether higher or lower is better is in the second column.",
     "",
-    "| workload | better | wirescope | mitmproxy (stock) | wireguard-go + kernel (ceiling) | " +
-    "wirescope ÷ mitmproxy | wirescope ÷ ceiling | mitmproxy ÷ ceiling |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    `| ${header.join(" | ")} |`,
+    `|${header.map(() => " --- ").join("|")}|`,
     ...rows,
     "",
     ...r.notes.map((n) => `- ${n}`),
@@ -87,9 +114,10 @@ export function toMarkdown(r: BenchResults): string {
 }
 
 /**
- * A partial run (`--workloads`) merged into the previous full report: the rows in `measured`
- * come from `current`, every other row keeps the previous run's figures, and a note says which
- * rows came from which run. Metrics the previous report lacked are added in `current`'s order.
+ * A partial run (`--workloads`, `--servers`) merged into the previous full report: for the servers
+ * `current` ran, the rows in `measured` come from `current`; every other row, and every row of a
+ * server not run, keeps the previous run's figures; a note says which rows came from which run.
+ * Metrics the previous report lacked are added in `current`'s order.
  */
 export function mergeResults(
   previous: BenchResults,
@@ -101,12 +129,18 @@ export function mergeResults(
   for (const s of servers) {
     const merged: Record<string, number[]> = {};
     for (const [id, xs] of Object.entries(previous.results[s] ?? {})) if (!measured.has(id)) merged[id] = xs;
-    for (const [id, xs] of Object.entries(current.results[s] ?? {})) if (measured.has(id)) merged[id] = xs;
+    if (current.servers.includes(s)) {
+      for (const id of measured) delete merged[id];
+      for (const [id, xs] of Object.entries(current.results[s] ?? {})) if (measured.has(id)) merged[id] = xs;
+    } else {
+      Object.assign(merged, previous.results[s] ?? {});
+    }
     results[s] = merged;
   }
   const rows = current.metrics.filter((m) => measured.has(m.id)).map((m) => m.label);
   return {
     ...current,
+    versions: { ...previous.versions, ...current.versions },
     servers,
     results,
     notes: [

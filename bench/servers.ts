@@ -1,20 +1,23 @@
 /**
- * The three servers the bench measures, started in the server namespace with one shape: a
+ * The servers the bench measures, started in the server namespace with one shape: a
  * WireGuard endpoint on a UDP port whose process can be asked for its resource use.
  *
  * - `wirescope`: this checkout's CLI, `--mode wireguard` (or bench/wirescope_server.ts, the same
  *   proxy through the library, when asked).
- * - `mitmproxy`: `mitmdump --mode wireguard` from .venv-mitmproxy (bench/mitmproxy_server.ts).
+ * - `mitmproxy12`: `mitmdump --mode wireguard` of mitmproxy 12 (the newest; it needs Python >= 3.12), in
+ *   the Debian trixie root of scripts/setup_mitmproxy12.sh, with chroot (bench/mitmproxy_server.ts).
+ * - `mitmproxy`: `mitmdump --mode wireguard` of mitmproxy 11.0.2 (the newest for Debian 12's Python
+ *   3.11) from .venv-mitmproxy.
  * - `wireguard-go`: a plain WireGuard server and kernel routing to the origins, no interception.
  * @module
  */
 import { sh } from "../tests/rig.ts";
-import { startMitmproxy, udpBound } from "./mitmproxy_server.ts";
+import { startMitmproxy, TRIXIE_ROOT, udpBound } from "./mitmproxy_server.ts";
 import { type ProcessUsage, processUsage } from "./usage.ts";
 import { spawnWatched, startInNamespace } from "./watched_process.ts";
 
 /** The names of the servers, in the order the bench runs them. */
-export const SERVER_NAMES = ["wirescope", "mitmproxy", "wireguard-go"] as const;
+export const SERVER_NAMES = ["wirescope", "mitmproxy12", "mitmproxy", "wireguard-go"] as const;
 export type ServerName = typeof SERVER_NAMES[number];
 
 /** A running server. */
@@ -122,8 +125,9 @@ async function startWirescope(s: ServerSetup): Promise<BenchServer> {
   };
 }
 
-async function startMitmdump(s: ServerSetup): Promise<BenchServer> {
+async function startMitmdump(s: ServerSetup, name: "mitmproxy" | "mitmproxy12"): Promise<BenchServer> {
   const m = await startMitmproxy({
+    ...(name === "mitmproxy12" ? { root: TRIXIE_ROOT } : {}),
     listenHost: "",
     port: s.port,
     confdir: `${s.dir}/mitmproxy`,
@@ -134,7 +138,7 @@ async function startMitmdump(s: ServerSetup): Promise<BenchServer> {
     readyTimeoutMs: 60_000,
   });
   return {
-    name: "mitmproxy",
+    name,
     pid: m.pid,
     clientCaFile: m.caCertFile,
     intercepts: true,
@@ -197,7 +201,8 @@ export async function startServer(name: ServerName, setup: ServerSetup): Promise
     case "wirescope":
       return startWirescope(setup);
     case "mitmproxy":
-      return startMitmdump(setup);
+    case "mitmproxy12":
+      return startMitmdump(setup, name);
     case "wireguard-go":
       return startWireguardGo(setup);
   }

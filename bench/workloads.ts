@@ -329,3 +329,54 @@ export async function downloadH2(
   const seconds = Number(m[1]);
   return { seconds, mbps: size * 8 / seconds / 1e6 };
 }
+
+/**
+ * Both directions at once through the tunnel: `bytes` sent to the echo port while the origin sends
+ * each byte back (tests/ns_client.ts `echo`: the client writes and reads concurrently, checks the
+ * returned bytes' sha256). Seconds from connect to the last byte back, and Mbit/s each way.
+ */
+export async function bidirEcho(
+  ctx: ClientContext,
+  bytes: number,
+): Promise<{ seconds: number; mbps: number }> {
+  const r = await nsClient(ctx, ["echo", ctx.target, "7", String(bytes)], 300) as unknown as {
+    sent: string;
+    got: string;
+    ms: number;
+  };
+  if (r.sent !== r.got) throw new Error(`echo of ${bytes} bytes returned other bytes`);
+  const seconds = r.ms / 1000;
+  return { seconds, mbps: bytes * 8 / seconds / 1e6 };
+}
+
+/**
+ * iperf3 `--bidir` for `seconds`: one stream each way at once. Mbit/s received each way (up: at the
+ * origin, down: at the client) and the bytes received in all.
+ */
+export async function iperfBidir(
+  ctx: ClientContext,
+  seconds: number,
+): Promise<{ upMbps: number; downMbps: number; bytes: number }> {
+  const { stdout } = await inClient(
+    ctx,
+    ["iperf3", "-c", ctx.target, "-p", "5201", "-t", String(seconds), "-J", "--bidir"],
+    seconds + 60,
+    { allowFail: true },
+  );
+  let j;
+  try {
+    j = JSON.parse(stdout);
+  } catch {
+    throw new Error(`iperf3 printed no JSON: ${stdout.slice(0, 400)}`);
+  }
+  if (j.error) throw new Error(`iperf3 --bidir: ${j.error}`);
+  const up = j.end?.sum_received, down = j.end?.sum_received_bidir_reverse;
+  if (!(up?.bytes > 0) || !(down?.bytes > 0)) {
+    throw new Error(`iperf3 --bidir carried nothing one way: ${JSON.stringify(j.end ?? {}).slice(0, 600)}`);
+  }
+  return {
+    upMbps: up.bits_per_second / 1e6,
+    downMbps: down.bits_per_second / 1e6,
+    bytes: up.bytes + down.bytes,
+  };
+}

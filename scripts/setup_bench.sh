@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Everything `deno task bench` needs, idempotently: the Debian packages of scripts/setup.sh (which
 # include wrk, iperf3, nginx, wireguard-go, and h2load from nghttp2-client for the HTTP/2 rows), mitmproxy
-# in .venv-mitmproxy/ (scripts/setup_mitmproxy.sh) and matplotlib in the same virtualenv, for
-# bench/chart.py. Cheap when all is there already.
+# 11 in .venv-mitmproxy/ (scripts/setup_mitmproxy.sh), mitmproxy 12 in a cached Debian trixie root
+# (scripts/setup_mitmproxy12.sh), mitmproxy-wireguard for bench:dataplane
+# (scripts/setup_mitmproxy_wireguard.sh) and matplotlib in .venv-mitmproxy, for bench/chart.py. Cheap when
+# all is there already.
 #
 #   bash scripts/setup_bench.sh
 set -euo pipefail
@@ -13,6 +15,8 @@ VENV=.venv-mitmproxy
 
 bash scripts/setup.sh >/dev/null
 bash scripts/setup_mitmproxy.sh >/dev/null
+bash scripts/setup_mitmproxy12.sh >/dev/null
+bash scripts/setup_mitmproxy_wireguard.sh >/dev/null
 command -v h2load >/dev/null || {
   echo "setup_bench: h2load is missing (Debian package nghttp2-client, in scripts/setup.sh)" >&2
   exit 1
