@@ -137,6 +137,11 @@ export interface CliOptions {
   keepServing?: boolean;
   /** `--web [HOST:]PORT`: where the web UI listens (absent: no web UI). */
   web?: { hostname: string; port: number };
+  /**
+   * `--intercept [EXPR]`: load the intercept addon (flows matching EXPR are held until resumed
+   * in the web UI; "" holds nothing until an expression is set there).
+   */
+  intercept?: string;
   /** `--web-password`: a fixed secret for the web UI instead of a random token per run. */
   webPassword?: string;
   /**
@@ -338,6 +343,12 @@ Web UI:
                              made for this run, is printed at start; a cookie
                              keeps the browser logged in. Needs the flow store
   --web-password SECRET      use SECRET as the token instead (default: random)
+  --intercept [EXPR]         hold flows matching EXPR (mitmproxy's filter
+                             language) before the request goes to the server
+                             or the response to the client, until resumed
+                             (edited or not) or killed in the web UI; the
+                             expression can be changed there. Alone: nothing
+                             held until one is set. Needs --web
 
 Output:
   -w, --save FILE            save flows to FILE, mode 0600, by its name: *.jsonl
@@ -419,6 +430,10 @@ export function parseFlags(args: string[]): CliOptions {
   args = args.flatMap((a, i) =>
     a === "--web" && (i + 1 === args.length || args[i + 1]!.startsWith("-")) ? [a, WEB_DEFAULT] : [a]
   );
+  // So does `--intercept`: alone, interception is on with nothing held yet.
+  args = args.flatMap((a, i) =>
+    a === "--intercept" && (i + 1 === args.length || args[i + 1]!.startsWith("-")) ? [a, ""] : [a]
+  );
   try {
     parsed = parseArgs({
       args,
@@ -428,6 +443,7 @@ export function parseFlags(args: string[]): CliOptions {
         mode: { type: "string", multiple: true },
         web: { type: "string" },
         "web-password": { type: "string" },
+        intercept: { type: "string" },
         confdir: { type: "string" },
         peers: { type: "string" },
         "wg-endpoint": { type: "string" },
@@ -582,6 +598,15 @@ export function parseFlags(args: string[]): CliOptions {
     if (!options.web) throw new UsageError("--web-password needs --web");
     if (values["web-password"].length < 8) throw new UsageError("--web-password: use at least 8 characters");
     options.webPassword = values["web-password"];
+  }
+  if (values.intercept !== undefined) {
+    if (!options.web) throw new UsageError("--intercept needs --web (held flows are resumed there)");
+    try {
+      if (values.intercept.trim() !== "") compileFilter(values.intercept);
+    } catch (e) {
+      throw new UsageError(`--intercept: ${(e as Error).message}`);
+    }
+    options.intercept = values.intercept;
   }
   if (options.web && options.noStore) throw new UsageError("--web shows the flow store: not with --no-store");
 

@@ -16,6 +16,7 @@ import { FlowFileError, openFlowFile } from "../flows/flow_file.ts";
 import { FlowStoreError } from "../flows/store.ts";
 import { startWebUi, type WebUiHandle } from "../web/server.ts";
 import { WireGuardAdmin } from "../web/wireguard_admin.ts";
+import { InterceptAddon } from "../addons/builtins/intercept.ts";
 import { WorkerFlowStore } from "../flows/worker_store.ts";
 import { formatSize } from "./flow_line.ts";
 import type { Flow } from "../flows/flow.ts";
@@ -320,6 +321,9 @@ async function run(options: CliOptions): Promise<number> {
     if (!options.verbose && (level === "debug" || level === "info")) return;
     console.error(formatLogLine({ level, message }, color));
   });
+  // --intercept: held flows are resumed (or killed) in the web UI.
+  const intercept = options.intercept !== undefined ? new InterceptAddon(options.intercept) : undefined;
+  if (intercept) addonManager?.add([intercept]);
   // From before the ports open: a stop asked for while starting must not end the process by the
   // signal's default action (exit 130/143, files unflushed).
   const stop = catchStopSignals();
@@ -351,6 +355,15 @@ async function run(options: CliOptions): Promise<number> {
       // The built-in addons the flags ask for (src/addons/builtins/), with their settings.
       ...(options.builtinSettings.length > 0
         ? { addons: builtinAddons(options.builtinSettings), addonOptions: options.builtinSettings }
+        : {}),
+      // --intercept: the intercept addon last (after the rewriting built-ins, as mitmproxy's runs).
+      ...(intercept && !addonManager
+        ? {
+          addons: [
+            ...(options.builtinSettings.length > 0 ? builtinAddons(options.builtinSettings) : []),
+            intercept,
+          ],
+        }
         : {}),
       // With -s or --set: one manager holding the built-ins first, then the files (replaces the above).
       ...(addonManager ? { addons: addonManager } : {}),
@@ -433,6 +446,7 @@ async function run(options: CliOptions): Promise<number> {
         hostname: options.web.hostname,
         port: options.web.port,
         ...(options.webPassword !== undefined ? { password: options.webPassword } : {}),
+        ...(intercept ? { intercept } : {}),
         // The WireGuard page: the first WireGuard mode's peers, whose configs were written above.
         ...(files && proxy.wireguard[0]
           ? {
