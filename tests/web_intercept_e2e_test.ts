@@ -138,7 +138,14 @@ Deno.test({
           "\n%{http_code}",
           ...args,
         ]);
-        const state = { done: false, out: p.output().then((r) => (state.done = true, r)) };
+        const state: { done: boolean; out: Promise<Deno.CommandOutput> } = {
+          done: false,
+          out: Promise.resolve() as unknown as Promise<Deno.CommandOutput>,
+        };
+        state.out = p.output().then((r) => {
+          state.done = true;
+          return r;
+        });
         return state;
       };
       const text = (r: Deno.CommandOutput) => new TextDecoder().decode(r.stdout);
