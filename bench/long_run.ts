@@ -94,15 +94,20 @@ export function slope(xs: number[], ys: number[]): number {
 
 /** One h2load slice: requests that succeeded and those that did not. */
 async function slice(ctx: ClientContext, seconds: number): Promise<{ ok: number; failed: number }> {
-  const { stdout } = await inClient(ctx, [
-    "h2load",
-    "--h1",
-    "-c",
-    String(CONNECTIONS),
-    "-D",
-    String(seconds),
-    `https://${ctx.host}/small.txt`,
-  ], seconds + 60, { allowFail: true });
+  const { stdout } = await inClient(
+    ctx,
+    [
+      "h2load",
+      "--h1",
+      "-c",
+      String(CONNECTIONS),
+      "-D",
+      String(seconds),
+      `https://${ctx.host}/small.txt`,
+    ],
+    seconds + 60,
+    { allowFail: true },
+  );
   const done = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/
     .exec(stdout);
   if (!done) throw new Error(`h2load printed no summary: ${stdout.slice(-600)}`);
@@ -142,7 +147,10 @@ async function main(): Promise<void> {
     await Deno.mkdir(HOSTS_DIR, { recursive: true });
     await Deno.writeTextFile(`${HOSTS_DIR}/hosts`, `127.0.0.1 localhost\n${TARGET} ${HOST}\n`);
     await rig.create(`${dir}/client.key`);
-    const origins = await startOrigins(SERVER_NS, TARGET, { bigSize: MiB, lifetimeSeconds: MINUTES * 60 + 600 });
+    const origins = await startOrigins(SERVER_NS, TARGET, {
+      bigSize: MiB,
+      lifetimeSeconds: MINUTES * 60 + 600,
+    });
     closeOrigins = origins.close;
     server = await startServer("wirescope", {
       ns: SERVER_NS,
@@ -160,7 +168,9 @@ async function main(): Promise<void> {
     // Interception is on: the proxy's CA verifies what the client sees.
     await inClient(ctx, ["curl", "-sS", "--fail", "--cacert", ctx.caFile, `https://${HOST}/small.txt`], 30);
     idleRss = server.usage().rss;
-    log(`server up, RSS ${(idleRss / MiB).toFixed(1)} MiB; running to ${REQUESTS} requests or ${MINUTES} min`);
+    log(
+      `server up, RSS ${(idleRss / MiB).toFixed(1)} MiB; running to ${REQUESTS} requests or ${MINUTES} min`,
+    );
     const t0 = performance.now(), deadline = Date.now() + MINUTES * 60_000;
     let requests = 0, failures = 0;
     while (requests < REQUESTS && Date.now() < deadline) {

@@ -247,7 +247,9 @@ class Peer {
     this.#core.flush(Date.now());
     this.#core.drain(this.#sink);
     for (const d of this.#out.splice(0)) {
-      this.#socket.send(d.data, { transport: "udp", hostname: d.to.hostname, port: d.to.port }).catch(() => {});
+      this.#socket.send(d.data, { transport: "udp", hostname: d.to.hostname, port: d.to.port }).catch(
+        () => {},
+      );
     }
   }
 }
@@ -257,7 +259,11 @@ class Peer {
  * deadline passes; resolves with one result per peer. Peers stay up (sockets open) until all are
  * finished, so the server holds every session at once.
  */
-export async function runPeers(specs: PeerSpec[], target: LoadTarget, opts: RunOptions): Promise<PeerResult[]> {
+export async function runPeers(
+  specs: PeerSpec[],
+  target: LoadTarget,
+  opts: RunOptions,
+): Promise<PeerResult[]> {
   const peers = specs.map((s) => new Peer(s, target, opts.startAt, opts.onUp ?? (() => {})));
   const wait = opts.startAt - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
