@@ -19,7 +19,7 @@ import https from "node:https";
 import tls from "node:tls";
 import { join } from "node:path";
 import { CertificateAuthority } from "../src/certs/certificate_authority.ts";
-import { leafNames, type LeafIssuer, signLeaf } from "../src/certs/_leaf_certificate.ts";
+import { type LeafIssuer, leafNames, signLeaf } from "../src/certs/_leaf_certificate.ts";
 import { decodeDer, tbsFields, toPem } from "../src/certs/_der.ts";
 import { startProxy } from "../src/proxy/proxy.ts";
 
@@ -37,9 +37,11 @@ function median(xs: number[]): number {
 function row(label: string, xs: number[], unit: string): void {
   const s = [...xs].sort((a, b) => a - b);
   const f = (x: number) => x.toFixed(unit === "ms" ? 2 : 0);
-  console.log(`${label.padEnd(58)} ${f(s[0]!).padStart(8)} ${f(median(s)).padStart(8)} ${
-    f(s[s.length - 1]!).padStart(8)
-  } ${unit}`);
+  console.log(
+    `${label.padEnd(58)} ${f(s[0]!).padStart(8)} ${f(median(s)).padStart(8)} ${
+      f(s[s.length - 1]!).padStart(8)
+    } ${unit}`,
+  );
 }
 
 async function timed<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
@@ -99,8 +101,7 @@ async function steps(dir: string): Promise<void> {
     push("context", context);
     const [leaf, leafFor] = await timed(() => ca.leafFor({ sni: `l${i}.steps.bench.test` }));
     push("leafFor", leafFor);
-    // deno-lint-ignore no-explicit-any
-    const [, contextOf] = await timed(() => (leaf as any).secureContext ?? tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }));
+    const [, contextOf] = await timed(() => leaf.secureContext);
     push("leafContext", contextOf);
     const [, again] = await timed(() => ca.leafFor({ sni: `l${i}.steps.bench.test` }));
     push("again", again);
@@ -110,10 +111,6 @@ async function steps(dir: string): Promise<void> {
     const [, disk] = await timed(() => second.leafFor({ sni: `l${i}.steps.bench.test` }));
     push("disk", disk);
   }
-  // deno-lint-ignore no-explicit-any
-  await (ca as any).close?.();
-  // deno-lint-ignore no-explicit-any
-  await (second as any).close?.();
 
   const derBuild = t.signLeaf!.map((x, i) => Math.max(0, x - t.rsa![i]!));
   console.log(`\nsteps from a new SNI to a ready leaf, ${HOSTS} new names       min   median      max`);
@@ -131,7 +128,18 @@ async function steps(dir: string): Promise<void> {
 
 async function curl(args: string[]): Promise<number> {
   const out = await new Deno.Command("curl", {
-    args: ["-sS", "--fail", "--http1.1", "--max-time", "10", "-o", "/dev/null", "-w", "%{time_total}", ...args],
+    args: [
+      "-sS",
+      "--fail",
+      "--http1.1",
+      "--max-time",
+      "10",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{time_total}",
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -142,8 +150,6 @@ async function curl(args: string[]): Promise<number> {
 async function e2e(dir: string): Promise<void> {
   const originCa = await CertificateAuthority.load(join(dir, "origin-ca"));
   const originLeaf = await originCa.leafFor({ sni: "*.e2e.bench.test", extraNames: ["127.0.0.1"] });
-  // deno-lint-ignore no-explicit-any
-  await (originCa as any).close?.();
   const origin = https.createServer(
     { key: originLeaf.keyPem, cert: originLeaf.certPem },
     (_req, res) => res.end("hello\n"),
@@ -209,7 +215,9 @@ async function e2e(dir: string): Promise<void> {
   origin.closeAllConnections();
 
   const m = median(direct);
-  console.log(`\nfirst GET on a new connection, ${HOSTS} names (curl time_total)       min   median      max`);
+  console.log(
+    `\nfirst GET on a new connection, ${HOSTS} names (curl time_total)       min   median      max`,
+  );
   row("direct to the loopback origin (new name)", direct, "ms");
   row(`via proxy, new name (${(median(first) / m).toFixed(2)}x direct)`, first, "ms");
   row(`via proxy, same name again (${(median(repeat) / m).toFixed(2)}x direct)`, repeat, "ms");

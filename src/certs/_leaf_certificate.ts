@@ -31,7 +31,7 @@ export const LEAF_BACKDATE_MS = 2 * DAY_MS;
 /** Leaf lifetime from notBefore, well inside the 398 days Apple accepts for server certificates. */
 export const LEAF_LIFETIME_MS = 365 * DAY_MS;
 
-/** The key all leaves of this process share. */
+/** The key all leaves of a CA share (kept in the confdir with the leaf cache). */
 export interface LeafKey {
   /** The private key as PKCS#8 PEM. */
   keyPem: string;
@@ -41,32 +41,54 @@ export interface LeafKey {
   keyIdentifier: Uint8Array;
 }
 
-let sharedKey: Promise<LeafKey> | undefined;
-
 /**
- * The ECDSA P-256 leaf key, generated on first use and then shared by the whole process.
+ * Makes a new ECDSA P-256 leaf key.
  *
- * @returns The key.
+ * @returns The key and its PKCS#8 DER.
  */
-export function leafKey(): Promise<LeafKey> {
-  if (sharedKey === undefined) {
-    sharedKey = generateLeafKey();
-    // A failed generation should not poison every later call.
-    sharedKey.catch(() => {
-      sharedKey = undefined;
-    });
-  }
-  return sharedKey;
-}
-
-async function generateLeafKey(): Promise<LeafKey> {
+export async function generateLeafKey(): Promise<{ key: LeafKey; pkcs8: Uint8Array }> {
   const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
     "sign",
     "verify",
   ]);
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
   const point = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
-  const keyIdentifier = new Uint8Array(await crypto.subtle.digest("SHA-1", point));
+  return { key: await leafKeyOf(pkcs8, point), pkcs8 };
+}
+
+/**
+ * Reads a leaf key back from its PKCS#8 DER.
+ *
+ * @param pkcs8 The private key.
+ * @returns The key.
+ * @throws {Error} When `pkcs8` is not an ECDSA P-256 private key.
+ */
+export async function importLeafKey(pkcs8: Uint8Array<ArrayBuffer>): Promise<LeafKey> {
+  const privateKey = await crypto.subtle.importKey(
+    "pkcs8",
+    pkcs8,
+    { name: "ECDSA", namedCurve: "P-256" },
+    true,
+    [
+      "sign",
+    ],
+  );
+  const jwk = await crypto.subtle.exportKey("jwk", privateKey);
+  if (jwk.x === undefined || jwk.y === undefined) throw new Error("the leaf key has no public point");
+  const coordinate = (text: string) =>
+    Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  const x = coordinate(jwk.x);
+  const y = coordinate(jwk.y);
+  if (x.length !== 32 || y.length !== 32) throw new Error("the leaf key is not a P-256 key");
+  const point = new Uint8Array(65);
+  point[0] = 4;
+  point.set(x, 1);
+  point.set(y, 33);
+  return await leafKeyOf(pkcs8, point);
+}
+
+async function leafKeyOf(pkcs8: Uint8Array, point: Uint8Array): Promise<LeafKey> {
+  const keyIdentifier = new Uint8Array(await crypto.subtle.digest("SHA-1", point.slice()));
   return { keyPem: toPem("PRIVATE KEY", pkcs8), point, keyIdentifier };
 }
 

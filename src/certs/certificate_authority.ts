@@ -5,6 +5,7 @@
  */
 import forge from "node-forge";
 import { join } from "node:path";
+import tls from "node:tls";
 import {
   binaryToBytes,
   bytesToBinary,
@@ -16,7 +17,8 @@ import {
   tbsFields,
   toPem,
 } from "./_der.ts";
-import { type LeafIssuer, leafKey, leafNames, signLeaf } from "./_leaf_certificate.ts";
+import { type LeafIssuer, type LeafKey, type LeafName, leafNames, signLeaf } from "./_leaf_certificate.ts";
+import { type CacheLog, type LeafDiskCache, openLeafStore } from "./_leaf_disk_cache.ts";
 import { LruCache } from "./_lru_cache.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -36,8 +38,15 @@ export interface CertificateAuthorityPaths {
 
 /** Options of {@linkcode CertificateAuthority.load}. */
 export interface CertificateAuthorityOptions {
-  /** How many leaf certificates to keep; the least recently used go first. Default 1000. */
+  /** How many leaf certificates to keep in memory; the least recently used go first. Default 1000. */
   leafCacheSize?: number;
+  /**
+   * How many leaf certificates to keep on disk across runs, in `<confdir>/leaf-cache/` (0700, files
+   * 0600, oldest dropped first). 0 keeps none and the leaf key in memory only. Default 1000.
+   */
+  leafDiskCacheSize?: number;
+  /** Where notes on ignored cache files go (damaged, unwritable). Default `console.warn`. */
+  log?: (message: string) => void;
 }
 
 /** The host a leaf certificate is for. At least one name is needed. */
@@ -58,7 +67,7 @@ export interface Leaf {
   readonly certPem: string;
   /** The certificate as DER. */
   readonly certDer: Uint8Array;
-  /** The private key as PKCS#8 PEM (ECDSA P-256, the same for every leaf of the process). */
+  /** The private key as PKCS#8 PEM (ECDSA P-256, the same for every leaf of this CA and confdir). */
   readonly keyPem: string;
   /** The certificate followed by the CA certificate, as PEM. */
   readonly certChainPem: string;
@@ -66,6 +75,11 @@ export interface Leaf {
   readonly notBefore: Date;
   /** The end of its validity. */
   readonly notAfter: Date;
+  /**
+   * A node:tls server context with the key and the certificate, made on first use and then shared
+   * by every connection this leaf serves (making one costs about as much as a signature).
+   */
+  readonly secureContext: tls.SecureContext;
 }
 
 interface CacheEntry {
@@ -109,6 +123,8 @@ export class CertificateAuthority {
 
   readonly #issuer: LeafIssuer;
   readonly #leaves: LruCache<string, CacheEntry>;
+  readonly #key: LeafKey;
+  readonly #disk: LeafDiskCache | undefined;
 
   private constructor(
     confdir: string,
@@ -117,6 +133,8 @@ export class CertificateAuthority {
     fingerprint: string,
     issuer: LeafIssuer,
     leafCacheSize: number,
+    key: LeafKey,
+    disk: LeafDiskCache | undefined,
   ) {
     this.confdir = confdir;
     this.paths = Object.freeze(paths);
@@ -126,6 +144,8 @@ export class CertificateAuthority {
     this.notAfter = issuer.notAfter;
     this.#issuer = issuer;
     this.#leaves = new LruCache(leafCacheSize);
+    this.#key = key;
+    this.#disk = disk;
   }
 
   /**
@@ -147,6 +167,11 @@ export class CertificateAuthority {
     if (!Number.isInteger(leafCacheSize) || leafCacheSize < 1) {
       throw new RangeError(`leafCacheSize must be a positive integer, got ${leafCacheSize}`);
     }
+    const diskSize = options.leafDiskCacheSize ?? 1000;
+    if (!Number.isInteger(diskSize) || diskSize < 0) {
+      throw new RangeError(`leafDiskCacheSize must be a whole number, got ${diskSize}`);
+    }
+    const log: CacheLog = options.log ?? ((message) => console.warn(`wirescope: ${message}`));
     const paths: CertificateAuthorityPaths = {
       key: join(confdir, "wirescope-ca.pem"),
       cert: join(confdir, "wirescope-ca-cert.pem"),
@@ -185,13 +210,19 @@ export class CertificateAuthority {
       signingKey,
     };
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", material.certDer));
+    const fingerprint = colonHex(digest);
+    // One leaf key for every leaf (as mitmproxy does): a new host then costs one signature and no
+    // key generation, and leaves kept on disk stay usable in the next run.
+    const store = await openLeafStore(join(confdir, "leaf-cache"), fingerprint, diskSize, log);
     return new CertificateAuthority(
       confdir,
       paths,
       material.certDer,
-      colonHex(digest),
+      fingerprint,
       issuer,
       leafCacheSize,
+      store.key,
+      store.cache,
     );
   }
 
@@ -233,7 +264,7 @@ export class CertificateAuthority {
     const cached = this.#leaves.get(key);
     if (cached !== undefined && Date.now() < cached.renewAt) return cached.promise;
 
-    const entry: CacheEntry = { promise: this.#issue(names), renewAt: Infinity };
+    const entry: CacheEntry = { promise: this.#obtain(key, names), renewAt: Infinity };
     this.#leaves.set(key, entry);
     entry.promise.then(
       (leaf) => {
@@ -248,18 +279,31 @@ export class CertificateAuthority {
     return entry.promise;
   }
 
-  async #issue(names: ReturnType<typeof leafNames>): Promise<Leaf> {
-    const key = await leafKey();
-    const signed = await signLeaf(this.#issuer, key, names);
-    const certPem = toPem("CERTIFICATE", signed.der);
+  /** The leaf for a name set from the disk cache, or a newly signed one (then stored there). */
+  async #obtain(namesKey: string, names: LeafName[]): Promise<Leaf> {
+    const stored = await this.#disk?.get(namesKey, DAY_MS);
+    if (stored !== undefined) return this.#leaf(stored.names, stored.der, stored.notBefore, stored.notAfter);
+    const signed = await signLeaf(this.#issuer, this.#key, names);
+    const texts = names.map((name) => name.text);
+    this.#disk?.put(namesKey, { names: texts, ...signed });
+    return this.#leaf(texts, signed.der, signed.notBefore, signed.notAfter);
+  }
+
+  #leaf(names: string[], der: Uint8Array, notBefore: Date, notAfter: Date): Leaf {
+    const certPem = toPem("CERTIFICATE", der);
+    const keyPem = this.#key.keyPem;
+    let context: tls.SecureContext | undefined;
     return Object.freeze({
-      names: Object.freeze(names.map((name) => name.text)),
+      names: Object.freeze(names),
       certPem,
-      certDer: signed.der,
-      keyPem: key.keyPem,
+      certDer: der,
+      keyPem,
       certChainPem: certPem + this.certPem,
-      notBefore: signed.notBefore,
-      notAfter: signed.notAfter,
+      notBefore,
+      notAfter,
+      get secureContext() {
+        return context ??= tls.createSecureContext({ key: keyPem, cert: certPem });
+      },
     });
   }
 }

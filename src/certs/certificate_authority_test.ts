@@ -29,6 +29,7 @@ Deno.test("CertificateAuthority.load() creates the directory and the CA files on
     assert.equal(ca.paths.p12, join(confdir, "wirescope-ca-cert.p12"));
     for (const path of [ca.paths.cert, ca.paths.cer, ca.paths.p12]) assert.ok((await Deno.stat(path)).isFile);
     assert.deepEqual((await Array.fromAsync(Deno.readDir(confdir))).map((e) => e.name).sort(), [
+      "leaf-cache",
       "wirescope-ca-cert.cer",
       "wirescope-ca-cert.p12",
       "wirescope-ca-cert.pem",

@@ -70,7 +70,7 @@ export interface InterceptSettings {
 export interface LeafMaker {
   leafFor(
     host: { sni?: string; ip?: string; extraNames?: string[] },
-  ): Promise<{ certPem: string; keyPem: string }>;
+  ): Promise<{ certPem: string; keyPem: string; secureContext?: tls.SecureContext }>;
 }
 
 /** What the connection driver needs from the proxy. */
@@ -100,6 +100,12 @@ export interface ProxyContext {
   http2ClientSide?: { maxConcurrentStreams?: number; maxHeaderListSize?: number };
   /** Regular mode's required `Proxy-Authorization` value (`--proxyauth`), if any. */
   proxyAuthorization?: string;
+  /**
+   * An upstream HTTP proxy for explicit-proxy clients' plain-HTTP requests: `open` dials the
+   * upstream, and the requests go to it in absolute form with `headers` added (CONNECT is kept
+   * for tunnels, whose TLS is still intercepted).
+   */
+  httpUpstream?: { open(address: HostPort): Promise<OpenedServer>; headers: [string, string][] };
   /**
    * The addons' non-HTTP hooks (connection, TLS, CONNECT, TCP, WebSocket): each is called only
    * when some addon has it (`has`), so a hook nobody defines costs nothing.
@@ -318,12 +324,13 @@ export function handleProxyConnection(
       ...(ctx.responseHook ? { responseHook: true } : {}),
       ...(ctx.addons ? { hooks: ctx.addons } : {}),
       ...(ctx.proxyAuthorization ? { proxyAuthorization: ctx.proxyAuthorization } : {}),
+      ...(ctx.httpUpstream ? { absoluteForm: { headers: ctx.httpUpstream.headers } } : {}),
     });
     const result = await runLayer({
       layer,
       client: stream,
       server: null,
-      openServer: ctx.connect,
+      openServer: ctx.httpUpstream?.open ?? ctx.connect,
       bus: ctx.bus,
       ...headTimeoutOf(ctx, client),
       ...(ctx.requestHook ? { requestHook: ctx.requestHook } : {}),
@@ -890,7 +897,7 @@ async function interceptTls(
   const duplex = nodeDuplexOf(stream, first, gate);
   const socket = new tls.TLSSocket(duplex, {
     isServer: true,
-    secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
+    secureContext: leafContext(leaf),
     ...(clientAlpn(alpn, upstream?.alpn, upstream !== null)),
   });
   resources.adopt(() => socket.destroy());
@@ -1263,7 +1270,7 @@ export function handleReverseConnection(
       const gate = new ReadGate();
       const socket = new tls.TLSSocket(nodeDuplexOf(first.stream, first.bytes, gate), {
         isServer: true,
-        secureContext: tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem }),
+        secureContext: leafContext(leaf),
         ...(web && hello.alpn.includes("http/1.1") ? { ALPNProtocols: ["http/1.1"] } : {}),
       });
       resources.adopt(() => socket.destroy());
@@ -1337,4 +1344,11 @@ function addonHooksOf(
     ...(ctx.flowEnded ? { flowEnded: ctx.flowEnded } : {}),
     ...(ctx.addons ? { addons: ctx.addons } : {}),
   };
+}
+
+/** A leaf's server context: the one the CA keeps with the leaf (made once per leaf), else a new one. */
+function leafContext(
+  leaf: { certPem: string; keyPem: string; secureContext?: tls.SecureContext },
+): tls.SecureContext {
+  return leaf.secureContext ?? tls.createSecureContext({ key: leaf.keyPem, cert: leaf.certPem });
 }
