@@ -4,10 +4,16 @@
  * to the body limit), the response hook runs `responseheaders` then `response` once the
  * response is held the same way, and a flow that ends with an error runs `error`.
  *
- * Where this differs from mitmproxy (for now): `requestheaders`/`responseheaders` run right
- * before `request`/`response`, once the body is held, not as soon as the head is in; a body
+ * Responses through HTTP/1 layers are asked in two steps (the hook's `phases`): `responseheaders`
+ * as soon as the head is in, then `response` with the body held, unless `responseheaders` set
+ * `flow.response.stream`: the body then streams through the transform (reframed chunked, or
+ * close-delimited for HTTP/1.0 clients; the flow records what went out) and `response` sees no body.
+ *
+ * Where this differs from mitmproxy (for now): `requestheaders` runs right before `request`,
+ * once the body is held, and request `stream` transforms are not applied; HTTP/2 layers run
+ * `responseheaders` with `response` once the body is held and apply no transform either; a body
  * longer than the body limit is held up to the limit only (the hooks get `body` undefined and
- * `bodyTruncated`, and the rest streams on unchanged); `stream` transforms are not applied yet.
+ * `bodyTruncated`, and the rest streams on unchanged).
  * @module
  */
 import type { Flow, HttpFlow } from "../flows/flow.ts";
@@ -29,8 +35,20 @@ export function addonHooks(manager: AddonManager): {
       requestVerdict(await manager.http(["requestheaders", "request"], flow), flow);
   }
   if (manager.has("responseheaders") || manager.has("response")) {
-    hooks.responseHook = async (flow) =>
+    const hook: ResponseHook = async (flow) =>
       responseVerdict(await manager.http(["responseheaders", "response"], flow), flow);
+    // Layers that ask in two steps run `responseheaders` on the head alone, and hold the body
+    // only for `response` (none when no addon has it, or when a transform streams the body).
+    hook.phases = {
+      headers: async (flow) =>
+        manager.has("responseheaders")
+          ? responseVerdict(await manager.http("responseheaders", flow), flow)
+          : undefined,
+      ...(manager.has("response")
+        ? { body: async (flow: HttpFlow) => responseVerdict(await manager.http("response", flow), flow) }
+        : {}),
+    };
+    hooks.responseHook = hook;
   }
   if (manager.has("error")) {
     hooks.flowEnded = (flow) => {
@@ -65,8 +83,16 @@ export function responseVerdict(v: HttpVerdict | undefined, flow: HttpFlow): Res
   if (v.kill) return "kill";
   if (v.respond) return { respond: { ...v.respond } };
   if (v.response) {
-    const { status, reason, headers, body } = v.response;
-    return { change: { status, reason, headers, ...(body !== undefined ? { body } : {}) } };
+    const { status, reason, headers, body, stream } = v.response;
+    return {
+      change: {
+        status,
+        reason,
+        headers,
+        ...(body !== undefined ? { body } : {}),
+        ...(stream !== undefined ? { stream } : {}),
+      },
+    };
   }
   return undefined;
 }

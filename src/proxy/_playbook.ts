@@ -270,5 +270,7 @@ function describe(event: LayerEvent): string {
       }`;
     case "addon-result":
       return `addon hook ${event.id} returned`;
+    case "transform-result":
+      return `transform ${event.id} returned ${event.data.byteLength} bytes`;
   }
 }

@@ -42,6 +42,7 @@ import { encodeWebSocketFrame, type WebSocketMessage, WebSocketReader } from "./
 import { MessageView, WebSocketFlowView } from "../addons/handles.ts";
 import type { LocalResponse } from "./cert_page.ts";
 import type { RequestChange, RequestVerdict, ResponseVerdict } from "./request_hook.ts";
+import type { BodyTransform } from "../addons/types.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { TcpLayer } from "./tcp_layer.ts";
 import { appendBody, boundedContent, emptyBody, formatHostPort } from "../flows/flow.ts";
@@ -81,6 +82,12 @@ export interface Http1LayerOptions {
    * must carry (`Basic …`); others are answered 407 with `Proxy-Authenticate`.
    */
   proxyAuthorization?: string;
+  /**
+   * Regular mode behind an upstream HTTP proxy: plain-HTTP requests go to it in absolute form
+   * (`GET http://host/path`), as a proxy expects them, with these headers added (its
+   * `Proxy-Authorization`); the driver's `open-server` then dials that proxy, not the host.
+   */
+  absoluteForm?: { headers: [string, string][] };
   /**
    * How long (ms) a server may make no progress while an exchange waits on it, i.e. send no
    * byte and take no request byte, before the exchange fails: 504 before the response head,
@@ -173,8 +180,18 @@ export class Http1Layer implements Layer {
   #heldWire: Uint8Array = new Uint8Array(0);
   /** Where the current request goes. */
   #target: HostPort | null = null;
-  /** The response hook's part in the current response (as `#hold` for the request). */
-  #respHold: "none" | "body" | "asking" = "none";
+  /**
+   * The response hook's part in the current response: `head` while its `headers` phase is asked
+   * (the head held, nothing of the body read), then as `#hold` for the request.
+   */
+  #respHold: "none" | "head" | "body" | "asking" = "none";
+  /** The stream transform the current response body goes through (null: none). */
+  #respXform: BodyTransform | null = null;
+  /** The transformed body goes out chunked (else unframed, ended by closing). */
+  #respXformChunked = false;
+  /** The end-of-body call of the transform went out: the response completes with its result. */
+  #respXformEnding = false;
+  #xformNext = 1;
   /** The held response's head (as parsed) and its wire bytes, head then body as they came. */
   #respHead: ResponseHead | null = null;
   #respHeldWire: Uint8Array = new Uint8Array(0);
@@ -271,7 +288,12 @@ export class Http1Layer implements Layer {
         this.#onVerdict(event.verdict, event.now, out);
         break;
       case "response-hook-result":
-        this.#onResponseVerdict(event.verdict, event.now, out);
+        if (this.#respHold === "head") {
+          this.#onResponseHeadVerdict(event.verdict, event.holdBody, event.now, out);
+        } else this.#onResponseVerdict(event.verdict, event.now, out);
+        break;
+      case "transform-result":
+        this.#onTransformed(event.id, event.data, event.error, event.now, out);
         break;
     }
     return out;
@@ -419,7 +441,10 @@ export class Http1Layer implements Layer {
       host = url.hostname;
       path = url.path;
       const headers = head.headers.filter(([name]) => !/^proxy-(connection|authorization)$/i.test(name));
-      sent = { ...head, target: url.path, headers };
+      const absolute = this.#o.absoluteForm;
+      sent = absolute
+        ? { ...head, target: absoluteUrl(target, url.path), headers: [...headers, ...absolute.headers] }
+        : { ...head, target: url.path, headers };
       wire = serializeRequestHead(sent);
     } else {
       target = this.#o.server.address;
@@ -608,11 +633,14 @@ export class Http1Layer implements Layer {
       flow.server.hostname = change.host;
     }
     const path = change.path === "" ? "/" : change.path;
+    const absolute = this.#o.mode === "regular" ? this.#o.absoluteForm : undefined;
     this.#pendingHead = serializeRequestHead({
       method: change.method,
-      target: path,
+      target: absolute ? absoluteUrl(this.#target!, path) : path,
       version: head.version,
-      headers,
+      headers: absolute
+        ? [...headers.filter(([n]) => !/^proxy-authorization$/i.test(n)), ...absolute.headers]
+        : headers,
     });
     const r = flow.request;
     r.method = change.method;
@@ -623,6 +651,119 @@ export class Http1Layer implements Layer {
     r.url = `${r.scheme}://${host}${change.port === defaultPort ? "" : ":" + change.port}${path}`;
     r.headers = headers;
     return held;
+  }
+
+  /**
+   * Carries out the `headers` phase verdict on the held head: a kill or a made response as for
+   * the whole response; a change rewrites the head; a stream transform sends the head on at once
+   * with the body reframed (chunked, or close-delimited for an HTTP/1.0 client) and each chunk
+   * through the transform. Otherwise the body is held for the `body` phase (`holdBody`) or the
+   * response goes on.
+   */
+  #onResponseHeadVerdict(
+    verdict: ResponseVerdict,
+    holdBody: boolean | undefined,
+    now: number,
+    out: LayerCommand[],
+  ): void {
+    if (verdict === "kill" || (verdict !== undefined && "respond" in verdict)) {
+      this.#respHold = "asking";
+      this.#onResponseVerdict(verdict, now, out);
+      return;
+    }
+    const head = this.#respHead!;
+    const flow = this.#flow!;
+    let transform: BodyTransform | null = null;
+    if (verdict !== undefined) {
+      const change = verdict.change;
+      const noBody = this.#requestHead?.method.toUpperCase() === "HEAD" || change.status === 204 ||
+        change.status === 304 || (this.#resp === "body" && this.#responseBody?.done === true);
+      let headers = change.headers.filter(([n]) => !/^(content-length|transfer-encoding)$/i.test(n));
+      if (typeof change.stream === "function" && !noBody) {
+        transform = change.stream;
+        const chunked = this.#requestHead?.version !== "HTTP/1.0" && head.version !== "HTTP/1.0";
+        if (chunked) headers.push(["transfer-encoding", "chunked"]);
+        else {
+          headers = headers.filter(([n]) => n.toLowerCase() !== "connection");
+          headers.push(["connection", "close"]);
+          this.#closeAfter = true;
+        }
+        this.#respXformChunked = chunked;
+        flow.response!.body = emptyBody();
+      } else {
+        headers.push(...head.headers.filter(([n]) => /^(content-length|transfer-encoding)$/i.test(n)));
+      }
+      const wire = serializeResponseHead({ ...head, status: change.status, reason: change.reason, headers });
+      this.#respHead = { ...head, status: change.status, reason: change.reason, headers };
+      this.#respHeldWire = wire;
+      this.#respHeadSize = wire.byteLength;
+      const r = flow.response!;
+      r.status = change.status;
+      r.reason = change.reason;
+      r.headers = headers;
+    }
+    if (!transform && holdBody !== false && (verdict === undefined || verdict.change.stream === undefined)) {
+      this.#respHold = "body";
+      if (this.#resp === "body" && this.#responseBody?.done) this.#askResponseHook(out);
+      else this.#pumpServer(now, out);
+      this.#takeUpServerEnd(now, out);
+      return;
+    }
+    this.#respHold = "none";
+    this.#respHead = null;
+    this.#respXform = transform;
+    this.#respXformEnding = false;
+    this.#releaseResponse(out);
+    if (this.#resp === "body" && this.#responseBody?.done) this.#responseComplete(now, out);
+    else this.#pumpServer(now, out);
+    this.#takeUpServerEnd(now, out);
+  }
+
+  /** A server end that came while a hook was asked, taken up now. */
+  #takeUpServerEnd(now: number, out: LayerCommand[]): void {
+    const ended = this.#respServerEnd;
+    this.#respServerEnd = null;
+    if (ended && !this.#done) this.#onServerEnd(ended.error, now, out);
+  }
+
+  /** A transformed body chunk: framed, sent and recorded; the end-of-body one completes the response. */
+  #onTransformed(
+    id: number,
+    data: Uint8Array,
+    error: string | undefined,
+    now: number,
+    out: LayerCommand[],
+  ): void {
+    if (!this.#respXform || this.#done) return;
+    if (error !== undefined) {
+      this.#respXform = null;
+      this.#respXformEnding = false;
+      this.#failFlow(`stream transform failed: ${error}`, now, out);
+      out.push({ type: "close", to: "client", reset: true }, { type: "close", to: "server", reset: true });
+      this.#server = "none";
+      this.#req = "closed";
+      this.#done = true;
+      return;
+    }
+    const flow = this.#flow!;
+    if (data.byteLength > 0) {
+      out.push({
+        type: "send",
+        to: "client",
+        data: this.#respXformChunked
+          ? concatBytes(concatBytes(encoder.encode(`${data.byteLength.toString(16)}\r\n`), data), CRLF)
+          : data,
+      });
+      if (flow.response) appendBody(flow.response.body, data, this.#o.bodyLimit);
+    }
+    // The end-of-body result is the last one (results come back in order).
+    if (!this.#respXformEnding || id !== this.#xformNext - 1) return;
+    if (this.#respXformChunked) out.push({ type: "send", to: "client", data: LAST_CHUNK });
+    this.#respXform = null;
+    this.#respXformEnding = false;
+    this.#responseComplete(now, out);
+    // Bytes that came behind the body (a pipelined response) wait for the next request.
+    if (!this.#done && this.#resp !== "body") this.#pumpServer(now, out);
   }
 
   /** Sends the held response on as it came. */
@@ -719,7 +860,7 @@ export class Http1Layer implements Layer {
   /** Asks the response hook about the held response. */
   #askResponseHook(out: LayerCommand[]): void {
     this.#respHold = "asking";
-    out.push({ type: "response-hook", flow: this.#flow! });
+    out.push({ type: "response-hook", flow: this.#flow!, phase: "body" });
   }
 
   /** Sends a response the proxy made itself; the request is not passed on. */
@@ -798,8 +939,10 @@ export class Http1Layer implements Layer {
     this.#timerArmed = false;
     const limit = this.#o.serverTimeout;
     if (limit === undefined || !this.#waitingOnServer()) return;
-    // A hook being asked is no stall of the server's.
-    if (this.#respHold === "asking") this.#serverProgress = now;
+    // A hook or a transform being asked is no stall of the server's.
+    if (this.#respHold === "asking" || this.#respHold === "head" || this.#respXformEnding) {
+      this.#serverProgress = now;
+    }
     const left = this.#serverProgress + limit - now;
     if (left > 0) {
       this.#timerArmed = true;
@@ -900,7 +1043,12 @@ export class Http1Layer implements Layer {
           if (this.#serverBuf.byteLength === 0 || !this.#readResponseHead(now, out)) return;
           break;
         case "body": {
-          if (this.#serverBuf.byteLength === 0 || this.#respHold === "asking") return;
+          if (
+            this.#serverBuf.byteLength === 0 || this.#respHold === "asking" || this.#respHold === "head" ||
+            this.#respXformEnding
+          ) {
+            return;
+          }
           const body = this.#responseBody!;
           let used, data;
           try {
@@ -920,10 +1068,22 @@ export class Http1Layer implements Layer {
             }
             return;
           }
-          this.#forwardRecorded("client", this.#serverBuf.subarray(0, used), data, "response", out);
+          const xform = this.#respXform;
+          if (xform) {
+            // Each decoded piece goes through the transform; it is framed, sent and recorded
+            // when its result comes (in order).
+            for (const piece of data) {
+              if (piece.byteLength > 0) {
+                out.push({ type: "transform", id: this.#xformNext++, fn: xform, data: piece });
+              }
+            }
+          } else {
+            this.#forwardRecorded("client", this.#serverBuf.subarray(0, used), data, "response", out);
+          }
           this.#serverBuf = this.#serverBuf.subarray(used);
           if (body.done) this.#responseComplete(now, out);
           else return;
+          if (this.#respXformEnding) return;
           break;
         }
         case "tunnel":
@@ -1012,10 +1172,12 @@ export class Http1Layer implements Layer {
     };
     const holding = this.#o.responseHook === true && !upgrade;
     if (holding) {
-      this.#respHold = "body";
+      // The head alone first (`responseheaders`): it may stream the body through a transform.
+      this.#respHold = "head";
       this.#respHead = head;
       this.#respHeldWire = wire;
       this.#respHeadSize = wire.byteLength;
+      out.push({ type: "response-hook", flow, phase: "headers" });
     } else {
       out.push({ type: "send", to: "client", data: wire });
       this.#responseHeadSent = true;
@@ -1066,7 +1228,17 @@ export class Http1Layer implements Layer {
 
   #responseComplete(now: number, out: LayerCommand[]): void {
     const flow = this.#flow!;
+    if (this.#respXform) {
+      // The transform's end-of-body call goes last; the response completes with its result.
+      if (!this.#respXformEnding) {
+        this.#respXformEnding = true;
+        out.push({ type: "transform", id: this.#xformNext++, fn: this.#respXform, data: new Uint8Array(0) });
+      }
+      return;
+    }
     if (flow.response) flow.response.timestampEnd = now;
+    // A body complete with its head: taken up once the `headers` phase has spoken.
+    if (this.#respHold === "head") return;
     if (this.#respHold === "body") {
       // Whole: the hook sees it before the client does (completed when the verdict comes).
       this.#askResponseHook(out);
@@ -1129,7 +1301,7 @@ export class Http1Layer implements Layer {
   }
 
   #onServerEnd(error: string | null, now: number, out: LayerCommand[]): void {
-    if (this.#respHold === "asking") {
+    if (this.#respHold === "asking" || this.#respHold === "head") {
       // Taken up once the response hook has spoken.
       this.#respServerEnd = { error };
       return;
@@ -1456,6 +1628,9 @@ export class Http1Layer implements Layer {
   }
 }
 
+const CRLF = new Uint8Array([13, 10]);
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
+
 /** The most bytes of one WebSocket message held for `websocketMessage` hooks. */
 const WS_HELD_LIMIT = 64 * 1024 * 1024;
 
@@ -1583,6 +1758,12 @@ export function parseAuthority(text: string, defaultPort: number): HostPort | nu
   }
   if (host === "" || /[\s/?#@]/.test(host)) return null;
   return { hostname: host, port };
+}
+
+/** The absolute-form target `http://host[:port]/path` for an upstream proxy. */
+function absoluteUrl(target: HostPort, path: string): string {
+  const host = target.hostname.includes(":") ? `[${target.hostname}]` : target.hostname;
+  return `http://${host}${target.port === 80 ? "" : `:${target.port}`}${path}`;
 }
 
 /** Parses an absolute-form `http://host[:port]/path` request target. */

@@ -13,7 +13,7 @@
  */
 import type { Flow, HostPort, HttpFlow, LogEvent } from "../flows/flow.ts";
 import type { RequestVerdict, ResponseVerdict } from "./request_hook.ts";
-import type { EventHookName, HookPayload } from "../addons/types.ts";
+import type { BodyTransform, EventHookName, HookPayload } from "../addons/types.ts";
 
 /** One addon hook call a layer asks for: the hook's name and its (mutable) payload. */
 export type AddonCall = { [K in EventHookName]: { hook: K; payload: HookPayload<K> } }[EventHookName];
@@ -36,8 +36,22 @@ export type LayerEvent =
   | { type: "timer"; now: number }
   /** The request hook's verdict on the flow of the last `request-hook` command (see request_hook.ts). */
   | { type: "hook-result"; verdict: RequestVerdict; now: number; stream?: number }
-  /** The response hook's verdict on the flow of the last `response-hook` command. */
-  | { type: "response-hook-result"; verdict: ResponseVerdict; now: number; stream?: number }
+  /**
+   * The response hook's verdict on the flow of the last `response-hook` command. After the
+   * `headers` phase, `holdBody` says whether a `body` phase wants the body held.
+   */
+  | {
+    type: "response-hook-result";
+    verdict: ResponseVerdict;
+    now: number;
+    stream?: number;
+    holdBody?: boolean;
+  }
+  /**
+   * What the transform of the `transform` command with this `id` returned for its chunk, or the
+   * error it threw (`data` is then empty).
+   */
+  | { type: "transform-result"; id: number; data: Uint8Array; error?: string; now: number; stream?: number }
   /**
    * The addons' hook of the `addon-hook` command with this `id` returned: what they changed is
    * in the payload the layer handed out (the layer reads it back).
@@ -76,8 +90,20 @@ export type LayerCommand =
    * carries back; the others ask about one exchange at a time and leave it out.
    */
   | { type: "request-hook"; flow: HttpFlow; stream?: number }
-  /** Ask the response hook about `flow`'s held response; the verdict comes as `response-hook-result`. */
-  | { type: "response-hook"; flow: HttpFlow; stream?: number }
+  /**
+   * Ask the response hook about `flow`'s held response; the verdict comes as `response-hook-result`.
+   * `phase`: `headers` as soon as the head is in (addons' `responseheaders`, which may set a
+   * stream transform), `body` once the body is held after that (`response`); absent, both at once
+   * with the body held.
+   */
+  | { type: "response-hook"; flow: HttpFlow; stream?: number; phase?: "headers" | "body" }
+  /**
+   * Run a body chunk through `fn` (a stream transform an addon set): the driver calls the
+   * transforms in the order these commands came and answers each with a `transform-result` with
+   * the same `id` (and `stream`). The side whose event asked is not read meanwhile (backpressure).
+   * An empty `data` is the end-of-body call.
+   */
+  | { type: "transform"; id: number; fn: BodyTransform; data: Uint8Array; stream?: number }
   /**
    * Run an addon hook: the driver calls the addons (one after another, awaited, in the order
    * these commands came) and answers with an `addon-result` event carrying `id`. A layer issues

@@ -7,7 +7,15 @@
 import type { ByteStream } from "./byte_stream.ts";
 import type { Flow, FlowBus, HostPort, HttpFlow } from "../flows/flow.ts";
 import type { AddonCall, Layer, LayerCommand, LayerEvent, Side } from "./layer.ts";
-import { callRequestHook, type RequestHook, type ResponseHook } from "./request_hook.ts";
+import {
+  callRequestHook,
+  type RequestHook,
+  type ResponseHook,
+  type ResponseVerdict,
+} from "./request_hook.ts";
+import type { BodyTransform } from "../addons/types.ts";
+
+const EMPTY = new Uint8Array(0);
 
 /** A connection to a server, as opened by the driver. */
 export interface OpenedServer {
@@ -101,6 +109,8 @@ class LayerRunner {
   #pool = new Map<number, PooledServer>();
   /** The last addon hook call: the next one starts after it, so results come back in order. */
   #hooks: Promise<void> = Promise.resolve();
+  /** The last stream transform call: the next one starts after it, so results come back in order. */
+  #transforms: Promise<void> = Promise.resolve();
 
   constructor(options: RunLayerOptions) {
     this.#o = options;
@@ -239,7 +249,18 @@ class LayerRunner {
         case "response-hook": {
           const hook = this.#o.responseHook;
           const flow = cmd.flow;
-          const asked = hook ? hook(flow) : Promise.resolve(undefined);
+          const phases = hook?.phases;
+          // A hook without phases runs whole once the body is held.
+          let holdBody = true;
+          let asked: Promise<ResponseVerdict>;
+          if (cmd.phase === "headers") {
+            holdBody = phases ? phases.body !== undefined : hook !== undefined;
+            asked = phases ? phases.headers(flow) : Promise.resolve(undefined);
+          } else if (cmd.phase === "body" && phases) {
+            asked = phases.body ? phases.body(flow) : Promise.resolve(undefined);
+          } else {
+            asked = hook ? hook(flow) : Promise.resolve(undefined);
+          }
           void asked.catch((e) => {
             this.#o.bus.log("error", `response hook failed on ${flow.request.url}: ${e}`);
             return undefined;
@@ -249,10 +270,14 @@ class LayerRunner {
               verdict,
               now: Date.now(),
               ...(cmd.stream !== undefined ? { stream: cmd.stream } : {}),
+              ...(cmd.phase === "headers" ? { holdBody } : {}),
             })
           );
           break;
         }
+        case "transform":
+          waits.push(this.#transform(cmd.id, cmd.fn, cmd.data, cmd.stream));
+          break;
         case "addon-hook":
           waits.push(this.#addonHook(cmd.id, cmd.call));
           break;
@@ -284,6 +309,31 @@ class LayerRunner {
     // Only the calls are chained: a result may itself ask for the next hook.
     this.#hooks = ran;
     return ran.then(() => this.#dispatch({ type: "addon-result", id, now: Date.now() }));
+  }
+
+  /**
+   * Runs one chunk through a stream transform after the chunks before it and feeds the result
+   * back; the side whose event asked waits for it and for what the result's commands wrote.
+   */
+  #transform(id: number, fn: BodyTransform, data: Uint8Array, stream: number | undefined): Promise<void> {
+    const ran = this.#transforms.then(() => fn(data)).then(
+      (out): { data: Uint8Array; error?: string } =>
+        out instanceof Uint8Array
+          ? { data: out }
+          : { data: EMPTY, error: "a stream transform returned no bytes" },
+      (e) => ({ data: EMPTY, error: describeError(e) }),
+    );
+    this.#transforms = ran.then(() => {});
+    return ran.then((r) =>
+      this.#dispatch({
+        type: "transform-result",
+        id,
+        data: r.data,
+        ...(r.error !== undefined ? { error: r.error } : {}),
+        now: Date.now(),
+        ...(stream !== undefined ? { stream } : {}),
+      })
+    );
   }
 
   /** Calls the request hook and feeds its verdict back; a hook that fails lets the request go on. */

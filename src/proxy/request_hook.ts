@@ -11,6 +11,7 @@
  */
 import type { HttpFlow } from "../flows/flow.ts";
 import type { LocalResponse } from "./cert_page.ts";
+import type { BodyTransform } from "../addons/types.ts";
 
 export type { LocalResponse };
 
@@ -46,10 +47,29 @@ export type ResponseVerdict =
   | undefined
   | "kill"
   | { respond: LocalResponse }
-  | { change: { status: number; reason: string; headers: [string, string][]; body?: Uint8Array } };
+  | {
+    change: {
+      status: number;
+      reason: string;
+      headers: [string, string][];
+      body?: Uint8Array;
+      /** From the `headers` phase: the body streams through this transform (`true`: unchanged). */
+      stream?: BodyTransform | true;
+    };
+  };
 
-/** Called with a flow whose response is held (head, and body up to `bodyLimit`). */
-export type ResponseHook = (flow: HttpFlow) => Promise<ResponseVerdict>;
+/**
+ * Called with a flow whose response is held (head, and body up to `bodyLimit`). A hook with
+ * `phases` can also be asked in two steps by layers that support it: `headers` with the head
+ * only (its verdict may set a stream transform), then `body` (absent: nothing wants the body
+ * held) with the body held, unless a transform streams it.
+ */
+export type ResponseHook = ((flow: HttpFlow) => Promise<ResponseVerdict>) & {
+  phases?: {
+    headers(flow: HttpFlow): Promise<ResponseVerdict>;
+    body?: (flow: HttpFlow) => Promise<ResponseVerdict>;
+  };
+};
 
 /** A response made by a hook. */
 export interface HookResponse extends LocalResponse {
