@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { startProxy } from "../src/proxy/proxy.ts";
 import { InterceptAddon, InterceptError } from "../src/addons/builtins/intercept.ts";
+import type { Flow } from "../src/flows/flow.ts";
 
 async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -51,6 +52,10 @@ Deno.test({
       onLog: () => {},
     });
     const via = `http://127.0.0.1:${proxy.addresses[0]!.addr.port}`;
+    const ended: Flow[] = [];
+    proxy.bus.subscribe((e) => {
+      if (e.type === "end") ended.push(e.flow);
+    });
     const base = `http://127.0.0.1:${origin.addr.port}`;
     try {
       assert.throws(() => intercept.setFilter("~u ("), /never closed|expected/);
@@ -83,6 +88,11 @@ Deno.test({
       assert.equal(intercept.paused()[0]!.flow.response?.status, 200);
       intercept.resume(intercept.paused()[0]!.flow.id, { status: 418 });
       assert.equal((await b.result).out, "418");
+      // What the flow records is what the client got: the new status with its standard phrase.
+      await until("the flow ended", () => ended.some((f) => f.type === "http" && f.request.path === "/resp"));
+      const resp = ended.find((f) => f.type === "http" && f.request.path === "/resp");
+      assert.ok(resp?.type === "http");
+      assert.deepEqual([resp.response?.status, resp.response?.reason], [418, "I'm a teapot"]);
 
       // Kill: the client's request ends without an answer.
       intercept.setFilter("~u /kill");

@@ -19,6 +19,7 @@ import { SqliteFlowStore } from "../src/flows/store.ts";
 import { startWebUi } from "../src/web/server.ts";
 import { InterceptAddon } from "../src/addons/builtins/intercept.ts";
 import { Chromium } from "./chromium.ts";
+import type { Flow } from "../src/flows/flow.ts";
 
 const SHOTS = Deno.env.get("UPDATE_SCREENSHOTS") === "1"
   ? new URL("../docs/screenshots/", import.meta.url).pathname
@@ -175,6 +176,15 @@ Deno.test({
       await click("#resume");
       const rb = await b.result;
       assert.equal(rb.status, "418");
+      // The recorded response is what the client got: the new status with its standard phrase.
+      let resp: Flow | undefined;
+      await until("the flow stored as ended", async () => {
+        await proxy.recorder!.settled();
+        resp = (await store.query({ filter: "~u /resp" })).flows[0]?.flow;
+        return resp?.timestampEnd !== undefined;
+      });
+      assert.ok(resp?.type === "http");
+      assert.deepEqual([resp.response?.status, resp.response?.reason], [418, "I'm a teapot"]);
       assert.equal(rb.body, "edited in the UI");
       await until("no held row", async () => (await heldRows()) === 0);
 

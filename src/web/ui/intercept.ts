@@ -208,7 +208,9 @@ export function editor(d: FlowDetailJson, mode: "held" | "send"): El {
       if (typeof hs === "string") return hs;
       const n = Number(status.value);
       if (!Number.isInteger(n)) return `not a status: ${status.value}`;
-      return { status: n, reason: reason.value, headers: hs, ...bodyEdit() };
+      // An unchanged reason is left out: a new status then gets its standard phrase.
+      const reasonEdit = reason.value !== (d.response?.reason ?? "") ? { reason: reason.value } : {};
+      return { status: n, ...reasonEdit, headers: hs, ...bodyEdit() };
     };
   }
   const fail = (text: string) => {
