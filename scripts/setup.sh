@@ -22,8 +22,9 @@ packages=(
   chromium libnss3-tools
   # web UI tests (tests/web_wireguard_test.ts): zbarimg decodes the peers' QR codes
   zbar-tools
-  # upstream chaining tests (tests/upstream_reverse_e2e_test.ts): a real HTTP proxy and SOCKS5 server
-  tinyproxy microsocks
+  # upstream chaining tests (tests/upstream_reverse_e2e_test.ts): a real HTTP proxy and SOCKS5 server;
+  # squid for absolute-form plain HTTP and TLS to the upstream (tests/upstream_squid_e2e_test.ts)
+  tinyproxy microsocks squid
 )
 # Node runs npm, which brings Deno; a Node from elsewhere (as on this project's machines) is kept.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi

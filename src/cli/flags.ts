@@ -223,7 +223,8 @@ Interception:
                              repeatable (default: the system's resolvers)
   --upstream-proxy URL       open every server connection of every mode
                              (WireGuard included) through this proxy:
-                             http://[USER:PASS@]HOST:PORT (CONNECT) or
+                             http[s]://[USER:PASS@]HOST:PORT (CONNECT; plain
+                             HTTP of explicit clients in absolute form) or
                              socks5://[USER:PASS@]HOST:PORT; UDP other than DNS
                              is then refused and recorded
   --upstream-auth USER:PASS  credentials for --upstream-proxy

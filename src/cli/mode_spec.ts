@@ -8,8 +8,9 @@
  * - `dns[@[HOST:]PORT]` is a DNS server on UDP and TCP, port 53 unless told.
  * - `reverse:SCHEME://HOST[:PORT][@[HOST:]PORT]` sends every connection to one server (`http`,
  *   `https`, `tcp`, `tls`), port 8080 unless told.
- * - `upstream:http://HOST:PORT[@[HOST:]PORT]` is the explicit proxy whose server side goes
- *   through another HTTP proxy, port 8080 unless told.
+ * - `upstream:http[s]://HOST:PORT[@[HOST:]PORT]` is the explicit proxy whose server side goes
+ *   through another HTTP proxy (plain HTTP in absolute form, tunnels by CONNECT; `https`: TLS to
+ *   that proxy), port 8080 unless told.
  * - `tun[:NAME]` captures what is routed into a TUN interface (`wirescope0` unless named).
  *
  * `HOST` may be a name, an IPv4 address or a bracketed IPv6 address (`[::1]`). Port 0 asks the
@@ -207,10 +208,9 @@ function parseServerMode(
     fail(`"${m[3]}" is not a port (1 to 65535)`);
   }
   if (kind === "upstream") {
-    if (scheme === "https") fail(`TLS to the upstream proxy is not supported; use http://`);
-    if (scheme !== "http") fail(`the upstream proxy must be http://HOST:PORT`);
+    if (scheme !== "http" && scheme !== "https") fail(`the upstream proxy must be http(s)://HOST:PORT`);
     if (m[3] === undefined) fail(`the upstream proxy needs a port, as in "upstream:http://${m[2]}:3128"`);
-    return { kind, proxy: `http://${m[2]}:${m[3]}`, host, port };
+    return { kind, proxy: `${scheme}://${m[2]}:${m[3]}`, host, port };
   }
   const defaults: Record<string, number | undefined> = {
     http: 80,

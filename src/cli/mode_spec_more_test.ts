@@ -45,11 +45,13 @@ Deno.test("parseModeSpec() reads upstream and tun modes", () => {
     port: 8081,
   });
   assert.throws(() => parseModeSpec("upstream:http://proxy"), /needs a port/);
-  assert.throws(
-    () => parseModeSpec("upstream:https://proxy:3128"),
-    /TLS to the upstream proxy is not supported/,
-  );
-  assert.throws(() => parseModeSpec("upstream:socks5://proxy:1080"), /must be http:/);
+  assert.deepEqual(parseModeSpec("upstream:https://proxy:3128"), {
+    kind: "upstream",
+    proxy: "https://proxy:3128",
+    host: "",
+    port: 8080,
+  });
+  assert.throws(() => parseModeSpec("upstream:socks5://proxy:1080"), /must be http\(s\):/);
   assert.deepEqual(parseModeSpec("tun"), { kind: "tun", name: "wirescope0", host: "", port: 0 });
   assert.deepEqual(parseModeSpec("tun:ws1"), { kind: "tun", name: "ws1", host: "", port: 0 });
   assert.throws(() => parseModeSpec("tun@8080"), /takes no listen address/);

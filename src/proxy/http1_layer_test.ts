@@ -903,6 +903,32 @@ Deno.test("Http1Layer in regular mode opens the host of an absolute URL and send
   ]);
 });
 
+Deno.test("Http1Layer behind an upstream HTTP proxy sends absolute form with the upstream's credentials", () => {
+  const target = { hostname: "example.com", port: 8080 };
+  const layer = http1Layer({
+    mode: "regular",
+    serverState: "none",
+    server: { address: { hostname: "", port: 0 } },
+    absoluteForm: { headers: [["Proxy-Authorization", "Basic dTpw"]] },
+  });
+  play(layer, [
+    fromClient(
+      "GET http://example.com:8080/x?y HTTP/1.1\r\nHost: example.com:8080\r\nProxy-Authorization: Basic bWU6eA==\r\n" +
+        "Accept: */*\r\n\r\n",
+      1000,
+    ),
+    [flow("start", { request: { path: "/x?y", url: "http://example.com:8080/x?y" } }), openServer(target)],
+    connected({ hostname: "127.0.0.1", port: 3128 }, 1001),
+    [
+      send(
+        "server",
+        "GET http://example.com:8080/x?y HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\n" +
+          "Proxy-Authorization: Basic dTpw\r\n\r\n",
+      ),
+    ],
+  ]);
+});
+
 Deno.test("Http1Layer in regular mode refuses an origin-form request with 400", () => {
   const text = "wirescope is a proxy: requests must carry an absolute http:// URL or use CONNECT (got /x)";
   play(regularLayer(), [

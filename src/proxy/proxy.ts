@@ -64,7 +64,9 @@ export type { DnsMode, Socks5Mode };
 import {
   connectThroughUpstream,
   describeUpstream,
+  dialUpstreamProxy,
   parseUpstreamProxy,
+  upstreamAuthHeaders,
   type UpstreamProxy,
 } from "./upstream_proxy.ts";
 
@@ -122,8 +124,9 @@ export interface RegularMode {
    */
   allowAnyClient?: boolean;
   /**
-   * Upstream mode (`upstream:http://HOST:PORT`): this mode's server connections go through that
-   * HTTP proxy with CONNECT (TLS is still intercepted), whatever `upstreamProxy` says.
+   * Upstream mode (`upstream:http[s]://HOST:PORT`): this mode's server connections go through
+   * that HTTP proxy, whatever `upstreamProxy` says: plain-HTTP requests in absolute form, tunnels
+   * with CONNECT (TLS is still intercepted); `https://` speaks TLS to the proxy.
    */
   upstream?: string;
 }
@@ -395,7 +398,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     maxConnections: nonNegative(options.maxConnections ?? defaultMaxConnections(), "maxConnections"),
   }, (level, message) => bus.log(level, message));
   const upstream = options.upstreamProxy !== undefined
-    ? parseUpstreamProxy(options.upstreamProxy, options.upstreamAuth)
+    ? { ...parseUpstreamProxy(options.upstreamProxy, options.upstreamAuth), caCerts: upstreamCaPems }
     : undefined;
   const ctx: ProxyContext = {
     settings,
@@ -414,6 +417,9 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     http2Counters: new Http2Counters(),
     ...(options.http2 ? { http2ClientSide: http2Limits(options.http2) } : {}),
     ...(options.proxyAuth ? { proxyAuthorization: `Basic ${btoa(proxyAuthText(options.proxyAuth))}` } : {}),
+    ...(upstream?.scheme === "http"
+      ? { httpUpstream: httpUpstreamOf(upstream, settings.connectTimeout, policy) }
+      : {}),
   };
   // The first leaf also makes the shared leaf key: do it now rather than in a client's handshake.
   await ca.leafFor({ sni: CERT_PAGE_HOST });
@@ -582,10 +588,14 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         tcpListeners.push(listener);
         addresses.push({ kind: mode.kind, addr: listener.addr });
         // Upstream mode: this listener's server connections go through the mode's HTTP proxy.
-        const modeCtx: ProxyContext = mode.kind === "regular" && mode.upstream !== undefined
+        const modeUpstream = mode.kind === "regular" && mode.upstream !== undefined
+          ? { ...parseUpstreamProxy(mode.upstream), caCerts: upstreamCaPems }
+          : undefined;
+        const modeCtx: ProxyContext = modeUpstream
           ? {
             ...ctx,
-            connect: connectUpstream(parseUpstreamProxy(mode.upstream), settings.connectTimeout, policy),
+            connect: connectUpstream(modeUpstream, settings.connectTimeout, policy),
+            httpUpstream: httpUpstreamOf(modeUpstream, settings.connectTimeout, policy),
           }
           : ctx;
         const where = `TCP ${formatHostPort(hostPort(listener.addr))}`;
@@ -921,6 +931,29 @@ function connectUpstream(upstream: UpstreamProxy, timeout: number, policy: Desti
       if (e instanceof BlockedDestinationError) throw e;
     }
     return await connectThroughUpstream(upstream, address, timeout);
+  };
+}
+
+/**
+ * Plain-HTTP requests of explicit-proxy clients through an upstream HTTP proxy: sent to it in
+ * absolute form (as mitmproxy's upstream mode does; proxies commonly refuse CONNECT to port 80).
+ * The real destination is checked as in {@link connectUpstream}.
+ */
+function httpUpstreamOf(
+  upstream: UpstreamProxy,
+  timeout: number,
+  policy: DestinationPolicy,
+): NonNullable<ProxyContext["httpUpstream"]> {
+  return {
+    headers: upstreamAuthHeaders(upstream),
+    open: async (address: HostPort) => {
+      try {
+        await policy.resolve(address);
+      } catch (e) {
+        if (e instanceof BlockedDestinationError) throw e;
+      }
+      return await dialUpstreamProxy(upstream, address, timeout);
+    },
   };
 }
 

@@ -20,6 +20,10 @@ export interface UpstreamProxy {
   address: HostPort;
   /** Credentials: Basic Proxy-Authorization (http) or RFC 1929 (socks5). */
   auth?: { user: string; password: string };
+  /** `https://`: the connection to the upstream itself is TLS (an HTTP proxy behind TLS). */
+  tls?: boolean;
+  /** Extra roots (PEM) trusted for an `https://` upstream's certificate, beside the system's. */
+  caCerts?: string[];
 }
 
 /** An upstream proxy failed to open a connection; the message says which and why. */
@@ -48,19 +52,22 @@ const MAX_ANSWER_HEAD = 16 * 1024;
  * ```
  */
 export function parseUpstreamProxy(url: string, auth?: string): UpstreamProxy {
-  const m = /^(http|socks5h?):\/\/(?:([^@/]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})\/?$/i.exec(url);
+  const m = /^(https?|socks5h?):\/\/(?:([^@/]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})\/?$/i.exec(
+    url,
+  );
   if (!m) {
     throw new TypeError(
-      `cannot use upstream proxy "${url}": expected http://[USER:PASS@]HOST:PORT or socks5://[USER:PASS@]HOST:PORT`,
+      `cannot use upstream proxy "${url}": expected http://[USER:PASS@]HOST:PORT, https://[USER:PASS@]HOST:PORT or socks5://[USER:PASS@]HOST:PORT`,
     );
   }
   const port = Number(m[4]);
   if (port < 1 || port > 65535) throw new TypeError(`cannot use upstream proxy "${url}": bad port ${m[4]}`);
   const hostname = m[3]!.startsWith("[") ? m[3]!.slice(1, -1) : m[3]!;
   const proxy: UpstreamProxy = {
-    scheme: m[1]!.toLowerCase() === "http" ? "http" : "socks5",
+    scheme: m[1]!.toLowerCase().startsWith("http") ? "http" : "socks5",
     address: { hostname, port },
   };
+  if (m[1]!.toLowerCase() === "https") proxy.tls = true;
   const credentials = auth ?? (m[2] !== undefined ? decodeURIComponent(m[2]) : undefined);
   if (credentials !== undefined) {
     const colon = credentials.indexOf(":");
@@ -75,7 +82,7 @@ export function parseUpstreamProxy(url: string, auth?: string): UpstreamProxy {
 
 /** The upstream as text, without credentials (for messages and logs). */
 export function describeUpstream(proxy: UpstreamProxy): string {
-  return `${proxy.scheme}://${formatHostPort(proxy.address)}`;
+  return `${proxy.tls ? "https" : proxy.scheme}://${formatHostPort(proxy.address)}`;
 }
 
 /**
@@ -84,17 +91,47 @@ export function describeUpstream(proxy: UpstreamProxy): string {
  *
  * @throws {UpstreamProxyError} When the upstream cannot be reached, refuses, or misbehaves.
  */
-export async function connectThroughUpstream(
+export function connectThroughUpstream(
   proxy: UpstreamProxy,
   target: HostPort,
   timeout: number,
+): Promise<{ stream: ByteStream; remote: HostPort }> {
+  return openUpstream(proxy, target, timeout, true);
+}
+
+/**
+ * Opens a connection to an HTTP `proxy` itself (TLS for `https://`), for requests sent to it in
+ * absolute form on behalf of `target` (named in errors only).
+ *
+ * @throws {UpstreamProxyError} When the upstream cannot be reached.
+ */
+export function dialUpstreamProxy(
+  proxy: UpstreamProxy,
+  target: HostPort,
+  timeout: number,
+): Promise<{ stream: ByteStream; remote: HostPort }> {
+  return openUpstream(proxy, target, timeout, false);
+}
+
+/** The `Proxy-Authorization` header for an HTTP upstream with credentials (none without). */
+export function upstreamAuthHeaders(proxy: UpstreamProxy): [string, string][] {
+  if (!proxy.auth) return [];
+  const basic = btoa(String.fromCharCode(...encoder.encode(`${proxy.auth.user}:${proxy.auth.password}`)));
+  return [["Proxy-Authorization", `Basic ${basic}`]];
+}
+
+async function openUpstream(
+  proxy: UpstreamProxy,
+  target: HostPort,
+  timeout: number,
+  tunnel: boolean,
 ): Promise<{ stream: ByteStream; remote: HostPort }> {
   const name = describeUpstream(proxy);
   const fail = (reason: string) =>
     new UpstreamProxyError(
       `upstream proxy ${name} could not connect to ${formatHostPort(target)}: ${reason}`,
     );
-  let conn: Deno.TcpConn | null = null;
+  let conn: Deno.TcpConn | Deno.TlsConn | null = null;
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -113,10 +150,29 @@ export async function connectThroughUpstream(
       throw fail(`no connection within ${timeout} ms`);
     }
     conn.setNoDelay(true);
+    if (proxy.tls) {
+      try {
+        conn = await Deno.startTls(conn as Deno.TcpConn, {
+          hostname: proxy.address.hostname,
+          ...(proxy.caCerts?.length ? { caCerts: proxy.caCerts } : {}),
+        });
+        await conn.handshake();
+      } catch (e) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+        throw fail(
+          timedOut
+            ? `no TLS handshake within ${timeout} ms`
+            : `TLS to the upstream failed (${(e as Error).message})`,
+        );
+      }
+    }
     const reader = new ExactReader(conn);
     try {
-      if (proxy.scheme === "http") await httpConnect(conn, reader, proxy, target, fail);
-      else await socks5Connect(conn, reader, proxy, target, fail);
+      // Without a tunnel, absolute-form requests follow on the connection as it is.
+      if (tunnel && proxy.scheme === "http") await httpConnect(conn, reader, proxy, target, fail);
+      else if (tunnel) await socks5Connect(conn, reader, proxy, target, fail);
     } catch (e) {
       try {
         conn.close();
@@ -142,10 +198,7 @@ async function httpConnect(
 ): Promise<void> {
   const authority = formatHostPort(target);
   let head = `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n`;
-  if (proxy.auth) {
-    const basic = btoa(String.fromCharCode(...encoder.encode(`${proxy.auth.user}:${proxy.auth.password}`)));
-    head += `Proxy-Authorization: Basic ${basic}\r\n`;
-  }
+  for (const [name, value] of upstreamAuthHeaders(proxy)) head += `${name}: ${value}\r\n`;
   await writeAll(conn, encoder.encode(head + "\r\n"));
   const answer = await reader.readHead(MAX_ANSWER_HEAD);
   if (answer === null) throw fail(`the upstream closed the connection without answering the CONNECT`);

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { connectThroughUpstream, parseUpstreamProxy, UpstreamProxyError } from "./upstream_proxy.ts";
+import {
+  connectThroughUpstream,
+  describeUpstream,
+  parseUpstreamProxy,
+  upstreamAuthHeaders,
+  UpstreamProxyError,
+} from "./upstream_proxy.ts";
 
 /** A one-connection fake upstream on loopback: `serve` gets the connection and what it read. */
 function fakeUpstream(
@@ -40,6 +46,18 @@ Deno.test("parseUpstreamProxy() reads http and socks5 URLs with credentials, and
     address: { hostname: "::1", port: 1080 },
     auth: { user: "a", password: "b:c" },
   });
+  assert.deepEqual(parseUpstreamProxy("https://proxy.test:443"), {
+    scheme: "http",
+    address: { hostname: "proxy.test", port: 443 },
+    tls: true,
+  });
+  assert.equal(
+    describeUpstream(parseUpstreamProxy("https://u:p@proxy.test:8443")),
+    "https://proxy.test:8443",
+  );
+  assert.deepEqual(upstreamAuthHeaders(parseUpstreamProxy("http://u:p@h:1")), [
+    ["Proxy-Authorization", `Basic ${btoa("u:p")}`],
+  ]);
   assert.throws(() => parseUpstreamProxy("ftp://h:1"), /expected http:/);
   assert.throws(() => parseUpstreamProxy("http://h"), /expected http:/);
   assert.throws(() => parseUpstreamProxy("http://h:1", "nocolon"), /USER:PASS/);
