@@ -64,6 +64,8 @@ const startInServerNs = (
 ) => startInNamespace(SERVER_NS, what, cmd, ready, root);
 
 type Figures = Record<string, number[]>;
+/** The 1-minute load average. */
+const loadAverage = async () => (await Deno.readTextFile("/proc/loadavg")).split(" ")[0]!;
 const echoRow = (n: number) => `echo, ${n.toLocaleString("en")} × 1000 B round trips (per s)`;
 
 /** The workloads, `REPEAT` times; CPU per GB from `usage` around the bulk transfers. */
@@ -111,6 +113,7 @@ async function main(): Promise<void> {
   await Deno.writeTextFile(clientKeyFile, clientKey + "\n", { mode: 0o600 });
   const results: Record<string, Figures> = { wirescope: {}, "mitmproxy-wireguard": {}, "wireguard-go": {} };
   const notes: string[] = [];
+  const loadStart = await loadAverage();
   const mib = (u: ProcessUsage) => (u.rss / 2 ** 20).toFixed(0);
   try {
     await rig.remove();
@@ -244,10 +247,14 @@ async function main(): Promise<void> {
       fmt(median(echo1k("wireguard-go") ?? [0]))
     }/s.`,
     ...notes.map((n) => `- ${n}`),
+    `- Machine load (1-minute load average, /proc/loadavg) at the start ${loadStart} and the end ${await loadAverage()} ` +
+    `of the run, on ${navigator.hardwareConcurrency} cores shared with other work: figures vary with it.`,
     "",
   ].join("\n");
   console.log(text);
   await Deno.writeTextFile(`${root}bench/DATAPLANE.md`, text);
+  // In the repository's markdown style (deno fmt --check in `deno task ok`).
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", `${root}bench/DATAPLANE.md`] }).output();
   log("wrote bench/DATAPLANE.md");
 }
 

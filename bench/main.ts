@@ -254,6 +254,9 @@ async function versions(): Promise<Record<string, string>> {
   };
 }
 
+/** The 1-minute load average. */
+const loadAverage = async () => (await Deno.readTextFile("/proc/loadavg")).split(" ")[0]!;
+
 async function machine(): Promise<BenchResults["machine"]> {
   const cpuinfo = await Deno.readTextFile("/proc/cpuinfo");
   const meminfo = await Deno.readTextFile("/proc/meminfo");
@@ -432,6 +435,7 @@ async function main(): Promise<void> {
   Deno.addSignalListener("SIGTERM", onSignal);
 
   const [ver, mach] = await Promise.all([versions(), machine()]);
+  const loadStart = await loadAverage();
   try {
     await cleanupRig();
     await makeRig(clientKeyFile, serverPub);
@@ -486,12 +490,20 @@ async function main(): Promise<void> {
     metrics: METRICS,
     results,
     notes: [
-      "All three servers run in the same namespace, one at a time, with the same client, keys and origins " +
+      "All servers run in the same namespace, one at a time, with the same client, keys and origins " +
       "(nginx 1 worker, iperf3, tests/origin.ts echo) on 10.0.0.1, local to the server namespace.",
       "wireguard-go (ceiling): no interception; HTTPS reaches nginx end to end, the client trusts the origin CA. " +
       "Its CPU and RSS are the wireguard-go process only (the kernel's TCP/IP and forwarding are not in them).",
       "The proxies: HTTPS is intercepted (checked: the origin CA alone does not verify what the client sees); " +
       "the proxy trusts the origin CA upstream. mitmproxy runs stock (it keeps raw TCP messages of a connection in memory).",
+      "mitmproxy 12 needs Python >= 3.12: it runs from a Debian trixie root (Python 3.13, made by " +
+      "scripts/setup_mitmproxy12.sh with debootstrap) with chroot, in the same network namespace; mitmproxy 11.0.2 " +
+      "is the newest for this machine's Python 3.11 (.venv-mitmproxy).",
+      `Both ways at once: the echo row is tests/ns_client.ts sending ${CONFIG.bidirMB} MB to the echo port while ` +
+      "reading the echo back on the same connection (both directions full at once; the client hashes what it " +
+      "sends and gets, the same work for every server), Mbit/s each way from connect to the last byte back; " +
+      `iperf3 --bidir runs one stream each way for ${CONFIG.iperfSeconds} s. ${CONFIG.bidirRepetitions} ` +
+      "repetitions each, spread over the rounds.",
       "CPU per GB: utime+stime of the server process during the transfer, per 10^9 bytes the client received.",
       "HTTPS latency percentiles are wrk's (closed loop, not corrected for coordinated omission).",
       "HTTP/2 rows: nginx's h2 port (ALPN h2, 9443), the client is offered h2 by each proxy. h2load's " +
@@ -507,7 +519,11 @@ async function main(): Promise<void> {
     ],
     durationSeconds: (Date.now() - started) / 1000,
   };
-  const mitmP50 = results.mitmproxy?.p50_1;
+  report.notes.push(
+    `Machine load (1-minute load average) at the start ${loadStart} and the end ${await loadAverage()} of this ` +
+      `run, on ${mach.cores} cores shared with other work: figures vary with it.`,
+  );
+  const mitmP50 = results.mitmproxy?.p50_1 ?? results.mitmproxy12?.p50_1;
   if (mitmP50 && median(mitmP50) > 35 && median(mitmP50) < 50) {
     report.notes.push(
       "mitmproxy's one-connection HTTPS latency sits near 40 ms, Linux's minimum delayed-ACK time: most likely " +

@@ -129,7 +129,10 @@ export function mergeResults(
   for (const s of servers) {
     const merged: Record<string, number[]> = {};
     for (const [id, xs] of Object.entries(previous.results[s] ?? {})) if (!measured.has(id)) merged[id] = xs;
-    if (current.servers.includes(s)) {
+    if (current.servers.includes(s) && !previous.results[s]) {
+      // A server new to the report: all it measured, the memory rows too.
+      Object.assign(merged, current.results[s] ?? {});
+    } else if (current.servers.includes(s)) {
       for (const id of measured) delete merged[id];
       for (const [id, xs] of Object.entries(current.results[s] ?? {})) if (measured.has(id)) merged[id] = xs;
     } else {
