@@ -95,6 +95,8 @@ class Peer {
   #readable = false;
   #released: number[] = [];
   #sink: CoreSink;
+  /** When the core's timers next need a tick (Date.now() clock). */
+  nextTickAt = 0;
 
   constructor(
     readonly spec: PeerSpec,
@@ -151,7 +153,9 @@ class Peer {
 
   tick(): void {
     if (this.#closed) return;
-    this.#core.tick(Date.now());
+    const now = Date.now();
+    // The core says when it needs the next tick; between ticks only arriving datagrams drive it.
+    this.nextTickAt = now + Math.min(1_000, Math.max(10, this.#core.tick(now)));
     this.#pump();
   }
 
@@ -174,8 +178,10 @@ class Peer {
       for (;;) {
         const [data, from] = await this.#socket.receive();
         const addr = from as Deno.NetAddr;
-        this.#core.datagram(data, { hostname: addr.hostname, port: addr.port }, Date.now());
+        const now = Date.now();
+        this.#core.datagram(data, { hostname: addr.hostname, port: addr.port }, now);
         this.#pump();
+        this.nextTickAt = Math.min(this.nextTickAt, now + 50);
       }
     } catch {
       // Closed.
@@ -196,7 +202,8 @@ class Peer {
     if (end < 0) return false;
     const head = new TextDecoder().decode(this.#buffer.subarray(0, end));
     if (!/^HTTP\/1\.1 200 /.test(head)) {
-      this.#fail(`unexpected response: ${head.split("\r\n")[0]}`);
+      const body = new TextDecoder().decode(this.#buffer.subarray(end + 4, end + 124)).trim();
+      this.#fail(`unexpected response: ${head.split("\r\n")[0]}: ${body}`);
       return false;
     }
     const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? NaN);
@@ -280,7 +287,7 @@ export async function runPeers(
       for (let i = 0; i < started; i++) {
         const p = peers[i]!;
         if (!p.finished) {
-          p.tick();
+          if (p.nextTickAt <= now) p.tick();
           open++;
         }
       }
