@@ -244,9 +244,21 @@ export class ConnectionLimiter {
  * The stream of `w` with its activity recorded: reads (asked for and answered) and writes. Once
  * the sweep closed it, reads and writes fail with the reason.
  */
+/** The watch of each guarded stream, for {@link markActive}. */
+const watches = new WeakMap<ByteStream, Watched>();
+
+/**
+ * Counts activity that does not pass through a guarded stream as traffic on it (a SOCKS5 UDP
+ * association's datagrams keep its TCP connection from the idle timeout). No-op for others.
+ */
+export function markActive(stream: ByteStream): void {
+  const w = watches.get(stream);
+  if (w) w.last = Date.now();
+}
+
 function guarded(w: Watched, closed: () => void): ByteStream {
   const stream = w.stream;
-  return {
+  const guardedStream: ByteStream = {
     read() {
       w.last = Date.now();
       if (w.killed) return Promise.reject(w.killed);
@@ -274,6 +286,8 @@ function guarded(w: Watched, closed: () => void): ByteStream {
       stream.close(reset);
     },
   };
+  watches.set(guardedStream, w);
+  return guardedStream;
 }
 
 /** `30 s`, `1.5 s`, `10 min`. */

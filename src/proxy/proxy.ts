@@ -442,6 +442,14 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
   const tuns: TunListener[] = [];
   const tcpListeners: Deno.TcpListener[] = [];
   const relays: UdpRelay[] = [];
+  const endedUdp: UdpRelayStats = {
+    flows: 0,
+    dnsQueries: 0,
+    dnsFailures: 0,
+    dropped: 0,
+    blocked: 0,
+    quicRejected: 0,
+  };
   let current: ProxyOptions["modes"][number] | null = null;
   const modeListeners: { close(): void }[] = [];
   const modeDeps: ModeDeps = {
@@ -449,8 +457,10 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     policy,
     admit: (key, client) => limiter.admit(key, describeClient(client)),
     clientAllowed: isPrivateAddress,
-    newRelay: (reply, maxFlows) =>
-      new UdpRelay({
+    // Every mode's relay counts in stats().udp; one that closes (a SOCKS5 association's) leaves
+    // its counters in `endedUdp`.
+    newRelay: (reply, maxFlows) => {
+      const relay = new UdpRelay({
         bus,
         dnsServers,
         reply,
@@ -462,7 +472,22 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         quic: options.quic ?? "reject",
         maxFlows,
         ...(ctx.addons ? { addons: ctx.addons } : {}),
-      }),
+      });
+      relays.push(relay);
+      const close = relay.close.bind(relay);
+      relay.close = () => {
+        const i = relays.indexOf(relay);
+        close();
+        if (i < 0) return;
+        relays.splice(i, 1);
+        // `flows` is the live ones (none once closed); the others are counters.
+        const s = relay.stats();
+        for (const k of Object.keys(endedUdp) as (keyof UdpRelayStats)[]) {
+          if (k !== "flows") endedUdp[k] += s[k];
+        }
+      };
+      return relay;
+    },
     track,
     count: (what) => what === "connection" ? connections++ : acceptErrors++,
     stopping: () => stopping,
@@ -572,7 +597,6 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         track(loop.catch((e) => bus.log("error", `the SOCKS5 accept loop stopped: ${describeError(e)}`)));
       } else if (mode.kind === "dns") {
         const relay = modeDeps.newRelay(() => Promise.resolve(), 0);
-        relays.push(relay);
         const server = listenDns(modeDeps, mode, relay, dnsServers);
         modeListeners.push(server);
         addresses.push({ kind: "dns", addr: server.addr });
@@ -676,7 +700,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     for (const l of planes) l.close();
     for (const l of tcpListeners) l.close();
     for (const l of modeListeners) l.close();
-    for (const r of relays) r.close();
+    for (const r of [...relays]) r.close();
     if (!current) throw e;
     if (current.kind === "tun") {
       throw new Error(`cannot open TUN interface ${current.name ?? "wirescope0"}: ${describeError(e)}`, {
@@ -715,7 +739,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
       ]);
       if (first === "timeout") { for (const c of open) c.close(); }
       clearTimeout(timer);
-      for (const r of relays) r.close();
+      for (const r of [...relays]) r.close();
       for (const l of planes) l.close();
       await Promise.race([pending, new Promise((r) => setTimeout(r, 1000))]);
       await Promise.all(planes.map((l) => l.closed));
@@ -791,7 +815,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
             quicRejected: sum.quicRejected + s.quicRejected,
           };
         },
-        { flows: 0, dnsQueries: 0, dnsFailures: 0, dropped: 0, blocked: 0, quicRejected: 0 },
+        { ...endedUdp },
       ),
       limits: limiter.stats(),
       blockedDestinations: policy.blocked,

@@ -17,7 +17,7 @@ import { type ClientInfo, formatHostPort, type HostPort, type TcpFlow } from "..
 import { describeError } from "./layer_runner.ts";
 import { BlockedDestinationError, canonicalLiteral, type DestinationPolicy } from "./destination_policy.ts";
 import type { Admission } from "./limits.ts";
-import { RateLimitedLog } from "./limits.ts";
+import { markActive, RateLimitedLog } from "./limits.ts";
 import {
   encodeSocks5Reply,
   encodeSocks5Udp,
@@ -238,7 +238,9 @@ async function associate(
   const clientIp = canonicalLiteral(client.address.hostname) ?? client.address.hostname;
   // The client may say which port it sends from (0: not known yet, the first datagram tells).
   let clientPort = request.address.port;
+  // Datagrams either way are traffic: the idle timeout does not end a busy UDP-only association.
   const relay = deps.newRelay(async (d) => {
+    markActive(stream);
     await socket.send(encodeSocks5Udp(d.src, d.data), {
       transport: "udp",
       hostname: d.dst.hostname,
@@ -256,6 +258,7 @@ async function associate(
       if ((canonicalLiteral(src.hostname) ?? src.hostname) !== clientIp) continue;
       if (clientPort !== 0 && src.port !== clientPort) continue;
       clientPort = src.port;
+      markActive(stream);
       let datagram;
       try {
         datagram = parseSocks5Udp(data);
