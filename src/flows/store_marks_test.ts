@@ -195,7 +195,7 @@ Deno.test("marks: a schema-1 store is read as it is read-only and migrated when 
     store.end(syntheticFlow(31));
     assert.deepEqual(await ids(store, "~marked"), [flows[1]!.id, flows[5]!.id]);
     await store.close();
-    // Opening it again finds schema 2 and changes nothing.
+    // Opening it again finds the current schema and changes nothing.
     const again = SqliteFlowStore.open(path);
     assert.equal(again.stats().flows, 31);
     assert.deepEqual(await ids(again, "~marker new"), [flows[5]!.id]);

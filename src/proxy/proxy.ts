@@ -50,6 +50,7 @@ import { ReplayError, replayRequest } from "./client_replay.ts";
 import type { FlowStore } from "../flows/store.ts";
 import type { Filter } from "../flows/filter.ts";
 import { FlowRecorder, type FlowRecorderStats } from "../flows/recorder.ts";
+import { newFlowId } from "../flows/flow_id.ts";
 import { DEFAULT_SERVER_TIMEOUT } from "./http1_layer.ts";
 import { Http2Counters, type Http2ProxyStats } from "./http2_layer.ts";
 import { type QuicPolicy, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
@@ -407,7 +408,8 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     connect: upstream
       ? connectUpstream(upstream, settings.connectTimeout, policy)
       : connectTcp(settings.connectTimeout, policy),
-    newId: () => crypto.randomUUID(),
+    // Time-ordered (UUID v7): the store's id index takes them on its last page (src/flows/flow_id.ts).
+    newId: () => newFlowId(),
     localResponder: (method, host, path) =>
       host.toLowerCase() === CERT_PAGE_HOST ? certPageResponse(caMaterial, method, path) : null,
     headTimeout: (client) => limiter.headTimeout(describeClient(client)),
