@@ -87,6 +87,8 @@ export interface CliOptions {
   keepHostHeader: boolean;
   /** `--certs [DOMAIN=]PATH`: PEM files (certificate and key) reverse mode shows its TLS clients. */
   certs: { domain: string; path: string }[];
+  /** `--tun-mtu BYTES`: the MTU of tun mode's interfaces (576 to 65535; 1500 when absent). */
+  tunMtu?: number;
   /** `--quic`: QUIC (UDP to port 443) from WireGuard clients refused with ICMP, or relayed. */
   quic: "reject" | "passthrough";
   /** The WireGuard data plane's limits per peer (values given on the command line only). */
@@ -233,6 +235,8 @@ Interception:
   --certs [DOMAIN=]PATH      reverse mode: show TLS clients this PEM file's
                              certificate and key (for DOMAIN, or every name);
                              repeatable (default: a leaf from wirescope's CA)
+  --tun-mtu BYTES            tun mode: the interface's MTU, 576 to 65535
+                             (default: 1500)
 
 Limits and access:
   --head-timeout SECONDS     close a client connection whose request head is not
@@ -466,6 +470,7 @@ export function parseFlags(args: string[]): CliOptions {
         "upstream-auth": { type: "string" },
         "keep-host-header": { type: "boolean" },
         certs: { type: "string", multiple: true },
+        "tun-mtu": { type: "string" },
         quic: { type: "string" },
         "wg-max-half-open": { type: "string" },
         "wg-half-open-timeout": { type: "string" },
@@ -551,6 +556,9 @@ export function parseFlags(args: string[]): CliOptions {
         path: checkReadable(text.slice(eq + 1), "--certs"),
       };
     }),
+    ...(values["tun-mtu"] !== undefined
+      ? { tunMtu: parseRange(values["tun-mtu"], "--tun-mtu", 1500, 576, 65535) }
+      : {}),
     quic: parseQuic(values.quic),
     wgLimits: parseWgLimits(values),
     noStore: values["no-store"] ?? false,

@@ -526,3 +526,11 @@ Deno.test("parseFlags() reads the HTTP/2 limits offered to clients", () => {
   assert.match(USAGE, /--h2-max-concurrent-streams N/);
   assert.match(USAGE, /--h2-max-header-list-size BYTES/);
 });
+
+Deno.test("parseFlags() reads --tun-mtu from 576 to 65535 (absent: the interface's default)", () => {
+  assert.equal(parseFlags(["--tun-mtu", "1280"]).tunMtu, 1280);
+  assert.equal(parseFlags([]).tunMtu, undefined);
+  for (const bad of ["575", "65536", "1.5", "x"]) {
+    assertUsageError([`--tun-mtu=${bad}`], /^--tun-mtu .*: expected a whole number from 576 to 65535$/);
+  }
+});

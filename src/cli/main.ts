@@ -658,7 +658,9 @@ async function serverModeOf(
   spec: Extract<ModeSpec, { kind: "reverse" | "upstream" | "tun" }>,
   options: CliOptions,
 ): Promise<ProxyOptions["modes"][number]> {
-  if (spec.kind === "tun") return { kind: "tun", name: spec.name };
+  if (spec.kind === "tun") {
+    return { kind: "tun", name: spec.name, ...(options.tunMtu !== undefined ? { mtu: options.tunMtu } : {}) };
+  }
   if (spec.kind === "upstream") {
     return { kind: "regular", hostname: spec.host || "0.0.0.0", port: spec.port, upstream: spec.proxy };
   }
