@@ -85,6 +85,22 @@ Deno.test("web intercept API: without an addon or a proxy, bad expressions, flow
         assert.equal(statuses.length, 40);
         const sorted = [...statuses].sort((a, b) => desc ? b - a : a - b);
         assert.deepEqual(statuses, sorted);
+        // From the end back (the page's jump to the end): the same list, last first, by the same ids.
+        const ids = async (params: string, back: string) => {
+          const out: string[] = [];
+          let c = "";
+          for (let i = 0; i < 20; i++) {
+            const page = (await call("GET", `/api/flows?${params}${c ? `&${back}=${c}` : ""}`))
+              .json as FlowPageJson;
+            out.push(...page.flows.map((f) => f.id));
+            if (!page.cursor) break;
+            c = page.cursor;
+          }
+          return out;
+        };
+        const forward = await ids(`sort=status${desc ? "&desc=1" : ""}&limit=7`, "cursor");
+        const backward = await ids(`sort=status${desc ? "&desc=1" : ""}&limit=7&from=end`, "before");
+        assert.deepEqual(backward, [...forward].reverse());
       }
     }
   } finally {

@@ -428,15 +428,19 @@ async function api(
     // `before` (or `from=end` to start there) pages from the newest back: the page's end of a long list.
     const before = url.searchParams.get("before");
     const fromEnd = url.searchParams.get("from") === "end";
-    // `sort=KEY` (and `desc=1`): sorted by a column, paged by position (cursor only, from the start).
+    // `sort=KEY` (and `desc=1`): sorted by a column, paged by position; from the end (`from=end`,
+    // `before`), the same order reversed, so a jump to the end of a sorted list is one page too.
     const sort = url.searchParams.get("sort") as FlowOrderKey | null;
     if (sort !== null && !SORT_KEYS.has(sort)) return json(400, { error: `cannot sort by '${sort}'` });
     const page = await store.query({
       ...(compiled ? { filter: compiled } : {}),
       ...(sort
         ? {
-          order: { by: sort, descending: url.searchParams.get("desc") === "1" },
-          ...(cursor ? { after: cursor } : {}),
+          order: {
+            by: sort,
+            descending: (url.searchParams.get("desc") === "1") !== (fromEnd || before !== null),
+          },
+          ...(before ? { after: before } : cursor ? { after: cursor } : {}),
         }
         : before
         ? { before }

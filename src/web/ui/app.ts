@@ -30,7 +30,7 @@ import {
 import { bodyView, certificateView } from "./content_views.ts";
 import { wireGuardPage } from "./wireguard_page.ts";
 import { editor, flowActions, interceptBar, noteSummary, refresh } from "./intercept.ts";
-import { sortableHeader, sorting, sortParams } from "./sorting.ts";
+import { sortableHeader, sortParams } from "./sorting.ts";
 
 const ROW_HEIGHT = 24;
 const FIRST_PAGE = 200;
@@ -231,7 +231,7 @@ function render(): void {
   if (state.cursor !== null) {
     const gapEnd = state.tailCursor === undefined ? total : state.tail;
     if (last + visible > state.head && first < gapEnd) {
-      if (first - state.head > PAGE && state.counted && state.tailCursor !== null && !sorting.by) {
+      if (first - state.head > PAGE && state.counted && state.tailCursor !== null) {
         void loadTail();
       } else void loadMore();
     }
@@ -315,6 +315,7 @@ async function loadTail(): Promise<void> {
     params.set("from", "end");
     params.set("count", "1");
   } else params.set("before", state.tailCursor!);
+  sortParams(params);
   try {
     const page = await api<FlowPageJson>(`/api/flows?${params}`);
     if (generation !== state.generation) return;
