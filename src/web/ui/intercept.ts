@@ -301,7 +301,7 @@ export function flowActions(d: FlowDetailJson, into: (editor: El) => void): El |
     { class: "replay-actions" },
     h(
       "button",
-      { id: "replay", title: "send the recorded request again (r)", onclick: () => void replay() },
+      { id: "replay", title: "send the recorded request again", onclick: () => void replay() },
       "Replay",
     ),
     h("button", {
