@@ -140,7 +140,17 @@ Deno.test({
         assert.equal(f.client.mode, "reverse");
       });
       await t.step("Host is rewritten to the server's, unless kept", async () => {
-        assert.equal(await curl([`http://127.0.0.1:${rewrite}/`]), `host=127.0.0.1:${echoPort}`);
+        assert.equal(await curl([`http://127.0.0.1:${rewrite}/rewritten`]), `host=127.0.0.1:${echoPort}`);
+        // The flow records the Host the server got (as mitmproxy shows it), not the client's.
+        const f = await flowWhere<HttpFlow>(
+          flows,
+          (f) => f.type === "http" && f.request.path === "/rewritten" && f.response !== undefined,
+          "the rewritten request",
+        );
+        assert.deepEqual(
+          f.request.headers.filter(([n]) => n.toLowerCase() === "host").map(([, v]) => v),
+          [`127.0.0.1:${echoPort}`],
+        );
         assert.equal(
           await curl(["-H", "Host: client.test", `http://127.0.0.1:${keep}/`]),
           "host=client.test",

@@ -470,7 +470,9 @@ export class Http1Layer implements Layer {
         mismatchedHost = undefined;
       }
     }
-    const flow = this.#newFlow(head, host, target, path, now);
+    // Reverse mode records the Host header the server got (as mitmproxy shows it); the explicit
+    // proxy records the client's head (its Proxy-* headers, never the upstream's credentials).
+    const flow = this.#newFlow(this.#o.hostHeader !== undefined ? sent : head, host, target, path, now);
     if (mismatchedHost !== undefined) flow.request.hostHeader = mismatchedHost;
     out.push({ type: "flow", event: "start", flow });
     try {
