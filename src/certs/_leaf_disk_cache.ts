@@ -140,8 +140,7 @@ async function publishNew(path: string, text: string): Promise<boolean> {
 
 /**
  * The leaves on disk. Lookups of names never stored cost no system call (the directory is listed
- * once when opened); writes are synchronous and small, so no file operation outlives the call
- * that issued the leaf.
+ * once when opened); the few evictions are synchronous removals.
  */
 export class LeafDiskCache {
   readonly #dir: string;
@@ -234,12 +233,13 @@ export class LeafDiskCache {
 
   /**
    * Stores a leaf, evicting the oldest entries beyond the bound. Errors are logged (the first
-   * few), never thrown.
+   * few), never thrown. The write happens off the JavaScript thread; callers await it so that no
+   * file operation outlives the request that issued the leaf.
    *
    * @param namesKey The sorted names joined by spaces.
    * @param leaf The leaf.
    */
-  put(namesKey: string, leaf: StoredLeaf): void {
+  async put(namesKey: string, leaf: StoredLeaf): Promise<void> {
     const file = fileName(namesKey);
     const entry: EntryFile = {
       v: VERSION,
@@ -253,12 +253,10 @@ export class LeafDiskCache {
     const path = join(this.#dir, file);
     const temporary = `${path}.${crypto.randomUUID()}.tmp`;
     try {
-      Deno.writeTextFileSync(temporary, JSON.stringify(entry), { mode: 0o600, createNew: true });
-      Deno.renameSync(temporary, path);
+      await Deno.writeTextFile(temporary, JSON.stringify(entry), { mode: 0o600, createNew: true });
+      await Deno.rename(temporary, path);
     } catch (error) {
-      try {
-        Deno.removeSync(temporary);
-      } catch { /* never written */ }
+      await Deno.remove(temporary).catch(() => {});
       if (this.#writeFailures++ < 3) {
         this.#log(`cannot write leaf cache file ${path}: ${(error as Error).message}`);
       }

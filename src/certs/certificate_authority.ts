@@ -285,7 +285,7 @@ export class CertificateAuthority {
     if (stored !== undefined) return this.#leaf(stored.names, stored.der, stored.notBefore, stored.notAfter);
     const signed = await signLeaf(this.#issuer, this.#key, names);
     const texts = names.map((name) => name.text);
-    this.#disk?.put(namesKey, { names: texts, ...signed });
+    await this.#disk?.put(namesKey, { names: texts, ...signed });
     return this.#leaf(texts, signed.der, signed.notBefore, signed.notAfter);
   }
 

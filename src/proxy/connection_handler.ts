@@ -855,6 +855,9 @@ async function interceptTls(
   const h1Options = { servername: name, alpn: alpn.filter((p) => p !== "h2") };
   let upstream: UpstreamTls | null = null;
   let failure = "";
+  // A leaf that needs only the name is signed while the upstream handshake runs (awaited below).
+  const earlyLeaf = name && !IP_LITERAL.test(name) ? ctx.certs.leafFor({ sni: name }) : undefined;
+  earlyLeaf?.catch(() => {});
   try {
     upstream = await connectUpstreamTls(ctx.settings, ctx.connect, destination, upstreamOptions);
   } catch (e) {
@@ -891,7 +894,7 @@ async function interceptTls(
       leafRequest.extraNames = [...upstream.certificate.dnsNames, ...upstream.certificate.ipAddresses];
     }
   }
-  const leaf = await ctx.certs.leafFor(leafRequest);
+  const leaf = await (earlyLeaf ?? ctx.certs.leafFor(leafRequest));
 
   const gate = new ReadGate();
   const duplex = nodeDuplexOf(stream, first, gate);
