@@ -148,11 +148,14 @@ export function mergeResults(
     results,
     notes: [
       ...current.notes,
+      // The earlier partial runs' notes stay: together they say where each row comes from.
+      ...previous.notes.filter((n) => n.startsWith("Partial run")),
       `Partial run (${current.date}, ${current.versions.wirescope ?? "?"}, ${current.servers.join(", ")}): ${
         rows.join("; ")
-      }. Every other row is from the run of ${previous.date} (wirescope ${
-        previous.versions.wirescope ?? "?"
-      }, settings ${JSON.stringify(previous.config)}).`,
+      }. Every other row (and every row of a server not in this run) is from the report before it, ` +
+      `of ${previous.date} (wirescope ${previous.versions.wirescope ?? "?"}, settings ${
+        JSON.stringify(previous.config)
+      }).`,
     ],
   };
 }
