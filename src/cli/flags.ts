@@ -694,7 +694,11 @@ function parseModes(texts: string[]): ModeSpec[] {
   // The dns mode listens on UDP and TCP.
   const protocols = (
     m: ModeSpec,
-  ) => (m.kind === "wireguard" ? ["UDP"] : m.kind === "dns" ? ["UDP", "TCP"] : ["TCP"]);
+  ) => (m.kind === "wireguard"
+    ? ["UDP"]
+    : m.kind === "dns" || (m.kind === "reverse" && m.scheme === "dns")
+    ? ["UDP", "TCP"]
+    : ["TCP"]);
   for (let i = 0; i < modes.length; i++) {
     for (let j = 0; j < i; j++) {
       const a = modes[j]!;

@@ -664,6 +664,10 @@ async function serverModeOf(
   if (spec.kind === "upstream") {
     return { kind: "regular", hostname: spec.host || "0.0.0.0", port: spec.port, upstream: spec.proxy };
   }
+  if (spec.scheme === "dns") {
+    // Reverse DNS: the dns mode, its resolver the given server.
+    return { kind: "dns", hostname: spec.host || "0.0.0.0", port: spec.port, resolvers: [spec.target] };
+  }
   const certs: { domain: string; pem: { certPem: string; keyPem: string } }[] = [];
   for (const c of options.certs) {
     let text: string;

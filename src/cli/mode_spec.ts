@@ -7,7 +7,8 @@
  * - `socks5[@[HOST:]PORT]` is a SOCKS5 proxy on TCP, port 1080 unless told.
  * - `dns[@[HOST:]PORT]` is a DNS server on UDP and TCP, port 53 unless told.
  * - `reverse:SCHEME://HOST[:PORT][@[HOST:]PORT]` sends every connection to one server (`http`,
- *   `https`, `tcp`, `tls`), port 8080 unless told.
+ *   `https`, `tcp`, `tls`; `dns`: a DNS server on UDP and TCP whose resolver is that server),
+ *   port 8080 unless told.
  * - `upstream:http[s]://HOST:PORT[@[HOST:]PORT]` is the explicit proxy whose server side goes
  *   through another HTTP proxy (plain HTTP in absolute form, tunnels by CONNECT; `https`: TLS to
  *   that proxy), port 8080 unless told.
@@ -81,7 +82,7 @@ export type ModeSpec =
   };
 
 /** The schemes of reverse mode. */
-export type ReverseScheme = "http" | "https" | "tcp" | "tls";
+export type ReverseScheme = "http" | "https" | "tcp" | "tls" | "dns";
 
 /** The default TUN interface name. */
 export const DEFAULT_TUN_NAME = "wirescope0";
@@ -217,12 +218,13 @@ function parseServerMode(
     https: 443,
     tcp: undefined,
     tls: undefined,
+    dns: 53,
   };
   if (!(scheme in defaults)) {
     fail(
-      scheme === "udp" || scheme === "dns"
-        ? `reverse mode over UDP ("${scheme}") is not supported yet; supported: http, https, tcp, tls`
-        : `unknown scheme "${scheme}" (supported: http, https, tcp, tls)`,
+      scheme === "udp"
+        ? `reverse mode over UDP ("udp") is not supported yet; supported: http, https, tcp, tls, dns`
+        : `unknown scheme "${scheme}" (supported: http, https, tcp, tls, dns)`,
     );
   }
   const targetPort = m[3] !== undefined ? Number(m[3]) : defaults[scheme];

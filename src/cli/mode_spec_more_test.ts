@@ -27,6 +27,13 @@ Deno.test("parseModeSpec() reads reverse modes: scheme, server, default ports, l
   assert.throws(() => parseModeSpec("reverse:tcp://host"), /a tcp:\/\/ server needs a port/);
   assert.throws(() => parseModeSpec("reverse:ftp://host:21"), /unknown scheme "ftp"/);
   assert.throws(() => parseModeSpec("reverse:udp://host:53"), /over UDP \("udp"\) is not supported/);
+  assert.deepEqual(parseModeSpec("reverse:dns://10.0.0.53@5353"), {
+    kind: "reverse",
+    scheme: "dns",
+    target: { hostname: "10.0.0.53", port: 53 },
+    host: "",
+    port: 5353,
+  });
   assert.throws(() => parseModeSpec("reverse:http://host:70000"), /not a port/);
   assert.throws(() => parseModeSpec("reverse:http://ho st"), /is not SCHEME:\/\/HOST\[:PORT\]/);
 });

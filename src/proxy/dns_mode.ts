@@ -25,6 +25,8 @@ export interface DnsMode {
   port: number;
   /** Accept clients from any address, not only local and private ones. */
   allowAnyClient?: boolean;
+  /** This mode's resolvers (reverse `dns://HOST[:PORT]`) in place of the proxy's `dnsServers`. */
+  resolvers?: HostPort[];
 }
 
 /** UDP queries answered at once at most; more are dropped (the client retries). */

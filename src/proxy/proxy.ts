@@ -461,10 +461,10 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
     clientAllowed: isPrivateAddress,
     // Every mode's relay counts in stats().udp; one that closes (a SOCKS5 association's) leaves
     // its counters in `endedUdp`.
-    newRelay: (reply, maxFlows) => {
+    newRelay: (reply, maxFlows, resolvers) => {
       const relay = new UdpRelay({
         bus,
-        dnsServers,
+        dnsServers: resolvers ?? dnsServers,
         reply,
         newId: ctx.newId,
         localNames: new Map([[CERT_PAGE_HOST, CERT_PAGE_ADDRESS]]),
@@ -598,8 +598,8 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyHandle> {
         addresses.push({ kind: "socks5", addr: listener.addr });
         track(loop.catch((e) => bus.log("error", `the SOCKS5 accept loop stopped: ${describeError(e)}`)));
       } else if (mode.kind === "dns") {
-        const relay = modeDeps.newRelay(() => Promise.resolve(), 0);
-        const server = listenDns(modeDeps, mode, relay, dnsServers);
+        const relay = modeDeps.newRelay(() => Promise.resolve(), 0, mode.resolvers);
+        const server = listenDns(modeDeps, mode, relay, mode.resolvers ?? dnsServers);
         modeListeners.push(server);
         addresses.push({ kind: "dns", addr: server.addr });
         for (const loop of server.loops) {

@@ -48,7 +48,11 @@ export interface ModeDeps {
   /** Whether the client address may use the proxy (private clients only unless told). */
   clientAllowed(address: string): boolean;
   /** Makes the UDP relay of one association (or of the DNS mode); `reply` sends to the client. */
-  newRelay(reply: (datagram: RelayDatagram) => Promise<void>, maxFlows: number): UdpRelay;
+  newRelay(
+    reply: (datagram: RelayDatagram) => Promise<void>,
+    maxFlows: number,
+    dnsServers?: HostPort[],
+  ): UdpRelay;
   /** Registers a connection's task (the proxy waits for it on close). */
   track(task: Promise<void>): void;
   /** A connection was accepted, or an accept call failed. */
