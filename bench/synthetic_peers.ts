@@ -1,5 +1,5 @@
 /**
- * `deno task bench:peers:synthetic`: many WireGuard devices on one wirescope port. `--peers`
+ * `deno task bench:synthetic`: many WireGuard devices on one wirescope port. `--peers`
  * synthetic peers (bench/synthetic_load.ts: each a client-role wasm core with its own key, tunnel
  * address and UDP source address, so each makes a real handshake and real TCP) run in
  * `--generators` processes against one wirescope server; every peer completes a handshake, then
@@ -7,7 +7,7 @@
  * Prints handshakes/s, the time until all peers are up, req/s, request latency, failures and
  * wirescope's RSS (with the peers configured but idle, with all of them up, peak) and CPU.
  *
- *   deno task bench:peers:synthetic [--peers 1000] [--requests 3] [--generators 2]
+ *   deno task bench:synthetic [--peers 1000] [--requests 3] [--generators 2]
  *                                  [--start-rate 0] [--seconds 120] [--json FILE]
  *     --start-rate  peers started per second over all generators (0: all at once)
  *     --seconds     the run's bound: peers not done by then count as failures
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
   const SECONDS = Number(values.seconds);
   if (!(PEERS >= 1 && PEERS <= 10_000)) throw new Error("--peers: 1 to 10,000");
   if (!(REQUESTS >= 1 && GENERATORS >= 1 && RATE >= 0 && SECONDS > 0)) throw new Error("bad arguments");
-  if (Deno.uid() !== 0) throw new Error("bench:peers:synthetic needs root (a network namespace)");
+  if (Deno.uid() !== 0) throw new Error("bench:synthetic needs root (a network namespace)");
 
   const dir = await Deno.makeTempDir({ prefix: "wirescope-synthetic-" });
   await Deno.chmod(dir, 0o755);

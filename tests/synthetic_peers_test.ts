@@ -1,5 +1,5 @@
 /**
- * The short version of `deno task bench:peers:synthetic`: ten synthetic peers (client-role wasm
+ * The short version of `deno task bench:synthetic`: ten synthetic peers (client-role wasm
  * cores on sockets of their own, bench/synthetic_load.ts) against `startProxy()`'s WireGuard mode
  * on loopback; each completes a handshake and three HTTP requests through the proxy to a loopback
  * origin, and the proxy records every request.
