@@ -29,8 +29,8 @@ import { alternateHost, alternateUrl, compileFilter, type Filter, peerName } fro
 /**
  * The schema this code writes and reads. History: 1, the first; 2 adds `flows.mark` (the name of a
  * flow's mark, beside the 0/1 `marked` the index and `~marked` use); 3 has fewer indexes (the
- * writer's cost: one index `flows_kind` on type, status, has_response and method in place of four
- * on type, method, status and peer). A writable store of an older schema is migrated when opened;
+ * writer's cost: one index `flows_kind` on type, status, has_response and method in place of three
+ * on type, status and peer). A writable store of an older schema is migrated when opened;
  * a read-only one is read through a view that supplies what is missing (schema 2 needs none: only
  * its indexes differ).
  */
@@ -196,10 +196,11 @@ const WAL_AUTOCHECKPOINT_PAGES = 4000;
 const ROW_OVERHEAD = 200;
 
 /**
- * Schema 3's one index over columns of few distinct values, in place of schema 2's four on type,
- * method, status and peer (each index costs the writer a B-tree insert a flow). Its prefix answers
- * `~http`/`~tcp`…, `~c CODE`, `~q`/`~s`; it covers `~m`, which a scan of it answers (a few bytes a
- * flow, not the whole row). `~peer` needs no index: its LIKE terms make SQLite scan anyway.
+ * Schema 3's one index over columns of few distinct values, in place of schema 2's three on type,
+ * status and peer (each index costs the writer a B-tree insert a flow). Its prefix answers
+ * `~http`/`~tcp`…, `~c CODE`, `~q`/`~s`. `~peer` needs no index: its LIKE terms make SQLite scan
+ * anyway. `flows_method` stays: without it `~d example & ~m POST` went through the host index and
+ * sorted every match (5.5 s for the newest 100 of 1,000,000 flows).
  */
 const KIND_INDEX = "CREATE INDEX flows_kind ON flows (type, status, has_response, method_id)";
 
@@ -237,6 +238,7 @@ CREATE TABLE flows (
 CREATE INDEX flows_ts_start ON flows (ts_start);
 CREATE INDEX flows_host ON flows (host_id);
 CREATE INDEX flows_host_alt ON flows (host_alt_id);
+CREATE INDEX flows_method ON flows (method_id);
 ${KIND_INDEX};
 CREATE INDEX flows_marked ON flows (marked) WHERE marked <> 0;
 CREATE TABLE flow_data (seq INTEGER PRIMARY KEY, json TEXT NOT NULL);
@@ -624,8 +626,7 @@ export class SqliteFlowStore implements FlowStore {
       }
       if (now === 1 || now === 2) {
         db.exec(
-          "DROP INDEX IF EXISTS flows_type; DROP INDEX IF EXISTS flows_method; " +
-            "DROP INDEX IF EXISTS flows_status; DROP INDEX IF EXISTS flows_peer",
+          "DROP INDEX IF EXISTS flows_type; DROP INDEX IF EXISTS flows_status; DROP INDEX IF EXISTS flows_peer",
         );
         db.exec(`${KIND_INDEX.replace("INDEX", "INDEX IF NOT EXISTS")}`);
       }
