@@ -229,7 +229,7 @@ Deno.test("wirescope: user mistakes give one line and exit code 2", async () => 
       const args of [
         ["--bogus"],
         ["--mode", "wireguard@99999"],
-        ["--mode", "socks5"],
+        ["--mode", "socks4"],
         ["--peers", "0"],
         ["--upstream-ca", "/nonexistent/ca.pem"],
         ["--confdir", confdir, "--mode", `regular@127.0.0.1:${busy.addr.port}`],
