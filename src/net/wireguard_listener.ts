@@ -182,8 +182,9 @@ export class WireGuardListener extends StackDriver {
    * Told when a peer completes a handshake or its session expires (the addons' `wireguardPeer`);
    * `endpoint` is its outer address as `host:port` when known.
    */
-  onPeerEvent: ((event: { publicKey: string; endpoint?: string; kind: "handshake" | "expired" }) => void) | null =
-    null;
+  onPeerEvent:
+    | ((event: { publicKey: string; endpoint?: string; kind: "handshake" | "expired" }) => void)
+    | null = null;
 
   /** Use {@link listenWireGuard}. */
   constructor(options: ListenWireGuardOptions) {
@@ -348,7 +349,9 @@ export class WireGuardListener extends StackDriver {
       const e = known.endpoint;
       this.onPeerEvent({
         publicKey: known.publicKey,
-        ...(e ? { endpoint: e.hostname.includes(":") ? `[${e.hostname}]:${e.port}` : `${e.hostname}:${e.port}` } : {}),
+        ...(e
+          ? { endpoint: e.hostname.includes(":") ? `[${e.hostname}]:${e.port}` : `${e.hostname}:${e.port}` }
+          : {}),
         kind,
       });
     }
