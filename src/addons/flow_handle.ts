@@ -344,16 +344,16 @@ export class HttpFlowView implements HttpFlowHandle {
   get id(): string {
     return this.flow.id;
   }
-  get client() {
+  get client(): HttpFlow["client"] {
     return this.flow.client;
   }
-  get server() {
+  get server(): HttpFlow["server"] {
     return this.flow.server;
   }
-  get tls() {
+  get tls(): HttpFlow["tls"] {
     return this.flow.tls;
   }
-  get error() {
+  get error(): HttpFlow["error"] {
     return this.flow.error;
   }
   get request(): HttpRequestHandle {
