@@ -5,7 +5,7 @@
  *
  * 1. a run is recorded with `-w run.db` (HTTPS and HTTP, GET twice, a POST with a body);
  * 2. `--server-replay run.db` answers the first request from the recording while the origin is
- *    still reachable (curl offering h2 gets HTTP/1.1), then the host loses its route to the origin
+ *    still reachable (curl offering h2 is answered over h2), then the host loses its route to the origin
  *    (`ip route add unreachable`) and the rest are answered too, in recorded order, with a 404
  *    for one more (`--server-replay-extra 404`); hits and misses are printed at exit;
  * 3. the route is back, and `--client-replay run.db` (no mode: no listener, it ends when done)
@@ -212,8 +212,8 @@ Deno.test({
         await replaying.waitFor("CA certificate:");
         await freshSession();
         const answers: string[] = [];
-        // While the origin is reachable, a client that offers h2 (curl's default) is held to
-        // HTTP/1.1 (the hook runs in the HTTP/1 layer) and answered from the recording.
+        // While the origin is reachable, a client that offers h2 (curl's default) keeps h2 (the
+        // HTTP/2 layers run the request hook too) and is answered from the recording.
         const first = await client.exec([
           "curl",
           "-sS",
@@ -228,8 +228,8 @@ Deno.test({
           "\n%{http_version}",
           requests[0]![0]!,
         ]);
-        assert.ok(first.endsWith("\n1.1"), first);
-        answers.push(first.slice(0, -"\n1.1".length));
+        assert.ok(first.endsWith("\n2"), first);
+        answers.push(first.slice(0, -"\n2".length));
         await sh(["ip", "route", "add", "unreachable", `${o}/32`]);
         unreachable = true;
         // The host really has no way to the origin now.
