@@ -264,6 +264,8 @@ Deno.test({
       );
       assert.ok(seen.includes("POST /dup x-edit=duplicated body=a=1"), seen.join("\n"));
       const newId = await evaluate<string>("document.getElementById('edit-result').dataset.flowId");
+      // The new flow is in the store once its batch is committed (a few ms after the answer).
+      await until("the sent flow stored", async () => (await store.get(newId)) !== undefined);
       const made = (await store.get(newId))?.flow;
       assert.equal(
         made?.type === "http" && made.replayOf,
