@@ -1005,52 +1005,67 @@ export class Http2Layer implements Layer {
   }
 
   #newFlow(streamId: number, headers: HeaderField[], now: number): HttpFlow {
-    const pseudo = (name: string) => headers.find(([n]) => n === name)?.[1];
-    const method = pseudo(":method") ?? "";
-    const scheme = pseudo(":scheme") ?? this.#o.scheme;
-    const given = pseudo(":authority") ?? pseudo("host");
-    const destination = this.#o.server.address;
-    const known = this.#o.tls?.sni ?? this.#o.server.hostname;
-    let authority = given ?? known ?? formatHostPort(destination);
-    let { host, port } = splitAuthority(authority, destination.port);
-    // A CONNECT names a host and port; an extended CONNECT (`:protocol`) has a URL like a GET's.
-    const tunnel = method === "CONNECT" && pseudo(":protocol") === undefined;
-    const path = tunnel ? authority : pseudo(":path") ?? "";
-    // The stream goes where the connection goes, whatever its authority says (as with HTTP/1's
-    // Host header): the URL names that destination, and the authority is kept beside it.
-    const mismatch = given !== undefined && !tunnel && namesAnotherHost(given, known, destination);
-    if (mismatch) {
-      host = known ?? destination.hostname;
-      port = destination.port;
-      const bare = host.includes(":") ? `[${host}]` : host;
-      authority = port === (scheme === "https" ? 443 : 80) ? bare : `${bare}:${port}`;
-    }
-    const flow: HttpFlow = {
-      id: this.#o.newId(),
-      type: "http",
-      client: this.#o.client,
-      server: { ...this.#o.server },
-      timestampStart: now,
-      streamId,
-      request: {
-        method,
-        scheme,
-        host,
-        port,
-        path,
-        url: tunnel ? authority : `${scheme}://${authority}${path}`,
-        httpVersion: "HTTP/2.0",
-        headers: regularFields(headers),
-        body: noBody(),
-        timestampStart: now,
-      },
-    };
-    if (this.#o.tls) flow.tls = this.#o.tls;
-    if (mismatch) flow.request.hostHeader = given;
-    const protocol = pseudo(":protocol");
-    if (protocol !== undefined) flow.request.protocol = protocol;
-    return flow;
+    return streamFlow(this.#o, streamId, headers, now);
   }
+}
+
+/** What {@linkcode streamFlow} takes from a layer's options. */
+export type StreamFlowContext = Pick<Http2LayerOptions, "scheme" | "client" | "server" | "tls" | "newId">;
+
+/**
+ * The flow of a new HTTP/2 stream, from its request header list; shared by both HTTP/2 layers.
+ * The stream goes where the connection goes, whatever its `:authority` says (as with HTTP/1's Host
+ * header): the URL names that destination, and a differing authority is kept as `hostHeader`.
+ */
+export function streamFlow(
+  o: StreamFlowContext,
+  streamId: number,
+  headers: HeaderField[],
+  now: number,
+): HttpFlow {
+  const pseudo = (name: string) => headers.find(([n]) => n === name)?.[1];
+  const method = pseudo(":method") ?? "";
+  const scheme = pseudo(":scheme") ?? o.scheme;
+  const given = pseudo(":authority") ?? pseudo("host");
+  const destination = o.server.address;
+  const known = o.tls?.sni ?? o.server.hostname;
+  let authority = given ?? known ?? formatHostPort(destination);
+  let { host, port } = splitAuthority(authority, destination.port);
+  // A CONNECT names a host and port; an extended CONNECT (`:protocol`) has a URL like a GET's.
+  const tunnel = method === "CONNECT" && pseudo(":protocol") === undefined;
+  const path = tunnel ? authority : pseudo(":path") ?? "";
+  const mismatch = given !== undefined && !tunnel && namesAnotherHost(given, known, destination);
+  if (mismatch) {
+    host = known ?? destination.hostname;
+    port = destination.port;
+    const bare = host.includes(":") ? `[${host}]` : host;
+    authority = port === (scheme === "https" ? 443 : 80) ? bare : `${bare}:${port}`;
+  }
+  const flow: HttpFlow = {
+    id: o.newId(),
+    type: "http",
+    client: o.client,
+    server: { ...o.server },
+    timestampStart: now,
+    streamId,
+    request: {
+      method,
+      scheme,
+      host,
+      port,
+      path,
+      url: tunnel ? authority : `${scheme}://${authority}${path}`,
+      httpVersion: "HTTP/2.0",
+      headers: regularFields(headers),
+      body: noBody(),
+      timestampStart: now,
+    },
+  };
+  if (o.tls) flow.tls = o.tls;
+  if (mismatch) flow.request.hostHeader = given;
+  const protocol = pseudo(":protocol");
+  if (protocol !== undefined) flow.request.protocol = protocol;
+  return flow;
 }
 
 /** Shared by every empty body record: a zero-length array cannot change, and one per record cost. */

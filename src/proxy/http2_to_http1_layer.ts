@@ -51,7 +51,7 @@ import {
   type ResponseHead,
   serializeRequestHead,
 } from "./http1.ts";
-import { type Http2Counters, namesAnotherHost, regularFields, splitAuthority } from "./http2_layer.ts";
+import { type Http2Counters, regularFields, streamFlow } from "./http2_layer.ts";
 import type { ClientInfo, HostPort, HttpFlow, ServerInfo, TlsInfo } from "../flows/flow.ts";
 import { appendRecordBody, emptyBody, endHttpFlow, formatHostPort } from "../flows/flow.ts";
 import { concatBytes, type Layer, type LayerCommand, type LayerEvent } from "./layer.ts";
@@ -1175,46 +1175,7 @@ export class Http2ToHttp1Layer implements Layer {
   }
 
   #newFlow(streamId: number, headers: HeaderField[], now: number): HttpFlow {
-    const pseudo = (name: string) => headers.find(([n]) => n === name)?.[1];
-    const method = pseudo(":method") ?? "";
-    const scheme = pseudo(":scheme") ?? this.#o.scheme;
-    const given = pseudo(":authority") ?? pseudo("host");
-    const destination = this.#o.server.address;
-    const known = this.#o.tls?.sni ?? this.#o.server.hostname;
-    let authority = given ?? known ?? formatHostPort(destination);
-    let { host, port } = splitAuthority(authority, destination.port);
-    const path = method === "CONNECT" ? authority : pseudo(":path") ?? "";
-    const mismatch = given !== undefined && method !== "CONNECT" &&
-      namesAnotherHost(given, known, destination);
-    if (mismatch) {
-      host = known ?? destination.hostname;
-      port = destination.port;
-      const bare = host.includes(":") ? `[${host}]` : host;
-      authority = port === (scheme === "https" ? 443 : 80) ? bare : `${bare}:${port}`;
-    }
-    const flow: HttpFlow = {
-      id: this.#o.newId(),
-      type: "http",
-      client: this.#o.client,
-      server: { ...this.#o.server },
-      timestampStart: now,
-      streamId,
-      request: {
-        method,
-        scheme,
-        host,
-        port,
-        path,
-        url: method === "CONNECT" ? authority : `${scheme}://${authority}${path}`,
-        httpVersion: "HTTP/2.0",
-        headers: regularFields(headers),
-        body: emptyBody(),
-        timestampStart: now,
-      },
-    };
-    if (this.#o.tls) flow.tls = this.#o.tls;
-    if (mismatch) flow.request.hostHeader = given;
-    return flow;
+    return streamFlow(this.#o, streamId, headers, now);
   }
 }
 
