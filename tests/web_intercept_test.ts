@@ -128,8 +128,17 @@ Deno.test({
       };
       const setValue = (id: string, value: string) =>
         evaluate(`document.getElementById('${id}').value = ${JSON.stringify(value)}`);
+      // Waits for the element too: a live repaint can replace it between two steps.
       const click = (selector: string) =>
-        evaluate(`document.querySelector(${JSON.stringify(selector)}).click()`);
+        until(
+          `${selector} to click`,
+          () =>
+            evaluate<boolean>(
+              `(() => { const e = document.querySelector(${
+                JSON.stringify(selector)
+              }); e?.click(); return !!e; })()`,
+            ),
+        );
 
       await browser.load(s, web.url);
       await until("live", () => evaluate<boolean>("document.getElementById('conn').textContent === 'live'"));
